@@ -1,0 +1,313 @@
+"""The exact world of Part I: contextual bandits small enough to enumerate.
+
+A contextual bandit has contexts s ~ ρ(s), actions a ~ π_θ(a|s) and rewards with mean
+r(s, a) (plus optional Gaussian noise of known standard deviation). Because there are
+finitely many contexts and actions, the objective is a finite sum,
+
+    J(θ) = Σ_s ρ(s) Σ_a π_θ(a|s) r(s, a),
+
+which is differentiable, so autograd gives the *exact* gradient ∇J(θ) that every
+estimator in the book is compared with.
+
+Shapes: S contexts, A actions, P parameters. ``probs`` is (S, A); a policy maps a flat
+parameter vector θ of shape (P,) to logits (S, A). Everything runs on the device and dtype
+of the tensors it is given; random draws take an explicit ``torch.Generator`` that lives on
+the same device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._validate import (
+    check_finite,
+    check_index,
+    check_positive,
+    check_positive_int,
+    check_probs,
+    check_same_device,
+    check_shape,
+    check_tensor,
+)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (the book's only RNG)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+@dataclass(frozen=True)
+class BanditBatch:
+    """Samples (s_i, a_i, r_i); each field has the batch shape (e.g. (N,) or (M, N))."""
+
+    s: Tensor
+    a: Tensor
+    r: Tensor
+
+    def __len__(self) -> int:
+        return self.s.shape[0]
+
+
+class Bandit:
+    """A contextual bandit with exact expectations.
+
+    Args:
+        rho: (S,) context distribution ρ(s); must sum to one.
+        means: (S, A) mean reward r(s, a); finite.
+        noise_std: standard deviation of Gaussian reward noise (0 = deterministic rewards).
+        name: a label used in figures.
+
+    Factor of J(θ): this *is* the reward factor R and the context distribution; the policy
+    supplies the other factor.
+    """
+
+    def __init__(self, rho: Tensor, means: Tensor, noise_std: float = 0.0, name: str = "bandit",
+                 action_names: list[str] | None = None):
+        check_tensor(rho, "rho", ndim=1, floating=True)
+        check_tensor(means, "means", ndim=2, floating=True)
+        check_same_device(rho=rho, means=means)
+        if means.shape[0] != rho.shape[0]:
+            raise ValueError(
+                f"means: expected {rho.shape[0]} rows (one per context of rho), "
+                f"got shape {tuple(means.shape)}"
+            )
+        check_probs(rho, "rho")
+        check_finite(means, "means")
+        self.rho = rho
+        self.means = means.to(rho.dtype)
+        self.noise_std = check_positive(noise_std, "noise_std", allow_zero=True)
+        self.name = name
+        self.action_names = action_names
+
+    # -- basic facts ---------------------------------------------------------------------
+    @property
+    def n_contexts(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.means.dtype
+
+    def to(self, device=None, dtype=None) -> "Bandit":
+        """A copy on another device and/or dtype."""
+        return Bandit(self.rho.to(device=device, dtype=dtype),
+                      self.means.to(device=device, dtype=dtype),
+                      self.noise_std, self.name, self.action_names)
+
+    def shifted(self, c: float) -> "Bandit":
+        """The same bandit with every reward shifted by ``c`` (∇J is unchanged)."""
+        return Bandit(self.rho, self.means + c, self.noise_std, f"{self.name}+{c:g}",
+                      self.action_names)
+
+    def __repr__(self) -> str:
+        return (f"Bandit({self.name!r}, contexts={self.n_contexts}, actions={self.n_actions}, "
+                f"noise_std={self.noise_std:g}, device={self.device}, dtype={self.dtype})")
+
+    # -- exact quantities ----------------------------------------------------------------
+    def _check_probs(self, probs: Tensor) -> Tensor:
+        check_tensor(probs, "probs", floating=True)
+        if tuple(probs.shape[-2:]) != (self.n_contexts, self.n_actions):
+            raise ValueError(
+                f"probs: expected shape (..., {self.n_contexts}, {self.n_actions}), "
+                f"got {tuple(probs.shape)}"
+            )
+        check_same_device(probs=probs, bandit=self.means)
+        return probs
+
+    def J(self, probs: Tensor, rewards: Tensor | None = None) -> Tensor:
+        """Exact J = Σ_s ρ(s) Σ_a π(a|s) r(s, a); differentiable in ``probs``.
+
+        ``probs`` is (..., S, A); ``rewards`` (S, A) replaces the bandit's reward table (used
+        to compute the exact bias of an action-dependent baseline). Returns shape (...).
+        """
+        self._check_probs(probs)
+        r = self.means if rewards is None else check_shape(rewards, "rewards", self.means.shape)
+        r = r.to(probs.dtype)
+        return ((probs * r).sum(-1) * self.rho.to(probs.dtype)).sum(-1)
+
+    def values(self, probs: Tensor) -> Tensor:
+        """State values V(s) = Σ_a π(a|s) r(s, a), shape (..., S)."""
+        self._check_probs(probs)
+        return (probs * self.means.to(probs.dtype)).sum(-1)
+
+    def advantages(self, probs: Tensor) -> Tensor:
+        """A(s, a) = r(s, a) − V(s), shape (..., S, A): the reward minus the state baseline."""
+        return self.means.to(probs.dtype) - self.values(probs).unsqueeze(-1)
+
+    def optimal_J(self) -> Tensor:
+        """max_π J = Σ_s ρ(s) max_a r(s, a) (the value of the greedy policy)."""
+        return (self.rho * self.means.max(-1).values).sum()
+
+    # -- sampling ------------------------------------------------------------------------
+    def sample(self, probs: Tensor, n: int | tuple[int, ...], generator: torch.Generator,
+               ) -> BanditBatch:
+        """Draw s ~ ρ, a ~ π(·|s), r = r(s, a) + noise; every field has shape ``n``.
+
+        ``n`` may be an int (N,) or a tuple such as (M, N) for M independent batches.
+        """
+        self._check_probs(probs)
+        if probs.dim() != 2:
+            raise ValueError(f"probs: expected shape (S, A) for sampling, got {tuple(probs.shape)}")
+        shape = (n,) if not isinstance(n, (tuple, list, torch.Size)) else tuple(n)
+        for k in shape:
+            check_positive_int(k, "n")
+        if not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+        if torch.device(generator.device).type != self.device.type:
+            raise ValueError(
+                f"generator: expected a generator on {self.device}, got one on {generator.device}"
+            )
+        total = 1
+        for k in shape:
+            total *= k
+        p = probs.detach().to(torch.float64 if probs.dtype in (torch.float16, torch.bfloat16)
+                              else probs.dtype)
+        s = torch.multinomial(self.rho.to(p.dtype), total, replacement=True, generator=generator)
+        a = torch.multinomial(p[s], 1, generator=generator).squeeze(-1)
+        r = self.means[s, a]
+        if self.noise_std > 0:
+            noise = torch.randn(total, generator=generator, device=self.device, dtype=r.dtype)
+            r = r + self.noise_std * noise
+        return BanditBatch(s.view(shape), a.view(shape), r.view(shape))
+
+
+# -- policies -------------------------------------------------------------------------------
+class SoftmaxPolicy:
+    """π_θ(a|s) = softmax(logits_θ(s))_a. Subclasses define :meth:`logits`.
+
+    Factor of J(θ): the trajectory factor p_θ(τ) = ρ(s) π_θ(a|s); the log-derivative trick
+    differentiates this factor only.
+    """
+
+    n_contexts: int
+    n_actions: int
+    n_params: int
+
+    def logits(self, theta: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_theta(self, theta: Tensor) -> Tensor:
+        check_tensor(theta, "theta", floating=True)
+        if theta.shape[-1:] != (self.n_params,):
+            raise ValueError(
+                f"theta: expected shape (..., {self.n_params}) for {type(self).__name__}, "
+                f"got {tuple(theta.shape)}"
+            )
+        return theta
+
+    def probs(self, theta: Tensor) -> Tensor:
+        """π_θ(·|s) for every context, shape (..., S, A)."""
+        return torch.softmax(self.logits(theta), dim=-1)
+
+    def log_probs(self, theta: Tensor) -> Tensor:
+        """log π_θ(·|s) for every context, shape (..., S, A)."""
+        return torch.log_softmax(self.logits(theta), dim=-1)
+
+    def log_prob(self, theta: Tensor, s: Tensor, a: Tensor) -> Tensor:
+        """log π_θ(a_i|s_i) for sampled pairs; ``s`` and ``a`` share a batch shape."""
+        check_index(s, "s", self.n_contexts)
+        check_index(a, "a", self.n_actions)
+        if s.shape != a.shape:
+            raise ValueError(f"s and a must have the same shape, got {tuple(s.shape)} and {tuple(a.shape)}")
+        return self.log_probs(theta)[s, a]
+
+    def init(self, like: Tensor | None = None, dtype=torch.float64, device="cpu") -> Tensor:
+        """θ = 0 (the uniform policy), on the device/dtype of ``like`` when given."""
+        if like is not None:
+            return like.new_zeros(self.n_params)
+        return torch.zeros(self.n_params, dtype=dtype, device=device)
+
+
+class TabularSoftmax(SoftmaxPolicy):
+    """One free logit per (context, action): θ has shape (S·A,), logits = θ.view(S, A)."""
+
+    def __init__(self, n_contexts: int, n_actions: int):
+        self.n_contexts = check_positive_int(n_contexts, "n_contexts")
+        self.n_actions = check_positive_int(n_actions, "n_actions")
+        self.n_params = n_contexts * n_actions
+
+    def logits(self, theta: Tensor) -> Tensor:
+        self._check_theta(theta)
+        return theta.reshape(*theta.shape[:-1], self.n_contexts, self.n_actions)
+
+    def __repr__(self) -> str:
+        return f"TabularSoftmax(S={self.n_contexts}, A={self.n_actions})"
+
+
+class LinearSoftmax(SoftmaxPolicy):
+    """Logits linear in features: logits(s, a) = φ(s, a)·θ, with φ of shape (S, A, P)."""
+
+    def __init__(self, features: Tensor):
+        check_tensor(features, "features", ndim=3, floating=True)
+        check_finite(features, "features")
+        self.features = features
+        self.n_contexts, self.n_actions, self.n_params = features.shape
+
+    def logits(self, theta: Tensor) -> Tensor:
+        self._check_theta(theta)
+        check_same_device(theta=theta, features=self.features)
+        return torch.einsum("sap,...p->...sa", self.features.to(theta.dtype), theta)
+
+    def __repr__(self) -> str:
+        return f"LinearSoftmax(S={self.n_contexts}, A={self.n_actions}, P={self.n_params})"
+
+
+def exact_J(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
+    """J(θ) by enumeration (differentiable)."""
+    return bandit.J(policy.probs(theta))
+
+
+def exact_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
+    """∇J(θ), shape (P,), by autograd through the enumerated sum."""
+    return torch.func.grad(lambda t: exact_J(bandit, policy, t))(theta.detach())
+
+
+# -- the shared bandits ---------------------------------------------------------------------
+def context_bandit(dtype=torch.float64, device="cpu", noise_std: float = 0.0) -> Bandit:
+    """Three contexts, four actions; the best action differs by context.
+
+    Used from chapter 01 on. Rewards lie in [0, 1]; the uniform policy earns J ≈ 0.43,
+    the best policy 1.0.
+    """
+    rho = torch.tensor([0.5, 0.3, 0.2], dtype=dtype, device=device)
+    means = torch.tensor([[1.0, 0.6, 0.2, 0.0],
+                          [0.0, 0.3, 1.0, 0.5],
+                          [0.4, 1.0, 0.0, 0.1]], dtype=dtype, device=device)
+    return Bandit(rho, means, noise_std, "context", ["a0", "a1", "a2", "a3"])
+
+
+def offset_bandit(offset: float = 10.0, dtype=torch.float64, device="cpu") -> Bandit:
+    """:func:`context_bandit` with every reward raised by ``offset``: the same ∇J, far more
+    variance for the plain score-function estimator (chapters 02-03)."""
+    b = context_bandit(dtype=dtype, device=device).shifted(offset)
+    return Bandit(b.rho, b.means, 0.0, f"offset{offset:g}", b.action_names)
+
+
+def two_param_bandit(dtype=torch.float64, device="cpu"):
+    """One context, three actions, a linear-softmax policy with two parameters.
+
+    Returns ``(bandit, policy)``. The features make J(θ₁, θ₂) a landscape one can draw:
+    logits = (θ₁, θ₂, −θ₁ − θ₂) and rewards (1, 0.6, 0): the optimum is at infinity along θ₁.
+    """
+    rho = torch.ones(1, dtype=dtype, device=device)
+    means = torch.tensor([[1.0, 0.6, 0.0]], dtype=dtype, device=device)
+    feats = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]], dtype=dtype, device=device)
+    return Bandit(rho, means, 0.0, "two-param", ["a0", "a1", "a2"]), LinearSoftmax(feats)
+
+
+def noisy_bandit(noise_std: float = 0.5, dtype=torch.float64, device="cpu") -> Bandit:
+    """:func:`context_bandit` with Gaussian reward noise of known standard deviation."""
+    return context_bandit(dtype=dtype, device=device, noise_std=noise_std)

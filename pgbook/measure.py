@@ -1,0 +1,129 @@
+"""Measuring estimators: many independent estimates at a fixed θ, and their statistics.
+
+The estimator is a surrogate loss ``loss_fn(theta, batch) -> scalar`` whose negative
+gradient is the estimate (see :mod:`pgbook.estimators`). :func:`estimates_from_loss`
+evaluates that gradient on M independent batches at once with ``torch.func.vmap``: one
+vectorised call, no Python loop over estimates or samples.
+
+:class:`EstimatorStats` holds mean, covariance, total variance and standard errors, and
+tests unbiasedness against an exact gradient in standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._validate import check_positive_int, check_same_device, check_shape, check_tensor
+from .bandits import Bandit, BanditBatch, SoftmaxPolicy
+from .estimators import reinforce_surrogate, sample_weights
+
+
+def estimates_from_loss(loss_fn, theta: Tensor, batches) -> Tensor:
+    """−∇_θ loss_fn(θ, batch_m) for each of M batches stacked along dim 0 → (M, P).
+
+    ``batches`` is a tensor or a tuple of tensors, each with a leading dimension M;
+    ``loss_fn`` sees one batch (the same structure without that dimension) at a time.
+    """
+    grad = torch.func.grad(loss_fn)
+    return -torch.func.vmap(grad, in_dims=(None, 0))(theta.detach(), batches)
+
+
+def policy_gradient_estimates(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                              n_samples: int, n_estimates: int, generator: torch.Generator,
+                              baseline="none") -> Tensor:
+    """M = ``n_estimates`` independent N-sample score-function estimates of ∇J, (M, P).
+
+    Each uses a fresh batch of N = ``n_samples`` draws (s, a, r) and the weights r − b for
+    ``baseline`` ('none', 'value', 'optimal', a number, or a callable; see
+    :func:`pgbook.estimators.get_baseline`).
+    """
+    check_positive_int(n_samples, "n_samples")
+    check_positive_int(n_estimates, "n_estimates")
+    check_same_device(theta=theta, bandit=bandit.means)
+    theta = theta.detach()
+    batch = bandit.sample(policy.probs(theta), (n_estimates, n_samples), generator)
+    w = sample_weights(bandit, policy, theta, batch, baseline)
+
+    def loss(t, sample):
+        s, a, weights = sample
+        return reinforce_surrogate(policy, t, BanditBatch(s, a, weights), weights)
+
+    return estimates_from_loss(loss, theta, (batch.s, batch.a, w))
+
+
+@dataclass
+class EstimatorStats:
+    """Statistics of M independent estimates (M, P) of a P-dimensional gradient."""
+
+    estimates: Tensor
+
+    def __post_init__(self):
+        check_tensor(self.estimates, "estimates", ndim=2, floating=True)
+        if self.estimates.shape[0] < 2:
+            raise ValueError(
+                f"estimates: expected at least 2 estimates, got {self.estimates.shape[0]}"
+            )
+
+    @property
+    def n(self) -> int:
+        return self.estimates.shape[0]
+
+    @property
+    def mean(self) -> Tensor:
+        return self.estimates.mean(0)
+
+    @property
+    def cov(self) -> Tensor:
+        """Sample covariance (P, P), unbiased (divides by M − 1)."""
+        c = self.estimates - self.mean
+        return c.T @ c / (self.n - 1)
+
+    @property
+    def total_variance(self) -> Tensor:
+        """tr Cov = E‖ĝ − E ĝ‖², the sum of per-coordinate variances."""
+        return self.estimates.var(0, unbiased=True).sum()
+
+    @property
+    def stderr(self) -> Tensor:
+        """Standard error of each coordinate of the mean, (P,)."""
+        return self.estimates.std(0, unbiased=True) / math.sqrt(self.n)
+
+    def z_scores(self, exact: Tensor) -> Tensor:
+        """(mean − exact) / stderr per coordinate; coordinates with zero spread give 0 when
+        the mean matches exactly and ±inf otherwise."""
+        check_shape(exact, "exact", self.mean.shape)
+        diff = self.mean - exact.to(self.mean.dtype)
+        se = self.stderr
+        tiny = 1e3 * torch.finfo(se.dtype).eps * (1 + exact.abs().max())
+        safe = torch.where(se > 0, se, torch.ones_like(se))
+        z = diff / safe
+        return torch.where(se > 0, z, torch.where(diff.abs() <= tiny, torch.zeros_like(z),
+                                                   torch.sign(diff) * math.inf))
+
+    def max_abs_z(self, exact: Tensor) -> float:
+        return float(self.z_scores(exact).abs().max())
+
+    def is_unbiased(self, exact: Tensor, z: float = 4.0) -> bool:
+        """True when every coordinate of the mean lies within ``z`` standard errors of
+        ``exact``. With P coordinates and z = 4 the false-alarm rate is below P·6e-5."""
+        return self.max_abs_z(exact) < z
+
+    def relative_error(self, exact: Tensor) -> float:
+        """‖mean − exact‖ / ‖exact‖."""
+        return float((self.mean - exact).norm() / exact.norm())
+
+    def summary(self, exact: Tensor | None = None) -> str:
+        s = f"M={self.n}  total variance={float(self.total_variance):.4g}"
+        if exact is not None:
+            s += (f"  ‖mean−∇J‖/‖∇J‖={self.relative_error(exact):.3g}"
+                  f"  max|z|={self.max_abs_z(exact):.2f}")
+        return s
+
+
+def cosine(u: Tensor, v: Tensor) -> Tensor:
+    """Cosine similarity of two vectors (or of each row of u with v)."""
+    return torch.nn.functional.cosine_similarity(u, v.expand_as(u), dim=-1)

@@ -1,0 +1,70 @@
+"""Authoring helper for the chapters.
+
+    python tools/nb.py build SCRIPT.py NOTEBOOK.ipynb   # percent-format script -> notebook
+    python tools/nb.py run NOTEBOOK.ipynb [...]        # execute in place, save outputs, time it
+    python tools/nb.py times                           # execute every chapter, print wall times
+
+A percent script separates cells with ``# %%`` (code) and ``# %% [markdown]`` (Markdown,
+every line prefixed by ``# ``). Chapters are committed executed: run ``run`` after editing.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def build(script: str, out: str) -> None:
+    text = pathlib.Path(script).read_text()
+    parts = re.split(r"^# %%(.*)$", text, flags=re.M)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for header, body in zip(parts[1::2], parts[2::2]):
+        body = body.strip("\n")
+        if "[markdown]" in header:
+            lines = [ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in body.splitlines()]
+            nb.cells.append(nbformat.v4.new_markdown_cell("\n".join(lines).strip("\n")))
+        elif body.strip():
+            nb.cells.append(nbformat.v4.new_code_cell(body))
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"c{i:03d}"
+    nbformat.write(nb, out)
+    print(f"wrote {out} ({len(nb.cells)} cells)")
+
+
+def run(path: str, timeout: int = 300) -> float:
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(pathlib.Path(path).parent)}})
+    t0 = time.perf_counter()
+    client.execute()
+    dt = time.perf_counter() - t0
+    for c in nb.cells:  # drop volatile execution metadata so diffs stay small
+        c.get("metadata", {}).pop("execution", None)
+    nbformat.write(nb, path)
+    print(f"{path}: {dt:.1f} s")
+    return dt
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:]
+    if cmd == "build":
+        build(*args)
+    elif cmd == "run":
+        for a in args:
+            run(a)
+    elif cmd == "times":
+        total = 0.0
+        for p in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")):
+            total += run(str(p))
+        print(f"total {total:.1f} s")
+    else:
+        raise SystemExit(__doc__)
