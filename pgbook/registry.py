@@ -175,4 +175,8 @@ def _load_all() -> None:
     from . import _modules
 
     for mod in _modules.REGISTERING:
-        importlib.import_module(f"pgbook.{mod}")
+        try:
+            importlib.import_module(f"pgbook.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"pgbook.{mod}":
+                raise
