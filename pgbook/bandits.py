@@ -143,6 +143,24 @@ class Bandit:
         self._check_probs(probs)
         return (probs * self.means.to(probs.dtype)).sum(-1)
 
+    def reward_variance(self, probs: Tensor) -> Tensor:
+        """Exact variance of one sampled reward (s ~ ρ, a ~ π(·|s), r = r(s, a) + noise):
+
+            Var[r] = Σ_s ρ(s) Σ_a π(a|s) (r(s, a)² + σ²) − J²,       shape (...).
+
+        The Monte-Carlo estimate Ĵ_N = (1/N) Σ_i r_i of J has variance Var[r] / N, so its
+        error shrinks like 1/√N (chapter 01). Reward factor of J(θ) (with the context
+        distribution), weighted by the policy. ``probs`` is (..., S, A); half-precision
+        inputs are computed in float32 and returned in their own dtype.
+        """
+        self._check_probs(probs)
+        p = probs.float() if probs.dtype in (torch.float16, torch.bfloat16) else probs
+        r = self.means.to(p.dtype)
+        rho = self.rho.to(p.dtype)
+        second = ((p * (r * r + self.noise_std ** 2)).sum(-1) * rho).sum(-1)
+        mean = ((p * r).sum(-1) * rho).sum(-1)
+        return (second - mean * mean).clamp_min(0).to(probs.dtype)
+
     def advantages(self, probs: Tensor) -> Tensor:
         """A(s, a) = r(s, a) − V(s), shape (..., S, A): the reward minus the state baseline."""
         return self.means.to(probs.dtype) - self.values(probs).unsqueeze(-1)
@@ -157,10 +175,14 @@ class Bandit:
         """Draw s ~ ρ, a ~ π(·|s), r = r(s, a) + noise; every field has shape ``n``.
 
         ``n`` may be an int (N,) or a tuple such as (M, N) for M independent batches.
+        ``probs`` is (S, A), or (R, S, A) for R policies at once (e.g. R training runs):
+        then every field has shape (R, *n), row k drawn from policy k.
         """
         self._check_probs(probs)
-        if probs.dim() != 2:
-            raise ValueError(f"probs: expected shape (S, A) for sampling, got {tuple(probs.shape)}")
+        if probs.dim() not in (2, 3):
+            raise ValueError(
+                f"probs: expected shape (S, A) or (R, S, A) for sampling, got {tuple(probs.shape)}"
+            )
         shape = (n,) if not isinstance(n, (tuple, list, torch.Size)) else tuple(n)
         for k in shape:
             check_positive_int(k, "n")
@@ -175,12 +197,17 @@ class Bandit:
             total *= k
         p = probs.detach().to(torch.float64 if probs.dtype in (torch.float16, torch.bfloat16)
                               else probs.dtype)
+        lead = tuple(p.shape[:-2])
+        p = p.reshape(-1, self.n_contexts, self.n_actions)  # (R, S, A), R = 1 for (S, A)
+        total *= p.shape[0]
         s = torch.multinomial(self.rho.to(p.dtype), total, replacement=True, generator=generator)
-        a = torch.multinomial(p[s], 1, generator=generator).squeeze(-1)
+        run = torch.arange(p.shape[0], device=self.device).repeat_interleave(total // p.shape[0])
+        a = torch.multinomial(p[run, s], 1, generator=generator).squeeze(-1)
         r = self.means[s, a]
         if self.noise_std > 0:
             noise = torch.randn(total, generator=generator, device=self.device, dtype=r.dtype)
             r = r + self.noise_std * noise
+        shape = lead + shape
         return BanditBatch(s.view(shape), a.view(shape), r.view(shape))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import check_finite, check_same_device, check_tensor
+from ._validate import check_finite, check_positive_int, check_same_device, check_tensor
 from .bandits import Bandit, BanditBatch, SoftmaxPolicy, exact_J
 from .losses import score_function_loss
 from .registry import register, register_label, register_method
@@ -198,6 +198,66 @@ def state_table(values: Tensor, n_actions: int) -> Tensor:
     return values[:, None].expand(-1, n_actions)
 
 
+def _half_to_float(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def exact_total_variances(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                          tables: Tensor, n_samples: int = 1) -> Tensor:
+    """tr Cov[ĝ] of the N-sample estimator for a whole batch of baselines at once, exactly:
+
+        tr Cov = (1/N) ( Σ_{s,a} ρ(s) π(a|s) ‖∇log π(a|s)‖² ((r(s,a) − b(s,a))² + σ²)
+                         − ‖E[ĝ]‖² ),    E[ĝ] = Σ_{s,a} ρ π ∇log π (r − b).
+
+    ``tables`` is (..., S, A): one baseline table b(s, a) per leading index (constant along
+    a for a state baseline, e.g. ``c[:, None, None].expand(-1, S, A)`` for constants c);
+    returns (...). A shift of every reward by c is the baseline −c. Reward side of J(θ)
+    (the weight r − b), averaged with the trajectory-side score. Half-precision inputs are
+    computed in float32 and returned in their own dtype.
+    """
+    check_tensor(tables, "tables", floating=True)
+    if tables.dim() < 2 or tuple(tables.shape[-2:]) != (bandit.n_contexts, bandit.n_actions):
+        raise ValueError(
+            f"tables: expected shape (..., {bandit.n_contexts}, {bandit.n_actions}), "
+            f"got {tuple(tables.shape)}"
+        )
+    check_same_device(tables=tables, theta=theta, bandit=bandit.means)
+    check_finite(tables, "tables")
+    check_positive_int(n_samples, "n_samples")
+    out_dtype = torch.promote_types(theta.dtype, tables.dtype)
+    th = _half_to_float(theta.detach())
+    with torch.no_grad():
+        probs = policy.probs(th)
+        sc = all_scores(policy, th)  # (S, A, P)
+        joint = bandit.rho.to(th.dtype)[:, None] * probs  # (S, A)
+        w = bandit.means.to(th.dtype) - tables.to(th.dtype)  # (..., S, A)
+        mean = torch.einsum("...sa,sap->...p", joint * w, sc)
+        sq = sc.pow(2).sum(-1)  # (S, A)
+        second = (joint * sq * (w * w + bandit.noise_std ** 2)).sum((-2, -1))
+        return ((second - mean.pow(2).sum(-1)) / n_samples).to(out_dtype)
+
+
+def optimal_constant_baseline(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
+    """The constant b that minimises tr Cov[ĝ] among constant baselines, a scalar:
+
+        b_c* = E_{s~ρ, a~π}[ ‖∇log π(a|s)‖² r(s, a) ] / E_{s~ρ, a~π}[ ‖∇log π(a|s)‖² ].
+
+    (tr Cov is a parabola in b; this is its vertex.) It is J(θ) = E[r] only when every score
+    has the same norm. Reward side of J(θ). Returns J(θ) where every score is zero.
+    """
+    check_same_device(theta=theta, bandit=bandit.means)
+    th = _half_to_float(theta.detach())
+    with torch.no_grad():
+        probs = policy.probs(th)
+        joint = bandit.rho.to(th.dtype)[:, None] * probs
+        wsq = joint * all_scores(policy, th).pow(2).sum(-1)
+        den = wsq.sum()
+        num = (wsq * bandit.means.to(th.dtype)).sum()
+        J = (joint * bandit.means.to(th.dtype)).sum()
+        out = torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), J)
+        return out.to(theta.dtype)
+
+
 # -- methods of Part I -------------------------------------------------------------------------
 register_label("policy_loss", "exact", side="trajectory",
                summary="∇J by enumerating every trajectory (no sampling)")
@@ -220,4 +280,5 @@ __all__ = [
     "constant_baseline", "value_baseline", "optimal_baseline", "optimal_baseline_table",
     "action_baseline", "baseline_bias", "get_baseline", "sample_weights",
     "exact_estimator_moments", "exact_total_variance", "state_table", "exact_J",
+    "exact_total_variances", "optimal_constant_baseline",
 ]

@@ -82,15 +82,20 @@ def gradient_cloud(estimates: Tensor, exact: Tensor, dims=(0, 1), ax=None, label
     return ax
 
 
-def variance_curve(bs, variances, ax=None, label=None, optimal=None, color="C0", mc=None):
+def variance_curve(bs, variances, ax=None, label=None, optimal=None, color="C0", mc=None,
+                   current=None):
     """Total variance against a baseline value; ``optimal = (b*, var*)`` is marked, and
-    ``mc = (bs, vars)`` adds Monte-Carlo points."""
+    ``mc = (bs, vars)`` adds Monte-Carlo points; ``current = (b, var)`` marks the baseline a
+    widget has selected (a dashed vertical line and a dot)."""
     ax = _ax(ax)
     ax.plot(_np(bs), _np(variances), color=color, label=label)
     if mc is not None:
         ax.plot(_np(mc[0]), _np(mc[1]), "o", color=color, ms=4, label="Monte Carlo")
     if optimal is not None:
         ax.plot(float(optimal[0]), float(optimal[1]), "r*", ms=12, label="optimal baseline")
+    if current is not None:
+        ax.axvline(float(current[0]), color="k", ls="--", lw=0.8)
+        ax.plot(float(current[0]), float(current[1]), "ko", ms=6, label=f"b = {float(current[0]):.3g}")
     ax.set_xlabel("baseline b")
     ax.set_ylabel(r"tr Cov$[\hat g]$")
     return ax
@@ -108,6 +113,77 @@ def curves(xs, ys_by_label: dict, ax=None, xlabel="step", ylabel="", target=None
     if logy:
         ax.set_yscale("log")
     ax.legend(fontsize=8)
+    return ax
+
+
+def scaling(ns, values, reference=None, stderr=None, ax=None, label="Monte Carlo",
+            ref_label="exact", ylabel="", color="C0"):
+    """A quantity against the sample size N on log-log axes: measured ``values`` (K,) at
+    ``ns`` (K,) as dots with ±2 ``stderr`` bars, and the exact ``reference`` (K,) as a line
+    (e.g. σ/√N for an error, tr Σ/N for a variance). Returns the axes."""
+    ax = _ax(ax)
+    n, v = _np(ns), _np(values)
+    if reference is not None:
+        ax.plot(n, _np(reference), "-", color="k", lw=1, label=ref_label)
+    yerr = None if stderr is None else 2 * _np(stderr)
+    ax.errorbar(n, v, yerr=yerr, fmt="o", color=color, ms=4, capsize=2, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("samples per estimate N")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def panel_grid(draw, rows, cols, row_name="", col_name="", figsize=None, sharex=True,
+               sharey=True):
+    """A small grid of panels: ``draw(ax, row_value, col_value)`` fills the panel for each
+    pair (the static twin of a two-slider widget). Panels are titled with both values and
+    inner tick labels are hidden when axes are shared. Returns the (R, C) array of axes."""
+    rows, cols = list(rows), list(cols)
+    if not rows or not cols:
+        raise ValueError(f"panel_grid: expected at least one row and one column, got "
+                         f"{len(rows)} and {len(cols)}")
+    size = figsize or (2.6 * len(cols), 2.3 * len(rows))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=size, sharex=sharex, sharey=sharey,
+                             squeeze=False)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            draw(ax, r, c)
+            ax.set_title(f"{row_name}={r:g}, {col_name}={c:g}" if isinstance(r, (int, float))
+                         and isinstance(c, (int, float)) else f"{row_name}={r}, {col_name}={c}",
+                         fontsize=9)
+            if sharex and i < len(rows) - 1:
+                ax.set_xlabel("")
+            if sharey and j > 0:
+                ax.set_ylabel("")
+    fig.tight_layout()
+    return axes
+
+
+def policy_bars(probs, ax=None, action_names=None, context_names=None, title=None):
+    """π(a|s) as grouped bars: one group per context, one bar per action. ``probs`` is
+    (S, A) or (A,) (a single context). Returns the axes."""
+    ax = _ax(ax)
+    p = _np(probs)
+    if p.ndim == 1:
+        p = p[None]
+    if p.ndim != 2:
+        raise ValueError(f"probs: expected shape (S, A) or (A,), got {p.shape}")
+    S, A = p.shape
+    names = action_names or [f"a{k}" for k in range(A)]
+    width = 0.8 / A
+    for a in range(A):
+        ax.bar(np.arange(S) + (a - (A - 1) / 2) * width, p[:, a], width=width, color=f"C{a}",
+               label=names[a])
+    ax.set_xticks(range(S))
+    ax.set_xticklabels(context_names or [f"s{k}" for k in range(S)])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(r"$\pi(a|s)$")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=min(A, 4))
     return ax
 
 

@@ -1,0 +1,123 @@
+"""Smoke and content tests for pgbook.plots: every figure helper draws what it says on a
+given Axes and returns it (Agg backend, set in conftest)."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+import pgbook as pg
+from pgbook import plots
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    plots.setup()
+    yield
+    plt.close("all")
+
+
+def test_setup_sets_small_dpi():
+    plots.setup(dpi=50)
+    assert plt.rcParams["figure.dpi"] == 50
+    plots.setup()
+    assert plt.rcParams["figure.dpi"] == 72
+
+
+def test_landscape_evaluates_the_grid_in_one_call():
+    b, pol = pg.two_param_bandit()
+    calls = []
+
+    def f(t):
+        calls.append(t.shape)
+        return pg.exact_J(b, pol, t)
+
+    ax = plots.landscape(f, n=11, colorbar=False)
+    assert calls == [(11, 11, 2)]
+    assert ax.get_xlabel() == r"$\theta_1$"
+
+
+def test_path_and_curves():
+    _, ax = plt.subplots()
+    assert plots.path(torch.zeros(4, 2, dtype=torch.bfloat16), ax=ax) is ax
+    assert len(ax.lines) == 1
+    ax2 = plots.curves(np.arange(3), {"a": [1, 2, 3], "b": torch.tensor([3.0, 2.0, 1.0])},
+                       target=4.0, logy=True, ylabel="J")
+    assert len(ax2.lines) == 3 and ax2.get_yscale() == "log"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64, torch.bfloat16])
+def test_gradient_cloud_marks_exact_and_mean(dtype):
+    est = torch.randn(50, 3, generator=pg.make_generator(0)).to(dtype)
+    ax = plots.gradient_cloud(est, torch.zeros(3, dtype=dtype), dims=(0, 2))
+    star = next(ln for ln in ax.lines if ln.get_marker() == "*")
+    assert star.get_xdata()[0] == 0.0
+    cross = next(ln for ln in ax.lines if ln.get_marker() == "x")
+    assert cross.get_xdata()[0] == pytest.approx(float(est[:, 0].double().mean()), rel=1e-6)
+    assert ax.get_ylabel() == r"$\hat g_{2}$"
+
+
+def test_variance_curve_marks_optimal_mc_and_current():
+    bs = torch.linspace(-1, 1, 21, dtype=F64)
+    ax = plots.variance_curve(bs, bs ** 2 + 1, optimal=(0.0, 1.0), mc=([0.5], [1.25]),
+                              current=(0.5, 1.25), label="exact")
+    labels = [ln.get_label() for ln in ax.lines]
+    assert "optimal baseline" in labels and "Monte Carlo" in labels and "b = 0.5" in labels
+    # without the optional marks only the curve is drawn
+    _, ax2 = plt.subplots()
+    plots.variance_curve(bs, bs ** 2, ax=ax2)
+    assert len(ax2.lines) == 1
+
+
+def test_scaling_is_log_log_with_reference_and_error_bars():
+    ns = torch.tensor([10, 100, 1000])
+    ax = plots.scaling(ns, [1.0, 0.3, 0.1], reference=[1.0, 0.316, 0.1], stderr=[0.1, 0.03, 0.01],
+                       ylabel="error")
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert len(ax.containers) == 1  # the error bars
+    assert ax.get_ylabel() == "error"
+    _, ax2 = plt.subplots()
+    plots.scaling([1, 2], [1.0, 0.5], ax=ax2)  # no reference, no error bars
+    assert len(ax2.lines) == 1
+
+
+def test_panel_grid_calls_draw_for_every_pair():
+    seen = []
+
+    def draw(ax, r, c):
+        seen.append((r, c))
+        ax.plot([0, 1], [r, c])
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+
+    axes = plots.panel_grid(draw, [1, 2], [10, 20, 30], row_name="N", col_name="c")
+    assert axes.shape == (2, 3)
+    assert seen == [(1, 10), (1, 20), (1, 30), (2, 10), (2, 20), (2, 30)]
+    assert axes[0, 1].get_title() == "N=1, c=20"
+    assert axes[0, 0].get_xlabel() == "" and axes[1, 0].get_xlabel() == "x"
+    assert axes[1, 1].get_ylabel() == "" and axes[1, 0].get_ylabel() == "y"
+    axes = plots.panel_grid(draw, ["a"], ["b"], row_name="r", col_name="k")
+    assert axes.shape == (1, 1) and axes[0, 0].get_title() == "r=a, k=b"
+    with pytest.raises(ValueError, match="at least one"):
+        plots.panel_grid(draw, [], [1])
+
+
+def test_policy_bars_draws_one_bar_per_context_and_action():
+    p = pg.TabularSoftmax(3, 4).probs(torch.zeros(12, dtype=F64))
+    ax = plots.policy_bars(p, action_names=["w", "x", "y", "z"], title="uniform")
+    assert len(ax.patches) == 12
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["s0", "s1", "s2"]
+    assert ax.get_title() == "uniform"
+    _, ax2 = plt.subplots()
+    plots.policy_bars(p[0].to(torch.bfloat16), ax=ax2)  # a single context (A,)
+    assert len(ax2.patches) == 4
+    with pytest.raises(ValueError, match="probs"):
+        plots.policy_bars(torch.zeros(2, 2, 2))
+
+
+def test_method_map_draws_registered_methods():
+    ax = plots.method_map()
+    names = {t.get_text() for t in ax.texts}
+    assert {"J(θ)", "REINFORCE", "REINFORCE + baseline"} <= names
