@@ -1,0 +1,380 @@
+"""A tiny GPT, a character tokenizer and batched sampling: the policy π_θ of Part II.
+
+A language model's trajectory is a response y = (y_1 … y_T) to a prompt x, and its
+probability is the product of the model's next-token probabilities,
+
+    p_θ(τ) = ρ(x) · Π_t π_θ(y_t | h_t),      h_t = (x, y_<t),
+
+so everything a policy-gradient method needs from the model is *one log-probability per
+sampled token*: the trajectory factor of J(θ) = E_{τ~p_θ}[R(τ)]. This module provides
+
+* :class:`GPTConfig` and :class:`GPT`: a decoder-only transformer in the spirit of
+  nanoGPT's ``model.py`` (token + position embeddings, pre-LayerNorm blocks of causal
+  self-attention and an MLP, a final LayerNorm and a linear head, optionally tied to the
+  token embedding). ``GPT(config)(idx)`` maps (B, T) token ids to (B, T, V) logits.
+* :class:`CharTokenizer`: one token per character plus three special tokens
+  ``PAD = 0``, ``BOS = 1``, ``EOS = 2``.
+* :func:`sample`: batched autoregressive sampling that returns the sequences, the
+  log-probability of every sampled token *under the sampling distribution* and the
+  response mask (:class:`Sample`); :func:`logprobs` recomputes the same log-probabilities
+  from one forward pass (that is what a trainer differentiates).
+
+Token layout (used by :mod:`pgbook.tasks` and the chapters that train the model): a batch
+of prompts is a (B, P) long tensor, ``BOS`` first, left-padded with ``PAD`` so that every
+prompt ends at column P − 1. :func:`sample` appends ``max_new_tokens`` = N columns, so a
+sample is (B, T) with T = P + N, and every per-token tensor (log-probs, mask) is aligned
+with the tokens: ``logprobs[b, t] = log π_θ(tokens[b, t] | tokens[b, :t])``, 0 where
+there is nothing to score (the prompt, padding after EOS). The mask is 1 on the response
+tokens up to and including the first EOS (:func:`pgbook.tokens.response_mask`).
+
+Devices and dtypes: the model computes on the device (and dtype) of its parameters; token
+tensors must live on the same device. Log-probabilities are float32 for bfloat16/float32
+logits and float64 for a float64 model (the rule of :mod:`pgbook.tokens`), so sampling and
+recomputing under ``torch.autocast(..., dtype=torch.bfloat16)`` works. A model moved to
+the ``meta`` device runs :meth:`GPT.forward` and :func:`logprobs` for shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._validate import _is_meta, check_index, check_positive, check_positive_int, check_tensor
+from .bandits import make_generator
+from .tokens import response_mask, token_logprobs
+
+PAD, BOS, EOS = 0, 1, 2
+SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Hyper-parameters of :class:`GPT`.
+
+    ``vocab_size`` V (take it from the tokenizer), ``block_size`` the longest sequence the
+    position embedding covers, ``n_layer`` blocks of ``n_head`` heads over ``n_embd``
+    channels (``n_embd`` must be divisible by ``n_head``), MLP width ``mlp_ratio·n_embd``,
+    ``tie_weights``: the output head reuses the token embedding matrix (saves V·n_embd
+    parameters, as in GPT-2). ``init_std``: the standard deviation of the initial weights.
+    GPT-2 uses 0.02 at width 768; at width 32 that leaves attention nearly uniform and
+    training sits on a long plateau, so the default here is 0.05.
+    The defaults (one block, 2 heads, 32 channels) are the book's policy for the toy tasks
+    of :mod:`pgbook.tasks`: about 14k parameters.
+    """
+
+    vocab_size: int
+    block_size: int = 32
+    n_layer: int = 1
+    n_head: int = 2
+    n_embd: int = 32
+    mlp_ratio: int = 4
+    tie_weights: bool = True
+    init_std: float = 0.05
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            check_positive_int(getattr(self, name), name)
+        check_positive(self.init_std, "init_std")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd: expected a multiple of n_head = {self.n_head}, "
+                             f"got {self.n_embd}")
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position t attends to positions ≤ t.
+
+    x (B, T, C) → q, k, v (B, H, T, C/H) → softmax(q kᵀ/√(C/H) + causal mask) v → (B, T, C),
+    via ``F.scaled_dot_product_attention(..., is_causal=True)``.
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.n_embd)
+        width = cfg.mlp_ratio * cfg.n_embd
+        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, width), nn.GELU(approximate="tanh"),
+                                 nn.Linear(width, cfg.n_embd))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer: token ids (B, T) → next-token logits (B, T, V).
+
+        h⁰ = E[idx] + P[0:T]                        (token and position embeddings)
+        hˡ = Block_l(hˡ⁻¹),  l = 1 … n_layer          (causal attention + MLP, pre-LN)
+        logits = LN(h^L) Wᵀ                          (W = E when ``tie_weights``)
+
+    ``logits[b, t]`` parametrises π_θ(· | idx[b, :t+1]): the distribution of the token
+    at position t + 1. Matrices are drawn N(0, init_std²) (residual projections scaled by
+    1/√(2·n_layer), as in GPT-2; biases 0, LayerNorm weights 1) from ``generator``
+    (default: seed 0), so a model is reproducible and torch's global RNG is left as it
+    was. Build it on the CPU and move it with ``.to(device, dtype)``.
+    """
+
+    def __init__(self, config: GPTConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise ValueError(f"config: expected a GPTConfig, got {type(config).__name__}")
+        self.config = cfg = config
+        with torch.random.fork_rng(devices=[]):  # torch's default inits, overwritten below
+            self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+            self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+            self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+            self.ln_f = nn.LayerNorm(cfg.n_embd)
+            self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.head.weight = self.wte.weight
+        g = generator if generator is not None else make_generator(0)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:      # biases and LayerNorm: PyTorch defaults (0, and 1 for LN weight)
+                continue
+            residual = name.endswith(("proj.weight", "mlp.2.weight"))
+            std = cfg.init_std / math.sqrt(2 * cfg.n_layer) if residual else cfg.init_std
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+        for m in self.modules():
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters (a tied head is counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """idx (B, T) long on the model's device, T ≤ block_size → logits (B, T, V)."""
+        check_tensor(idx, "idx", ndim=2)
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"idx: expected at most block_size = {self.config.block_size} "
+                             f"positions, got {T}")
+        if idx.device != self.wte.weight.device:
+            raise ValueError(f"idx: expected tokens on the model's device "
+                             f"{self.wte.weight.device}, got {idx.device}")
+        check_index(idx, "idx", self.config.vocab_size)
+        pos = torch.arange(T, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+# -- the tokenizer ------------------------------------------------------------------------
+
+
+class CharTokenizer:
+    """One token per character of ``chars``, after the specials PAD = 0, BOS = 1, EOS = 2.
+
+    ``encode("ab")`` → [3, 4] (no specials added); ``decode`` drops PAD and BOS and stops at
+    the first EOS (``specials=True`` shows them as ``·``, ``^`` and ``$`` instead, and does
+    not stop). ``vocab_size`` = 3 + len(chars).
+    """
+
+    SHOW: ClassVar[dict] = {PAD: "·", BOS: "^", EOS: "$"}
+
+    def __init__(self, chars: str):
+        if not isinstance(chars, str) or not chars:
+            raise ValueError(f"chars: expected a non-empty string, got {chars!r}")
+        if len(set(chars)) != len(chars):
+            raise ValueError(f"chars: expected distinct characters, got {chars!r}")
+        self.chars = chars
+        self.itos = list(SPECIALS) + list(chars)
+        self.stoi = {c: i + len(SPECIALS) for i, c in enumerate(chars)}
+        self.pad_id, self.bos_id, self.eos_id = PAD, BOS, EOS
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer({self.chars!r}, vocab_size={self.vocab_size})"
+
+    def encode(self, text: str) -> list[int]:
+        """Characters → ids (a ValueError names an unknown character)."""
+        bad = sorted({c for c in text if c not in self.stoi})
+        if bad:
+            raise ValueError(f"text: characters {bad} are not in the vocabulary {self.chars!r}")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids, specials: bool = False) -> str:
+        """Ids (a list or a 1-D tensor) → text; see the class docstring for specials."""
+        if isinstance(ids, Tensor):
+            check_tensor(ids, "ids", ndim=1)
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"ids: expected ids in [0, {self.vocab_size}), got {i}")
+            if i < len(SPECIALS):
+                if specials:
+                    out.append(self.SHOW[i])
+                elif i == EOS:
+                    break
+                continue
+            out.append(self.itos[i])
+        return "".join(out)
+
+    def decode_batch(self, tokens: Tensor, specials: bool = False) -> list[str]:
+        """(B, T) ids → B strings (``decode`` row by row: for display, not for training)."""
+        check_tensor(tokens, "tokens", ndim=2)
+        return [self.decode(row, specials) for row in tokens.tolist()]
+
+    def encode_batch(self, texts: Sequence[str], length: int | None = None, bos: bool = True,
+                     device: torch.device | str = "cpu") -> Tensor:
+        """Prompts as a (B, P) long tensor: ``BOS`` + text, left-padded with PAD to ``length``
+        (default: the longest), so every prompt ends at column P − 1 (:func:`sample`'s layout)."""
+        rows = [([BOS] if bos else []) + self.encode(t) for t in texts]
+        P = max(map(len, rows)) if length is None else length
+        if any(len(r) > P for r in rows):
+            raise ValueError(f"length: expected at least {max(map(len, rows))}, got {P}")
+        return torch.tensor([[PAD] * (P - len(r)) + r for r in rows], dtype=torch.long,
+                            device=device)
+
+
+# -- sampling and log-probabilities ---------------------------------------------------------
+
+
+class Sample(NamedTuple):
+    """A batch of sampled sequences, each (B, T) with T = P + max_new_tokens.
+
+    ``tokens`` long: prompt then response (PAD after EOS); ``logprobs`` float:
+    log π(tokens[b, t] | tokens[b, :t]) under the sampling distribution, 0 off the mask;
+    ``mask`` float 0/1: the response tokens up to and including the first EOS.
+    """
+
+    tokens: Tensor
+    logprobs: Tensor
+    mask: Tensor
+
+
+def _check_temperature(temperature: float) -> float:
+    return check_positive(temperature, "temperature", allow_zero=True)
+
+
+@torch.no_grad()
+def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Generator,
+           temperature: float = 1.0, eos_id: int = EOS, pad_id: int = PAD) -> Sample:
+    """Sample B responses at once: y_t ~ softmax(z_t / temperature), t = P … P + N − 1.
+
+    Args:
+        model: a :class:`GPT` (any module mapping (B, T) ids to (B, T, V) logits).
+        prompts: (B, P) long on the model's device (left-padded, see the module docstring).
+        max_new_tokens: N ≥ 1; P + N must not exceed the model's ``block_size``.
+        generator: a ``torch.Generator`` on the model's device (the only randomness).
+        temperature: τ > 0 samples from softmax(z/τ); τ = 0 is greedy decoding (argmax),
+            and then ``logprobs`` holds the model's own (τ = 1) log-probabilities.
+
+    Returns a :class:`Sample` (tokens, logprobs, mask), all (B, P + N). Rows stop
+    independently: after a row's first EOS it receives ``pad_id`` with log-prob 0 and mask
+    0. The loop runs over the N generated positions (each step a batched forward pass on
+    the prefix; no KV cache, so the recorded log-probs and :func:`logprobs` come from the
+    same computation up to floating-point reassociation) and stops early once every row has
+    ended. Deterministic given the generator's state. No gradient is recorded: these are
+    the "old" log-probs of a rollout. Factor of J(θ): trajectory (draws τ ~ p_θ).
+    """
+    check_tensor(prompts, "prompts", ndim=2)
+    if prompts.dtype != torch.long:
+        raise ValueError(f"prompts: expected dtype torch.int64 (long), got {prompts.dtype}")
+    check_positive_int(max_new_tokens, "max_new_tokens")
+    tau = _check_temperature(temperature)
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+    block = getattr(getattr(model, "config", None), "block_size", None)
+    B, P = prompts.shape
+    if block is not None and P + max_new_tokens > block:
+        raise ValueError(f"max_new_tokens: prompt length {P} + {max_new_tokens} exceeds the "
+                         f"model's block_size = {block}")
+    if _is_meta(prompts):
+        raise ValueError("prompts: sampling needs values; the meta device has none")
+    if generator.device.type != prompts.device.type:
+        raise ValueError(f"generator: expected a generator on {prompts.device}, "
+                         f"got one on {generator.device}")
+    T = P + max_new_tokens
+    tokens = prompts.new_full((B, T), pad_id)
+    tokens[:, :P] = prompts
+    logp = None
+    done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
+    for t in range(P, T):
+        z = model(tokens[:, :t])[:, -1]                       # (B, V) logits for position t
+        z = z.to(torch.promote_types(z.dtype, torch.float32))
+        lp = torch.log_softmax(z if tau in (0.0, 1.0) else z / tau, dim=-1)
+        if tau == 0.0:
+            nxt = lp.argmax(-1)
+        else:
+            nxt = torch.multinomial(lp.exp(), 1, generator=generator).squeeze(-1)
+        if logp is None:
+            logp = lp.new_zeros(B, T)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens[:, t] = nxt
+        logp[:, t] = torch.where(done, lp.new_zeros(()), lp.gather(-1, nxt[:, None]).squeeze(-1))
+        done = done | (nxt == eos_id)
+        if bool(done.all()):
+            break
+    mask = response_mask(tokens, eos_id, P, dtype=logp.dtype)
+    return Sample(tokens, logp * mask, mask)
+
+
+def logprobs(model: GPT, tokens: Tensor, temperature: float = 1.0,
+             chunk_size: int | None = None) -> Tensor:
+    """Recompute log π(tokens[:, t] | tokens[:, :t]) for every t ≥ 1 in one forward pass.
+
+    logits = model(tokens[:, :-1]) scores positions 1 … T − 1; the result (B, T) has a 0 in
+    column 0 (nothing predicts the first token) and uses the memory-efficient
+    :func:`pgbook.tokens.token_logprobs` (``chunk_size`` is passed on). With the same
+    ``temperature`` as :func:`sample` (τ > 0) it reproduces the sampled log-probs on the
+    response positions; multiply by the mask to ignore the rest. Differentiable in the
+    model's parameters (this is log π_θ in every policy loss). Factor of J(θ): trajectory.
+    """
+    check_tensor(tokens, "tokens", ndim=2)
+    if tokens.dtype != torch.long:
+        raise ValueError(f"tokens: expected dtype torch.int64 (long), got {tokens.dtype}")
+    if tokens.shape[1] < 2:
+        raise ValueError(f"tokens: expected at least 2 positions, got shape {tuple(tokens.shape)}")
+    tau = check_positive(temperature, "temperature")
+    z = model(tokens[:, :-1])
+    if tau != 1.0:
+        z = z / tau
+    lp = token_logprobs(z, tokens[:, 1:], chunk_size=chunk_size)
+    return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)
+
+
+__all__ = [
+    "BOS",
+    "EOS",
+    "GPT",
+    "PAD",
+    "CharTokenizer",
+    "GPTConfig",
+    "Sample",
+    "logprobs",
+    "sample",
+]
