@@ -1,0 +1,800 @@
+"""The enumerable autoregressive tiny LM of Part II: every response can be listed.
+
+A prompt (context) x ~ ρ(x) is one of X ids; a response y = (y_1, …, y_L) is a string of
+tokens from a vocabulary of V − 1 content tokens plus EOS, ending at the first EOS or cut at
+the maximum length T. The policy is autoregressive,
+
+    π_θ(y | x) = Π_t π_θ(y_t | h_t),      h_t = (x, y_<t),
+
+so the *trajectory factor* of J(θ) is a product over tokens and its log is a sum,
+
+    log p_θ(y | x) = Σ_t m_t log π_θ(y_t | h_t),
+
+with the response mask m_t = 1 up to and including EOS and 0 on the padding after it.
+Because V ≤ ~6 and T ≤ 5 there are few enough responses to list them all
+(:meth:`SeqSpace.enumerate`), so
+
+    J(θ) = Σ_x ρ(x) Σ_y p_θ(y | x) R(x, y)
+
+is a finite, differentiable sum and autograd gives the exact ∇J that every token-level
+estimator is checked against (chapter 09), as well as exact KLs between two policies over
+whole responses (chapter 11) and exact per-sequence probabilities.
+
+Layout. Token ids are ``0 … V−2`` for content tokens and ``eos_id = V − 1`` for EOS; the
+padding after EOS is EOS again (``pad_id = eos_id``), as in many LLM stacks that set
+pad = eos. Shapes: ``x`` (*B,), ``tokens`` (*B, T), ``mask`` (*B, T) floating 0/1, token
+log-probs (*B, T), logits (*B, T, V), θ a flat vector (P,). Everything runs on the device
+and dtype of θ (and of the space's ρ); randomness only through an explicit
+``torch.Generator``.
+
+Token log-probs, response masks and log p(y|x) come from :mod:`pgbook.tokens` (its dtype
+rule: log-probs are float32 for bfloat16/float16/float32 parameters, float64 for float64).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._validate import (
+    check_finite,
+    check_index,
+    check_mask,
+    check_positive,
+    check_positive_int,
+    check_probs,
+    check_same_device,
+    check_shape,
+    check_tensor,
+)
+from .aggregation import seq_mean_token_sum
+from .losses import score_function_loss
+from .measure import estimates_from_loss
+from .registry import register, register_method
+from .tokens import response_mask as _response_mask
+from .tokens import sequence_logprob, token_logprobs
+
+_LOW = (torch.float16, torch.bfloat16)
+MAX_ENUMERATED = 2_000_000
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _LOW else dtype
+
+
+# -- sequences --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sequences:
+    """A batch of (prompt, response) pairs.
+
+    ``x`` (*B,) context ids; ``tokens`` (*B, T) token ids, EOS-padded after the first EOS;
+    ``mask`` (*B, T) the response mask (1 up to and including EOS, 0 after; floating);
+    ``logp`` (*B, T) the token log-probs recorded when sampling (0 on padding), or None
+    for enumerated sequences.
+    """
+
+    x: Tensor
+    tokens: Tensor
+    mask: Tensor
+    logp: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def lengths(self) -> Tensor:
+        """Response lengths L (*B,), EOS included (a cut response has L = T)."""
+        return self.mask.sum(-1).round().long()
+
+    def view(self, *shape: int) -> Sequences:
+        """The same pairs with the batch dimensions reshaped, e.g. (M·N,) → (M, N)."""
+        T = self.tokens.shape[-1]
+        return Sequences(self.x.reshape(shape), self.tokens.reshape(*shape, T),
+                         self.mask.reshape(*shape, T),
+                         None if self.logp is None else self.logp.reshape(*shape, T))
+
+
+class SeqSpace:
+    """The prompts, the vocabulary and the maximum length: the space of (x, y) pairs.
+
+    Args:
+        tokens: names of the content tokens (one character each reads best); EOS is
+            appended as the last id.
+        max_len: T, the maximum response length (EOS counts as a token).
+        rho: (X,) distribution ρ(x) over the X prompts (floating; sets device and dtype).
+            Default: uniform over 3 prompts, float64 on the CPU.
+        contexts: names of the prompts (for printing).
+        eos: the printed name of EOS.
+
+    Number of responses per prompt: Σ_{L=1}^{T} (V−1)^{L−1} (those ending with EOS at
+    position L) + (V−1)^T (those cut at T without EOS).
+    """
+
+    def __init__(self, tokens=("a", "b", "c"), max_len: int = 5, rho: Tensor | None = None,
+                 contexts=None, eos: str = "⏎"):
+        tokens = tuple(str(t) for t in tokens)
+        if len(tokens) < 1:
+            raise ValueError("tokens: expected at least one content token, got none")
+        if len(set(tokens)) != len(tokens) or eos in tokens:
+            raise ValueError(f"tokens: expected distinct names different from eos {eos!r}, got {tokens}")
+        self.T = check_positive_int(max_len, "max_len")
+        if rho is None:
+            rho = torch.full((3,), 1 / 3, dtype=torch.float64)
+        check_tensor(rho, "rho", ndim=1, floating=True)
+        check_probs(rho, "rho")
+        self.rho = rho
+        self.token_names = tokens + (eos,)
+        self.V = len(self.token_names)
+        self.eos_id = self.V - 1
+        self.pad_id = self.eos_id
+        self.X = rho.shape[0]
+        self.contexts = tuple(contexts) if contexts is not None else tuple(f"x{i}" for i in range(self.X))
+        if len(self.contexts) != self.X:
+            raise ValueError(f"contexts: expected {self.X} names (one per entry of rho), got {len(self.contexts)}")
+        if self.V ** self.T > MAX_ENUMERATED:
+            raise ValueError(f"V**T = {self.V}**{self.T} is too many token grids to enumerate "
+                             f"(limit {MAX_ENUMERATED}); use fewer tokens or a shorter max_len")
+        self._enum_cpu: Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.rho.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.rho.dtype
+
+    @property
+    def n_per_context(self) -> int:
+        """Number of distinct responses per prompt."""
+        k = self.V - 1
+        return sum(k ** (L - 1) for L in range(1, self.T + 1)) + k ** self.T
+
+    def __repr__(self) -> str:
+        return (f"SeqSpace(X={self.X}, V={self.V} ({''.join(self.token_names)}), T={self.T}, "
+                f"responses per prompt={self.n_per_context}, device={self.device}, dtype={self.dtype})")
+
+    # -- masks, encoding --------------------------------------------------------------------
+    def response_mask(self, tokens: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """m_t = 1 if no EOS occurs before position t (so EOS itself is included), else 0.
+
+        ``tokens`` (*B, T) → mask (*B, T) in ``dtype`` (default: the space's dtype); see
+        :func:`pgbook.tokens.response_mask`.
+        """
+        check_tensor(tokens, "tokens")
+        if tokens.shape[-1:] != (self.T,):
+            raise ValueError(f"tokens: expected shape (..., {self.T}), got {tuple(tokens.shape)}")
+        m = _response_mask(tokens.reshape(-1, self.T), self.eos_id, dtype=dtype or self.dtype)
+        return m.reshape(tokens.shape)
+
+    def encode(self, texts) -> Tensor:
+        """Strings (one character per token; EOS implied if shorter than T) → tokens (N, T)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        lookup = {n: i for i, n in enumerate(self.token_names)}
+        rows = []
+        for s in texts:
+            ids = []
+            for ch in s:
+                if ch not in lookup:
+                    raise ValueError(f"texts: unknown token {ch!r} in {s!r}; vocabulary is {self.token_names}")
+                ids.append(lookup[ch])
+            if self.eos_id in ids:
+                ids = ids[: ids.index(self.eos_id) + 1]
+            if len(ids) > self.T:
+                raise ValueError(f"texts: {s!r} is longer than max_len = {self.T}")
+            rows.append(ids + [self.pad_id] * (self.T - len(ids)))
+        return torch.tensor(rows, dtype=torch.long, device=self.device)
+
+    def decode(self, tokens: Tensor) -> list[str]:
+        """tokens (N, T) → strings, cut after the first EOS (EOS printed with its name)."""
+        mask = self.response_mask(tokens.cpu())
+        out = []
+        for row, m in zip(tokens.cpu().tolist(), mask.tolist()):
+            out.append("".join(self.token_names[t] for t, k in zip(row, m) if k))
+        return out
+
+    # -- enumeration --------------------------------------------------------------------------
+    def _enumerate_cpu(self) -> Tensor:
+        """Every canonical response (n_per_context, T) on the CPU, ordered by length (cut
+        responses after those that end with EOS), then lexicographically: all V**T grids,
+        keeping those already padded after their first EOS."""
+        if self._enum_cpu is None:
+            V, T = self.V, self.T
+            grid = torch.cartesian_prod(*[torch.arange(V)] * T).reshape(V ** T, T)
+            mask = self.response_mask(grid, torch.long)
+            canonical = ((mask == 1) | (grid == self.pad_id)).all(-1)
+            seqs = grid[canonical]
+            lengths = self.response_mask(seqs, torch.long).sum(-1)
+            code = (seqs * V ** torch.arange(T - 1, -1, -1)).sum(-1)
+            cut = (seqs != self.eos_id).all(-1).long()  # no EOS: cut at T, listed last
+            order = torch.argsort((2 * lengths + cut) * V ** T + code)
+            self._enum_cpu = seqs[order]
+            assert self._enum_cpu.shape[0] == self.n_per_context
+        return self._enum_cpu
+
+    def enumerate(self) -> Sequences:
+        """All (x, y) pairs, prompt-major: N = X · n_per_context rows.
+
+        ``x`` (N,), ``tokens`` (N, T), ``mask`` (N, T) on the space's device and dtype;
+        ``.view(X, n_per_context)`` gives one row per prompt. Together the responses of a
+        prompt form a complete prefix-free set, so Σ_y p_θ(y|x) = 1 for any policy.
+        """
+        ys = self._enumerate_cpu()
+        n = ys.shape[0]
+        x = torch.arange(self.X).repeat_interleave(n)
+        tokens = ys.repeat(self.X, 1)
+        mask = self.response_mask(tokens)
+        dev = self.device
+        return Sequences(x.to(dev), tokens.to(dev), mask.to(dev))
+
+    def sample_contexts(self, n: int, generator: torch.Generator) -> Tensor:
+        """x_i ~ ρ, shape (n,)."""
+        check_positive_int(n, "n")
+        _check_generator(generator, self.device)
+        return torch.multinomial(self.rho.to(_compute_dtype(self.dtype)), n, replacement=True,
+                                 generator=generator)
+
+    def check(self, x: Tensor, tokens: Tensor, mask: Tensor | None = None) -> None:
+        """Shapes and ranges of a batch: x (*B,), tokens (*B, T) ids in [0, V), mask (*B, T)."""
+        check_index(x, "x", self.X)
+        check_index(tokens, "tokens", self.V)
+        check_shape(tokens, "tokens", (*x.shape, self.T))
+        check_same_device(x=x, tokens=tokens)
+        if mask is not None:
+            check_shape(mask, "mask", tuple(tokens.shape))
+            check_mask(mask, "mask")
+
+
+def _check_generator(generator, device) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+    if torch.device(generator.device).type != torch.device(device).type:
+        raise ValueError(f"generator: expected a generator on {device}, got one on {generator.device}")
+
+
+# -- policies ---------------------------------------------------------------------------------
+class SeqPolicy:
+    """An autoregressive policy π_θ(y_t | x, y_<t) = softmax(logits_θ(x, y_<t)) over V tokens.
+
+    Subclasses define :meth:`logits` (teacher-forced and causal: position t may read x and
+    tokens[..., :t] only) and ``n_params``. Factor of J(θ): the trajectory factor,
+    p_θ(y|x) = Π_t π_θ(y_t|h_t).
+    """
+
+    space: SeqSpace
+    n_params: int
+
+    def logits(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _check(self, theta: Tensor, x: Tensor, tokens: Tensor) -> None:
+        check_tensor(theta, "theta", ndim=1, floating=True)
+        if theta.shape[0] != self.n_params:
+            raise ValueError(f"theta: expected shape ({self.n_params},) for {type(self).__name__}, "
+                             f"got {tuple(theta.shape)}")
+        self.space.check(x, tokens)
+        check_same_device(theta=theta, x=x)
+
+    def token_logprobs(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
+        """log π_θ(y_t | x, y_<t) at every position, (*B, T) (:func:`pgbook.tokens.token_logprobs`:
+        float32 for low-precision θ). Padding positions included: mask them before summing."""
+        return token_logprobs(self.logits(theta, x, tokens), tokens)
+
+    def init(self, generator: torch.Generator | None = None, scale: float = 1.0,
+             like: Tensor | None = None, dtype=torch.float64, device="cpu") -> Tensor:
+        """θ of shape (P,): zeros (the uniform policy) without a generator, else N(0, scale²)."""
+        if like is not None:
+            dtype, device = like.dtype, like.device
+        if generator is None:
+            return torch.zeros(self.n_params, dtype=dtype, device=device)
+        check_positive(scale, "scale", allow_zero=True)
+        _check_generator(generator, device)
+        z = torch.randn(self.n_params, generator=generator, device=device,
+                        dtype=_compute_dtype(dtype))
+        return (scale * z).to(dtype)
+
+    @torch.no_grad()
+    def sample(self, theta: Tensor, x, generator: torch.Generator) -> Sequences:
+        """Draw responses y ~ π_θ(·|x) token by token.
+
+        ``x`` is a (B,) tensor of prompt ids, or an int B (prompts then drawn from ρ).
+        Returns :class:`Sequences` with tokens (B, T), the response mask (B, T) and the
+        token log-probs recorded while sampling (B, T) (0 on the padding after EOS).
+        The loop runs over the T ≤ 5 positions (each step depends on the previous token);
+        every step is batched over B.
+        """
+        sp = self.space
+        if isinstance(x, int) and not isinstance(x, bool):
+            x = sp.sample_contexts(x, generator).to(theta.device)
+        check_tensor(x, "x", ndim=1)
+        _check_generator(generator, theta.device)
+        theta = theta.detach()
+        B = x.shape[0]
+        tokens = torch.full((B, sp.T), sp.pad_id, dtype=torch.long, device=theta.device)
+        logp = theta.new_zeros(B, sp.T, dtype=torch.promote_types(theta.dtype, torch.float32))
+        done = torch.zeros(B, dtype=torch.bool, device=theta.device)
+        for t in range(sp.T):
+            lg = self.logits(theta, x, tokens)[:, t]
+            lp = torch.log_softmax(lg.to(logp.dtype), -1)
+            y = torch.multinomial(lp.exp(), 1, generator=generator).squeeze(-1)
+            y = torch.where(done, torch.full_like(y, sp.pad_id), y)
+            tokens[:, t] = y
+            logp[:, t] = torch.where(done, lp.new_zeros(()), lp.gather(-1, y[:, None]).squeeze(-1)).to(logp.dtype)
+            done = done | (y == sp.eos_id)
+        return Sequences(x, tokens, sp.response_mask(tokens, theta.dtype), logp)
+
+
+class MLPPolicy(SeqPolicy):
+    """A small shared-parameter LM: the same weights at every position,
+
+        h_t = tanh(E_ctx[x] + E_prev[y_{t−1}] + E_pos[t]),   logits_t = h_t W + b,
+
+    with y_0 = BOS (an extra row of E_prev). θ = (E_ctx (X, d), E_prev (V+1, d),
+    E_pos (T, d), W (d, V), b (V,)) flattened; see :attr:`blocks`. Because every position
+    shares W and b, a gradient that reaches one position moves all of them (unlike a table).
+    """
+
+    def __init__(self, space: SeqSpace, hidden: int = 8):
+        self.space = space
+        self.hidden = d = check_positive_int(hidden, "hidden")
+        X, V, T = space.X, space.V, space.T
+        shapes = [("E_ctx", (X, d)), ("E_prev", (V + 1, d)), ("E_pos", (T, d)),
+                  ("W", (d, V)), ("b", (V,))]
+        self.blocks: dict[str, tuple[slice, tuple]] = {}
+        start = 0
+        for name, shape in shapes:
+            n = math.prod(shape)
+            self.blocks[name] = (slice(start, start + n), shape)
+            start += n
+        self.n_params = start
+
+    def unflatten(self, theta: Tensor) -> dict:
+        """The parameter blocks of θ as views, by name."""
+        return {k: theta[s].view(shape) for k, (s, shape) in self.blocks.items()}
+
+    def logits(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
+        """logits (*B, T, V) for every position, teacher-forced on ``tokens`` (*B, T)."""
+        self._check(theta, x, tokens)
+        p = self.unflatten(theta)
+        bos = torch.full_like(tokens[..., :1], self.space.V)
+        prev = torch.cat([bos, tokens[..., :-1]], -1)
+        emb = torch.nn.functional.embedding
+        h = torch.tanh(emb(x, p["E_ctx"]).unsqueeze(-2) + emb(prev, p["E_prev"]) + p["E_pos"])
+        return h @ p["W"] + p["b"]
+
+    def __repr__(self) -> str:
+        return f"MLPPolicy(hidden={self.hidden}, P={self.n_params})"
+
+
+class TabularPolicy(SeqPolicy):
+    """One free logit vector per (prompt, prefix): π_θ(·|x, y_<t) = softmax(θ[x, code(y_<t)]).
+
+    It can represent any distribution over responses, and no two prefixes share a
+    parameter. θ has X · n_prefixes · V entries, n_prefixes = Σ_{t<T} V^t (prefixes that
+    contain EOS are included; they are reached only on padding).
+    """
+
+    def __init__(self, space: SeqSpace):
+        self.space = space
+        V, T = space.V, space.T
+        self.n_prefixes = sum(V ** t for t in range(T))
+        self.n_params = space.X * self.n_prefixes * V
+        s = torch.arange(T)[:, None]
+        t = torch.arange(T)[None, :]
+        # code(y_<t) = offset_t + Σ_{s<t} y_s V^{t−1−s}, offset_t = Σ_{u<t} V^u
+        self._powers = torch.where(s < t, V ** (t - 1 - s).clamp_min(0), 0)  # (T, T)
+        self._offsets = torch.tensor([sum(V ** u for u in range(k)) for k in range(T)])
+
+    def prefix_codes(self, tokens: Tensor) -> Tensor:
+        """code(y_<t) for every position, (*B, T) integers in [0, n_prefixes)."""
+        dev = tokens.device
+        return (tokens.unsqueeze(-1) * self._powers.to(dev)).sum(-2) + self._offsets.to(dev)
+
+    def logits(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
+        self._check(theta, x, tokens)
+        table = theta.view(self.space.X, self.n_prefixes, self.space.V)
+        return table[x.unsqueeze(-1).expand_as(tokens), self.prefix_codes(tokens)]
+
+    def __repr__(self) -> str:
+        return f"TabularPolicy(prefixes={self.n_prefixes}, P={self.n_params})"
+
+
+class Tempered(SeqPolicy):
+    """``policy`` sampled at temperature τ: logits / τ (same θ, same parameters)."""
+
+    def __init__(self, policy: SeqPolicy, temperature: float):
+        self.base = policy
+        self.space = policy.space
+        self.n_params = policy.n_params
+        self.temperature = check_positive(temperature, "temperature")
+
+    def logits(self, theta, x, tokens):
+        return self.base.logits(theta, x, tokens) / self.temperature
+
+    def __repr__(self) -> str:
+        return f"Tempered({self.base!r}, τ={self.temperature:g})"
+
+
+# -- rewards (the reward factor) --------------------------------------------------------------
+class SeqReward:
+    """A reward on responses, given as per-token rewards r_t (zero on padding):
+
+        R(x, y) = Σ_t m_t r_t(x, y).
+
+    An *outcome* reward puts all of R on the last response token (EOS, or position T for a
+    cut response); a *per-token* reward spreads it. ``token_fn(x, tokens, mask) -> (*B, T)``.
+    Factor of J(θ): the reward factor.
+    """
+
+    def __init__(self, token_fn, name: str, outcome: bool):
+        self.token_fn = token_fn
+        self.name = name
+        self.outcome = outcome
+
+    def token_rewards(self, x: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """r_t, shape (*B, T), zero where the mask is zero."""
+        r = self.token_fn(x, tokens, mask)
+        check_shape(r, "token rewards", tuple(tokens.shape))
+        check_finite(r, "token rewards")
+        return r * mask.to(r.dtype)
+
+    def __call__(self, x: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """R(x, y), shape (*B,)."""
+        return self.token_rewards(x, tokens, mask).sum(-1)
+
+    def of(self, seqs: Sequences) -> Tensor:
+        """R for a :class:`Sequences` batch, (*B,)."""
+        return self(seqs.x, seqs.tokens, seqs.mask)
+
+    def __repr__(self) -> str:
+        return f"SeqReward({self.name!r}, {'outcome' if self.outcome else 'per-token'})"
+
+
+def outcome_reward(fn, name: str = "outcome") -> SeqReward:
+    """An outcome reward from ``fn(x, tokens, mask) -> R (*B,)``, placed on the last
+    response token (so its reward-to-go is R at every response position)."""
+
+    def token_fn(x, tokens, mask):
+        R = fn(x, tokens, mask).to(mask.dtype)
+        last = (mask.sum(-1).round().long() - 1).clamp_min(0)
+        return torch.zeros_like(mask).scatter(-1, last.unsqueeze(-1), R.unsqueeze(-1))
+
+    return SeqReward(token_fn, name, outcome=True)
+
+
+def equals_target(space: SeqSpace, targets) -> SeqReward:
+    """R = 1 if the response equals the prompt's target string (EOS included), else 0.
+
+    ``targets``: one string per prompt, e.g. ``["ab", "ca", "bbc"]`` (EOS implied).
+    """
+    if len(targets) != space.X:
+        raise ValueError(f"targets: expected one string per prompt ({space.X}), got {len(targets)}")
+    tgt = space.encode(list(targets))  # (X, T)
+
+    def fn(x, tokens, mask):
+        return (tokens == tgt.to(tokens.device)[x]).all(-1)
+
+    return outcome_reward(fn, f"equals target {list(targets)}")
+
+
+def contains(space: SeqSpace, pattern: str) -> SeqReward:
+    """R = 1 if the response contains ``pattern`` as a contiguous substring, else 0."""
+    pat = space.encode([pattern])[0, : len(pattern)]
+    k = pat.shape[0]
+    if k > space.T:
+        raise ValueError(f"pattern: {pattern!r} is longer than max_len = {space.T}")
+
+    def fn(x, tokens, mask):
+        win = tokens.unfold(-1, k, 1)                       # (*B, T−k+1, k)
+        inside = mask.unfold(-1, k, 1).amin(-1) > 0          # window lies in the response
+        return ((win == pat.to(tokens.device)).all(-1) & inside).any(-1)
+
+    return outcome_reward(fn, f"contains {pattern!r}")
+
+
+def token_table_reward(table: Tensor, name: str = "per-token") -> SeqReward:
+    """A per-token reward r_t = table[x, y_t] (``table`` (X, V)), so R = Σ_t m_t table[x, y_t]."""
+    check_tensor(table, "table", ndim=2, floating=True)
+    check_finite(table, "table")
+
+    def token_fn(x, tokens, mask):
+        return table.to(device=tokens.device, dtype=mask.dtype)[x.unsqueeze(-1), tokens]
+
+    return SeqReward(token_fn, name, outcome=False)
+
+
+# -- exact quantities by enumeration ----------------------------------------------------------
+def _seqs(policy: SeqPolicy, seqs: Sequences | None) -> Sequences:
+    return policy.space.enumerate() if seqs is None else seqs
+
+
+def sequence_logprobs(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None) -> Tensor:
+    """log p_θ(y|x) = Σ_t m_t log π_θ(y_t|h_t) for every pair of ``seqs`` (default: all of
+    them), (N,); differentiable (:func:`pgbook.tokens.sequence_logprob`)."""
+    seqs = _seqs(policy, seqs)
+    return sequence_logprob(policy.token_logprobs(theta, seqs.x, seqs.tokens), seqs.mask)
+
+
+def sequence_probs(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None) -> Tensor:
+    """p_θ(y|x) = Π_t π_θ(y_t|h_t) (over the response), (N,); differentiable."""
+    return sequence_logprobs(policy, theta, seqs).exp()
+
+
+def joint_probs(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None) -> Tensor:
+    """q(x, y) = ρ(x) p_θ(y|x), (N,): the probability of each enumerated pair."""
+    seqs = _seqs(policy, seqs)
+    lp = sequence_logprobs(policy, theta, seqs)
+    return policy.space.rho.to(device=lp.device, dtype=lp.dtype)[seqs.x] * lp.exp()
+
+
+def exact_expectation(policy: SeqPolicy, theta: Tensor, values: Tensor,
+                      seqs: Sequences | None = None) -> Tensor:
+    """E_{x~ρ, y~π_θ}[f(x, y)] = Σ_n ρ(x_n) p_θ(y_n|x_n) f_n over the enumeration.
+
+    ``values`` (N, ...) holds f on every enumerated pair; differentiable in θ (and in
+    ``values`` if they depend on θ). Returns shape ``values.shape[1:]``.
+    """
+    seqs = _seqs(policy, seqs)
+    check_tensor(values, "values")
+    if values.shape[:1] != (len(seqs),):
+        raise ValueError(f"values: expected a leading dimension of {len(seqs)} (one per "
+                         f"enumerated pair), got shape {tuple(values.shape)}")
+    q = joint_probs(policy, theta, seqs)
+    return torch.tensordot(q, values.to(q.dtype), dims=1)
+
+
+def exact_J(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
+            seqs: Sequences | None = None) -> Tensor:
+    """J(θ) = Σ_x ρ(x) Σ_y p_θ(y|x) R(x, y), by enumerating every response; differentiable."""
+    seqs = _seqs(policy, seqs)
+    return exact_expectation(policy, theta, reward.of(seqs).to(theta.dtype), seqs)
+
+
+def exact_gradient(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
+                   seqs: Sequences | None = None) -> Tensor:
+    """∇J(θ), (P,), by autograd through the enumerated sum."""
+    seqs = _seqs(policy, seqs)
+    return torch.func.grad(lambda t: exact_J(policy, t, reward, seqs))(theta.detach())
+
+
+def exact_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor, ref_policy: SeqPolicy | None = None,
+             seqs: Sequences | None = None) -> Tensor:
+    """Reverse KL over whole responses, averaged over prompts:
+
+        KL(π_θ ‖ π_ref) = Σ_x ρ(x) Σ_y p_θ(y|x) [log p_θ(y|x) − log p_ref(y|x)].
+
+    Differentiable in θ (the reference is held fixed). ``ref_policy`` defaults to ``policy``.
+    """
+    seqs = _seqs(policy, seqs)
+    lp = sequence_logprobs(policy, theta, seqs)
+    lr = sequence_logprobs(ref_policy or policy, ref_theta.detach(), seqs).to(lp.dtype)
+    return exact_expectation(policy, theta, lp - lr, seqs)
+
+
+def exact_forward_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor,
+                     ref_policy: SeqPolicy | None = None, seqs: Sequences | None = None) -> Tensor:
+    """Forward KL over whole responses: KL(π_ref ‖ π_θ) = Σ_x ρ Σ_y p_ref [log p_ref − log p_θ].
+
+    Differentiable in θ (the expectation is under the fixed reference).
+
+    Beware, for chapter 11: k3 summed over tokens and used as a loss on samples from π_θ
+    has expected gradient ∇ E_{y~π_θ}[Σ_t KL(π_ref(·|h_t) ‖ π_θ(·|h_t))] (per-token forward
+    KLs on prefixes drawn from π_θ), which is *not* ∇ of this sequence-level forward KL once
+    T > 1 (prefixes drawn from π_ref); the two coincide for a single token.
+    """
+    seqs = _seqs(policy, seqs)
+    ref = ref_policy or policy
+    lp = sequence_logprobs(policy, theta, seqs)
+    with torch.no_grad():
+        lr = sequence_logprobs(ref, ref_theta.detach(), seqs).to(lp.dtype)
+        q_ref = ref.space.rho.to(lp.dtype)[seqs.x] * lr.exp()
+    return (q_ref * (lr - lp)).sum()
+
+
+# -- the token-level score-function estimator -------------------------------------------------
+@register("advantage", "reward_to_go", side="reward",
+          summary="w_t = Σ_{t'≥t} r_t' (only rewards that follow token t)")
+def reward_to_go(token_rewards: Tensor, mask: Tensor) -> Tensor:
+    """G_t = m_t Σ_{t' ≥ t} m_t' r_t', shape (*B, T): the reward still to come at token t.
+
+    Causality: the action y_t cannot affect rewards paid before it, so dropping them from
+    token t's weight keeps the estimator unbiased. Zero on padding. Factor: reward.
+    """
+    check_tensor(token_rewards, "token_rewards", floating=True)
+    check_shape(mask, "mask", tuple(token_rewards.shape))
+    m = mask.to(token_rewards.dtype)
+    r = token_rewards * m
+    return m * torch.flip(torch.cumsum(torch.flip(r, [-1]), -1), [-1])
+
+
+WEIGHTINGS = ("sequence", "reward_to_go")
+
+
+def token_weights(reward: SeqReward, seqs: Sequences, weighting: str = "sequence") -> Tensor:
+    """Per-token weights w_t, (*B, T), for the token-level estimator:
+
+    * ``"sequence"``: w_t = R(x, y) at *every* position (broadcast, padding included, the
+      way a sequence-level advantage is broadcast to tokens: the loss applies the mask);
+    * ``"reward_to_go"``: w_t = G_t = Σ_{t'≥t} r_t' (zero on padding).
+    """
+    if weighting == "sequence":
+        R = reward.of(seqs)
+        return R.unsqueeze(-1).expand_as(seqs.mask)
+    if weighting == "reward_to_go":
+        return reward_to_go(reward.token_rewards(seqs.x, seqs.tokens, seqs.mask), seqs.mask)
+    raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+
+
+def token_pg_loss(token_logp: Tensor, weights: Tensor, mask: Tensor) -> Tensor:
+    """The token-level REINFORCE surrogate (a scalar to minimise):
+
+        loss = −(1/B) Σ_b Σ_t m_bt · sg(w_bt) · log π_θ(y_bt | h_bt),
+
+    whose −∇ is ĝ = (1/B) Σ_b Σ_t m_bt w_bt ∇log π_θ(y_bt|h_bt): a sum over a response's
+    tokens, a mean over responses (:func:`pgbook.aggregation.seq_mean_token_sum` of
+    :func:`pgbook.losses.score_function_loss`). Shapes (B, T). Factor: trajectory
+    (∇ log p_θ(y|x) = Σ_t ∇ log π_θ(y_t|h_t)).
+    """
+    return seq_mean_token_sum(score_function_loss(token_logp, weights), mask)
+
+
+def token_pg_surrogate(policy: SeqPolicy, theta: Tensor, seqs: Sequences, weights: Tensor,
+                       mask: Tensor | None = None) -> Tensor:
+    """:func:`token_pg_loss` with the log-probs recomputed from θ; ``mask`` defaults to the
+    response mask (pass ``torch.ones_like(seqs.mask)`` to let the padding into the loss)."""
+    m = seqs.mask if mask is None else mask
+    return token_pg_loss(policy.token_logprobs(theta, seqs.x, seqs.tokens), weights, m)
+
+
+def per_sequence_estimates(policy: SeqPolicy, theta: Tensor, seqs: Sequences, weights: Tensor,
+                           mask: Tensor | None = None) -> Tensor:
+    """g_n = Σ_t m_nt w_nt ∇_θ log π_θ(y_nt|h_nt) for every pair, (N, P).
+
+    Per-sample gradients with ``vmap(grad)``: one small graph per response, no loop."""
+    m = seqs.mask if mask is None else mask
+    check_shape(weights, "weights", tuple(seqs.tokens.shape))
+    check_shape(m, "mask", tuple(seqs.tokens.shape))
+
+    def one(t, x, tok, mk, w):
+        lp = policy.token_logprobs(t, x, tok)
+        return (mk.to(lp.dtype) * w.to(lp.dtype) * lp).sum()
+
+    return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0, 0, 0))(
+        theta.detach(), seqs.x, seqs.tokens, m, weights.detach())
+
+
+def exact_expected_gradient(policy: SeqPolicy, theta: Tensor, per_sequence_loss,
+                            seqs: Sequences | None = None) -> Tensor:
+    """E_{x~ρ, y~π_θ}[∇_θ ℓ_θ(x, y)] exactly, (P,): the expected gradient of a per-response
+    loss on on-policy samples, = ∇_θ Σ_n sg(ρ(x_n) p_θ(y_n|x_n)) ℓ_θ(n) (one backward pass).
+
+    ``per_sequence_loss(theta, seqs) -> (N,)`` is the loss of each enumerated response
+    (e.g. a surrogate, or a KL estimator summed over tokens, chapter 11). The sampling
+    distribution is held fixed: this is what a sampled loss's gradient estimates.
+    """
+    seqs = _seqs(policy, seqs)
+    with torch.no_grad():
+        q = joint_probs(policy, theta, seqs)
+
+    def f(t):
+        loss = per_sequence_loss(t, seqs)
+        check_shape(loss, "per_sequence_loss(theta, seqs)", (len(seqs),))
+        return (q.to(loss.dtype) * loss).sum()
+
+    return torch.func.grad(f)(theta.detach())
+
+
+def exact_estimator_mean(policy: SeqPolicy, theta: Tensor, weights: Tensor,
+                         seqs: Sequences | None = None, mask: Tensor | None = None) -> Tensor:
+    """E[ĝ] = Σ_n ρ(x_n) p_θ(y_n|x_n) Σ_t m_nt w_nt ∇log π_θ(y_nt|h_nt) exactly, (P,).
+
+    Equals ∇J when the estimator is unbiased. ``weights`` and ``mask`` are (N, T) over the
+    enumeration (``mask`` defaults to the response mask)."""
+    seqs = _seqs(policy, seqs)
+    m = seqs.mask if mask is None else mask
+    check_shape(weights, "weights", tuple(seqs.tokens.shape))
+    check_shape(m, "mask", tuple(seqs.tokens.shape))
+
+    def gain(t, sq):
+        lp = policy.token_logprobs(t, sq.x, sq.tokens)
+        return (m.to(lp.dtype) * weights.detach().to(lp.dtype) * lp).sum(-1)
+
+    return exact_expected_gradient(policy, theta, gain, seqs)
+
+
+def _estimates_and_probs(policy, theta, weights, seqs, mask) -> tuple[Tensor, Tensor]:
+    seqs = _seqs(policy, seqs)
+    g = per_sequence_estimates(policy, theta, seqs, weights, mask)
+    with torch.no_grad():
+        q = joint_probs(policy, theta, seqs).to(g.dtype)
+    return g, q
+
+
+def exact_estimator_moments(policy: SeqPolicy, theta: Tensor, weights: Tensor,
+                            seqs: Sequences | None = None, mask: Tensor | None = None
+                            ) -> tuple[Tensor, Tensor]:
+    """Exact mean (P,) and covariance (P, P) of the single-response estimator g(x, y) under
+    x ~ ρ, y ~ π_θ(·|x), by enumeration. A B-response average has covariance / B."""
+    g, q = _estimates_and_probs(policy, theta, weights, seqs, mask)
+    mean = q @ g
+    return mean, (g * q[:, None]).T @ g - torch.outer(mean, mean)
+
+
+def exact_total_variance(policy: SeqPolicy, theta: Tensor, weights: Tensor,
+                         seqs: Sequences | None = None, mask: Tensor | None = None,
+                         n_samples: int = 1) -> Tensor:
+    """tr Cov[ĝ] of the ``n_samples``-response estimator: (E‖g‖² − ‖E g‖²) / B, exactly."""
+    check_positive_int(n_samples, "n_samples")
+    g, q = _estimates_and_probs(policy, theta, weights, seqs, mask)
+    mean = q @ g
+    return (q @ g.pow(2).sum(-1) - mean.pow(2).sum()) / n_samples
+
+
+def policy_gradient_estimates(policy: SeqPolicy, theta: Tensor, reward: SeqReward, n_samples: int,
+                              n_estimates: int, generator: torch.Generator,
+                              weighting: str = "sequence", mask_padding: bool = True) -> Tensor:
+    """M = ``n_estimates`` independent B-response token-level estimates of ∇J, (M, P).
+
+    Samples M·B responses (prompts from ρ) in one batch, weights them with ``weighting``
+    (see :func:`token_weights`) and differentiates :func:`token_pg_loss` on each group of B
+    with ``torch.func.vmap``. ``mask_padding=False`` lets padding tokens into the loss (the
+    bug chapter 09 shows to be biased).
+    """
+    B = check_positive_int(n_samples, "n_samples")
+    M = check_positive_int(n_estimates, "n_estimates")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+    theta = theta.detach()
+    seqs = policy.sample(theta, B * M, generator)
+    w = token_weights(reward, seqs, weighting).to(theta.dtype)
+    m = seqs.mask if mask_padding else torch.ones_like(seqs.mask)
+    T = policy.space.T
+
+    def loss(t, batch):
+        x, tok, mk, wt = batch
+        return token_pg_loss(policy.token_logprobs(t, x, tok), wt, mk)
+
+    batches = (seqs.x.view(M, B), seqs.tokens.view(M, B, T), m.reshape(M, B, T), w.reshape(M, B, T))
+    return estimates_from_loss(loss, theta, batches)
+
+
+register_method("REINFORCE (reward-to-go)", "REINFORCE", advantage="reward_to_go",
+                fixes="every token is weighted by rewards paid before it, which it cannot "
+                      "affect: pure noise in the weight",
+                chapter="09", reference="Williams 1992; Sutton et al. 2000")
+
+__all__ = [
+    "MLPPolicy",
+    "SeqPolicy",
+    "SeqReward",
+    "SeqSpace",
+    "Sequences",
+    "TabularPolicy",
+    "Tempered",
+    "contains",
+    "equals_target",
+    "exact_J",
+    "exact_estimator_mean",
+    "exact_estimator_moments",
+    "exact_expectation",
+    "exact_expected_gradient",
+    "exact_forward_kl",
+    "exact_gradient",
+    "exact_kl",
+    "exact_total_variance",
+    "joint_probs",
+    "outcome_reward",
+    "per_sequence_estimates",
+    "policy_gradient_estimates",
+    "reward_to_go",
+    "sequence_logprobs",
+    "sequence_probs",
+    "token_pg_loss",
+    "token_pg_surrogate",
+    "token_table_reward",
+    "token_weights",
+]
