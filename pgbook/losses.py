@@ -140,3 +140,71 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
 register_label("kl", "none", side="trajectory", summary="no KL term")
 register_label("kl", "kl_penalty", side="trajectory",
                summary="β·KL(π_old‖π_θ) subtracted from the surrogate (PPO-KL)")
+
+
+# -- KL to a reference: in the loss (trajectory side) or in the reward (reward side) -------
+# Per token t of response i, with logp = log π_θ(y_t|h_t) and ref_logp = log π_ref(y_t|h_t):
+#   in the loss:   per-token loss  += β · k(logp, ref_logp)       (differentiable in logp)
+#   in the reward: R_i ← R_i − β Σ_t m_{i,t} · sg[k1]             (a number, before advantages)
+# Registered placements (kind "kl") share the signature fn(logp, ref_logp) -> per-token term;
+# "k1_in_reward" is applied with :func:`kl_in_reward` instead.
+
+
+def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float,
+                 kind: str = "k1") -> Tensor:
+    """R_i − β Σ_t m_{i,t} · sg[k(log π_θ(y_t), log π_ref(y_t))], shape (N,).
+
+    ``rewards`` (N,), ``logp``/``ref_logp``/``mask`` (N, T). With ``kind="k1"`` the summed
+    term is Σ_t (log π_θ − log π_ref)(y_t) = log π_θ(y|x)/π_ref(y|x), whose expectation is
+    KL(π_θ‖π_ref) of the whole response: R − β·k1 is the KL-regularised reward, and the
+    score-function gradient of E[R − β log π_θ/π_ref] is the exact gradient of
+    J − β·KL(π_θ‖π_ref) (chapter 11). The KL is detached: it changes the weight of
+    ∇log p_θ(τ), not p_θ. Factor of J(θ): reward. Returned in the rewards' dtype.
+    """
+    check_tensor(rewards, "rewards", ndim=1, floating=True)
+    check_tensor(mask, "mask", ndim=2)
+    _check_pair(logp, ref_logp, "ref_logp")
+    check_same_shape(logp, mask, "logp", "mask")
+    check_same_device(rewards=rewards, logp=logp, mask=mask)
+    if logp.dim() != 2 or logp.shape[0] != rewards.shape[0]:
+        raise ValueError(f"logp: expected shape ({rewards.shape[0]}, T) (one row per reward), "
+                         f"got {tuple(logp.shape)}")
+    check_finite(rewards, "rewards")
+    beta = check_positive(beta, "beta", allow_zero=True)
+    m = mask.to(torch.bool)
+    lp = torch.where(m, logp.detach(), torch.zeros((), dtype=logp.dtype, device=logp.device))
+    rl = torch.where(m, ref_logp.detach().to(logp.dtype),
+                     torch.zeros((), dtype=logp.dtype, device=logp.device))
+    k = torch.where(m, kl_estimate(lp, rl, kind), torch.zeros((), dtype=logp.dtype, device=logp.device))
+    return rewards - (beta * k.sum(-1)).to(rewards.dtype)
+
+
+@register("kl", "k1_in_reward", side="reward",
+          summary="R − β·Σ_t sg[log π_θ − log π_ref]: KL-regularised reward")
+def k1_in_reward(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """The per-token term sg[log π_θ − log π_ref] that :func:`kl_in_reward` sums and
+    subtracts from R (detached: a number, not a loss)."""
+    return kl_estimate(logp.detach(), ref_logp, "k1")
+
+
+@register("kl", "k1_loss", side="trajectory", summary="+β·(log π_θ − log π_ref) in the loss")
+def k1_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k1 = log π_θ − log π_ref as a loss term. Its expected gradient on samples
+    from π_θ is zero (E[∇log π_θ] = 0): as a loss it does nothing on average (chapter 11)."""
+    return kl_estimate(logp, ref_logp, "k1")
+
+
+@register("kl", "k2_loss", side="trajectory", summary="+β·½(log π_θ − log π_ref)² in the loss")
+def k2_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k2 = ½ (log π_ref − log π_θ)² as a loss term; its expected gradient is
+    ∇KL(π_θ‖π_ref) (the reverse KL, for a single categorical step)."""
+    return kl_estimate(logp, ref_logp, "k2")
+
+
+@register("kl", "k3_loss", side="trajectory",
+          summary="+β·(π_ref/π_θ − 1 − log π_ref/π_θ) in the loss (GRPO)")
+def k3_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k3 = r − 1 − log r, r = π_ref/π_θ, as a loss term (DeepSeekMath's GRPO).
+    An unbiased, non-negative estimate of KL(π_θ‖π_ref), but its expected gradient is
+    ∇KL(π_ref‖π_θ), the forward KL (chapter 11)."""
+    return kl_estimate(logp, ref_logp, "k3")

@@ -15,13 +15,6 @@ from pgbook.bandits import BanditBatch, TabularSoftmax
 from pgbook.measure import EstimatorStats, estimates_from_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster (and far faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 

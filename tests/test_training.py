@@ -14,13 +14,6 @@ from pgbook import training as T
 from pgbook.bandits import Bandit, BanditBatch, TabularSoftmax
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster (and far faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 

@@ -1,0 +1,240 @@
+"""Token log-probabilities: the trajectory factor of a language model, read off its logits.
+
+A response y = (y_1 … y_T) to a prompt x has probability π_θ(y|x) = Π_t π_θ(y_t | x, y_<t), so
+
+    log p_θ(τ) = log ρ(x) + Σ_t log π_θ(y_t | h_t),     h_t = (x, y_<t),
+
+and every policy-gradient loss of the book only needs the *sampled* token's log-probability
+at each position, log π_θ(y_t|h_t) = z_t[y_t] − logsumexp(z_t), where z_t ∈ R^V are the
+logits. Factor of J(θ): trajectory (these are the log p_θ(τ) terms that get differentiated).
+
+Shapes: B responses, T positions, V vocabulary; ``logits`` (B, T, V), ``tokens`` (B, T).
+
+Memory. ``log_softmax(logits).gather(tokens)`` (:func:`naive_token_logprobs`) builds and
+keeps a second (B, T, V) tensor for the backward pass; at B = 8, T = 1024, V = 32k that is a
+1 GiB float32 copy per call. :func:`token_logprobs` keeps only the logsumexp (B, T) and
+the logits it was given, and its backward writes the gradient (B, T, V) in place: the only
+(B, T, V) tensor it allocates is the gradient itself (plus chunk-sized float32 temporaries
+for low-precision logits). ``chunk_size`` bounds the forward temporaries the same way.
+
+Dtype rule. Log-probabilities are returned in ``torch.promote_types(logits.dtype,
+torch.float32)``: float32 for bfloat16/float16/float32 logits, float64 for float64.
+For low-precision logits the logsumexp is computed in float32 (a bfloat16 logsumexp of
+magnitude ~10 is only resolved to ~0.03), and the gradient flows back in the logits' dtype.
+The float32 work happens chunk by chunk, so with bfloat16 logits pass ``chunk_size``:
+without it the forward pass briefly holds two float32 copies of the whole (B, T, V).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._validate import (
+    _is_meta,
+    check_positive_int,
+    check_same_device,
+    check_shape,
+    check_tensor,
+)
+
+
+def _out_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _check_logits_tokens(logits: Tensor, tokens: Tensor) -> None:
+    check_tensor(logits, "logits", floating=True)
+    if logits.dim() < 2:
+        raise ValueError(f"logits: expected shape (B, T, V) (or (..., V)), got {tuple(logits.shape)}")
+    check_tensor(tokens, "tokens")
+    if tokens.dtype != torch.long:
+        raise ValueError(f"tokens: expected dtype torch.int64 (long), got {tokens.dtype}")
+    if tuple(tokens.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(
+            f"tokens: expected shape {tuple(logits.shape[:-1])} (logits without the vocabulary "
+            f"dimension), got {tuple(tokens.shape)}"
+        )
+    check_same_device(logits=logits, tokens=tokens)
+    V = logits.shape[-1]
+    if not _is_meta(tokens) and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= V):
+        raise ValueError(
+            f"tokens: expected ids in [0, {V}), got range [{int(tokens.min())}, {int(tokens.max())}]"
+        )
+
+
+def _chunks(n: int, chunk_size: int | None) -> list[tuple[int, int]]:
+    """Row ranges [a, b) of at most ``chunk_size`` rows covering range(n) (one range if None)."""
+    step = max(n, 1) if chunk_size is None else chunk_size
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def _lse_and_picked(logits: Tensor, tokens: Tensor, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+    """logsumexp (…,) and the picked logit (…,), both in the output dtype, chunked on dim 0."""
+    out_dtype = _out_dtype(logits.dtype)
+    parts = [torch.logsumexp(logits[a:b].to(out_dtype), dim=-1)
+             for a, b in _chunks(logits.shape[0], chunk_size)]
+    if not parts:
+        lse = logits.new_zeros(logits.shape[:-1], dtype=out_dtype)
+    else:
+        lse = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(out_dtype)
+    return lse, picked
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    """log π(token) = z[token] − logsumexp(z), with a backward that allocates only the gradient.
+
+    ∂ log π(y)/∂z = onehot(y) − softmax(z), so the gradient of the logits is
+    g · (onehot(y) − softmax(z)), written chunk by chunk into one (B, T, V) buffer.
+    """
+
+    @staticmethod
+    def forward(logits, tokens, chunk_size):
+        lse, picked = _lse_and_picked(logits, tokens, chunk_size)
+        return picked - lse, lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, tokens, chunk_size = inputs
+        _, lse = output
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.chunk_size = chunk_size
+        ctx.mark_non_differentiable(lse)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_lse):
+        logits, tokens, lse = ctx.saved_tensors
+        if grad_out is None:
+            return None, None, None
+        if torch.is_grad_enabled():
+            # create_graph=True: an out-of-place, differentiable formula (double backward)
+            p = torch.softmax(logits.to(lse.dtype), dim=-1)
+            onehot = torch.zeros_like(p).scatter_(-1, tokens.unsqueeze(-1), 1.0)
+            return (grad_out.unsqueeze(-1) * (onehot - p)).to(logits.dtype), None, None
+        grad = torch.empty_like(logits)
+        same = logits.dtype == lse.dtype
+        for a, b in _chunks(logits.shape[0], ctx.chunk_size):
+            g = grad_out[a:b].to(lse.dtype).unsqueeze(-1)
+            if same:  # write straight into the gradient buffer: no temporary
+                buf = torch.sub(logits[a:b], lse[a:b].unsqueeze(-1), out=grad[a:b])
+            else:     # low precision: a float32 temporary of one chunk
+                buf = logits[a:b].to(lse.dtype).sub_(lse[a:b].unsqueeze(-1))
+            buf.exp_().mul_(-g)                                  # −g · softmax(z)
+            buf.scatter_add_(-1, tokens[a:b].unsqueeze(-1), g)   # + g · onehot(y)
+            if not same:
+                grad[a:b].copy_(buf)
+        return grad, None, None
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor, chunk_size: int | None = None) -> Tensor:
+    """log π_θ(y_t | h_t) = z_t[y_t] − logsumexp(z_t) for every position, shape (B, T).
+
+    Args:
+        logits: (B, T, V) floating (any leading shape (..., V) works; chunks run over dim 0).
+        tokens: (B, T) long, the token whose log-probability is wanted at each position
+            (for a causal LM: the logits at position t score the token at position t + 1;
+            shift before calling).
+        chunk_size: process this many rows of dim 0 at a time (bounds the (chunk, T, V)
+            temporaries of the forward and backward passes); ``None`` = all rows at once.
+
+    Returns (B, T) in float32 for bfloat16/float16/float32 logits and float64 for float64
+    (the module's dtype rule), on the logits' device. Differentiable in ``logits``; the
+    backward allocates the (B, T, V) gradient and nothing else of that size (see the
+    module docstring). Under ``torch.func`` transforms a plain composite formula is used.
+    Factor of J(θ): trajectory.
+    """
+    _check_logits_tokens(logits, tokens)
+    if chunk_size is not None:
+        check_positive_int(chunk_size, "chunk_size")
+    if _is_meta(logits) and logits.device.type != "meta":  # inside torch.func: composite
+        lse, picked = _lse_and_picked(logits, tokens, None)
+        return picked - lse
+    return _TokenLogprobs.apply(logits, tokens, chunk_size)[0]
+
+
+def naive_token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
+    """The textbook formula ``log_softmax(logits).gather(tokens)``, shape (B, T).
+
+    It materialises the full (B, T, V) log-softmax (kept alive for the backward pass);
+    provided as the reference :func:`token_logprobs` is compared and benchmarked against.
+    Same dtype rule as :func:`token_logprobs` (float32 log-softmax for low-precision logits).
+    """
+    _check_logits_tokens(logits, tokens)
+    logp = torch.log_softmax(logits.to(_out_dtype(logits.dtype)), dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _check_mask_like(mask: Tensor, ref: Tensor, name_ref: str) -> None:
+    check_tensor(mask, "mask")
+    if mask.shape != ref.shape:
+        raise ValueError(f"mask: expected shape {tuple(ref.shape)} (that of {name_ref}), "
+                         f"got {tuple(mask.shape)}")
+    check_same_device(mask=mask, **{name_ref: ref})
+    if not _is_meta(mask) and mask.is_floating_point() and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("mask: expected a 0/1 mask, got values other than 0 and 1")
+
+
+def sequence_logprob(token_logp: Tensor, mask: Tensor) -> Tensor:
+    """log π_θ(y|x) = Σ_t m_t · log π_θ(y_t|h_t), shape (B,), from (B, T) token log-probs.
+
+    ``mask`` (B, T) is 1 on response tokens (see :func:`response_mask`) and 0 on prompt and
+    padding. Masked positions contribute exactly zero, even where ``token_logp`` is −inf
+    or NaN there (padding). Factor of J(θ): trajectory (log p_θ(τ) up to log ρ(x)).
+    """
+    check_tensor(token_logp, "token_logp", floating=True)
+    _check_mask_like(mask, token_logp, "token_logp")
+    m = mask.to(torch.bool)
+    return torch.where(m, token_logp, torch.zeros_like(token_logp)).sum(-1)
+
+
+def response_mask(tokens: Tensor, eos_id: int, prompt_len: int = 0,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """The loss mask of sampled responses, shape (B, T), ``dtype`` (0/1), on tokens' device.
+
+    m_t = 1 for prompt_len ≤ t ≤ t_eos, where t_eos is the first position ≥ ``prompt_len``
+    holding ``eos_id`` (the EOS token itself is included: the policy chose to stop there),
+    and 0 before ``prompt_len`` and after the first EOS. A row with no EOS is a response
+    truncated at T: every position from ``prompt_len`` on is 1.
+    Factor of J(θ): trajectory (only tokens the policy sampled belong to log p_θ(τ)).
+    """
+    check_tensor(tokens, "tokens", ndim=2)
+    if tokens.is_floating_point():
+        raise ValueError(f"tokens: expected an integer tensor, got dtype {tokens.dtype}")
+    if isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0:
+        raise ValueError(f"eos_id: expected a non-negative integer, got {eos_id!r}")
+    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 0:
+        raise ValueError(f"prompt_len: expected a non-negative integer, got {prompt_len!r}")
+    T = tokens.shape[1]
+    if prompt_len >= T:
+        raise ValueError(f"prompt_len: expected less than T = {T}, got {prompt_len}")
+    in_resp = torch.arange(T, device=tokens.device) >= prompt_len          # (T,)
+    is_eos = (tokens == eos_id) & in_resp                                   # (B, T)
+    eos_before = torch.cumsum(is_eos.to(torch.int32), dim=1) - is_eos.to(torch.int32)
+    return (in_resp & (eos_before == 0)).to(dtype)
+
+
+def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor:
+    """Per-position entropy H_t = logsumexp(z_t) − Σ_v softmax(z_t)_v z_{t,v}, shape (…,) = (B, T).
+
+    Same dtype rule as :func:`token_logprobs` (float32 for low-precision logits); chunked
+    on dim 0 like it. Differentiable (plain autograd). A diagnostic of the trajectory
+    factor: how spread π_θ(·|h_t) is (entropy collapse, chapter 12).
+    """
+    check_tensor(logits, "logits", floating=True)
+    if logits.dim() < 1:
+        raise ValueError(f"logits: expected shape (..., V), got {tuple(logits.shape)}")
+    if chunk_size is not None:
+        check_positive_int(chunk_size, "chunk_size")
+    out_dtype = _out_dtype(logits.dtype)
+    if logits.shape[0] == 0:
+        return logits.new_zeros(logits.shape[:-1], dtype=out_dtype)
+    parts = []
+    for a, b in _chunks(logits.shape[0], chunk_size):
+        z = logits[a:b].to(out_dtype)
+        parts.append(torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+
+__all__ = ["token_logprobs", "naive_token_logprobs", "sequence_logprob", "response_mask",
+           "entropy_from_logits"]
