@@ -204,7 +204,7 @@ def method_map(ax=None, methods=None, figsize=(9, 5.5)):
         rows.setdefault(depth[m.name], []).append(m.name)
     for d, names in rows.items():
         for k, name in enumerate(names):
-            order[name] = (d, -(k - (len(names) - 1) / 2))
+            order[name] = (1.6 * d, -(k - (len(names) - 1) / 2))
     for m in ms:
         if m.parent in order:
             (x0, y0), (x1, y1) = order[m.parent], order[m.name]
@@ -221,10 +221,10 @@ def method_map(ax=None, methods=None, figsize=(9, 5.5)):
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     max_d = max(rows) if rows else 0
     max_k = max(len(v) for v in rows.values()) if rows else 1
-    ax.set_xlim(-0.6, max_d + 0.6)
+    ax.set_xlim(-0.8, 1.6 * max_d + 0.8)
     ax.set_ylim(-(max_k / 2) - 0.2, max_k / 2 + 0.2)
     ax.set_xlabel("modifications from J(θ)")
-    ax.set_xticks(range(max_d + 1))
+    ax.set_xticks([1.6 * d for d in range(max_d + 1)], [str(d) for d in range(max_d + 1)])
     ax.set_yticks([])
     ax.grid(False)
     for sp in ("left",):
