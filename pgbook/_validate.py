@@ -11,7 +11,7 @@ are skipped there, shape and device checks are not).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -251,6 +251,16 @@ def advantage_stats(rewards: Tensor, group_size: int) -> dict:
     }
 
 
-__all__ = ["grpo_advantage", "grpo_mean_advantage", "grpo_batch_std_advantage", "rloo_advantage",
-           "plain_advantage", "GROUP_ADVANTAGES", "zero_variance_groups", "group_by_index",
-           "compute_advantages", "broadcast_to_tokens", "advantage_stats"]
+__all__ = [
+    "GROUP_ADVANTAGES",
+    "advantage_stats",
+    "broadcast_to_tokens",
+    "compute_advantages",
+    "group_by_index",
+    "grpo_advantage",
+    "grpo_batch_std_advantage",
+    "grpo_mean_advantage",
+    "plain_advantage",
+    "rloo_advantage",
+    "zero_variance_groups",
+]

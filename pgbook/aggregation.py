@@ -132,5 +132,12 @@ def token_weights(mask: Tensor, mode: str, max_tokens: int | None = None,
     return g
 
 
-__all__ = ["aggregate", "token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant",
-           "AGGREGATIONS", "token_weights"]
+__all__ = [
+    "AGGREGATIONS",
+    "aggregate",
+    "constant",
+    "seq_mean_token_mean",
+    "seq_mean_token_sum",
+    "token_mean",
+    "token_weights",
+]

@@ -101,13 +101,13 @@ class Bandit:
     def dtype(self) -> torch.dtype:
         return self.means.dtype
 
-    def to(self, device=None, dtype=None) -> "Bandit":
+    def to(self, device=None, dtype=None) -> Bandit:
         """A copy on another device and/or dtype."""
         return Bandit(self.rho.to(device=device, dtype=dtype),
                       self.means.to(device=device, dtype=dtype),
                       self.noise_std, self.name, self.action_names)
 
-    def shifted(self, c: float) -> "Bandit":
+    def shifted(self, c: float) -> Bandit:
         """The same bandit with every reward shifted by ``c`` (∇J is unchanged)."""
         return Bandit(self.rho, self.means + c, self.noise_std, f"{self.name}+{c:g}",
                       self.action_names)

@@ -134,7 +134,7 @@ def baseline_bias(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, table: T
 
     A table constant in a (a state baseline) gives zero.
     """
-    f = lambda t: bandit.J(policy.probs(t), rewards=table.to(t.dtype))  # noqa: E731
+    f = lambda t: bandit.J(policy.probs(t), rewards=table.to(t.dtype))
     return -torch.func.grad(f)(theta.detach())
 
 
@@ -276,9 +276,23 @@ register_method("REINFORCE + baseline", "REINFORCE", advantage="state_value",
                 reference="Williams 1992; Greensmith et al. 2004")
 
 __all__ = [
-    "score", "all_scores", "softmax_score", "reinforce_surrogate", "no_baseline",
-    "constant_baseline", "value_baseline", "optimal_baseline", "optimal_baseline_table",
-    "action_baseline", "baseline_bias", "get_baseline", "sample_weights",
-    "exact_estimator_moments", "exact_total_variance", "state_table", "exact_J",
-    "exact_total_variances", "optimal_constant_baseline",
+    "action_baseline",
+    "all_scores",
+    "baseline_bias",
+    "constant_baseline",
+    "exact_J",
+    "exact_estimator_moments",
+    "exact_total_variance",
+    "exact_total_variances",
+    "get_baseline",
+    "no_baseline",
+    "optimal_baseline",
+    "optimal_baseline_table",
+    "optimal_constant_baseline",
+    "reinforce_surrogate",
+    "sample_weights",
+    "score",
+    "softmax_score",
+    "state_table",
+    "value_baseline",
 ]

@@ -320,8 +320,20 @@ def n_group_outcomes(n_actions: int, group_size: int) -> tuple[int, int]:
     return n_actions ** group_size, math.comb(group_size + n_actions - 1, n_actions - 1)
 
 
-__all__ = ["GROUP_LOCAL", "group_sequences", "group_counts", "counts_to_sequences",
-           "exact_group_moments", "context_gradients", "context_weights",
-           "zero_variance_probability", "binary_group_weight", "sample_groups",
-           "group_estimates", "binomial_zero_variance", "difficulty_bandit",
-           "grpo_large_group_weight", "n_group_outcomes"]
+__all__ = [
+    "GROUP_LOCAL",
+    "binary_group_weight",
+    "binomial_zero_variance",
+    "context_gradients",
+    "context_weights",
+    "counts_to_sequences",
+    "difficulty_bandit",
+    "exact_group_moments",
+    "group_counts",
+    "group_estimates",
+    "group_sequences",
+    "grpo_large_group_weight",
+    "n_group_outcomes",
+    "sample_groups",
+    "zero_variance_probability",
+]

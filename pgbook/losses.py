@@ -18,7 +18,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import check_finite, check_positive, check_same_device, check_same_shape, check_tensor
+from ._validate import (
+    check_finite,
+    check_positive,
+    check_same_device,
+    check_same_shape,
+    check_tensor,
+)
 from .registry import register, register_label
 
 

@@ -311,7 +311,13 @@ register_method("Off-policy PG (SNIS)", "Off-policy PG (IS)", aggregation="self_
                 chapter="05", reference="Hesterberg 1995; Owen 2013 (Monte Carlo theory, ch. 9)")
 
 __all__ = [
-    "importance_weights", "is_estimate", "effective_sample_size", "off_policy_J",
-    "off_policy_gradient", "exact_kl", "exact_weight_second_moment", "exact_is_J_variance",
+    "effective_sample_size",
+    "exact_is_J_variance",
+    "exact_kl",
+    "exact_weight_second_moment",
+    "importance_weights",
+    "is_estimate",
+    "off_policy_J",
+    "off_policy_gradient",
     "snis_bias_coefficient",
 ]

@@ -36,7 +36,7 @@ from ._validate import (
     check_same_device,
     check_tensor,
 )
-from .bandits import Bandit, BanditBatch, SoftmaxPolicy
+from .bandits import Bandit, SoftmaxPolicy
 from .estimators import sample_weights
 from .losses import clip_fraction, importance_weighted_loss, ppo_clip_loss
 from .proximal import exact_kl, state_kl
@@ -325,6 +325,15 @@ register_method("PPO dual-clip", "PPO-clip", policy_loss="ppo_dual_clip",
                 chapter="07", reference="Ye et al. 2020")
 
 __all__ = [
-    "PPOBatch", "make_batch", "collect", "surrogate", "batch_kl", "ppo_objective",
-    "adaptive_beta", "PPOHistory", "run_epochs", "ppo_iterations", "ppo_dual_clip_loss",
+    "PPOBatch",
+    "PPOHistory",
+    "adaptive_beta",
+    "batch_kl",
+    "collect",
+    "make_batch",
+    "ppo_dual_clip_loss",
+    "ppo_iterations",
+    "ppo_objective",
+    "run_epochs",
+    "surrogate",
 ]

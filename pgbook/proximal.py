@@ -517,7 +517,18 @@ register_method("Natural PG", "REINFORCE + baseline", step="natural",
                 chapter="06", reference="Kakade 2001; Amari 1998")
 
 __all__ = [
-    "fisher_information", "state_kl", "exact_kl", "kl_gradient", "check_positive_definite",
-    "preconditioned_step", "proximal_gradient_step", "natural_gradient", "proximal_objective",
-    "proximal_point_step", "update_path", "step_to_kl", "reference_point_path", "UPDATE_RULES",
+    "UPDATE_RULES",
+    "check_positive_definite",
+    "exact_kl",
+    "fisher_information",
+    "kl_gradient",
+    "natural_gradient",
+    "preconditioned_step",
+    "proximal_gradient_step",
+    "proximal_objective",
+    "proximal_point_step",
+    "reference_point_path",
+    "state_kl",
+    "step_to_kl",
+    "update_path",
 ]

@@ -23,8 +23,8 @@ Usage, in the style of verl's ``core_algos``::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 SIDES = ("reward", "trajectory")
 
@@ -46,7 +46,7 @@ class Component:
 
 
 _COMPONENTS: dict[str, dict[str, Component]] = {}
-_METHODS: dict[str, "Method"] = {}
+_METHODS: dict[str, Method] = {}
 
 
 def _check_side(side: str) -> str:

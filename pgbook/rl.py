@@ -249,4 +249,4 @@ register_method(
     chapter="12", reference="Hu 2025 (arXiv:2501.03262)")
 
 
-__all__ = ["policy_loss", "method_config", "method_loss"]
+__all__ = ["method_config", "method_loss", "policy_loss"]

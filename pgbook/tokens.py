@@ -34,7 +34,6 @@ from ._validate import (
     _is_meta,
     check_positive_int,
     check_same_device,
-    check_shape,
     check_tensor,
 )
 
@@ -236,5 +235,10 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
     return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
 
-__all__ = ["token_logprobs", "naive_token_logprobs", "sequence_logprob", "response_mask",
-           "entropy_from_logits"]
+__all__ = [
+    "entropy_from_logits",
+    "naive_token_logprobs",
+    "response_mask",
+    "sequence_logprob",
+    "token_logprobs",
+]

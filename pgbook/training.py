@@ -264,6 +264,11 @@ register_method("SFT (weighted MLE, A = 1)", "REINFORCE", advantage="unit", data
                 chapter="04")
 
 __all__ = [
-    "weighted_log_likelihood", "sft_loss", "empirical_policy", "MLEFit", "fit_weighted_mle",
-    "History", "reinforce",
+    "History",
+    "MLEFit",
+    "empirical_policy",
+    "fit_weighted_mle",
+    "reinforce",
+    "sft_loss",
+    "weighted_log_likelihood",
 ]

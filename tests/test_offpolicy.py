@@ -15,9 +15,6 @@ from pgbook.bandits import BanditBatch, TabularSoftmax
 from pgbook.measure import EstimatorStats, estimates_from_loss
 
 
-
-
-
 def _world(t=1.0):
     """context_bandit, μ = softmax(−r), π = softmax((3t − 1) r) (the chapter's family)."""
     b = pg.context_bandit()

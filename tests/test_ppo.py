@@ -8,9 +8,8 @@ from hypothesis import strategies as st
 
 import pgbook as pg
 from pgbook import estimators as E
-from pgbook import ppo
+from pgbook import ppo, registry
 from pgbook import proximal as px
-from pgbook import registry
 from pgbook.bandits import TabularSoftmax
 from pgbook.losses import ppo_clip_loss
 

@@ -14,9 +14,6 @@ from pgbook import training as T
 from pgbook.bandits import Bandit, BanditBatch, TabularSoftmax
 
 
-
-
-
 def _setup(seed=0, n=40, dtype=torch.float64):
     b = pg.context_bandit(dtype=dtype)
     pol = TabularSoftmax(3, 4)
