@@ -223,6 +223,8 @@ def exact_kl(probs: Tensor, behaviour_probs: Tensor, rho: Tensor | None = None) 
 
     ``probs`` π and ``behaviour_probs`` μ are (..., S, A) (μ > 0 everywhere); ``rho`` (S,)
     weights the contexts (uniform when None). Zero iff π = μ on every context with ρ > 0.
+    Takes probability tables; :func:`pgbook.proximal.exact_kl` is the same divergence taken
+    on parameter vectors (in log space, differentiable in both), used by chapters 06-07.
     """
     check_probs(probs, "probs")
     _check_positive_probs(behaviour_probs, "behaviour_probs")

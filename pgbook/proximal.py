@@ -136,6 +136,7 @@ def exact_kl(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta: Te
     returns shape (...). Differentiable in both. This is the divergence PPO penalises
     (chapter 07) and the one whose second-order expansion is the Fisher quadratic.
     Factor of J(θ): trajectory (a distance between two trajectory distributions).
+    On probability tables instead of parameters, see :func:`pgbook.offpolicy.exact_kl`.
     """
     for name, t in (("theta_ref", theta_ref), ("theta", theta)):
         check_tensor(t, name, floating=True)
