@@ -1,25 +1,65 @@
 """pgbook: policy gradients for language models, derived from J(θ) = E_{τ~p_θ}[R(τ)].
 
-The library mirrors the book: reward-side pieces (advantages, baselines, shaping), trajectory-
-side pieces (log-probs, importance ratios, clipping, masks), aggregation and regularisers,
-and named methods composed of them (:mod:`pgbook.registry`).
+J(θ) has two factors, the trajectory probability p_θ(τ) and the reward R(τ), and every
+method of the field changes one of them or both. The package is laid out the same way:
+
+* :mod:`pgbook.reward`: what changes the scalar weight of ∇log p_θ(τ): baselines,
+  group advantages, returns;
+* :mod:`pgbook.trajectory`: what changes ∇log p_θ(τ) itself: token log-probs, masks,
+  importance ratios, policy losses and clips;
+* :mod:`pgbook.aggregation` (how token terms are summed: reward side) and :mod:`pgbook.kl`
+  (a regulariser whose placement decides its side);
+* :mod:`pgbook.registry` and :mod:`pgbook.methods`: the named pieces, the composed loss,
+  and every named method as a composition of pieces (the map);
+* :mod:`pgbook.worlds`: bandits, the enumerable tiny LM, the tiny GPT and its tasks;
+* :mod:`pgbook.exact`: exact analysis on the enumerable worlds (J, ∇J, moments of
+  estimators, group statistics, off-policy and proximal tools) and estimator statistics;
+* :mod:`pgbook.train`: the REINFORCE loop, PPO epochs on bandits, the GRPO trainer;
+* :mod:`pgbook.plots`: the book's figures and widget helpers (imported on first use).
+
+``import pgbook as pg`` registers every built-in piece and method, so
+``pg.registry.register_method("Mine", "GRPO", advantage="my_advantage")`` works at once.
 """
 
-from . import bandits, estimators, losses, measure, registry
-from .bandits import (
-    Bandit,
-    BanditBatch,
-    LinearSoftmax,
-    TabularSoftmax,
-    context_bandit,
-    exact_gradient,
-    exact_J,
-    make_generator,
-    noisy_bandit,
-    offset_bandit,
-    two_param_bandit,
-)
-from .measure import EstimatorStats, policy_gradient_estimates
-from .registry import components, method, methods
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from . import (
+    aggregation,
+    exact,
+    kl,
+    methods,
+    registry,
+    reward,
+    train,
+    trajectory,
+    worlds,
+)
+from ._validate import make_generator
+from .registry import method
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "__version__",
+    "aggregation",
+    "exact",
+    "kl",
+    "make_generator",
+    "method",
+    "methods",
+    "plots",
+    "registry",
+    "reward",
+    "train",
+    "trajectory",
+    "worlds",
+]
+
+
+def __getattr__(name: str):
+    # matplotlib is imported only when a figure is wanted
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module 'pgbook' has no attribute {name!r}")

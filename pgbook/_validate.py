@@ -16,6 +16,60 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+__all__ = [
+    "check_finite",
+    "check_generator",
+    "check_index",
+    "check_mask",
+    "check_pair",
+    "check_positive",
+    "check_positive_int",
+    "check_probs",
+    "check_same_device",
+    "check_same_shape",
+    "check_shape",
+    "check_tensor",
+    "make_generator",
+    "to_work",
+    "work_dtype",
+]
+
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype pgbook computes in for inputs of ``dtype``: float32 for float16/bfloat16
+    (and float32), float64 for float64 (``torch.promote_types(dtype, torch.float32)``).
+    Results are cast back to the input's dtype where a function says so."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def to_work(x: Tensor) -> Tensor:
+    """``x`` in :func:`work_dtype` (a no-op for float32 and float64)."""
+    return x.to(work_dtype(x.dtype))
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``: the book's only source of
+    randomness (every sampling function takes one explicitly)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an integer, got {seed!r} ({type(seed).__name__})")
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def check_generator(generator, device: torch.device | str | None = None,
+                    name: str = "generator") -> torch.Generator:
+    """``generator`` must be a ``torch.Generator`` (on the type of ``device`` when given)."""
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"{name}: expected a torch.Generator (pgbook.make_generator(seed)), "
+                         f"got {type(generator).__name__}")
+    if device is not None and torch.device(generator.device).type != torch.device(device).type:
+        raise ValueError(f"{name}: expected a generator on {torch.device(device)}, "
+                         f"got one on {generator.device}")
+    return generator
+
 
 def _is_meta(x: Tensor) -> bool:
     """True when ``x`` holds no readable values: the meta device, or a tensor inside a
@@ -58,6 +112,15 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
             f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} "
             f"and {tuple(b.shape)}"
         )
+
+
+def check_pair(x: Tensor, other: Tensor, name_x: str, name_other: str) -> None:
+    """``x`` a floating tensor and ``other`` a tensor of the same shape on the same device
+    (log-probs and their advantages, ratios' old log-probs, reference log-probs)."""
+    check_tensor(x, name_x, floating=True)
+    check_tensor(other, name_other)
+    check_same_shape(x, other, name_x, name_other)
+    check_same_device(**{name_x: x, name_other: other})
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ._validate import _is_meta, check_mask, check_positive_int, check_same_device, check_tensor
-from .registry import register
+from .registry import register, resolve
 
 
 def _prepare(per_token_loss: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,40 +55,40 @@ def _seq_count(m: Tensor) -> tuple[Tensor, Tensor]:
     return lengths, nonempty
 
 
-@register("aggregation", "token_mean", side="reward",
+@register("aggregation", "token_mean", side="reward", form="token",
           summary="Σ over all tokens / total tokens (DAPO)")
 def token_mean(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None) -> Tensor:
     """Σ_{i,t} m ℓ / Σ_{i,t} m: every token of the batch weighs the same (DAPO)."""
-    l, m = _prepare(per_token_loss, mask)
-    return (l.sum() / m.sum()).to(per_token_loss.dtype)
+    loss, m = _prepare(per_token_loss, mask)
+    return (loss.sum() / m.sum()).to(per_token_loss.dtype)
 
 
-@register("aggregation", "seq_mean_token_mean", side="reward",
+@register("aggregation", "seq_mean_token_mean", side="reward", form="token",
           summary="mean over sequences of per-sequence token means (GRPO)")
 def seq_mean_token_mean(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None) -> Tensor:
     """(1/B') Σ_i (1/L_i) Σ_t m ℓ over the B' non-empty sequences (GRPO, DeepSeekMath)."""
-    l, m = _prepare(per_token_loss, mask)
+    loss, m = _prepare(per_token_loss, mask)
     lengths, nonempty = _seq_count(m)
-    per_seq = l.sum(-1) / torch.where(nonempty, lengths, torch.ones_like(lengths))
+    per_seq = loss.sum(-1) / torch.where(nonempty, lengths, torch.ones_like(lengths))
     return (per_seq.sum() / nonempty.sum()).to(per_token_loss.dtype)
 
 
-@register("aggregation", "seq_mean_token_sum", side="reward",
+@register("aggregation", "seq_mean_token_sum", side="reward", form="token",
           summary="mean over sequences of per-sequence token sums")
 def seq_mean_token_sum(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None) -> Tensor:
     """(1/B') Σ_i Σ_t m ℓ over the B' non-empty sequences: the REINFORCE sum over tokens."""
-    l, m = _prepare(per_token_loss, mask)
+    loss, m = _prepare(per_token_loss, mask)
     _, nonempty = _seq_count(m)
-    return (l.sum() / nonempty.sum()).to(per_token_loss.dtype)
+    return (loss.sum() / nonempty.sum()).to(per_token_loss.dtype)
 
 
-@register("aggregation", "constant", side="reward",
+@register("aggregation", "constant", side="reward", form="token",
           summary="Σ over all tokens / (B · max_tokens) (Dr. GRPO)")
 def constant(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None) -> Tensor:
     """Σ_{i,t} m ℓ / (B · L_max) with L_max = ``max_tokens`` (default T, the padded length):
     a normaliser that depends on no sample (Dr. GRPO). ``max_tokens`` must be at least the
     longest response in the batch."""
-    l, m = _prepare(per_token_loss, mask)
+    loss, m = _prepare(per_token_loss, mask)
     B, T = per_token_loss.shape
     L = T if max_tokens is None else check_positive_int(max_tokens, "max_tokens")
     if max_tokens is not None and not _is_meta(m):
@@ -96,15 +96,7 @@ def constant(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None
         if longest > L:
             raise ValueError(f"max_tokens: expected at least the longest response ({longest} "
                              f"tokens), got {L}")
-    return (l.sum() / (B * L)).to(per_token_loss.dtype)
-
-
-AGGREGATIONS = {
-    "token_mean": token_mean,
-    "seq_mean_token_mean": seq_mean_token_mean,
-    "seq_mean_token_sum": seq_mean_token_sum,
-    "constant": constant,
-}
+    return (loss.sum() / (B * L)).to(per_token_loss.dtype)
 
 
 def aggregate(per_token_loss: Tensor, mask: Tensor, mode: str,
@@ -112,12 +104,11 @@ def aggregate(per_token_loss: Tensor, mask: Tensor, mode: str,
     """Reduce a (B, T) per-token loss to a scalar with a named aggregation (see the module
     docstring for the formulas and why each one changes the gradient's weights).
 
-    ``mode``: ``"token_mean"``, ``"seq_mean_token_mean"``, ``"seq_mean_token_sum"`` or
-    ``"constant"``; ``max_tokens`` is L_max for ``"constant"`` (ignored by the others).
+    ``mode``: a registered aggregation: ``"token_mean"``, ``"seq_mean_token_mean"``,
+    ``"seq_mean_token_sum"``, ``"constant"`` or yours (:mod:`pgbook.registry`, form
+    ``"token"``); ``max_tokens`` is L_max for ``"constant"`` (ignored by the others).
     """
-    if mode not in AGGREGATIONS:
-        raise ValueError(f"mode: expected one of {sorted(AGGREGATIONS)}, got {mode!r}")
-    return AGGREGATIONS[mode](per_token_loss, mask, max_tokens)
+    return resolve("aggregation", mode, "token", what="mode")(per_token_loss, mask, max_tokens)
 
 
 def token_weights(mask: Tensor, mode: str, max_tokens: int | None = None,
@@ -133,7 +124,6 @@ def token_weights(mask: Tensor, mode: str, max_tokens: int | None = None,
 
 
 __all__ = [
-    "AGGREGATIONS",
     "aggregate",
     "constant",
     "seq_mean_token_mean",

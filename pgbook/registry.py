@@ -1,24 +1,56 @@
 """Named pieces and the methods composed from them: the book's map, drawn from the code.
 
 J(θ) = Σ_τ p_θ(τ) R(τ) has two factors. Every piece of the library is registered as a
-:class:`Component` of some *kind* (an advantage estimator, a baseline, a policy loss, an
-aggregation, a KL placement, ...) and says which factor of J(θ) it changes:
+:class:`Component` of some *kind* (an advantage estimator, a policy loss, an aggregation,
+a KL placement, ...) and says which factor of J(θ) it changes:
 
-* ``"reward"``: what scalar weights a sampled trajectory (R, baselines, advantages, shaping,
-  teacher signals, how token terms are weighted when they are aggregated);
-* ``"trajectory"``: how p_θ(τ) enters the update (log-probs, importance ratios, clipping,
-  sequence-level ratios, masks, which samples enter at all).
+* ``"reward"``: a stop-gradient scalar that multiplies ∇log p_θ(τ): R itself, baselines,
+  advantages, shaping, teacher signals, and how token terms are weighted when they are
+  aggregated;
+* ``"trajectory"``: anything that depends on θ or on how the samples were drawn: the
+  log-derivative trick, importance ratios, clipping, sequence-level ratios, masks, which
+  samples enter at all.
 
-A :class:`Method` is one choice per kind, plus the method it descends from. The sides a
-method changes are *computed*: the sides of the components in which it differs from its
-parent. Chapter 00 and chapter 15 draw the map from :func:`methods`.
+A :class:`Method` is one choice per kind plus the method it descends from. Its sides are
+*computed*: the sides of the components in which it differs from its parent. Every
+function of pgbook that takes a piece by name (``compute_advantages``, ``policy_loss``,
+``method_loss``, ``grpo_train``, the exact group tools) resolves it here, so a piece you
+register works everywhere a built-in one does.
 
 Usage, in the style of verl's ``core_algos``::
 
-    @register("advantage", "rloo", side="reward", summary="leave-one-out mean baseline")
-    def rloo_advantage(rewards, group_size): ...
+    from pgbook import registry
 
-    get("advantage", "rloo")(rewards, group_size=4)
+    @registry.register("advantage", "rank", side="reward", form="group")
+    def rank_advantage(rewards, group_size, *, std_eps=1e-6):
+        ...                                            # (N,) → (N,)
+
+    registry.register_method("Rank GRPO", "GRPO", advantage="rank",
+                             fixes="...", chapter="yours")
+
+The ``form`` of a component says how it is called (its signature), so that a function
+asking for a piece can check it got one it knows how to call:
+
+==============  ===========  =======================================================
+kind            form         signature
+==============  ===========  =======================================================
+advantage       ``group``    ``fn(rewards (N,), group_size, **options) -> (N,)``, groups
+                             contiguous, each group's advantages from its own rewards
+                             (options such as ``std_eps``, ``mask`` are keywords)
+advantage       ``batch``    the same, reading the whole batch (e.g. batch whitening)
+advantage       ``baseline`` ``fn(bandit, policy, theta, batch) -> b`` (batch shape);
+                             the weight is r − b (Part I)
+advantage       ``token``    ``fn(token_rewards (B, T), mask (B, T)) -> (B, T)``
+policy_loss     ``token``    ``fn(logp, advantages, old_logp, **options) -> per-token loss``
+aggregation     ``token``    ``fn(per_token_loss (B, T), mask (B, T), max_tokens=None)
+                             -> scalar``
+kl              ``token``    ``fn(logp, ref_logp) -> per-token term`` (in the loss), or
+                ``reward``   the reward-side placement applied before the advantages
+reward          ``response`` ``fn(responses (n, N), targets (n, N), dtype) -> (n,)``
+==============  ===========  =======================================================
+
+A component registered with :func:`register_label` has no function: it names a choice that
+a method makes (e.g. ``data="on_policy"``) without being called by the library.
 """
 
 from __future__ import annotations
@@ -26,18 +58,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+__all__ = [
+    "SIDES",
+    "Component",
+    "Method",
+    "components",
+    "get",
+    "method",
+    "methods",
+    "register",
+    "register_label",
+    "register_method",
+    "resolve",
+    "unregister",
+    "unregister_method",
+]
+
 SIDES = ("reward", "trajectory")
 
 
 @dataclass(frozen=True)
 class Component:
-    """One named piece: ``kind`` (e.g. ``"advantage"``), ``name``, the callable, its side."""
+    """One named piece: its ``kind`` (e.g. ``"advantage"``), ``name``, callable, ``side``
+    of J(θ), ``form`` (how it is called, see the module docstring), a one-line ``summary``
+    and the paper it comes from (``reference``)."""
 
     kind: str
     name: str
     fn: Callable | None
     side: str
     summary: str = ""
+    form: str | None = None
+    reference: str = ""
 
     def __call__(self, *args, **kwargs):
         if self.fn is None:
@@ -55,43 +107,111 @@ def _check_side(side: str) -> str:
     return side
 
 
-def register(kind: str, name: str, *, side: str, summary: str = ""):
-    """Decorator: register ``fn`` as component ``kind/name`` on ``side`` of J(θ)."""
+def _check_name(value, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _same_definition(a: Callable | None, b: Callable | None) -> bool:
+    """True when ``b`` is ``a`` or a re-definition of it (same module and qualified name),
+    as happens when a notebook cell that registers a function is run again."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == \
+        (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+
+
+def register(kind: str, name: str, *, side: str, summary: str = "", form: str | None = None,
+             reference: str = ""):
+    """Decorator: register ``fn`` as component ``kind/name`` on ``side`` of J(θ).
+
+    Registering another function under a taken name raises ValueError (unregister it first);
+    registering a re-definition of the same function (a re-run notebook cell) replaces it.
+    """
+    _check_name(kind, "kind")
+    _check_name(name, "name")
     _check_side(side)
 
     def deco(fn):
+        if not callable(fn):
+            raise ValueError(f"register({kind!r}, {name!r}): expected a function, got "
+                             f"{type(fn).__name__}")
         table = _COMPONENTS.setdefault(kind, {})
-        if name in table and table[name].fn is not fn:
-            raise ValueError(f"component {kind}/{name} is already registered")
-        table[name] = Component(kind, name, fn, side, summary or (fn.__doc__ or "").split("\n")[0])
+        if name in table and not _same_definition(table[name].fn, fn):
+            raise ValueError(f"component {kind}/{name} is already registered "
+                             f"(registry.unregister({kind!r}, {name!r}) first to replace it)")
+        doc = (fn.__doc__ or "").strip().split("\n")[0]
+        table[name] = Component(kind, name, fn, side, summary or doc, form, reference)
         return fn
 
     return deco
 
 
-def register_label(kind: str, name: str, *, side: str, summary: str) -> Component:
+def register_label(kind: str, name: str, *, side: str, summary: str,
+                   reference: str = "") -> Component:
     """Register a component that is a named choice rather than a function (e.g. ``"none"``)."""
+    _check_name(kind, "kind")
+    _check_name(name, "name")
     _check_side(side)
-    comp = Component(kind, name, None, side, summary)
-    _COMPONENTS.setdefault(kind, {})[name] = comp
+    table = _COMPONENTS.setdefault(kind, {})
+    if name in table and table[name].fn is not None:
+        raise ValueError(f"component {kind}/{name} is already registered with a function")
+    comp = Component(kind, name, None, side, summary, None, reference)
+    table[name] = comp
     return comp
+
+
+def unregister(kind: str, name: str) -> None:
+    """Remove component ``kind/name`` (a ValueError if a registered method uses it)."""
+    get(kind, name)
+    users = [m.name for m in _METHODS.values() if m.parts.get(kind) == name]
+    if users:
+        raise ValueError(f"component {kind}/{name} is used by methods {users}; "
+                         f"unregister those first (registry.unregister_method)")
+    del _COMPONENTS[kind][name]
 
 
 def get(kind: str, name: str) -> Component:
     """The component ``kind/name``; a ValueError lists the registered names if absent."""
-    _load_all()
     if kind not in _COMPONENTS:
         raise ValueError(f"kind: expected one of {sorted(_COMPONENTS)}, got {kind!r}")
-    if name not in _COMPONENTS[kind]:
+    if not isinstance(name, str) or name not in _COMPONENTS[kind]:
         raise ValueError(f"{kind}: expected one of {sorted(_COMPONENTS[kind])}, got {name!r}")
     return _COMPONENTS[kind][name]
 
 
-def components(kind: str | None = None) -> list[Component]:
-    """All registered components (of one kind)."""
-    _load_all()
+def resolve(kind: str, name: str, form: str | None = None, *, what: str | None = None
+            ) -> Callable:
+    """The function of component ``kind/name``, checked to be callable and (when ``form`` is
+    given) of that form; ``what`` names the argument in error messages (default: kind)."""
+    what = what or kind
+    table = _COMPONENTS.get(kind, {})
+    if not isinstance(name, str) or name not in table:
+        ok = sorted(n for n, c in table.items() if c.fn is not None
+                    and (form is None or c.form == form))
+        raise ValueError(f"{what}: expected one of {ok}, got {name!r}")
+    comp = table[name]
+    if comp.fn is None:
+        callable_names = sorted(n for n, c in _COMPONENTS[kind].items() if c.fn is not None
+                                and (form is None or c.form == form))
+        raise ValueError(f"{what}: {name!r} is a label with no function here; expected one of "
+                         f"{callable_names}")
+    if form is not None and comp.form != form:
+        ok = sorted(n for n, c in table.items() if c.form == form)
+        raise ValueError(f"{what}: expected one of {ok} (a {kind} of form {form!r}), got "
+                         f"{name!r} (form {comp.form!r})")
+    return comp.fn
+
+
+def components(kind: str | None = None, form: str | None = None) -> list[Component]:
+    """All registered components (of one kind; of one form)."""
+    if kind is not None and kind not in _COMPONENTS:
+        raise ValueError(f"kind: expected one of {sorted(_COMPONENTS)}, got {kind!r}")
     kinds = [kind] if kind is not None else sorted(_COMPONENTS)
-    return [c for k in kinds for c in _COMPONENTS.get(k, {}).values()]
+    return [c for k in kinds for c in _COMPONENTS[k].values() if form is None or c.form == form]
 
 
 @dataclass(frozen=True)
@@ -99,7 +219,8 @@ class Method:
     """A named method: one component name per kind, and the method it modifies.
 
     ``fixes`` says which failure of ``parent`` it addresses; ``chapter`` where the book
-    derives it. :meth:`changes` and :meth:`sides` are computed from the components.
+    derives it; ``reference`` the paper. :meth:`changes` and :meth:`sides` are computed
+    from the components.
     """
 
     name: str
@@ -120,7 +241,7 @@ class Method:
         if self.parent is None:
             return {}
         mine = self.resolved_parts()
-        theirs = _METHODS[self.parent].resolved_parts() if self.parent else {}
+        theirs = _METHODS[self.parent].resolved_parts()
         return {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
 
     def sides(self) -> frozenset:
@@ -129,6 +250,7 @@ class Method:
 
     @property
     def axis(self) -> str:
+        """``"objective"`` (the root), ``"reward"``, ``"trajectory"`` or ``"both"``."""
         if self.parent is None:
             return "objective"
         s = self.sides()
@@ -136,47 +258,46 @@ class Method:
 
 
 def register_method(name: str, parent: str | None, *, fixes: str = "", chapter: str = "",
-                    reference: str = "", **parts: str) -> Method:
-    """Register a method composed of named components (``kind=name`` keyword arguments)."""
+                    reference: str = "", replace: bool = False, **parts: str) -> Method:
+    """Register a method composed of named components (``kind=name`` keyword arguments),
+    as a child of ``parent``. A method must change at least one component of its parent.
+    An existing name raises ValueError unless ``replace=True`` (or the definition is
+    identical, as when a notebook cell runs again)."""
+    _check_name(name, "name")
     if parent is not None and parent not in _METHODS:
         raise ValueError(f"parent: method {parent!r} is not registered (have {sorted(_METHODS)})")
     for kind, comp in parts.items():
         if kind not in _COMPONENTS or comp not in _COMPONENTS[kind]:
-            raise ValueError(f"method {name}: component {kind}/{comp} is not registered")
+            have = sorted(_COMPONENTS.get(kind, {}))
+            raise ValueError(f"method {name}: component {kind}/{comp} is not registered"
+                             + (f" (have {have})" if have else f" (no kind {kind!r})"))
     m = Method(name, parent, dict(parts), fixes, chapter, reference)
+    if name in _METHODS and not replace and _METHODS[name] != m:
+        raise ValueError(f"method {name!r} is already registered (pass replace=True to "
+                         f"redefine it)")
+    if parent is not None and not m.changes():
+        raise ValueError(f"method {name}: it changes no component of its parent {parent!r}")
     _METHODS[name] = m
     return m
 
 
+def unregister_method(name: str) -> None:
+    """Remove a method (a ValueError if another method descends from it)."""
+    method(name)
+    children = [m.name for m in _METHODS.values() if m.parent == name]
+    if children:
+        raise ValueError(f"method {name!r} has children {children}; unregister those first")
+    del _METHODS[name]
+
+
 def methods() -> list[Method]:
     """Every registered method, parents before children."""
-    _load_all()
     return list(_METHODS.values())
 
 
 def method(name: str) -> Method:
-    _load_all()
+    """The registered method ``name``; a ValueError lists the names if absent."""
     if name not in _METHODS:
         raise ValueError(f"method: expected one of {sorted(_METHODS)}, got {name!r}")
     return _METHODS[name]
 
-
-_LOADED = False
-
-
-def _load_all() -> None:
-    """Import every module that registers components or methods (once)."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    import importlib
-
-    from . import _modules
-
-    for mod in _modules.REGISTERING:
-        try:
-            importlib.import_module(f"pgbook.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"pgbook.{mod}":
-                raise

@@ -6,8 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgbook as pg
-from pgbook import advantages as A
 from pgbook import registry
+from pgbook.reward import advantages as A
+
+
+def _group_estimators():
+    """The built-in group estimators, by name, from the registry (the one list)."""
+    return {c.name: c.fn for c in registry.components("advantage") if c.form in ("group", "batch")}
+
+
+GROUP_ADVANTAGES = _group_estimators()
+
 
 R = torch.tensor([1.0, 0.0, 1.0, 0.0,  1.0, 1.0, 1.0, 1.0,  0.3, 0.1, 0.2, 0.9],
                  dtype=torch.float64)
@@ -34,7 +43,7 @@ def test_by_hand():
 def test_zero_variance_groups_are_zero_and_counted():
     r = torch.tensor([0.1] * 4 + [0.0, 1.0, 0.0, 1.0], dtype=torch.float32)  # 0.1 is inexact
     for name in ("grpo", "grpo_mean", "grpo_batch_std", "rloo"):
-        adv = A.GROUP_ADVANTAGES[name](r, 4)
+        adv = GROUP_ADVANTAGES[name](r, 4)
         assert torch.equal(adv[:4], torch.zeros(4)), name
         assert bool(torch.isfinite(adv).all())
     assert A.zero_variance_groups(r, 4).tolist() == [True, False]
@@ -43,7 +52,7 @@ def test_zero_variance_groups_are_zero_and_counted():
     # every group zero-variance: no NaN anywhere, even with eps = 0
     same = torch.ones(6, dtype=torch.float64)
     for name in ("grpo", "grpo_batch_std"):
-        assert torch.equal(A.GROUP_ADVANTAGES[name](same, 3, eps=0.0), torch.zeros(6, dtype=torch.float64))
+        assert torch.equal(GROUP_ADVANTAGES[name](same, 3, std_eps=0.0), torch.zeros(6, dtype=torch.float64))
     assert torch.equal(A.grpo_advantage(same, 1), torch.zeros(6, dtype=torch.float64))
 
 
@@ -56,23 +65,23 @@ def test_properties(n_groups, G, seed, binary):
     if binary:
         r = (r > 0.5).to(torch.float64)
     for name in ("grpo", "grpo_mean", "rloo", "grpo_batch_std"):
-        adv = A.GROUP_ADVANTAGES[name](r, G).view(n_groups, G)
+        adv = GROUP_ADVANTAGES[name](r, G).view(n_groups, G)
         torch.testing.assert_close(adv.sum(1), torch.zeros(n_groups, dtype=torch.float64),
                                    rtol=0, atol=1e-9)
     mean = A.grpo_mean_advantage(r, G)
     torch.testing.assert_close(A.rloo_advantage(r, G), G / (G - 1) * mean, rtol=0, atol=1e-12)
     sd = r.view(n_groups, G).std(1).repeat_interleave(G)
-    z = A.grpo_advantage(r, G, eps=0.0)
+    z = A.grpo_advantage(r, G, std_eps=0.0)
     torch.testing.assert_close(z * sd, mean, rtol=0, atol=1e-12)
     # a shift of all rewards changes no baseline estimator; a scale changes only the mean ones
     torch.testing.assert_close(A.rloo_advantage(r + 5.0, G), A.rloo_advantage(r, G), rtol=0, atol=1e-12)
-    torch.testing.assert_close(A.grpo_advantage(3 * r, G, eps=0.0), z, rtol=0, atol=1e-9)
+    torch.testing.assert_close(A.grpo_advantage(3 * r, G, std_eps=0.0), z, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_dtypes(dtype):
     r = R.to(dtype)
-    for name, fn in A.GROUP_ADVANTAGES.items():
+    for fn in GROUP_ADVANTAGES.values():
         out = fn(r, 4)
         assert out.dtype == dtype and out.shape == (12,)
         tol = 2e-2 if dtype == torch.bfloat16 else 1e-6
@@ -81,7 +90,7 @@ def test_dtypes(dtype):
 
 def test_meta_device():
     r = torch.empty(8, device="meta")
-    for fn in A.GROUP_ADVANTAGES.values():
+    for fn in GROUP_ADVANTAGES.values():
         out = fn(r, 4)
         assert out.device.type == "meta" and out.shape == (8,)
     assert A.zero_variance_groups(r, 4).shape == (2,)
@@ -107,7 +116,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="integer"):
         A.grpo_advantage(torch.zeros(4), 2.0)
     with pytest.raises(ValueError, match="eps"):
-        A.grpo_advantage(torch.zeros(4), 2, eps=-1.0)
+        A.grpo_advantage(torch.zeros(4), 2, std_eps=-1.0)
 
 
 def test_group_index_regrouping():
@@ -116,10 +125,10 @@ def test_group_index_regrouping():
     idx = torch.tensor([2, 0, 1, 1, 2, 0, 0, 1, 2, 2, 0, 1])
     order, G = A.group_by_index(idx)
     assert G == 4 and torch.equal(idx[order], torch.tensor([0] * 4 + [1] * 4 + [2] * 4))
-    for name in A.GROUP_ADVANTAGES:
+    for name in GROUP_ADVANTAGES:
         got = A.compute_advantages(r, name, group_index=idx)
         back = torch.empty_like(r)
-        back[order] = A.GROUP_ADVANTAGES[name](r[order], 4)
+        back[order] = GROUP_ADVANTAGES[name](r[order], 4)
         torch.testing.assert_close(got, back, rtol=0, atol=0)
         # each group's advantages only depend on that group's rewards
         for k in range(3):
@@ -155,10 +164,12 @@ def test_broadcast_to_tokens():
         A.broadcast_to_tokens(torch.tensor([float("nan"), 0.0]), m)
 
 
-def test_registered_on_reward_side():
-    for name in ("grpo", "grpo_mean", "grpo_batch_std", "rloo", "plain"):
+def test_registered_on_reward_side_with_their_form():
+    forms = {"grpo": "group", "grpo_mean": "group", "rloo": "group", "plain": "group",
+             "grpo_batch_std": "batch"}
+    for name, form in forms.items():
         c = registry.get("advantage", name)
-        assert c.side == "reward" and c.fn is A.GROUP_ADVANTAGES[name]
-    # the bandit world's "reward" (no baseline) is not replaced
-    from pgbook import estimators
-    assert registry.get("advantage", "reward").fn is estimators.no_baseline
+        assert c.side == "reward" and c.form == form and c.fn is getattr(A, f"{name}_advantage")
+    # the bandit world's "none" (no baseline) is a different piece, of form "baseline"
+    from pgbook.reward import baselines
+    assert registry.get("advantage", "none").fn is baselines.no_baseline

@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgbook import gpt, tokens
-from pgbook.bandits import make_generator
-from pgbook.gpt import BOS, EOS, GPT, PAD, CharTokenizer, GPTConfig
+from pgbook import make_generator
+from pgbook.trajectory import tokens
+from pgbook.worlds import gpt
+from pgbook.worlds.gpt import BOS, EOS, GPT, PAD, CharTokenizer, GPTConfig
 
 
 def _model(V=9, block=16, dtype=torch.float32, seed=0, **kw):

@@ -6,13 +6,15 @@ import pytest
 import torch
 
 import pgbook as pg
-from pgbook import groups as Gp
-from pgbook.measure import EstimatorStats
+from pgbook.exact import bandits as XB
+from pgbook.exact import groups as Gp
+from pgbook.exact.stats import EstimatorStats
+from pgbook.worlds import bandits as bandits_
 
 
 def _world(seed=0):
-    b = pg.context_bandit()
-    pol = pg.TabularSoftmax(3, 4)
+    b = bandits_.context_bandit()
+    pol = bandits_.TabularSoftmax(3, 4)
     th = torch.randn(12, dtype=torch.float64, generator=pg.make_generator(seed))
     return b, pol, th
 
@@ -34,7 +36,7 @@ def test_outcome_sets():
 @pytest.mark.parametrize("G", [2, 3, 4])
 def test_counts_equal_sequences(G):
     b, pol, th = _world(1)
-    for est in Gp.GROUP_LOCAL:
+    for est in ("grpo", "grpo_mean", "rloo", "plain"):
         m1 = Gp.exact_group_moments(b, pol, th, G, est)
         m2 = Gp.exact_group_moments(b, pol, th, G, est, enumerate="sequences")
         for k in ("mean", "cov", "context_mean", "context_var"):
@@ -44,7 +46,7 @@ def test_counts_equal_sequences(G):
 @pytest.mark.parametrize("G", [2, 3, 5, 8])
 def test_mean_baseline_shrinks_by_G_minus_1_over_G_and_rloo_is_unbiased(G):
     b, pol, th = _world(2)
-    gJ = pg.exact_gradient(b, pol, th)
+    gJ = XB.exact_gradient(b, pol, th)
     mean = Gp.exact_group_moments(b, pol, th, G, "grpo_mean")["mean"]
     torch.testing.assert_close(mean, (G - 1) / G * gJ, rtol=0, atol=1e-14)
     for est in ("rloo", "plain"):
@@ -55,11 +57,11 @@ def test_mean_baseline_shrinks_by_G_minus_1_over_G_and_rloo_is_unbiased(G):
 
 
 def test_linear_policy_and_context_gradients():
-    b = pg.context_bandit()
+    b = bandits_.context_bandit()
     feats = torch.randn(3, 4, 5, dtype=torch.float64, generator=pg.make_generator(3))
-    pol = pg.LinearSoftmax(feats)
+    pol = bandits_.LinearSoftmax(feats)
     th = torch.randn(5, dtype=torch.float64, generator=pg.make_generator(4))
-    gJ = pg.exact_gradient(b, pol, th)
+    gJ = XB.exact_gradient(b, pol, th)
     torch.testing.assert_close(b.rho @ Gp.context_gradients(b, pol, th), gJ, rtol=0, atol=1e-14)
     torch.testing.assert_close(Gp.exact_group_moments(b, pol, th, 3, "rloo")["mean"], gJ,
                                rtol=0, atol=1e-14)
@@ -67,7 +69,7 @@ def test_linear_policy_and_context_gradients():
 
 def test_binary_weights_closed_form():
     p = torch.tensor([0.02, 0.1, 0.5, 0.9, 0.98], dtype=torch.float64)
-    bandit, pol, th = Gp.difficulty_bandit(p)
+    bandit, pol, th = bandits_.difficulty_bandit(p)
     torch.testing.assert_close(pol.probs(th)[:, 0], p, rtol=0, atol=1e-15)
     for G in (3, 8):
         for est in ("grpo", "grpo_mean"):
@@ -95,15 +97,15 @@ def test_binary_weights_closed_form():
 
 def test_zero_variance_probability():
     p = torch.tensor([0.02, 0.3, 0.5], dtype=torch.float64)
-    bandit, pol, th = Gp.difficulty_bandit(p, n_actions=3)
+    bandit, pol, th = bandits_.difficulty_bandit(p, n_actions=3)
     for G in (1, 2, 5):
         zv = Gp.zero_variance_probability(bandit, pol.probs(th), G)
         torch.testing.assert_close(zv, Gp.binomial_zero_variance(p, G), rtol=0, atol=1e-14)
         torch.testing.assert_close(Gp.exact_group_moments(bandit, pol, th, G)["zero_variance"], zv)
     # Monte Carlo: the library counts zero-variance groups
     gen = pg.make_generator(5)
-    batch = Gp.sample_groups(bandit, pol.probs(th), 30000, 4, gen)
-    zero = pg.advantages.zero_variance_groups(batch.r.reshape(-1), 4)
+    batch = bandits_.sample_groups(bandit, pol.probs(th), 30000, 4, gen)
+    zero = pg.reward.zero_variance_groups(batch.r.reshape(-1), 4)
     for s in range(3):
         sel = zero[batch.s[:, 0] == s].double()
         want = float(Gp.binomial_zero_variance(p[s:s + 1], 4))
@@ -115,7 +117,7 @@ def test_zero_variance_probability():
 def test_sampled_group_estimates_match_exact(est):
     b, pol, th = _world(6)
     gen = pg.make_generator(7)
-    batch = Gp.sample_groups(b, pol.probs(th), 10000, 4, gen)
+    batch = bandits_.sample_groups(b, pol.probs(th), 10000, 4, gen)
     assert bool((batch.s == batch.s[:, :1]).all())
     stats = EstimatorStats(Gp.group_estimates(b, pol, th, batch, est))
     mom = Gp.exact_group_moments(b, pol, th, 4, est)
@@ -125,8 +127,8 @@ def test_sampled_group_estimates_match_exact(est):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dtypes(dtype):
-    b = pg.context_bandit(dtype=dtype)
-    pol = pg.TabularSoftmax(3, 4)
+    b = bandits_.context_bandit(dtype=dtype)
+    pol = bandits_.TabularSoftmax(3, 4)
     th = torch.zeros(12, dtype=dtype)
     mom = Gp.exact_group_moments(b, pol, th, 3, "grpo")
     assert mom["mean"].dtype == dtype and mom["cov"].shape == (12, 12)
@@ -137,7 +139,7 @@ def test_dtypes(dtype):
 def test_bad_inputs():
     b, pol, th = _world()
     with pytest.raises(ValueError, match="deterministic"):
-        Gp.exact_group_moments(pg.noisy_bandit(), pol, th, 2)
+        Gp.exact_group_moments(bandits_.noisy_bandit(), pol, th, 2)
     with pytest.raises(ValueError, match="expected one of"):
         Gp.exact_group_moments(b, pol, th, 2, "grpo_batch_std")
     with pytest.raises(ValueError, match="enumerate"):
@@ -145,8 +147,8 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="group_size"):
         Gp.exact_group_moments(b, pol, th, 0)
     with pytest.raises(ValueError, match="contexts"):
-        Gp.exact_group_moments(b, pg.TabularSoftmax(2, 4), torch.zeros(8, dtype=torch.float64), 2)
+        Gp.exact_group_moments(b, bandits_.TabularSoftmax(2, 4), torch.zeros(8, dtype=torch.float64), 2)
     with pytest.raises(ValueError, match="strictly"):
-        Gp.difficulty_bandit([0.5, 1.0])
+        bandits_.difficulty_bandit([0.5, 1.0])
     with pytest.raises(ValueError, match="at least 2"):
-        Gp.difficulty_bandit([0.5], n_actions=1)
+        bandits_.difficulty_bandit([0.5], n_actions=1)

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgbook as pg
-from pgbook import gpt, rl, tasks
-from pgbook.llm_train import METRICS, GRPOHistory, grpo_train
+from pgbook import methods as rl
+from pgbook.train.grpo import METRICS, GRPOHistory, grpo_train
+from pgbook.worlds import gpt, tasks
 
 TASK = tasks.Reverse(min_len=1, max_len=2, letters="ab")
 
@@ -126,7 +127,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="minibatches"):
         _train(model, minibatches=3)
     with pytest.raises(ValueError, match="eps"):
-        _train(model, eps=1.5)
+        _train(model, eps_low=1.5)
     with pytest.raises(ValueError, match="lr"):
         _train(model, lr=-1.0)
     with pytest.raises(ValueError, match="beta"):

@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgbook as pg
-from pgbook import estimators as E
-from pgbook import measure
-from pgbook.bandits import Bandit, LinearSoftmax, TabularSoftmax
+from pgbook.exact import bandits as E
+from pgbook.exact import stats as measure
+from pgbook.reward import baselines as BL
+from pgbook.worlds import bandits
+from pgbook.worlds.bandits import Bandit, LinearSoftmax, TabularSoftmax
 
 F64 = torch.float64
 
@@ -23,7 +25,7 @@ def _theta(P, seed=0, dtype=F64):
 
 # -- Bandit.reward_variance --------------------------------------------------------------------
 def test_reward_variance_matches_hand_formula_and_samples():
-    b = pg.noisy_bandit(0.5)
+    b = bandits.noisy_bandit(0.5)
     pol = TabularSoftmax(3, 4)
     p = pol.probs(_theta(12))
     J = float(b.J(p))
@@ -35,7 +37,7 @@ def test_reward_variance_matches_hand_formula_and_samples():
 
 
 def test_reward_variance_batched_and_zero_for_deterministic_policy():
-    b = pg.context_bandit()
+    b = bandits.context_bandit()
     pol = TabularSoftmax(3, 4)
     thetas = torch.stack([_theta(12, k) for k in range(5)])
     v = b.reward_variance(pol.probs(thetas))
@@ -48,25 +50,25 @@ def test_reward_variance_batched_and_zero_for_deterministic_policy():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_reward_variance_dtypes(dtype):
-    b = pg.context_bandit(dtype=dtype)
+    b = bandits.context_bandit(dtype=dtype)
     p = TabularSoftmax(3, 4).probs(_theta(12, dtype=dtype))
     v = b.reward_variance(p)
     assert v.dtype == dtype
-    ref = pg.context_bandit().reward_variance(TabularSoftmax(3, 4).probs(_theta(12)))
+    ref = bandits.context_bandit().reward_variance(TabularSoftmax(3, 4).probs(_theta(12)))
     assert float(v) == pytest.approx(float(ref), rel=2e-2)
 
 
 def test_reward_variance_meta_and_bad_input():
-    b = pg.context_bandit(device="meta")
+    b = bandits.context_bandit(device="meta")
     v = b.reward_variance(torch.full((3, 4), 0.25, dtype=F64, device="meta"))
     assert v.device.type == "meta" and v.shape == ()
     with pytest.raises(ValueError, match="probs"):
-        pg.context_bandit().reward_variance(torch.full((3, 3), 1 / 3, dtype=F64))
+        bandits.context_bandit().reward_variance(torch.full((3, 3), 1 / 3, dtype=F64))
 
 
 # -- exact_total_variances ----------------------------------------------------------------------
 def test_exact_total_variances_matches_single_calls():
-    b = pg.noisy_bandit(0.3)
+    b = bandits.noisy_bandit(0.3)
     pol = TabularSoftmax(3, 4)
     th = _theta(12, 1)
     tables = torch.randn(2, 3, 3, 4, dtype=F64, generator=pg.make_generator(2))
@@ -80,7 +82,7 @@ def test_exact_total_variances_matches_single_calls():
 
 
 def test_exact_total_variances_reward_shift_is_negative_baseline():
-    b = pg.context_bandit()
+    b = bandits.context_bandit()
     pol = TabularSoftmax(3, 4)
     th = _theta(12, 3)
     c = 7.5
@@ -90,10 +92,10 @@ def test_exact_total_variances_reward_shift_is_negative_baseline():
 
 
 def test_exact_total_variances_matches_monte_carlo():
-    b = pg.context_bandit()
+    b = bandits.context_bandit()
     pol = TabularSoftmax(3, 4)
     th = _theta(12, 4)
-    stats = pg.EstimatorStats(pg.policy_gradient_estimates(b, pol, th, 4, 20000,
+    stats = measure.EstimatorStats(E.policy_gradient_estimates(b, pol, th, 4, 20000,
                                                            pg.make_generator(5), 2.0))
     exact = float(E.exact_total_variances(b, pol, th, torch.full((3, 4), 2.0, dtype=F64), 4))
     z = (float(stats.total_variance) - exact) / float(stats.total_variance_stderr)
@@ -102,23 +104,23 @@ def test_exact_total_variances_matches_monte_carlo():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_exact_total_variances_dtypes(dtype):
-    b = pg.context_bandit(dtype=dtype)
+    b = bandits.context_bandit(dtype=dtype)
     pol = TabularSoftmax(3, 4)
     th = _theta(12, 6, dtype=dtype)
     got = E.exact_total_variances(b, pol, th, torch.zeros(2, 3, 4, dtype=dtype))
     assert got.dtype == dtype and got.shape == (2,)
-    ref = E.exact_total_variances(pg.context_bandit(), pol, _theta(12, 6),
+    ref = E.exact_total_variances(bandits.context_bandit(), pol, _theta(12, 6),
                                   torch.zeros(2, 3, 4, dtype=F64))
     torch.testing.assert_close(got.double(), ref, rtol=3e-2, atol=1e-3)
 
 
 def test_exact_total_variances_meta_and_bad_input():
     pol = TabularSoftmax(3, 4)
-    bm = pg.context_bandit(device="meta")
+    bm = bandits.context_bandit(device="meta")
     out = E.exact_total_variances(bm, pol, torch.zeros(12, dtype=F64, device="meta"),
                                   torch.zeros(7, 3, 4, dtype=F64, device="meta"))
     assert out.device.type == "meta" and out.shape == (7,)
-    b = pg.context_bandit()
+    b = bandits.context_bandit()
     th = torch.zeros(12, dtype=F64)
     with pytest.raises(ValueError, match="tables"):
         E.exact_total_variances(b, pol, th, torch.zeros(3, 3, dtype=F64))
@@ -136,41 +138,41 @@ def test_exact_total_variances_meta_and_bad_input():
 
 # -- optimal_constant_baseline ------------------------------------------------------------------
 def test_optimal_constant_baseline_is_the_vertex():
-    b = pg.offset_bandit(5.0)
+    b = bandits.offset_bandit(5.0)
     pol = TabularSoftmax(3, 4)
     th = _theta(12, 7)
-    bc = E.optimal_constant_baseline(b, pol, th)
+    bc = BL.optimal_constant_baseline(b, pol, th)
     grid = bc + torch.tensor([-0.1, -1e-3, 0.0, 1e-3, 0.1], dtype=F64)
     v = E.exact_total_variances(b, pol, th, grid[:, None, None].expand(-1, 3, 4))
     assert int(v.argmin()) == 2
     # the per-state optimum can only do better
-    v_state = E.exact_total_variance(b, pol, th, E.state_table(E.optimal_baseline_table(b, pol, th), 4))
+    v_state = E.exact_total_variance(b, pol, th, BL.state_table(BL.optimal_baseline_table(b, pol, th), 4))
     assert float(v_state) <= float(v[2]) + 1e-14
 
 
 def test_optimal_constant_baseline_is_J_when_score_norms_are_equal():
     # the uniform tabular policy: every ‖e_a − π‖² = 1 − 1/A, so b_c* = E[r] = J
-    b = pg.context_bandit()
+    b = bandits.context_bandit()
     pol = TabularSoftmax(3, 4)
     th = torch.zeros(12, dtype=F64)
-    assert float(E.optimal_constant_baseline(b, pol, th)) == pytest.approx(
-        float(pg.exact_J(b, pol, th)), abs=1e-14)
+    assert float(BL.optimal_constant_baseline(b, pol, th)) == pytest.approx(
+        float(E.exact_J(b, pol, th)), abs=1e-14)
 
 
 def test_optimal_constant_baseline_dtypes_meta_and_zero_scores():
     pol = TabularSoftmax(3, 4)
     for dtype in (torch.float32, torch.bfloat16):
-        got = E.optimal_constant_baseline(pg.context_bandit(dtype=dtype), pol, _theta(12, 8, dtype=dtype))
-        ref = E.optimal_constant_baseline(pg.context_bandit(), pol, _theta(12, 8))
+        got = BL.optimal_constant_baseline(bandits.context_bandit(dtype=dtype), pol, _theta(12, 8, dtype=dtype))
+        ref = BL.optimal_constant_baseline(bandits.context_bandit(), pol, _theta(12, 8))
         assert got.dtype == dtype and float(got) == pytest.approx(float(ref), rel=2e-2)
-    out = E.optimal_constant_baseline(pg.context_bandit(device="meta"), pol,
+    out = BL.optimal_constant_baseline(bandits.context_bandit(device="meta"), pol,
                                       torch.zeros(12, dtype=F64, device="meta"))
     assert out.device.type == "meta" and out.shape == ()
     # a single action: every score is zero, the fallback is J
     one = Bandit(torch.ones(1, dtype=F64), torch.tensor([[3.0]], dtype=F64))
-    assert float(E.optimal_constant_baseline(one, TabularSoftmax(1, 1), torch.zeros(1, dtype=F64))) == 3.0
+    assert float(BL.optimal_constant_baseline(one, TabularSoftmax(1, 1), torch.zeros(1, dtype=F64))) == 3.0
     with pytest.raises(ValueError, match="one device"):
-        E.optimal_constant_baseline(pg.context_bandit(), pol, torch.zeros(12, dtype=F64, device="meta"))
+        BL.optimal_constant_baseline(bandits.context_bandit(), pol, torch.zeros(12, dtype=F64, device="meta"))
 
 
 @settings(max_examples=20, deadline=None)
@@ -184,8 +186,8 @@ def test_property_variance_is_a_parabola_in_a_constant_baseline(S, A, P, seed):
     cs = torch.tensor([-2.0, -0.5, 0.0, 1.0, 3.0], dtype=F64)
     v = E.exact_total_variances(b, pol, th, cs[:, None, None].expand(-1, S, A))
     # leading coefficient E‖∇log π‖², vertex at optimal_constant_baseline
-    sq = (b.rho[:, None] * pol.probs(th) * E.all_scores(pol, th).pow(2).sum(-1)).sum()
-    bc = E.optimal_constant_baseline(b, pol, th)
+    sq = (b.rho[:, None] * pol.probs(th) * pol.scores(th).pow(2).sum(-1)).sum()
+    bc = BL.optimal_constant_baseline(b, pol, th)
     v_bc = E.exact_total_variances(b, pol, th, bc.expand(S, A))
     torch.testing.assert_close(v, v_bc + sq * (cs - bc) ** 2, rtol=1e-9, atol=1e-11)
 
@@ -195,7 +197,7 @@ def test_total_variance_stderr_for_gaussian_estimates():
     # identity covariance in P dims: tr Cov = P, Var‖x‖² = 2P, so se = sqrt(2P/M)
     P, M = 3, 40_000
     x = torch.randn(M, P, dtype=F64, generator=pg.make_generator(9))
-    stats = pg.EstimatorStats(x)
+    stats = measure.EstimatorStats(x)
     assert float(stats.total_variance_stderr) == pytest.approx(math.sqrt(2 * P / M), rel=0.05)
     assert abs(float(stats.total_variance) - P) < 4.5 * float(stats.total_variance_stderr)
     assert stats.total_variance_stderr.dtype == F64
@@ -203,13 +205,13 @@ def test_total_variance_stderr_for_gaussian_estimates():
 
 def test_variance_difference_paired():
     x = torch.randn(20_000, 2, dtype=F64, generator=pg.make_generator(10))
-    a = pg.EstimatorStats(1.1 * x)
-    b = pg.EstimatorStats(x)
+    a = measure.EstimatorStats(1.1 * x)
+    b = measure.EstimatorStats(x)
     diff, se = measure.variance_difference(a, b)
     torch.testing.assert_close(diff, a.total_variance - b.total_variance, rtol=1e-12, atol=0)
     # paired: the gap 0.21·tr Cov = 0.42 is resolved far better than either variance alone
     assert float(se) < 0.3 * float(b.total_variance_stderr)
     assert abs(float(diff) - 0.42) < 4.5 * float(se)
     with pytest.raises(ValueError, match="same shape"):
-        measure.variance_difference(a, pg.EstimatorStats(x[:100]))
+        measure.variance_difference(a, measure.EstimatorStats(x[:100]))
 

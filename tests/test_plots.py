@@ -8,6 +8,8 @@ import torch
 
 import pgbook as pg
 from pgbook import plots
+from pgbook.exact import bandits as XB
+from pgbook.worlds import bandits
 
 F64 = torch.float64
 
@@ -27,12 +29,12 @@ def test_setup_sets_small_dpi():
 
 
 def test_landscape_evaluates_the_grid_in_one_call():
-    b, pol = pg.two_param_bandit()
+    b, pol = bandits.two_param_bandit()
     calls = []
 
     def f(t):
         calls.append(t.shape)
-        return pg.exact_J(b, pol, t)
+        return XB.exact_J(b, pol, t)
 
     ax = plots.landscape(f, n=11, colorbar=False)
     assert calls == [(11, 11, 2)]
@@ -105,7 +107,7 @@ def test_panel_grid_calls_draw_for_every_pair():
 
 
 def test_policy_bars_draws_one_bar_per_context_and_action():
-    p = pg.TabularSoftmax(3, 4).probs(torch.zeros(12, dtype=F64))
+    p = bandits.TabularSoftmax(3, 4).probs(torch.zeros(12, dtype=F64))
     ax = plots.policy_bars(p, action_names=["w", "x", "y", "z"], title="uniform")
     assert len(ax.patches) == 12
     assert [t.get_text() for t in ax.get_xticklabels()] == ["s0", "s1", "s2"]

@@ -7,19 +7,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgbook as pg
-from pgbook import estimators as E
-from pgbook import ppo, registry
-from pgbook import proximal as px
-from pgbook.bandits import TabularSoftmax
-from pgbook.losses import ppo_clip_loss
+from pgbook import registry
+from pgbook.exact import bandits as E
+from pgbook.train import ppo
+from pgbook.trajectory import losses
+from pgbook.trajectory.losses import ppo_clip_loss
+from pgbook.worlds import bandits
+from pgbook.worlds.bandits import TabularSoftmax
 
 F64 = torch.float64
 
 
 def _world(dtype=F64, device="cpu"):
-    b = pg.noisy_bandit(0.5, dtype=dtype, device=device)
+    b = bandits.noisy_bandit(0.5, dtype=dtype, device=device)
     pol = TabularSoftmax(3, 4)
-    th = (2.0 * pg.context_bandit(dtype=dtype, device=device).means).flatten()
+    th = (2.0 * bandits.context_bandit(dtype=dtype, device=device).means).flatten()
     return b, pol, th
 
 
@@ -40,7 +42,7 @@ def test_gradient_at_theta_old_is_the_policy_gradient_estimate(eps):
     batch = ppo.collect(b, pol, th, 64, pg.make_generator(2))
     g = torch.func.grad(lambda t: ppo.surrogate(pol, t, batch, eps))(th)
     pg_est = -torch.func.grad(
-        lambda t: E.reinforce_surrogate(pol, t, pg.BanditBatch(batch.s, batch.a, batch.adv),
+        lambda t: E.reinforce_surrogate(pol, t, bandits.BanditBatch(batch.s, batch.a, batch.adv),
                                         batch.adv))(th)
     torch.testing.assert_close(g, pg_est, rtol=0, atol=1e-15)
     assert float(ppo.surrogate(pol, th, batch, eps)) == pytest.approx(float(batch.adv.mean()),
@@ -53,10 +55,10 @@ def test_batched_runs_match_single_runs():
     b, pol, th = _world()
     batch = ppo.collect(b, pol, th, (3, 10), pg.make_generator(3))
     thetas = th + 0.3 * torch.randn(3, 12, dtype=F64, generator=pg.make_generator(4))
-    both = ppo.ppo_objective(pol, thetas, batch, eps=0.2, beta=0.5)
+    both = ppo.ppo_objective(pol, thetas, batch, eps_low=0.2, beta=0.5)
     for m in range(3):
         one = ppo.make_batch(pol, th, batch.s[m], batch.a[m], batch.adv[m])
-        assert float(ppo.ppo_objective(pol, thetas[m], one, eps=0.2, beta=0.5)) == pytest.approx(
+        assert float(ppo.ppo_objective(pol, thetas[m], one, eps_low=0.2, beta=0.5)) == pytest.approx(
             float(both[m]), abs=1e-15)
     hist = ppo.run_epochs(b, pol, batch, 5, 0.05)
     for m in range(3):
@@ -69,14 +71,14 @@ def test_batch_kl_is_the_mean_state_kl():
     b, pol, th = _world()
     batch = ppo.collect(b, pol, th, 16, pg.make_generator(5))
     t1 = th + 0.5 * torch.randn(12, dtype=F64, generator=pg.make_generator(6))
-    per_state = px.state_kl(pol.log_probs(th), pol.log_probs(t1))
+    per_state = E.state_kl(pol.log_probs(th), pol.log_probs(t1))
     assert float(ppo.batch_kl(pol, t1, batch)) == pytest.approx(float(per_state[batch.s].mean()),
                                                                 abs=1e-15)
     assert float(ppo.batch_kl(pol, th, batch)) == 0.0
 
 
 def test_clip_has_zero_gradient_outside_the_range_and_dual_clip_bounds():
-    b, pol, th = _world()
+    _b, pol, th = _world()
     batch = ppo.make_batch(pol, th, torch.tensor([0, 0]), torch.tensor([0, 1]),
                            torch.tensor([1.0, -1.0], dtype=F64))
     # push action 0's logit up: its ratio leaves 1 + ε (A > 0 term clipped), and the
@@ -89,7 +91,7 @@ def test_clip_has_zero_gradient_outside_the_range_and_dual_clip_bounds():
     assert float(torch.func.grad(lambda x: ppo.surrogate(pol, x, batch))(t).abs().max()) > 1e-3
     r = torch.logspace(-2, 2, 200, dtype=F64)
     adv = torch.full_like(r, -1.0)
-    dual = ppo.ppo_dual_clip_loss(r.log(), adv, torch.zeros_like(r), dual_clip=3.0)
+    dual = losses.ppo_dual_clip_loss(r.log(), adv, torch.zeros_like(r), dual_clip=3.0)
     assert float(dual.max()) == pytest.approx(3.0, abs=1e-15)
     torch.testing.assert_close(dual, ppo_clip_loss(r.log(), adv, torch.zeros_like(r),
                                                    dual_clip=3.0), rtol=0, atol=0)
@@ -114,7 +116,7 @@ def test_run_epochs_records_and_unclipped_surrogate_rises():
     torch.testing.assert_close(h.J[0], J_old.expand(4), rtol=0, atol=1e-15)
     assert float(h.kl[0].abs().max()) == 0.0
     assert bool((h.surrogate.diff(dim=0) > 0).all())  # gradient ascent on a smooth surrogate
-    hc = ppo.run_epochs(b, pol, batch, 30, 0.5, eps=0.1, optimizer="sgd")
+    hc = ppo.run_epochs(b, pol, batch, 30, 0.5, eps_low=0.1, optimizer="sgd")
     hk = ppo.run_epochs(b, pol, batch, 30, 0.5, beta=10.0, optimizer="sgd")
     assert bool((hc.kl[-1] < h.kl[-1]).all()) and bool((hk.kl[-1] < h.kl[-1]).all())
     assert float(hc.clip_frac[-1].max()) > 0
@@ -136,11 +138,11 @@ def test_ppo_iterations_adapts_beta():
 def test_low_precision(dtype):
     b, pol, th = _world(dtype)
     batch = ppo.collect(b, pol, th, (2, 16), pg.make_generator(9))
-    h = ppo.run_epochs(b, pol, batch, 5, 0.05, eps=0.2, beta=0.1)
+    h = ppo.run_epochs(b, pol, batch, 5, 0.05, eps_low=0.2, beta=0.1)
     assert h.J.dtype == h.kl.dtype == h.theta.dtype == dtype
     b64, _, th64 = _world()
     ref = ppo.run_epochs(b64, pol, ppo.make_batch(pol, th64, batch.s, batch.a, batch.adv.double()),
-                         5, 0.05, eps=0.2, beta=0.1)
+                         5, 0.05, eps_low=0.2, beta=0.1)
     tol = 1e-4 if dtype == torch.float32 else 0.05
     assert float((h.J.double() - ref.J).abs().max()) < tol
 
@@ -151,7 +153,7 @@ def test_meta_device_shapes():
     s = torch.zeros(2, 5, dtype=torch.long, device="meta")
     batch = ppo.make_batch(pol, th, s, s, torch.zeros(2, 5, dtype=F64, device="meta"))
     thetas = torch.zeros(2, 12, dtype=F64, device="meta")
-    out = ppo.ppo_objective(pol, thetas, batch, eps=0.2, beta=0.1)
+    out = ppo.ppo_objective(pol, thetas, batch, eps_low=0.2, beta=0.1)
     assert out.shape == (2,) and out.device.type == "meta"
 
 
@@ -160,11 +162,11 @@ def test_bad_inputs_raise():
     batch = ppo.collect(b, pol, th, 8, pg.make_generator(10))
     for eps in (0.0, -0.1):
         with pytest.raises(ValueError, match="eps"):
-            ppo.run_epochs(b, pol, batch, 3, 0.1, eps=eps)
+            ppo.run_epochs(b, pol, batch, 3, 0.1, eps_low=eps)
         with pytest.raises(ValueError, match="eps"):
-            ppo.surrogate(pol, th, batch, eps=eps)
+            ppo.surrogate(pol, th, batch, eps_low=eps)
     with pytest.raises(ValueError, match="eps"):
-        ppo.run_epochs(b, pol, batch, 3, 0.1, eps=1.5)
+        ppo.run_epochs(b, pol, batch, 3, 0.1, eps_low=1.5)
     with pytest.raises(ValueError, match="epochs"):
         ppo.run_epochs(b, pol, batch, 0, 0.1)
     with pytest.raises(ValueError, match="lr"):

@@ -5,7 +5,7 @@ from pgbook import registry
 
 
 def test_methods_have_parents_and_sides():
-    ms = pg.methods()
+    ms = registry.methods()
     names = [m.name for m in ms]
     assert names[0] == "J(θ)"
     for m in ms[1:]:
@@ -16,7 +16,7 @@ def test_methods_have_parents_and_sides():
 
 
 def test_components_lookup_and_errors():
-    assert registry.get("advantage", "state_value").side == "reward"
+    assert registry.get("advantage", "value").side == "reward"
     assert registry.get("policy_loss", "ppo_clip").side == "trajectory"
     with pytest.raises(ValueError, match="expected one of"):
         registry.get("advantage", "nope")

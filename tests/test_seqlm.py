@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 import pgbook as pg
 from pgbook import registry
-from pgbook import seqlm as S
+from pgbook.exact import seqlm as S
+from pgbook.exact import stats as stats_
+from pgbook.worlds import seqlm as seqlm_
 
 F64 = torch.float64
 
@@ -20,12 +22,12 @@ F64 = torch.float64
 def small_space(**kw):
     """2 content tokens + EOS, T = 3, two prompts: 11 responses per prompt."""
     kw.setdefault("rho", torch.tensor([0.6, 0.4], dtype=F64))
-    return S.SeqSpace(tokens=("a", "b"), max_len=3, **kw)
+    return seqlm_.SeqSpace(tokens=("a", "b"), max_len=3, **kw)
 
 
 def setup(kind="mlp", seed=0, scale=1.0):
     sp = small_space()
-    pol = S.MLPPolicy(sp, hidden=4) if kind == "mlp" else S.TabularPolicy(sp)
+    pol = seqlm_.MLPPolicy(sp, hidden=4) if kind == "mlp" else seqlm_.TabularPolicy(sp)
     th = pol.init(pg.make_generator(seed), scale=scale)
     return sp, pol, th
 
@@ -64,15 +66,15 @@ def test_response_mask_encode_decode():
 
 def test_space_bad_input():
     with pytest.raises(ValueError, match="sum"):
-        S.SeqSpace(rho=torch.tensor([0.5, 0.2], dtype=F64))
+        seqlm_.SeqSpace(rho=torch.tensor([0.5, 0.2], dtype=F64))
     with pytest.raises(ValueError, match="distinct"):
-        S.SeqSpace(tokens=("a", "a"))
+        seqlm_.SeqSpace(tokens=("a", "a"))
     with pytest.raises(ValueError, match="too many"):
-        S.SeqSpace(tokens=tuple("abcdefghi"), max_len=8)
+        seqlm_.SeqSpace(tokens=tuple("abcdefghi"), max_len=8)
     with pytest.raises(ValueError, match="contexts"):
         small_space(contexts=["only one"])
     with pytest.raises(ValueError, match="max_len"):
-        S.SeqSpace(max_len=0)
+        seqlm_.SeqSpace(max_len=0)
     sp = small_space()
     with pytest.raises(ValueError, match="unknown token"):
         sp.encode(["az"])
@@ -96,7 +98,7 @@ def test_probabilities_sum_to_one_and_log_p_is_sum_of_token_logps(kind):
     torch.testing.assert_close(p, direct, rtol=1e-13, atol=0)
     q = S.joint_probs(pol, th, e)
     assert abs(float(q.sum()) - 1) < 1e-14
-    torch.testing.assert_close(S.sequence_probs(S.Tempered(pol, 0.5), th, e).view(2, -1).sum(-1),
+    torch.testing.assert_close(S.sequence_probs(seqlm_.Tempered(pol, 0.5), th, e).view(2, -1).sum(-1),
                                torch.ones(2, dtype=F64), rtol=0, atol=1e-14)
 
 
@@ -113,7 +115,7 @@ def test_logits_are_causal(kind):
 
 def test_tabular_prefixes_are_distinct_and_parameters_unshared():
     sp = small_space()
-    pol = S.TabularPolicy(sp)
+    pol = seqlm_.TabularPolicy(sp)
     e = sp.enumerate().view(2, -1)
     codes = pol.prefix_codes(e.tokens[0])  # (15, T)
     prefixes = {}
@@ -151,7 +153,7 @@ def test_policy_bad_input():
     with pytest.raises(ValueError, match="tokens"):
         pol.logits(th, x, torch.zeros(1, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="temperature"):
-        S.Tempered(pol, 0.0)
+        seqlm_.Tempered(pol, 0.0)
     with pytest.raises(ValueError, match="generator"):
         pol.sample(th, 4, generator=None)
 
@@ -195,22 +197,22 @@ def test_rewards_by_hand():
     tok = sp.encode(["ab", "ba", "bab", "a"])
     x = torch.tensor([0, 1, 1, 0])
     m = sp.response_mask(tok)
-    eq = S.equals_target(sp, ["ab", "bab"])
+    eq = seqlm_.equals_target(sp, ["ab", "bab"])
     assert eq(x, tok, m).tolist() == [1.0, 0.0, 1.0, 0.0]
-    has = S.contains(sp, "ab")
+    has = seqlm_.contains(sp, "ab")
     assert has(x, tok, m).tolist() == [1.0, 0.0, 1.0, 0.0]
-    ends_a = S.contains(sp, "a⏎")
+    ends_a = seqlm_.contains(sp, "a⏎")
     assert ends_a(x, tok, m).tolist() == [0.0, 1.0, 0.0, 1.0]
-    assert S.contains(sp, "b⏎")(x, tok, m).tolist() == [1.0, 0.0, 0.0, 0.0]  # "bab" is cut
+    assert seqlm_.contains(sp, "b⏎")(x, tok, m).tolist() == [1.0, 0.0, 0.0, 0.0]  # "bab" is cut
     # an outcome reward sits on the last response token
     r = eq.token_rewards(x, tok, m)
     assert r.tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 1], [0, 0, 0]]
-    per = S.token_table_reward(TABLE)
+    per = seqlm_.token_table_reward(TABLE)
     assert per(x, tok, m).tolist() == pytest.approx([1 - 0.3 + 0.2, 1 - 0.5 + 0.0, 1 - 0.5 + 1, 1.2])
     with pytest.raises(ValueError, match="targets"):
-        S.equals_target(sp, ["a"])
+        seqlm_.equals_target(sp, ["a"])
     with pytest.raises(ValueError, match="finite"):
-        S.token_table_reward(torch.tensor([[math.nan, 0, 0]], dtype=F64))
+        seqlm_.token_table_reward(torch.tensor([[math.nan, 0, 0]], dtype=F64))
 
 
 def test_reward_to_go_by_hand_and_outcome_equivalence():
@@ -219,12 +221,12 @@ def test_reward_to_go_by_hand_and_outcome_equivalence():
     assert S.reward_to_go(r, m).tolist() == [[6, 5, 3], [3, 2, 0]]
     sp = small_space()
     e = sp.enumerate()
-    R = S.contains(sp, "ab")
-    rtg = S.token_weights(R, e, "reward_to_go")
-    seq = S.token_weights(R, e, "sequence")
+    R = seqlm_.contains(sp, "ab")
+    rtg = S.reward_weights(R, e, "reward_to_go")
+    seq = S.reward_weights(R, e, "sequence")
     torch.testing.assert_close(rtg, seq * e.mask, rtol=0, atol=0)
     with pytest.raises(ValueError, match="weighting"):
-        S.token_weights(R, e, "nope")
+        S.reward_weights(R, e, "nope")
 
 
 @settings(max_examples=25, deadline=None)
@@ -243,7 +245,7 @@ def test_reward_to_go_property(seed):
 # -- exact quantities ---------------------------------------------------------------------------
 def test_exact_J_matches_brute_force_and_gradient_matches_finite_differences():
     sp, pol, th = setup()
-    R = S.token_table_reward(TABLE)
+    R = seqlm_.token_table_reward(TABLE)
     total = 0.0
     for x in range(2):
         for text in sp.decode(sp.enumerate().view(2, -1).tokens[0]):
@@ -301,9 +303,9 @@ def test_exact_expectation_and_bad_values():
 def test_token_estimator_exactly_unbiased(kind, weighting):
     sp, pol, th = setup(kind)
     e = sp.enumerate()
-    R = S.token_table_reward(TABLE)
+    R = seqlm_.token_table_reward(TABLE)
     g = S.exact_gradient(pol, th, R, e)
-    w = S.token_weights(R, e, weighting)
+    w = S.reward_weights(R, e, weighting)
     torch.testing.assert_close(S.exact_estimator_mean(pol, th, w, e), g, rtol=0, atol=1e-14)
     mean, cov = S.exact_estimator_moments(pol, th, w, e)
     torch.testing.assert_close(mean, g, rtol=0, atol=1e-14)
@@ -313,7 +315,7 @@ def test_token_estimator_exactly_unbiased(kind, weighting):
     # the per-response estimates are the gradients of the per-response surrogate
     gn = S.per_sequence_estimates(pol, th, e, w)
     i = 5
-    one = S.Sequences(e.x[i:i + 1], e.tokens[i:i + 1], e.mask[i:i + 1])
+    one = seqlm_.Sequences(e.x[i:i + 1], e.tokens[i:i + 1], e.mask[i:i + 1])
     direct = -torch.func.grad(lambda t: S.token_pg_surrogate(pol, t, one, w[i:i + 1]))(th)
     torch.testing.assert_close(gn[i], direct, rtol=0, atol=1e-14)
 
@@ -322,9 +324,9 @@ def test_padding_in_the_loss_is_biased_and_tabular_hides_it():
     for kind in ("mlp", "tabular"):
         sp, pol, th = setup(kind)
         e = sp.enumerate()
-        R = S.token_table_reward(TABLE)
+        R = seqlm_.token_table_reward(TABLE)
         g = S.exact_gradient(pol, th, R, e)
-        w = S.token_weights(R, e, "sequence")
+        w = S.reward_weights(R, e, "sequence")
         unmasked = S.exact_estimator_mean(pol, th, w, e, mask=torch.ones_like(e.mask))
         predicted = S.exact_estimator_mean(pol, th, w, e, mask=1 - e.mask)
         torch.testing.assert_close(unmasked - g, predicted, rtol=0, atol=1e-14)
@@ -334,7 +336,7 @@ def test_padding_in_the_loss_is_biased_and_tabular_hides_it():
         else:
             assert abs(float(predicted @ g)) > 1e-3
         # reward-to-go weights are zero on the padding: the missing mask is harmless
-        rtg = S.token_weights(R, e, "reward_to_go")
+        rtg = S.reward_weights(R, e, "reward_to_go")
         torch.testing.assert_close(S.exact_estimator_mean(pol, th, rtg, e, mask=torch.ones_like(e.mask)), g,
                                    rtol=0, atol=1e-14)
 
@@ -368,18 +370,18 @@ def test_exact_expected_gradient_of_a_kl_loss():
 
 def test_monte_carlo_estimates_unbiased_and_variance_matches_exact():
     sp, pol, th = setup(scale=0.8)
-    R = S.token_table_reward(TABLE)
+    R = seqlm_.token_table_reward(TABLE)
     e = sp.enumerate()
     g = S.exact_gradient(pol, th, R, e)
     for weighting in ("sequence", "reward_to_go"):
         est = S.policy_gradient_estimates(pol, th, R, 8, 2000, pg.make_generator(3), weighting)
         assert est.shape == (2000, pol.n_params)
-        stats = pg.EstimatorStats(est)
+        stats = stats_.EstimatorStats(est)
         assert stats.is_unbiased(g, z=4.5)
-        exact = float(S.exact_total_variance(pol, th, S.token_weights(R, e, weighting), e, n_samples=8))
+        exact = float(S.exact_total_variance(pol, th, S.reward_weights(R, e, weighting), e, n_samples=8))
         assert float(stats.total_variance) == pytest.approx(exact, rel=0.1)
     biased = S.policy_gradient_estimates(pol, th, R, 8, 2000, pg.make_generator(3), mask_padding=False)
-    assert not pg.EstimatorStats(biased).is_unbiased(g, z=6)
+    assert not stats_.EstimatorStats(biased).is_unbiased(g, z=6)
 
 
 def test_loss_bad_input():
@@ -394,9 +396,9 @@ def test_loss_bad_input():
     with pytest.raises(ValueError, match="finite"):
         S.token_pg_loss(lp, torch.full((2, 3), math.nan, dtype=F64), torch.ones(2, 3, dtype=F64))
     with pytest.raises(ValueError, match="n_samples"):
-        S.policy_gradient_estimates(pol, th, S.contains(sp, "a"), 0, 2, pg.make_generator(0))
+        S.policy_gradient_estimates(pol, th, seqlm_.contains(sp, "a"), 0, 2, pg.make_generator(0))
     with pytest.raises(ValueError, match="weighting"):
-        S.policy_gradient_estimates(pol, th, S.contains(sp, "a"), 2, 2, pg.make_generator(0), "x")
+        S.policy_gradient_estimates(pol, th, seqlm_.contains(sp, "a"), 2, 2, pg.make_generator(0), "x")
 
 
 # -- dtypes and devices -------------------------------------------------------------------------
@@ -411,8 +413,8 @@ def test_low_precision(dtype):
     torch.testing.assert_close(lp.double(), pol.token_logprobs(th64, e.x, e.tokens), rtol=0, atol=tol)
     s = pol.sample(th, 64, pg.make_generator(0))
     assert s.logp.dtype == torch.float32 and s.mask.dtype == dtype
-    R = S.contains(sp, "ab")
-    loss = S.token_pg_surrogate(pol, th, s, S.token_weights(R, s, "sequence").to(dtype))
+    R = seqlm_.contains(sp, "ab")
+    loss = S.token_pg_surrogate(pol, th, s, S.reward_weights(R, s, "sequence").to(dtype))
     assert torch.isfinite(loss)
     assert torch.isfinite(S.exact_J(pol, th, R)).item()
 
@@ -428,8 +430,8 @@ def test_meta_device_shapes():
     m = torch.empty(7, 3, device="meta", dtype=F64)
     assert S.token_pg_loss(lp, torch.empty(7, 3, device="meta", dtype=F64), m).shape == ()
     assert S.reward_to_go(torch.empty(7, 3, device="meta", dtype=F64), m).shape == (7, 3)
-    assert S.token_pg_surrogate(pol, th, S.Sequences(x, tok, m), torch.empty(7, 3, device="meta", dtype=F64)).shape == ()
-    tab = S.TabularPolicy(sp)
+    assert S.token_pg_surrogate(pol, th, seqlm_.Sequences(x, tok, m), torch.empty(7, 3, device="meta", dtype=F64)).shape == ()
+    tab = seqlm_.TabularPolicy(sp)
     tt = torch.empty(tab.n_params, device="meta", dtype=F64)
     assert tab.token_logprobs(tt, x, tok).shape == (7, 3)
 
@@ -443,15 +445,15 @@ def test_registered_method():
 @settings(max_examples=10, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(0, 1000), st.booleans())
 def test_any_small_space_is_normalised_and_rtg_unbiased(n_tokens, max_len, seed, tabular):
-    sp = S.SeqSpace(tokens="abc"[:n_tokens], max_len=max_len, rho=torch.tensor([0.3, 0.7], dtype=F64))
-    pol = S.TabularPolicy(sp) if tabular else S.MLPPolicy(sp, hidden=3)
+    sp = seqlm_.SeqSpace(tokens="abc"[:n_tokens], max_len=max_len, rho=torch.tensor([0.3, 0.7], dtype=F64))
+    pol = seqlm_.TabularPolicy(sp) if tabular else seqlm_.MLPPolicy(sp, hidden=3)
     th = pol.init(pg.make_generator(seed))
     e = sp.enumerate()
     assert len(e) == 2 * sp.n_per_context
     torch.testing.assert_close(S.sequence_probs(pol, th, e).view(2, -1).sum(-1), torch.ones(2, dtype=F64),
                                rtol=0, atol=1e-13)
     table = torch.randn(2, sp.V, generator=pg.make_generator(seed + 1), dtype=F64)
-    R = S.token_table_reward(table)
+    R = seqlm_.token_table_reward(table)
     g = S.exact_gradient(pol, th, R, e)
-    w = S.token_weights(R, e, "reward_to_go")
+    w = S.reward_weights(R, e, "reward_to_go")
     torch.testing.assert_close(S.exact_estimator_mean(pol, th, w, e), g, rtol=0, atol=1e-12)

@@ -5,10 +5,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgbook import gpt, registry, tasks
-from pgbook.bandits import make_generator
-from pgbook.gpt import BOS, EOS, PAD
-from pgbook.tasks import Add, Problems, Reverse, SortDigits
+from pgbook import make_generator, registry
+from pgbook.worlds import gpt, tasks
+from pgbook.worlds.gpt import BOS, EOS, PAD
+from pgbook.worlds.tasks import Add, Problems, Reverse, SortDigits
 
 ALL = [Reverse(), SortDigits(), Add(), Reverse(1, 3, "xy"), SortDigits(3, 3, 4), Add(1)]
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgbook as pg
-from pgbook import tokens as T
+from pgbook.trajectory import tokens as T
 
 
 def _data(B=3, Tn=5, V=11, dtype=torch.float64, seed=0, scale=3.0):
@@ -141,7 +141,7 @@ def test_bad_inputs():
         T.token_logprobs(z, y, chunk_size=0)
     with pytest.raises(ValueError, match="one device"):
         T.token_logprobs(z, torch.empty(y.shape, dtype=torch.long, device="meta"))
-    with pytest.raises(ValueError, match="torch.Tensor"):
+    with pytest.raises(ValueError, match=r"torch\.Tensor"):
         T.token_logprobs(z.numpy(), y)
 
 

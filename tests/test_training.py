@@ -8,14 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pgbook as pg
-from pgbook import estimators as E
 from pgbook import registry
-from pgbook import training as T
-from pgbook.bandits import Bandit, BanditBatch, TabularSoftmax
+from pgbook.exact import bandits as E
+from pgbook.reward import baselines as BL
+from pgbook.train import reinforce as T
+from pgbook.worlds import bandits
+from pgbook.worlds.bandits import Bandit, BanditBatch, TabularSoftmax
 
 
 def _setup(seed=0, n=40, dtype=torch.float64):
-    b = pg.context_bandit(dtype=dtype)
+    b = bandits.context_bandit(dtype=dtype)
     pol = TabularSoftmax(3, 4)
     th = torch.randn(12, dtype=dtype, generator=pg.make_generator(seed))
     batch = b.sample(pol.probs(th), n, pg.make_generator(seed + 1))
@@ -25,7 +27,7 @@ def _setup(seed=0, n=40, dtype=torch.float64):
 # -- weighted log-likelihood ------------------------------------------------------------------
 def test_weighted_log_likelihood_value_and_gradient_identity():
     b, pol, th, batch = _setup()
-    A = E.sample_weights(b, pol, th, batch, "value")
+    A = BL.sample_weights(b, pol, th, batch, "value")
     L = T.weighted_log_likelihood(pol, th, batch, A)
     by_hand = (A * pol.log_probs(th)[batch.s, batch.a]).mean()
     assert abs(float(L - by_hand)) < 1e-15
@@ -99,7 +101,7 @@ def test_empirical_policy_counts_and_unseen_context():
 
 
 def test_fit_weighted_mle_sft_converges_to_frequencies():
-    b, pol = pg.context_bandit(), TabularSoftmax(3, 4)
+    b, pol = bandits.context_bandit(), TabularSoftmax(3, 4)
     batch = b.sample(pol.probs(pol.init()), 600, pg.make_generator(3))  # demonstrations from the uniform policy
     fit = T.fit_weighted_mle(pol, pol.init(), batch, steps=120, lr=5.0)
     freq = T.empirical_policy(batch.s, batch.a, 3, 4)
@@ -116,15 +118,15 @@ def test_fit_weighted_mle_sft_converges_to_frequencies():
 
 # -- the training loop --------------------------------------------------------------------------
 def test_reinforce_single_run_is_the_plain_loop():
-    b, pol = pg.offset_bandit(5.0), TabularSoftmax(3, 4)
+    b, pol = bandits.offset_bandit(5.0), TabularSoftmax(3, 4)
     h = T.reinforce(b, pol, pol.init(), 30, 8, 0.5, "value", pg.make_generator(0), progress=False)
     theta, g = pol.init(), pg.make_generator(0)
-    Js = [pg.exact_J(b, pol, theta)]
+    Js = [E.exact_J(b, pol, theta)]
     for _ in range(30):
         batch = b.sample(pol.probs(theta), 8, g)
-        w = E.sample_weights(b, pol, theta, batch, "value")
+        w = BL.sample_weights(b, pol, theta, batch, "value")
         theta = theta - 0.5 * torch.func.grad(E.reinforce_surrogate, argnums=1)(pol, theta, batch, w)
-        Js.append(pg.exact_J(b, pol, theta))
+        Js.append(E.exact_J(b, pol, theta))
     torch.testing.assert_close(h.J, torch.stack(Js), rtol=0, atol=1e-12)
     torch.testing.assert_close(h.theta[-1], theta, rtol=0, atol=1e-12)
     assert h.J.shape == (31,) and h.theta.shape == (31, 12) and h.grad_norm.shape == (30,)
@@ -133,7 +135,7 @@ def test_reinforce_single_run_is_the_plain_loop():
 
 
 def test_reinforce_vectorised_runs_shapes_and_learning():
-    b, pol = pg.context_bandit(), TabularSoftmax(3, 4)
+    b, pol = bandits.context_bandit(), TabularSoftmax(3, 4)
     lrs = torch.tensor([0.5, 2.0], dtype=torch.float64)[:, None]
     start = pol.init().expand(2, 3, 12)
     h = T.reinforce(b, pol, start, 40, 16, lrs, "value", pg.make_generator(1), progress=False)
@@ -151,7 +153,7 @@ def test_reinforce_vectorised_runs_shapes_and_learning():
 
 
 def test_reinforce_dtypes():
-    b, pol = pg.context_bandit(), TabularSoftmax(3, 4)
+    b, pol = bandits.context_bandit(), TabularSoftmax(3, 4)
     for dtype in (torch.float32, torch.bfloat16):
         h = T.reinforce(b, pol, pol.init(dtype=dtype), 10, 8, 1.0, "value", pg.make_generator(0),
                         progress=False)
@@ -160,7 +162,7 @@ def test_reinforce_dtypes():
 
 
 def test_reinforce_bad_input():
-    b, pol = pg.context_bandit(), TabularSoftmax(3, 4)
+    b, pol = bandits.context_bandit(), TabularSoftmax(3, 4)
     th, g = pol.init(), pg.make_generator(0)
     with pytest.raises(ValueError, match="steps"):
         T.reinforce(b, pol, th, 0, 4, 0.1, generator=g)
@@ -181,7 +183,7 @@ def test_reinforce_bad_input():
 
 
 def test_batched_sampling_draws_row_k_from_policy_k():
-    b = pg.context_bandit()
+    b = bandits.context_bandit()
     probs = torch.zeros(3, 3, 4, dtype=torch.float64)
     for k in range(3):
         probs[k, :, k] = 1.0  # policy k always plays action k

@@ -1,6 +1,7 @@
 """Authoring helper for the chapters.
 
     python tools/nb.py build SCRIPT.py NOTEBOOK.ipynb   # percent-format script -> notebook
+    python tools/nb.py extract NOTEBOOK.ipynb SCRIPT.py # notebook -> percent-format script
     python tools/nb.py run NOTEBOOK.ipynb [...]        # execute in place, save outputs, time it
     python tools/nb.py times                           # execute every chapter, print wall times
 
@@ -25,7 +26,9 @@ def build(script: str, out: str) -> None:
     text = pathlib.Path(script).read_text()
     parts = re.split(r"^# %%(.*)$", text, flags=re.M)
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # the kernelspec JupyterLab writes itself, so opening a chapter does not mark it modified
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     for header, body in zip(parts[1::2], parts[2::2]):
         body = body.strip("\n")
@@ -37,6 +40,20 @@ def build(script: str, out: str) -> None:
     for i, c in enumerate(nb.cells):
         c["id"] = f"c{i:03d}"
     nbformat.write(nb, out)
+    print(f"wrote {out} ({len(nb.cells)} cells)")
+
+
+def extract(notebook: str, out: str) -> None:
+    """The inverse of :func:`build`: a notebook's cells as a percent-format script."""
+    nb = nbformat.read(notebook, as_version=4)
+    parts = []
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            lines = [("# " + ln) if ln else "#" for ln in c.source.splitlines()]
+            parts.append("# %% [markdown]\n" + "\n".join(lines))
+        else:
+            parts.append("# %%\n" + c.source)
+    pathlib.Path(out).write_text("\n\n".join(parts) + "\n")
     print(f"wrote {out} ({len(nb.cells)} cells)")
 
 
@@ -58,6 +75,8 @@ if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
     if cmd == "build":
         build(*args)
+    elif cmd == "extract":
+        extract(*args)
     elif cmd == "run":
         for a in args:
             run(a)

@@ -6,7 +6,7 @@ program checks the response, R = 1 if it is the correct answer and 0 otherwise (
 ``partial=True``, the fraction of answer positions that are right). Factor of J(θ):
 reward.
 
-Tasks (each a :class:`Task`, all over a character vocabulary, see :mod:`pgbook.gpt`):
+Tasks (each a :class:`Task`, all over a character vocabulary, see :mod:`pgbook.worlds.gpt`):
 
 * :class:`Reverse`: ``^abca>`` → ``acba$``  (reverse a string of 2 … 6 letters);
 * :class:`SortDigits`: ``^3141:`` → ``1134$`` (sort a string of digits);
@@ -16,7 +16,7 @@ Layout: :meth:`Task.sample` draws ``n`` problems as :class:`Problems` with ``pro
 (n, P) (``BOS``, the input, a separator, left-padded with ``PAD`` to the task's
 ``prompt_len`` P) and ``targets`` (n, N) (the answer, ``EOS``, then ``PAD``, N =
 ``max_new_tokens``), generated with tensor operations from an explicit generator.
-:func:`pgbook.gpt.sample` on the prompts with ``max_new_tokens = task.max_new_tokens``
+:func:`pgbook.worlds.gpt.sample` on the prompts with ``max_new_tokens = task.max_new_tokens``
 returns (n, P + N) sequences whose last N columns are the responses, and
 :meth:`Task.reward` compares them with the targets position by position (sampling writes
 ``PAD`` after ``EOS``, so a response is right exactly when it equals its target row).
@@ -34,11 +34,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._validate import check_positive, check_positive_int, check_tensor
-from .bandits import make_generator
+from .._validate import check_positive, check_positive_int, check_tensor, make_generator
+from ..registry import register
+from ..trajectory.tokens import sequence_logprob
 from .gpt import BOS, EOS, GPT, PAD, CharTokenizer, GPTConfig, logprobs, sample
-from .registry import register
-from .tokens import sequence_logprob
 
 
 class Problems(NamedTuple):
@@ -103,7 +102,7 @@ def _check_responses(responses: Tensor, targets: Tensor) -> None:
         raise ValueError(f"targets: expected device {responses.device}, got {targets.device}")
 
 
-@register("reward", "exact_match", side="reward",
+@register("reward", "exact_match", side="reward", form="response",
           summary="R = 1 if the response equals the verified answer, else 0")
 def exact_match(responses: Tensor, targets: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """R_i = 1[y_i = target_i] over all N positions (answer, EOS, then PAD), shape (n,).
@@ -115,7 +114,7 @@ def exact_match(responses: Tensor, targets: Tensor, dtype: torch.dtype = torch.f
     return (responses == targets).all(-1).to(dtype)
 
 
-@register("reward", "partial_credit", side="reward",
+@register("reward", "partial_credit", side="reward", form="response",
           summary="R = fraction of the answer's positions (and EOS) that are right")
 def partial_credit(responses: Tensor, targets: Tensor,
                    dtype: torch.dtype = torch.float32) -> Tensor:
@@ -329,7 +328,7 @@ TASKS = {"reverse": Reverse, "sort": SortDigits, "add": Add}
 # -- a starting policy ----------------------------------------------------------------------
 
 
-def sft_loss(model, seq: Tensor, mask: Tensor) -> Tensor:
+def demonstration_loss(model, seq: Tensor, mask: Tensor) -> Tensor:
     """Token-averaged negative log-likelihood  −Σ_{b,t} m_bt log π_θ(y_bt|h_bt) / Σ m_bt.
 
     The weighted-MLE loss with every weight A = 1 (supervised fine-tuning); ``seq`` and
@@ -347,7 +346,7 @@ def pretrain(model, task: Task, steps: int, batch_size: int, lr: float,
     Each step draws ``batch_size`` problems from ``generator``, corrupts their answers with
     probability ``noise`` (:meth:`Task.demonstrations`) and takes one AdamW step (learning
     rate ``lr``, linear warm-up over ``warmup`` steps, then cosine decay to lr/10) on
-    :func:`sft_loss`. Trains ``model`` in place; a tqdm bar when ``progress``. The
+    :func:`demonstration_loss`. Trains ``model`` in place; a tqdm bar when ``progress``. The
     generator must live on the model's device.
     """
     check_positive_int(steps, "steps")
@@ -365,7 +364,7 @@ def pretrain(model, task: Task, steps: int, batch_size: int, lr: float,
     losses = []
     for _ in trange(steps, disable=not progress, desc=f"pretrain {task.name}"):
         seq, mask = task.demonstrations(task.sample(batch_size, generator), noise, generator)
-        loss = sft_loss(model, seq, mask)
+        loss = demonstration_loss(model, seq, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -386,7 +385,7 @@ def success_rate(model, task: Task, n: int, generator: torch.Generator,
 
 def policy_config(task: Task, **overrides) -> GPTConfig:
     """The book's default GPT for ``task``: vocabulary and block size from the task, one
-    block, 2 heads, 32 channels, init std 0.05 (:class:`pgbook.gpt.GPTConfig`'s defaults);
+    block, 2 heads, 32 channels, init std 0.05 (:class:`pgbook.worlds.gpt.GPTConfig`'s defaults);
     ``overrides`` replace any field."""
     kw = {"vocab_size": task.tokenizer.vocab_size,
           "block_size": task.prompt_len + task.max_new_tokens}
@@ -421,11 +420,11 @@ __all__ = [
     "Reverse",
     "SortDigits",
     "Task",
+    "demonstration_loss",
     "exact_match",
     "partial_credit",
     "policy_config",
     "pretrain",
     "pretrained_policy",
-    "sft_loss",
     "success_rate",
 ]

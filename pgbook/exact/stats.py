@@ -1,12 +1,14 @@
-"""Measuring estimators: many independent estimates at a fixed θ, and their statistics.
+"""Measuring estimators: many independent estimates, and their statistics against exact values.
 
-The estimator is a surrogate loss ``loss_fn(theta, batch) -> scalar`` whose negative
-gradient is the estimate (see :mod:`pgbook.estimators`). :func:`estimates_from_loss`
-evaluates that gradient on M independent batches at once with ``torch.func.vmap``: one
-vectorised call, no Python loop over estimates or samples.
+An estimator is a surrogate loss ``loss_fn(theta, batch) -> scalar`` whose negative gradient
+is the estimate. :func:`estimates_from_loss` evaluates that gradient on M independent
+batches at once with ``torch.func.vmap``: one vectorised call, no Python loop over
+estimates or samples.
 
-:class:`EstimatorStats` holds mean, covariance, total variance and standard errors, and
-tests unbiasedness against an exact gradient in standard errors.
+:class:`EstimatorStats` holds the mean, covariance, total variance and standard errors of M
+estimates, and tests unbiasedness against an exact gradient in standard errors;
+:func:`variance_difference` compares two estimators on common random numbers;
+:func:`cosine` and :func:`relative_error` compare a direction with the exact one.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._validate import check_positive_int, check_same_device, check_shape, check_tensor
-from .bandits import Bandit, BanditBatch, SoftmaxPolicy
-from .estimators import reinforce_surrogate, sample_weights
+from .._validate import check_same_device, check_shape, check_tensor
+
+__all__ = [
+    "EstimatorStats",
+    "cosine",
+    "estimates_from_loss",
+    "relative_error",
+    "variance_difference",
+]
 
 
 def estimates_from_loss(loss_fn, theta: Tensor, batches) -> Tensor:
@@ -30,29 +38,6 @@ def estimates_from_loss(loss_fn, theta: Tensor, batches) -> Tensor:
     """
     grad = torch.func.grad(loss_fn)
     return -torch.func.vmap(grad, in_dims=(None, 0))(theta.detach(), batches)
-
-
-def policy_gradient_estimates(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
-                              n_samples: int, n_estimates: int, generator: torch.Generator,
-                              baseline="none") -> Tensor:
-    """M = ``n_estimates`` independent N-sample score-function estimates of ∇J, (M, P).
-
-    Each uses a fresh batch of N = ``n_samples`` draws (s, a, r) and the weights r − b for
-    ``baseline`` ('none', 'value', 'optimal', a number, or a callable; see
-    :func:`pgbook.estimators.get_baseline`).
-    """
-    check_positive_int(n_samples, "n_samples")
-    check_positive_int(n_estimates, "n_estimates")
-    check_same_device(theta=theta, bandit=bandit.means)
-    theta = theta.detach()
-    batch = bandit.sample(policy.probs(theta), (n_estimates, n_samples), generator)
-    w = sample_weights(bandit, policy, theta, batch, baseline)
-
-    def loss(t, sample):
-        s, a, weights = sample
-        return reinforce_surrogate(policy, t, BanditBatch(s, a, weights), weights)
-
-    return estimates_from_loss(loss, theta, (batch.s, batch.a, w))
 
 
 @dataclass
@@ -160,3 +145,18 @@ def variance_difference(a: EstimatorStats, b: EstimatorStats) -> tuple[Tensor, T
 def cosine(u: Tensor, v: Tensor) -> Tensor:
     """Cosine similarity of two vectors (or of each row of u with v)."""
     return torch.nn.functional.cosine_similarity(u, v.expand_as(u), dim=-1)
+
+
+def relative_error(estimate: Tensor, exact: Tensor) -> Tensor:
+    """‖estimate − exact‖ / ‖exact‖ over the last dimension (rows of ``estimate`` against one
+    ``exact`` vector broadcast); shape ``estimate.shape[:-1]``."""
+    check_tensor(estimate, "estimate", floating=True)
+    check_tensor(exact, "exact", floating=True)
+    check_same_device(estimate=estimate, exact=exact)
+    if estimate.shape[-1:] != exact.shape[-1:]:
+        raise ValueError(f"estimate: expected last dimension {exact.shape[-1]} (that of exact), "
+                         f"got shape {tuple(estimate.shape)}")
+    den = exact.norm(dim=-1)
+    if bool((den == 0).any()):
+        raise ValueError("exact: the relative error of an estimate of a zero vector is undefined")
+    return (estimate - exact.to(estimate.dtype)).norm(dim=-1) / den.to(estimate.dtype)

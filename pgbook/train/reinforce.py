@@ -5,7 +5,7 @@ the score-function estimate,
 
     ĝ = (1/N) Σ_i A_i ∇log π_θ(a_i|s_i),      θ ← θ + η ĝ,
 
-with A_i = r_i − b_i (the reward minus a baseline, :mod:`pgbook.estimators`). Because the
+with A_i = r_i − b_i (the reward minus a baseline, :mod:`pgbook.exact.bandits`). Because the
 world is enumerable, every step also records the *exact* J(θ), so a learning curve is the
 true objective, not a noisy batch reward.
 
@@ -31,23 +31,19 @@ import torch
 from torch import Tensor
 from tqdm.auto import trange
 
-from ._validate import (
+from .._validate import (
     check_finite,
+    check_generator,
     check_index,
     check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
+    work_dtype,
 )
-from .bandits import Bandit, BanditBatch, SoftmaxPolicy
-from .estimators import reinforce_surrogate, sample_weights
-from .registry import register_label, register_method
-
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
+from ..exact.bandits import reinforce_surrogate
+from ..reward.baselines import sample_weights
+from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 
 
 # -- the weighted-MLE view ----------------------------------------------------------------------
@@ -59,7 +55,7 @@ def weighted_log_likelihood(policy: SoftmaxPolicy, theta: Tensor, batch: BanditB
     ∇log π_θ(a_i|s_i): the policy-gradient step is a step of weighted maximum likelihood.
     ``weights`` has the batch's shape ((N,) or (M, N); the mean runs over all of it);
     ``theta`` is (P,). Trajectory factor of J(θ) (log π_θ), weighted by the reward side.
-    It is minus :func:`pgbook.estimators.reinforce_surrogate` (a loss is minimised).
+    It is minus :func:`pgbook.exact.bandits.reinforce_surrogate` (a loss is minimised).
     """
     return -reinforce_surrogate(policy, theta, batch, weights)
 
@@ -129,7 +125,7 @@ def fit_weighted_mle(policy: SoftmaxPolicy, theta0: Tensor, batch: BanditBatch,
         weights = torch.ones(batch.s.shape, dtype=theta0.dtype, device=theta0.device)
     check_finite(weights, "weights")
     out_dtype = theta0.dtype
-    theta = theta0.detach().to(_work_dtype(out_dtype))
+    theta = theta0.detach().to(work_dtype(out_dtype))
     f = lambda t: weighted_log_likelihood(policy, t, batch, weights)
     value_and_grad = torch.func.grad_and_value(f)
     values = []
@@ -191,7 +187,7 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     Several runs train at once, vectorised: ``theta0`` is (P,) or (*runs, P), ``lr`` a number
     or a tensor whose shape broadcasts with ``runs`` (e.g. (L, 1) learning rates against
     (L, K, P) starting points for K seeds each). Runs share ``generator`` but draw
-    independent batches. ``baseline`` is one of :func:`pgbook.estimators.get_baseline`'s
+    independent batches. ``baseline`` is one of :func:`pgbook.reward.baselines.get_baseline`'s
     choices ('none', 'value', 'optimal', a number, or a callable of one run's θ and batch
     that works under ``torch.func.vmap``, which maps it over the runs),
     the same for every run. Trajectory factor (the score function) with the reward-side
@@ -200,11 +196,10 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     check_tensor(theta0, "theta0", floating=True)
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+    check_generator(generator, theta0.device)
     check_same_device(theta0=theta0, bandit=bandit.means)
     out_dtype = theta0.dtype
-    dtype = _work_dtype(out_dtype)
+    dtype = work_dtype(out_dtype)
     P = theta0.shape[-1]
     lr_t = torch.as_tensor(lr, dtype=dtype, device=theta0.device) if not isinstance(lr, Tensor) \
         else lr.to(dtype)
@@ -249,19 +244,6 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
                    batch_reward=stack(rewards), optimum=float(bandit.optimal_J()),
                    lr=lr_t, batch_size=batch_size, baseline=baseline)
 
-
-# -- methods --------------------------------------------------------------------------------------
-register_label("advantage", "unit", side="reward",
-               summary="w = 1 for every sample: plain maximum likelihood")
-register_label("data", "on_policy", side="trajectory",
-               summary="samples drawn from the current policy π_θ")
-register_label("data", "dataset", side="trajectory",
-               summary="a fixed dataset of (s, a) pairs (demonstrations), not drawn from π_θ")
-
-register_method("SFT (weighted MLE, A = 1)", "REINFORCE", advantage="unit", data="dataset",
-                fixes="no reward to weight samples: learn from given demonstrations; the "
-                      "weighted-MLE view of REINFORCE with every weight one",
-                chapter="04")
 
 __all__ = [
     "History",

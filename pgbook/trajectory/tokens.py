@@ -30,16 +30,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import (
+from .._validate import (
     _is_meta,
     check_positive_int,
     check_same_device,
     check_tensor,
+    work_dtype,
 )
-
-
-def _out_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
 
 
 def _check_logits_tokens(logits: Tensor, tokens: Tensor) -> None:
@@ -70,7 +67,7 @@ def _chunks(n: int, chunk_size: int | None) -> list[tuple[int, int]]:
 
 def _lse_and_picked(logits: Tensor, tokens: Tensor, chunk_size: int | None) -> tuple[Tensor, Tensor]:
     """logsumexp (…,) and the picked logit (…,), both in the output dtype, chunked on dim 0."""
-    out_dtype = _out_dtype(logits.dtype)
+    out_dtype = work_dtype(logits.dtype)
     parts = [torch.logsumexp(logits[a:b].to(out_dtype), dim=-1)
              for a, b in _chunks(logits.shape[0], chunk_size)]
     if not parts:
@@ -160,7 +157,7 @@ def naive_token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     Same dtype rule as :func:`token_logprobs` (float32 log-softmax for low-precision logits).
     """
     _check_logits_tokens(logits, tokens)
-    logp = torch.log_softmax(logits.to(_out_dtype(logits.dtype)), dim=-1)
+    logp = torch.log_softmax(logits.to(work_dtype(logits.dtype)), dim=-1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
@@ -225,7 +222,7 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
         raise ValueError(f"logits: expected shape (..., V), got {tuple(logits.shape)}")
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    out_dtype = _out_dtype(logits.dtype)
+    out_dtype = work_dtype(logits.dtype)
     if logits.shape[0] == 0:
         return logits.new_zeros(logits.shape[:-1], dtype=out_dtype)
     parts = []

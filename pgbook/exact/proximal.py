@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import (
+from .._validate import (
     _is_meta,
     check_finite,
     check_positive,
@@ -33,40 +33,21 @@ from ._validate import (
     check_same_device,
     check_shape,
     check_tensor,
+    to_work,
 )
-from .bandits import (
-    Bandit,
-    LinearSoftmax,
-    SoftmaxPolicy,
-    TabularSoftmax,
-    exact_gradient,
-    exact_J,
-)
-from .estimators import all_scores
-from .registry import register_label, register_method
-
-_LOW = (torch.float16, torch.bfloat16)
+from ..worlds.bandits import Bandit, SoftmaxPolicy
+from .bandits import check_world, exact_gradient, exact_J, exact_kl
 
 
-def _work(x: Tensor) -> Tensor:
-    """``x`` in a dtype precise enough for linear algebra (float32 for half types)."""
-    return x.to(torch.float32) if x.dtype in _LOW else x
-
+def _kl(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta: Tensor) -> Tensor:
+    """KL(π_θref ‖ π_θ) on parameter vectors (:func:`pgbook.exact.bandits.exact_kl`)."""
+    return exact_kl(bandit, policy.log_probs(theta_ref), policy.log_probs(theta))
 
 def _check_theta(policy: SoftmaxPolicy, theta: Tensor, name: str = "theta") -> Tensor:
     check_tensor(theta, name, floating=True)
     check_shape(theta, name, (policy.n_params,))
     check_finite(theta, name)
     return theta
-
-
-def _check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> None:
-    if (bandit.n_contexts, bandit.n_actions) != (policy.n_contexts, policy.n_actions):
-        raise ValueError(
-            f"policy: expected {bandit.n_contexts} contexts and {bandit.n_actions} actions "
-            f"(the bandit's), got {policy.n_contexts} and {policy.n_actions}"
-        )
-    check_same_device(theta=theta, bandit=bandit.means)
 
 
 # -- the geometry: Fisher information and exact KL -------------------------------------------
@@ -82,69 +63,17 @@ def fisher_information(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> 
     Factor of J(θ): trajectory (the metric of p_θ).
     """
     _check_theta(policy, theta)
-    _check_world(bandit, policy, theta)
+    check_world(bandit, policy, theta)
     return _fisher_and_scores(bandit, policy, theta)[0].to(theta.dtype)
-
-
-def _scores(policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
-    """∇_θ log π_θ(a|s) for every (s, a), shape (S, A, P): the logits' Jacobian minus its
-    π-weighted mean over actions. The Jacobian is known in closed form for the tabular
-    (identity) and linear (features) policies, which is ~50× faster than autograd's
-    :func:`pgbook.estimators.all_scores` on these tiny problems; other policies use it."""
-    if isinstance(policy, TabularSoftmax):
-        jl = torch.eye(policy.n_params, dtype=theta.dtype, device=theta.device)
-        jl = jl.view(policy.n_contexts, policy.n_actions, policy.n_params)
-    elif isinstance(policy, LinearSoftmax):
-        check_same_device(theta=theta, features=policy.features)
-        jl = policy.features.to(theta.dtype)
-    else:
-        return all_scores(policy, theta)
-    probs = policy.probs(theta)
-    return jl - torch.einsum("sa,sap->sp", probs, jl)[:, None, :]
 
 
 def _fisher_and_scores(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor):
     """(F, scores (S, A, P)) in the working dtype of ``theta``."""
-    t = _work(theta.detach())
-    sc = _scores(policy, t)  # (S, A, P)
+    t = to_work(theta.detach())
+    sc = policy.scores(t)  # (S, A, P)
     joint = bandit.rho.to(t.dtype)[:, None] * policy.probs(t)  # (S, A)
     F = torch.einsum("sa,sap,saq->pq", joint, sc, sc)
     return 0.5 * (F + F.T), sc  # symmetric to the last bit
-
-
-def state_kl(logp_ref: Tensor, logp: Tensor) -> Tensor:
-    """Per-context KL(π_ref(·|s) ‖ π(·|s)) = Σ_a π_ref(a|s) (log π_ref(a|s) − log π(a|s)).
-
-    ``logp_ref`` and ``logp`` are log-probabilities of shape (..., S, A) (broadcastable);
-    returns (..., S). Differentiable in both.
-    """
-    check_tensor(logp_ref, "logp_ref", floating=True)
-    check_tensor(logp, "logp", floating=True)
-    check_same_device(logp_ref=logp_ref, logp=logp)
-    if logp_ref.shape[-1] != logp.shape[-1]:
-        raise ValueError(
-            f"logp_ref and logp: expected the same number of actions (last dim), got "
-            f"{tuple(logp_ref.shape)} and {tuple(logp.shape)}"
-        )
-    return (logp_ref.exp() * (logp_ref - logp)).sum(-1)
-
-
-def exact_kl(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta: Tensor) -> Tensor:
-    """Exact KL(π_θref ‖ π_θ) = Σ_s ρ(s) Σ_a π_ref(a|s) log(π_ref(a|s) / π_θ(a|s)).
-
-    ``theta_ref`` (P,) or (..., P) and ``theta`` (..., P) broadcast against each other;
-    returns shape (...). Differentiable in both. This is the divergence PPO penalises
-    (chapter 07) and the one whose second-order expansion is the Fisher quadratic.
-    Factor of J(θ): trajectory (a distance between two trajectory distributions).
-    On probability tables instead of parameters, see :func:`pgbook.offpolicy.exact_kl`.
-    """
-    for name, t in (("theta_ref", theta_ref), ("theta", theta)):
-        check_tensor(t, name, floating=True)
-        if t.shape[-1:] != (policy.n_params,):
-            raise ValueError(f"{name}: expected shape (..., {policy.n_params}), got {tuple(t.shape)}")
-    check_same_device(theta_ref=theta_ref, theta=theta, bandit=bandit.means)
-    kl = state_kl(policy.log_probs(theta_ref), policy.log_probs(theta))
-    return (kl * bandit.rho.to(kl.dtype)).sum(-1)
 
 
 def kl_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta: Tensor) -> Tensor:
@@ -158,7 +87,7 @@ def kl_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta:
     """
     _check_theta(policy, theta_ref, "theta_ref")
     _check_theta(policy, theta)
-    _check_world(bandit, policy, theta)
+    check_world(bandit, policy, theta)
     t = theta.detach()
     logits, vjp = torch.func.vjp(policy.logits, t)
     diff = torch.softmax(logits, -1) - policy.probs(theta_ref.detach().to(t.dtype))
@@ -181,7 +110,7 @@ def check_positive_definite(M: Tensor, name: str = "M", size: int | None = None)
     check_finite(M, name)
     if _is_meta(M):
         return M
-    W = _work(M)
+    W = to_work(M)
     asym = float((W - W.T).abs().max()) if W.numel() else 0.0
     scale = float(W.abs().max()) if W.numel() else 0.0
     tol = 1e3 * torch.finfo(W.dtype).eps * max(scale, 1.0)
@@ -213,17 +142,17 @@ def preconditioned_step(theta: Tensor, grad: Tensor, M: Tensor, eta: float) -> T
     check_same_device(theta=theta, grad=grad, M=M)
     check_positive_definite(M, "M", theta.shape[0])
     eta = check_positive(eta, "eta")
-    W = _work(M)
+    W = to_work(M)
     L = torch.linalg.cholesky(0.5 * (W + W.T))
-    d = torch.cholesky_solve(_work(grad).to(W.dtype)[:, None], L)[:, 0]
-    return (_work(theta) + eta * d.to(_work(theta).dtype)).to(theta.dtype)
+    d = torch.cholesky_solve(to_work(grad).to(W.dtype)[:, None], L)[:, 0]
+    return (to_work(theta) + eta * d.to(to_work(theta).dtype)).to(theta.dtype)
 
 
 def proximal_gradient_step(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, eta: float) -> Tensor:
     """θ_k + η ∇J(θ_k): the proximal step with J replaced by its first-order expansion and
     D = ½‖θ − θ_k‖² (Euclidean). This is plain gradient ascent on the exact J."""
     _check_theta(policy, theta)
-    _check_world(bandit, policy, theta)
+    check_world(bandit, policy, theta)
     eta = check_positive(eta, "eta")
     return theta + eta * exact_gradient(bandit, policy, theta)
 
@@ -244,9 +173,9 @@ def natural_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
     Factor of J(θ): trajectory.
     """
     _check_theta(policy, theta)
-    _check_world(bandit, policy, theta)
+    check_world(bandit, policy, theta)
     F, sc = _fisher_and_scores(bandit, policy, theta)
-    g = _work(exact_gradient(bandit, policy, theta)).to(F.dtype)
+    g = to_work(exact_gradient(bandit, policy, theta)).to(F.dtype)
     if damping is None:
         eps = torch.finfo(F.dtype).eps
         rtol = F.shape[0] * eps if rtol is None else rtol
@@ -275,7 +204,7 @@ def _divergence(divergence, bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Te
     if divergence == "euclidean":
         return (lambda t: 0.5 * ((t - theta_ref) ** 2).sum()), (lambda t: t - theta_ref)
     if divergence == "kl":
-        return ((lambda t: exact_kl(bandit, policy, theta_ref, t)),
+        return ((lambda t: _kl(bandit, policy, theta_ref, t)),
                 (lambda t: kl_gradient(bandit, policy, theta_ref, t)))
     raise ValueError(
         f"divergence: expected 'euclidean', 'kl' or a (P, P) positive-definite tensor, "
@@ -290,7 +219,7 @@ def proximal_objective(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, e
     (KL(π_θk ‖ π_θ)), ``"euclidean"`` (½‖θ − θ_k‖²) or a positive-definite matrix M
     (½ δᵀMδ). Returns a callable on (P,) tensors, differentiable."""
     _check_theta(policy, theta_k, "theta_k")
-    _check_world(bandit, policy, theta_k)
+    check_world(bandit, policy, theta_k)
     eta = check_positive(eta, "eta")
     theta_k = theta_k.detach()
     dval, _ = _divergence(divergence, bandit, policy, theta_k)
@@ -324,7 +253,7 @@ def proximal_point_step(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, 
     """
     f = proximal_objective(bandit, policy, theta_k, eta, divergence, linearise)
     check_positive_int(max_iter, "max_iter")
-    x = _work(theta_k.detach()).clone()
+    x = to_work(theta_k.detach()).clone()
     obj = (lambda t: f(t.to(theta_k.dtype)).to(x.dtype)) if x.dtype != theta_k.dtype else f
     if solver == "ascent":
         lr = check_positive(lr, "lr")
@@ -393,7 +322,7 @@ def update_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: floa
     two rules fairly.
     """
     _check_theta(policy, theta0, "theta0")
-    _check_world(bandit, policy, theta0)
+    check_world(bandit, policy, theta0)
     eta = check_positive(eta, "eta")
     check_positive_int(n_steps, "n_steps")
     if rule not in UPDATE_RULES:
@@ -448,7 +377,7 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
         return quad.new_zeros(())
     s0 = torch.sqrt(2 * delta / quad)
     grid = s0 * 2.0 ** torch.arange(-30, 31, dtype=t.dtype, device=t.device)
-    kl = exact_kl(bandit, policy, t, t + grid[:, None] * d)
+    kl = _kl(bandit, policy, t, t + grid[:, None] * d)
     above = (kl >= delta).nonzero()
     if above.numel() == 0:  # the KL saturates below δ along this ray: take the largest step
         return grid[-1]
@@ -456,7 +385,7 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
     lo, hi = (grid[k - 1] if k > 0 else grid.new_zeros(())), grid[k]
     for _ in range(rounds):
         grid = torch.linspace(0, 1, points, dtype=t.dtype, device=t.device) * (hi - lo) + lo
-        kl = exact_kl(bandit, policy, t, t + grid[:, None] * d)
+        kl = _kl(bandit, policy, t, t + grid[:, None] * d)
         k = int((kl >= delta).nonzero()[0])
         lo, hi = grid[max(k - 1, 0)], grid[k]
     return hi
@@ -481,7 +410,7 @@ def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, 
     ∇J is exact. Factor of J(θ): trajectory (how far p_θ may drift from a reference).
     """
     _check_theta(policy, theta0, "theta0")
-    _check_world(bandit, policy, theta0)
+    check_world(bandit, policy, theta0)
     eta = check_positive(eta, "eta")
     lr = check_positive(lr, "lr")
     check_positive_int(n_steps, "n_steps")
@@ -508,28 +437,3 @@ def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, 
 
 
 # -- the map ------------------------------------------------------------------------------------
-register_label("step", "gradient", side="trajectory",
-               summary="θ + η∇J: proximity measured in parameters (½‖δ‖²)")
-register_label("step", "natural", side="trajectory",
-               summary="θ + ηF⁻¹∇J: proximity measured between policies (KL ≈ ½δᵀFδ)")
-register_method("Natural PG", "REINFORCE + baseline", step="natural",
-                fixes="a gradient step is sized in parameters, not in how far the policy moves: "
-                      "rare contexts and unlikely actions get tiny steps",
-                chapter="06", reference="Kakade 2001; Amari 1998")
-
-__all__ = [
-    "UPDATE_RULES",
-    "check_positive_definite",
-    "exact_kl",
-    "fisher_information",
-    "kl_gradient",
-    "natural_gradient",
-    "preconditioned_step",
-    "proximal_gradient_step",
-    "proximal_objective",
-    "proximal_point_step",
-    "reference_point_path",
-    "state_kl",
-    "step_to_kl",
-    "update_path",
-]

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._validate import (
+from .._validate import (
     check_finite,
+    check_generator,
     check_index,
     check_positive,
     check_positive_int,
@@ -33,12 +34,19 @@ from ._validate import (
     check_tensor,
 )
 
-
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (the book's only RNG)."""
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g
+__all__ = [
+    "Bandit",
+    "BanditBatch",
+    "LinearSoftmax",
+    "SoftmaxPolicy",
+    "TabularSoftmax",
+    "context_bandit",
+    "difficulty_bandit",
+    "noisy_bandit",
+    "offset_bandit",
+    "sample_groups",
+    "two_param_bandit",
+]
 
 
 @dataclass(frozen=True)
@@ -186,12 +194,7 @@ class Bandit:
         shape = (n,) if not isinstance(n, (tuple, list, torch.Size)) else tuple(n)
         for k in shape:
             check_positive_int(k, "n")
-        if not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-        if torch.device(generator.device).type != self.device.type:
-            raise ValueError(
-                f"generator: expected a generator on {self.device}, got one on {generator.device}"
-            )
+        check_generator(generator, self.device)
         total = 1
         for k in shape:
             total *= k
@@ -211,7 +214,6 @@ class Bandit:
         return BanditBatch(s.view(shape), a.view(shape), r.view(shape))
 
 
-# -- policies -------------------------------------------------------------------------------
 class SoftmaxPolicy:
     """π_θ(a|s) = softmax(logits_θ(s))_a. Subclasses define :meth:`logits`.
 
@@ -243,6 +245,25 @@ class SoftmaxPolicy:
         """log π_θ(·|s) for every context, shape (..., S, A)."""
         return torch.log_softmax(self.logits(theta), dim=-1)
 
+    def scores(self, theta: Tensor, autograd: bool = False) -> Tensor:
+        """∇_θ log π_θ(a|s) for every (s, a), shape (S, A, P): the score function, the
+        trajectory-side factor of every policy-gradient estimator.
+
+        It is the logits' Jacobian minus its π-weighted mean over actions; subclasses whose
+        Jacobian is known in closed form (tabular: the identity; linear: the features)
+        use it, which is far faster than autograd on these tiny problems. ``autograd=True``
+        forces ``torch.func.jacrev`` (to check the closed form)."""
+        self._check_theta(theta)
+        theta = theta.detach()
+        jac = None if autograd else self._logits_jacobian(theta)
+        if jac is None:
+            return torch.func.jacrev(self.log_probs)(theta)
+        return jac - torch.einsum("sa,sap->sp", self.probs(theta), jac)[:, None, :]
+
+    def _logits_jacobian(self, theta: Tensor) -> Tensor | None:
+        """∂ logits(s, a) / ∂θ, (S, A, P), when known in closed form (else None)."""
+        return None
+
     def log_prob(self, theta: Tensor, s: Tensor, a: Tensor) -> Tensor:
         """log π_θ(a_i|s_i) for sampled pairs; ``s`` and ``a`` share a batch shape."""
         check_index(s, "s", self.n_contexts)
@@ -270,6 +291,10 @@ class TabularSoftmax(SoftmaxPolicy):
         self._check_theta(theta)
         return theta.reshape(*theta.shape[:-1], self.n_contexts, self.n_actions)
 
+    def _logits_jacobian(self, theta: Tensor) -> Tensor:
+        eye = torch.eye(self.n_params, dtype=theta.dtype, device=theta.device)
+        return eye.view(self.n_contexts, self.n_actions, self.n_params)
+
     def __repr__(self) -> str:
         return f"TabularSoftmax(S={self.n_contexts}, A={self.n_actions})"
 
@@ -288,18 +313,12 @@ class LinearSoftmax(SoftmaxPolicy):
         check_same_device(theta=theta, features=self.features)
         return torch.einsum("sap,...p->...sa", self.features.to(theta.dtype), theta)
 
+    def _logits_jacobian(self, theta: Tensor) -> Tensor:
+        check_same_device(theta=theta, features=self.features)
+        return self.features.to(theta.dtype)
+
     def __repr__(self) -> str:
         return f"LinearSoftmax(S={self.n_contexts}, A={self.n_actions}, P={self.n_params})"
-
-
-def exact_J(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
-    """J(θ) by enumeration (differentiable)."""
-    return bandit.J(policy.probs(theta))
-
-
-def exact_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
-    """∇J(θ), shape (P,), by autograd through the enumerated sum."""
-    return torch.func.grad(lambda t: exact_J(bandit, policy, t))(theta.detach())
 
 
 # -- the shared bandits ---------------------------------------------------------------------
@@ -338,3 +357,45 @@ def two_param_bandit(dtype=torch.float64, device="cpu"):
 def noisy_bandit(noise_std: float = 0.5, dtype=torch.float64, device="cpu") -> Bandit:
     """:func:`context_bandit` with Gaussian reward noise of known standard deviation."""
     return context_bandit(dtype=dtype, device=device, noise_std=noise_std)
+
+
+# -- bandits of chosen difficulty and group sampling (chapter 08) --------------------------
+def difficulty_bandit(p_success, n_actions: int = 4, dtype=torch.float64, device="cpu"):
+    """Contexts of chosen difficulty: reward 1 for action 0, 0 for the other actions, and θ
+    such that π_θ(action 0 | s) = p_s. Returns ``(bandit, policy, theta)`` with ρ uniform and
+    a :class:`TabularSoftmax` policy (the wrong actions share one logit, 0).
+    """
+    p = torch.as_tensor(p_success, dtype=dtype, device=device)
+    check_tensor(p, "p_success", ndim=1, floating=True)
+    A = check_positive_int(n_actions, "n_actions")
+    if A < 2:
+        raise ValueError(f"n_actions: expected at least 2, got {A}")
+    if bool(((p <= 0) | (p >= 1)).any()):
+        raise ValueError("p_success: expected probabilities strictly between 0 and 1")
+    S = p.shape[0]
+    means = torch.zeros(S, A, dtype=dtype, device=device)
+    means[:, 0] = 1.0
+    rho = torch.full((S,), 1.0 / S, dtype=dtype, device=device)
+    bandit = Bandit(rho, means, 0.0, "difficulty", [f"a{k}" for k in range(A)])
+    logits = torch.zeros(S, A, dtype=dtype, device=device)
+    logits[:, 0] = torch.log(p / (1 - p) * (A - 1))
+    return bandit, TabularSoftmax(S, A), logits.reshape(-1)
+
+
+def sample_groups(bandit: Bandit, probs: Tensor, n_groups: int, group_size: int,
+                  generator: torch.Generator) -> BanditBatch:
+    """n_groups contexts s ~ ρ, then G actions a ~ π(·|s) each: fields of shape (n_groups, G),
+    ``s`` constant along a row (the group shares its prompt)."""
+    check_positive_int(n_groups, "n_groups")
+    G = check_positive_int(group_size, "group_size")
+    one = bandit.sample(probs, n_groups, generator)        # contexts (and one action each)
+    s = one.s[:, None].expand(n_groups, G)
+    p = probs.detach()
+    if p.dtype in (torch.float16, torch.bfloat16):
+        p = p.to(torch.float64)
+    a = torch.multinomial(p[one.s], G, replacement=True, generator=generator)
+    r = bandit.means[s, a]
+    if bandit.noise_std > 0:
+        r = r + bandit.noise_std * torch.randn(r.shape, generator=generator, device=r.device,
+                                               dtype=r.dtype)
+    return BanditBatch(s.contiguous(), a, r)

@@ -19,17 +19,17 @@ sampled token*: the trajectory factor of J(θ) = E_{τ~p_θ}[R(τ)]. This module
   response mask (:class:`Sample`); :func:`logprobs` recomputes the same log-probabilities
   from one forward pass (that is what a trainer differentiates).
 
-Token layout (used by :mod:`pgbook.tasks` and the chapters that train the model): a batch
+Token layout (used by :mod:`pgbook.worlds.tasks` and the chapters that train the model): a batch
 of prompts is a (B, P) long tensor, ``BOS`` first, left-padded with ``PAD`` so that every
 prompt ends at column P − 1. :func:`sample` appends ``max_new_tokens`` = N columns, so a
 sample is (B, T) with T = P + N, and every per-token tensor (log-probs, mask) is aligned
 with the tokens: ``logprobs[b, t] = log π_θ(tokens[b, t] | tokens[b, :t])``, 0 where
 there is nothing to score (the prompt, padding after EOS). The mask is 1 on the response
-tokens up to and including the first EOS (:func:`pgbook.tokens.response_mask`).
+tokens up to and including the first EOS (:func:`pgbook.trajectory.tokens.response_mask`).
 
 Devices and dtypes: the model computes on the device (and dtype) of its parameters; token
 tensors must live on the same device. Log-probabilities are float32 for bfloat16/float32
-logits and float64 for a float64 model (the rule of :mod:`pgbook.tokens`), so sampling and
+logits and float64 for a float64 model (the rule of :mod:`pgbook.trajectory.tokens`), so sampling and
 recomputing under ``torch.autocast(..., dtype=torch.bfloat16)`` works. A model moved to
 the ``meta`` device runs :meth:`GPT.forward` and :func:`logprobs` for shapes.
 """
@@ -45,9 +45,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._validate import _is_meta, check_index, check_positive, check_positive_int, check_tensor
-from .bandits import make_generator
-from .tokens import response_mask, token_logprobs
+from .._validate import (
+    _is_meta,
+    check_index,
+    check_positive,
+    check_positive_int,
+    check_tensor,
+    make_generator,
+)
+from ..trajectory.tokens import response_mask, token_logprobs
 
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<eos>")
@@ -68,7 +74,7 @@ class GPTConfig:
     GPT-2 uses 0.02 at width 768; at width 32 that leaves attention nearly uniform and
     training sits on a long plateau, so the default here is 0.05.
     The defaults (one block, 2 heads, 32 channels) are the book's policy for the toy tasks
-    of :mod:`pgbook.tasks`: about 14k parameters.
+    of :mod:`pgbook.worlds.tasks`: about 14k parameters.
     """
 
     vocab_size: int
@@ -349,7 +355,7 @@ def logprobs(model: GPT, tokens: Tensor, temperature: float = 1.0,
 
     logits = model(tokens[:, :-1]) scores positions 1 … T − 1; the result (B, T) has a 0 in
     column 0 (nothing predicts the first token) and uses the memory-efficient
-    :func:`pgbook.tokens.token_logprobs` (``chunk_size`` is passed on). With the same
+    :func:`pgbook.trajectory.tokens.token_logprobs` (``chunk_size`` is passed on). With the same
     ``temperature`` as :func:`sample` (τ > 0) it reproduces the sampled log-probs on the
     response positions; multiply by the mask to ignore the rest. Differentiable in the
     model's parameters (this is log π_θ in every policy loss). Factor of J(θ): trajectory.

@@ -12,23 +12,22 @@ so the *trajectory factor* of J(θ) is a product over tokens and its log is a su
 
 with the response mask m_t = 1 up to and including EOS and 0 on the padding after it.
 Because V ≤ ~6 and T ≤ 5 there are few enough responses to list them all
-(:meth:`SeqSpace.enumerate`), so
+(:meth:`SeqSpace.enumerate`), so J(θ) = Σ_x ρ(x) Σ_y p_θ(y | x) R(x, y) is a finite,
+differentiable sum: :mod:`pgbook.exact.seqlm` computes it, its gradient, KLs between
+policies and the exact moments of token-level estimators.
 
-    J(θ) = Σ_x ρ(x) Σ_y p_θ(y | x) R(x, y)
-
-is a finite, differentiable sum and autograd gives the exact ∇J that every token-level
-estimator is checked against (chapter 09), as well as exact KLs between two policies over
-whole responses (chapter 11) and exact per-sequence probabilities.
+This module is the world itself: the space of (prompt, response) pairs
+(:class:`SeqSpace`, :class:`Sequences`), the policies (:class:`TabularPolicy`,
+:class:`MLPPolicy`, :class:`Tempered`) and the rewards (:class:`SeqReward`).
 
 Layout. Token ids are ``0 … V−2`` for content tokens and ``eos_id = V − 1`` for EOS; the
 padding after EOS is EOS again (``pad_id = eos_id``), as in many LLM stacks that set
 pad = eos. Shapes: ``x`` (*B,), ``tokens`` (*B, T), ``mask`` (*B, T) floating 0/1, token
 log-probs (*B, T), logits (*B, T, V), θ a flat vector (P,). Everything runs on the device
 and dtype of θ (and of the space's ρ); randomness only through an explicit
-``torch.Generator``.
-
-Token log-probs, response masks and log p(y|x) come from :mod:`pgbook.tokens` (its dtype
-rule: log-probs are float32 for bfloat16/float16/float32 parameters, float64 for float64).
+``torch.Generator``. Token log-probs and response masks come from
+:mod:`pgbook.trajectory.tokens` (log-probs are float32 for bfloat16/float16/float32
+parameters, float64 for float64).
 """
 
 from __future__ import annotations
@@ -39,8 +38,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._validate import (
+from .._validate import (
     check_finite,
+    check_generator,
     check_index,
     check_mask,
     check_positive,
@@ -49,20 +49,27 @@ from ._validate import (
     check_same_device,
     check_shape,
     check_tensor,
+    work_dtype,
 )
-from .aggregation import seq_mean_token_sum
-from .losses import score_function_loss
-from .measure import estimates_from_loss
-from .registry import register, register_method
-from .tokens import response_mask as _response_mask
-from .tokens import sequence_logprob, token_logprobs
+from ..trajectory.tokens import response_mask as _response_mask
+from ..trajectory.tokens import token_logprobs
 
-_LOW = (torch.float16, torch.bfloat16)
+__all__ = [
+    "MAX_ENUMERATED",
+    "MLPPolicy",
+    "SeqPolicy",
+    "SeqReward",
+    "SeqSpace",
+    "Sequences",
+    "TabularPolicy",
+    "Tempered",
+    "contains",
+    "equals_target",
+    "outcome_reward",
+    "token_table_reward",
+]
+
 MAX_ENUMERATED = 2_000_000
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _LOW else dtype
 
 
 # -- sequences --------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ class SeqSpace:
         check_tensor(rho, "rho", ndim=1, floating=True)
         check_probs(rho, "rho")
         self.rho = rho
-        self.token_names = tokens + (eos,)
+        self.token_names = (*tokens, eos)
         self.V = len(self.token_names)
         self.eos_id = self.V - 1
         self.pad_id = self.eos_id
@@ -162,7 +169,7 @@ class SeqSpace:
         """m_t = 1 if no EOS occurs before position t (so EOS itself is included), else 0.
 
         ``tokens`` (*B, T) → mask (*B, T) in ``dtype`` (default: the space's dtype); see
-        :func:`pgbook.tokens.response_mask`.
+        :func:`pgbook.trajectory.tokens.response_mask`.
         """
         check_tensor(tokens, "tokens")
         if tokens.shape[-1:] != (self.T,):
@@ -234,8 +241,8 @@ class SeqSpace:
     def sample_contexts(self, n: int, generator: torch.Generator) -> Tensor:
         """x_i ~ ρ, shape (n,)."""
         check_positive_int(n, "n")
-        _check_generator(generator, self.device)
-        return torch.multinomial(self.rho.to(_compute_dtype(self.dtype)), n, replacement=True,
+        check_generator(generator, self.device)
+        return torch.multinomial(self.rho.to(work_dtype(self.dtype)), n, replacement=True,
                                  generator=generator)
 
     def check(self, x: Tensor, tokens: Tensor, mask: Tensor | None = None) -> None:
@@ -249,14 +256,6 @@ class SeqSpace:
             check_mask(mask, "mask")
 
 
-def _check_generator(generator, device) -> None:
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-    if torch.device(generator.device).type != torch.device(device).type:
-        raise ValueError(f"generator: expected a generator on {device}, got one on {generator.device}")
-
-
-# -- policies ---------------------------------------------------------------------------------
 class SeqPolicy:
     """An autoregressive policy π_θ(y_t | x, y_<t) = softmax(logits_θ(x, y_<t)) over V tokens.
 
@@ -280,7 +279,7 @@ class SeqPolicy:
         check_same_device(theta=theta, x=x)
 
     def token_logprobs(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
-        """log π_θ(y_t | x, y_<t) at every position, (*B, T) (:func:`pgbook.tokens.token_logprobs`:
+        """log π_θ(y_t | x, y_<t) at every position, (*B, T) (:func:`pgbook.trajectory.tokens.token_logprobs`:
         float32 for low-precision θ). Padding positions included: mask them before summing."""
         return token_logprobs(self.logits(theta, x, tokens), tokens)
 
@@ -292,9 +291,9 @@ class SeqPolicy:
         if generator is None:
             return torch.zeros(self.n_params, dtype=dtype, device=device)
         check_positive(scale, "scale", allow_zero=True)
-        _check_generator(generator, device)
+        check_generator(generator, device)
         z = torch.randn(self.n_params, generator=generator, device=device,
-                        dtype=_compute_dtype(dtype))
+                        dtype=work_dtype(dtype))
         return (scale * z).to(dtype)
 
     @torch.no_grad()
@@ -311,7 +310,7 @@ class SeqPolicy:
         if isinstance(x, int) and not isinstance(x, bool):
             x = sp.sample_contexts(x, generator).to(theta.device)
         check_tensor(x, "x", ndim=1)
-        _check_generator(generator, theta.device)
+        check_generator(generator, theta.device)
         theta = theta.detach()
         B = x.shape[0]
         tokens = torch.full((B, sp.T), sp.pad_id, dtype=torch.long, device=theta.device)
@@ -505,296 +504,3 @@ def token_table_reward(table: Tensor, name: str = "per-token") -> SeqReward:
         return table.to(device=tokens.device, dtype=mask.dtype)[x.unsqueeze(-1), tokens]
 
     return SeqReward(token_fn, name, outcome=False)
-
-
-# -- exact quantities by enumeration ----------------------------------------------------------
-def _seqs(policy: SeqPolicy, seqs: Sequences | None) -> Sequences:
-    return policy.space.enumerate() if seqs is None else seqs
-
-
-def sequence_logprobs(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None) -> Tensor:
-    """log p_θ(y|x) = Σ_t m_t log π_θ(y_t|h_t) for every pair of ``seqs`` (default: all of
-    them), (N,); differentiable (:func:`pgbook.tokens.sequence_logprob`)."""
-    seqs = _seqs(policy, seqs)
-    return sequence_logprob(policy.token_logprobs(theta, seqs.x, seqs.tokens), seqs.mask)
-
-
-def sequence_probs(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None) -> Tensor:
-    """p_θ(y|x) = Π_t π_θ(y_t|h_t) (over the response), (N,); differentiable."""
-    return sequence_logprobs(policy, theta, seqs).exp()
-
-
-def joint_probs(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None) -> Tensor:
-    """q(x, y) = ρ(x) p_θ(y|x), (N,): the probability of each enumerated pair."""
-    seqs = _seqs(policy, seqs)
-    lp = sequence_logprobs(policy, theta, seqs)
-    return policy.space.rho.to(device=lp.device, dtype=lp.dtype)[seqs.x] * lp.exp()
-
-
-def exact_expectation(policy: SeqPolicy, theta: Tensor, values: Tensor,
-                      seqs: Sequences | None = None) -> Tensor:
-    """E_{x~ρ, y~π_θ}[f(x, y)] = Σ_n ρ(x_n) p_θ(y_n|x_n) f_n over the enumeration.
-
-    ``values`` (N, ...) holds f on every enumerated pair; differentiable in θ (and in
-    ``values`` if they depend on θ). Returns shape ``values.shape[1:]``.
-    """
-    seqs = _seqs(policy, seqs)
-    check_tensor(values, "values")
-    if values.shape[:1] != (len(seqs),):
-        raise ValueError(f"values: expected a leading dimension of {len(seqs)} (one per "
-                         f"enumerated pair), got shape {tuple(values.shape)}")
-    q = joint_probs(policy, theta, seqs)
-    return torch.tensordot(q, values.to(q.dtype), dims=1)
-
-
-def exact_J(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
-            seqs: Sequences | None = None) -> Tensor:
-    """J(θ) = Σ_x ρ(x) Σ_y p_θ(y|x) R(x, y), by enumerating every response; differentiable."""
-    seqs = _seqs(policy, seqs)
-    return exact_expectation(policy, theta, reward.of(seqs).to(theta.dtype), seqs)
-
-
-def exact_gradient(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
-                   seqs: Sequences | None = None) -> Tensor:
-    """∇J(θ), (P,), by autograd through the enumerated sum."""
-    seqs = _seqs(policy, seqs)
-    return torch.func.grad(lambda t: exact_J(policy, t, reward, seqs))(theta.detach())
-
-
-def exact_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor, ref_policy: SeqPolicy | None = None,
-             seqs: Sequences | None = None) -> Tensor:
-    """Reverse KL over whole responses, averaged over prompts:
-
-        KL(π_θ ‖ π_ref) = Σ_x ρ(x) Σ_y p_θ(y|x) [log p_θ(y|x) − log p_ref(y|x)].
-
-    Differentiable in θ (the reference is held fixed). ``ref_policy`` defaults to ``policy``.
-    """
-    seqs = _seqs(policy, seqs)
-    lp = sequence_logprobs(policy, theta, seqs)
-    lr = sequence_logprobs(ref_policy or policy, ref_theta.detach(), seqs).to(lp.dtype)
-    return exact_expectation(policy, theta, lp - lr, seqs)
-
-
-def exact_forward_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor,
-                     ref_policy: SeqPolicy | None = None, seqs: Sequences | None = None) -> Tensor:
-    """Forward KL over whole responses: KL(π_ref ‖ π_θ) = Σ_x ρ Σ_y p_ref [log p_ref − log p_θ].
-
-    Differentiable in θ (the expectation is under the fixed reference).
-
-    Beware, for chapter 11: k3 summed over tokens and used as a loss on samples from π_θ
-    has expected gradient ∇ E_{y~π_θ}[Σ_t KL(π_ref(·|h_t) ‖ π_θ(·|h_t))] (per-token forward
-    KLs on prefixes drawn from π_θ), which is *not* ∇ of this sequence-level forward KL once
-    T > 1 (prefixes drawn from π_ref); the two coincide for a single token.
-    """
-    seqs = _seqs(policy, seqs)
-    ref = ref_policy or policy
-    lp = sequence_logprobs(policy, theta, seqs)
-    with torch.no_grad():
-        lr = sequence_logprobs(ref, ref_theta.detach(), seqs).to(lp.dtype)
-        q_ref = ref.space.rho.to(lp.dtype)[seqs.x] * lr.exp()
-    return (q_ref * (lr - lp)).sum()
-
-
-# -- the token-level score-function estimator -------------------------------------------------
-@register("advantage", "reward_to_go", side="reward",
-          summary="w_t = Σ_{t'≥t} r_t' (only rewards that follow token t)")
-def reward_to_go(token_rewards: Tensor, mask: Tensor) -> Tensor:
-    """G_t = m_t Σ_{t' ≥ t} m_t' r_t', shape (*B, T): the reward still to come at token t.
-
-    Causality: the action y_t cannot affect rewards paid before it, so dropping them from
-    token t's weight keeps the estimator unbiased. Zero on padding. Factor: reward.
-    """
-    check_tensor(token_rewards, "token_rewards", floating=True)
-    check_shape(mask, "mask", tuple(token_rewards.shape))
-    m = mask.to(token_rewards.dtype)
-    r = token_rewards * m
-    return m * torch.flip(torch.cumsum(torch.flip(r, [-1]), -1), [-1])
-
-
-WEIGHTINGS = ("sequence", "reward_to_go")
-
-
-def token_weights(reward: SeqReward, seqs: Sequences, weighting: str = "sequence") -> Tensor:
-    """Per-token weights w_t, (*B, T), for the token-level estimator:
-
-    * ``"sequence"``: w_t = R(x, y) at *every* position (broadcast, padding included, the
-      way a sequence-level advantage is broadcast to tokens: the loss applies the mask);
-    * ``"reward_to_go"``: w_t = G_t = Σ_{t'≥t} r_t' (zero on padding).
-    """
-    if weighting == "sequence":
-        R = reward.of(seqs)
-        return R.unsqueeze(-1).expand_as(seqs.mask)
-    if weighting == "reward_to_go":
-        return reward_to_go(reward.token_rewards(seqs.x, seqs.tokens, seqs.mask), seqs.mask)
-    raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
-
-
-def token_pg_loss(token_logp: Tensor, weights: Tensor, mask: Tensor) -> Tensor:
-    """The token-level REINFORCE surrogate (a scalar to minimise):
-
-        loss = −(1/B) Σ_b Σ_t m_bt · sg(w_bt) · log π_θ(y_bt | h_bt),
-
-    whose −∇ is ĝ = (1/B) Σ_b Σ_t m_bt w_bt ∇log π_θ(y_bt|h_bt): a sum over a response's
-    tokens, a mean over responses (:func:`pgbook.aggregation.seq_mean_token_sum` of
-    :func:`pgbook.losses.score_function_loss`). Shapes (B, T). Factor: trajectory
-    (∇ log p_θ(y|x) = Σ_t ∇ log π_θ(y_t|h_t)).
-    """
-    return seq_mean_token_sum(score_function_loss(token_logp, weights), mask)
-
-
-def token_pg_surrogate(policy: SeqPolicy, theta: Tensor, seqs: Sequences, weights: Tensor,
-                       mask: Tensor | None = None) -> Tensor:
-    """:func:`token_pg_loss` with the log-probs recomputed from θ; ``mask`` defaults to the
-    response mask (pass ``torch.ones_like(seqs.mask)`` to let the padding into the loss)."""
-    m = seqs.mask if mask is None else mask
-    return token_pg_loss(policy.token_logprobs(theta, seqs.x, seqs.tokens), weights, m)
-
-
-def per_sequence_estimates(policy: SeqPolicy, theta: Tensor, seqs: Sequences, weights: Tensor,
-                           mask: Tensor | None = None) -> Tensor:
-    """g_n = Σ_t m_nt w_nt ∇_θ log π_θ(y_nt|h_nt) for every pair, (N, P).
-
-    Per-sample gradients with ``vmap(grad)``: one small graph per response, no loop."""
-    m = seqs.mask if mask is None else mask
-    check_shape(weights, "weights", tuple(seqs.tokens.shape))
-    check_shape(m, "mask", tuple(seqs.tokens.shape))
-
-    def one(t, x, tok, mk, w):
-        lp = policy.token_logprobs(t, x, tok)
-        return (mk.to(lp.dtype) * w.to(lp.dtype) * lp).sum()
-
-    return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0, 0, 0))(
-        theta.detach(), seqs.x, seqs.tokens, m, weights.detach())
-
-
-def exact_expected_gradient(policy: SeqPolicy, theta: Tensor, per_sequence_loss,
-                            seqs: Sequences | None = None) -> Tensor:
-    """E_{x~ρ, y~π_θ}[∇_θ ℓ_θ(x, y)] exactly, (P,): the expected gradient of a per-response
-    loss on on-policy samples, = ∇_θ Σ_n sg(ρ(x_n) p_θ(y_n|x_n)) ℓ_θ(n) (one backward pass).
-
-    ``per_sequence_loss(theta, seqs) -> (N,)`` is the loss of each enumerated response
-    (e.g. a surrogate, or a KL estimator summed over tokens, chapter 11). The sampling
-    distribution is held fixed: this is what a sampled loss's gradient estimates.
-    """
-    seqs = _seqs(policy, seqs)
-    with torch.no_grad():
-        q = joint_probs(policy, theta, seqs)
-
-    def f(t):
-        loss = per_sequence_loss(t, seqs)
-        check_shape(loss, "per_sequence_loss(theta, seqs)", (len(seqs),))
-        return (q.to(loss.dtype) * loss).sum()
-
-    return torch.func.grad(f)(theta.detach())
-
-
-def exact_estimator_mean(policy: SeqPolicy, theta: Tensor, weights: Tensor,
-                         seqs: Sequences | None = None, mask: Tensor | None = None) -> Tensor:
-    """E[ĝ] = Σ_n ρ(x_n) p_θ(y_n|x_n) Σ_t m_nt w_nt ∇log π_θ(y_nt|h_nt) exactly, (P,).
-
-    Equals ∇J when the estimator is unbiased. ``weights`` and ``mask`` are (N, T) over the
-    enumeration (``mask`` defaults to the response mask)."""
-    seqs = _seqs(policy, seqs)
-    m = seqs.mask if mask is None else mask
-    check_shape(weights, "weights", tuple(seqs.tokens.shape))
-    check_shape(m, "mask", tuple(seqs.tokens.shape))
-
-    def gain(t, sq):
-        lp = policy.token_logprobs(t, sq.x, sq.tokens)
-        return (m.to(lp.dtype) * weights.detach().to(lp.dtype) * lp).sum(-1)
-
-    return exact_expected_gradient(policy, theta, gain, seqs)
-
-
-def _estimates_and_probs(policy, theta, weights, seqs, mask) -> tuple[Tensor, Tensor]:
-    seqs = _seqs(policy, seqs)
-    g = per_sequence_estimates(policy, theta, seqs, weights, mask)
-    with torch.no_grad():
-        q = joint_probs(policy, theta, seqs).to(g.dtype)
-    return g, q
-
-
-def exact_estimator_moments(policy: SeqPolicy, theta: Tensor, weights: Tensor,
-                            seqs: Sequences | None = None, mask: Tensor | None = None
-                            ) -> tuple[Tensor, Tensor]:
-    """Exact mean (P,) and covariance (P, P) of the single-response estimator g(x, y) under
-    x ~ ρ, y ~ π_θ(·|x), by enumeration. A B-response average has covariance / B."""
-    g, q = _estimates_and_probs(policy, theta, weights, seqs, mask)
-    mean = q @ g
-    return mean, (g * q[:, None]).T @ g - torch.outer(mean, mean)
-
-
-def exact_total_variance(policy: SeqPolicy, theta: Tensor, weights: Tensor,
-                         seqs: Sequences | None = None, mask: Tensor | None = None,
-                         n_samples: int = 1) -> Tensor:
-    """tr Cov[ĝ] of the ``n_samples``-response estimator: (E‖g‖² − ‖E g‖²) / B, exactly."""
-    check_positive_int(n_samples, "n_samples")
-    g, q = _estimates_and_probs(policy, theta, weights, seqs, mask)
-    mean = q @ g
-    return (q @ g.pow(2).sum(-1) - mean.pow(2).sum()) / n_samples
-
-
-def policy_gradient_estimates(policy: SeqPolicy, theta: Tensor, reward: SeqReward, n_samples: int,
-                              n_estimates: int, generator: torch.Generator,
-                              weighting: str = "sequence", mask_padding: bool = True) -> Tensor:
-    """M = ``n_estimates`` independent B-response token-level estimates of ∇J, (M, P).
-
-    Samples M·B responses (prompts from ρ) in one batch, weights them with ``weighting``
-    (see :func:`token_weights`) and differentiates :func:`token_pg_loss` on each group of B
-    with ``torch.func.vmap``. ``mask_padding=False`` lets padding tokens into the loss (the
-    bug chapter 09 shows to be biased).
-    """
-    B = check_positive_int(n_samples, "n_samples")
-    M = check_positive_int(n_estimates, "n_estimates")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
-    theta = theta.detach()
-    seqs = policy.sample(theta, B * M, generator)
-    w = token_weights(reward, seqs, weighting).to(theta.dtype)
-    m = seqs.mask if mask_padding else torch.ones_like(seqs.mask)
-    T = policy.space.T
-
-    def loss(t, batch):
-        x, tok, mk, wt = batch
-        return token_pg_loss(policy.token_logprobs(t, x, tok), wt, mk)
-
-    batches = (seqs.x.view(M, B), seqs.tokens.view(M, B, T), m.reshape(M, B, T), w.reshape(M, B, T))
-    return estimates_from_loss(loss, theta, batches)
-
-
-register_method("REINFORCE (reward-to-go)", "REINFORCE", advantage="reward_to_go",
-                fixes="every token is weighted by rewards paid before it, which it cannot "
-                      "affect: pure noise in the weight",
-                chapter="09", reference="Williams 1992; Sutton et al. 2000")
-
-__all__ = [
-    "MLPPolicy",
-    "SeqPolicy",
-    "SeqReward",
-    "SeqSpace",
-    "Sequences",
-    "TabularPolicy",
-    "Tempered",
-    "contains",
-    "equals_target",
-    "exact_J",
-    "exact_estimator_mean",
-    "exact_estimator_moments",
-    "exact_expectation",
-    "exact_expected_gradient",
-    "exact_forward_kl",
-    "exact_gradient",
-    "exact_kl",
-    "exact_total_variance",
-    "joint_probs",
-    "outcome_reward",
-    "per_sequence_estimates",
-    "policy_gradient_estimates",
-    "reward_to_go",
-    "sequence_logprobs",
-    "sequence_probs",
-    "token_pg_loss",
-    "token_pg_surrogate",
-    "token_table_reward",
-    "token_weights",
-]

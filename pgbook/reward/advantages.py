@@ -25,28 +25,33 @@ their advantage is exactly 0 for every estimator with a baseline (never 0/0 = Na
 :func:`zero_variance_groups` says which groups they are so they can be counted.
 
 Registered estimators (kind ``"advantage"``, side ``"reward"``) share the signature
-``fn(rewards (N,), group_size: int, eps: float = 1e-6) -> (N,)``; they compute in float32
-for low-precision rewards and return the rewards' dtype, on the rewards' device.
+``fn(rewards (N,), group_size: int, *, std_eps: float = 1e-6, **options) -> (N,)``; they
+compute in float32 for low-precision rewards and return the rewards' dtype, on the rewards'
+device. Form ``"group"``: the advantages of a group depend on its own G rewards only (the
+exact group tools of :mod:`pgbook.exact.groups` accept these); form ``"batch"``: they also
+read the rest of the batch. An estimator that needs the response mask takes ``mask``
+(N, T) as a keyword. :func:`compute_advantages` resolves any of them, yours included, by
+name through :mod:`pgbook.registry`.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 
-from ._validate import (
+from .._validate import (
     _is_meta,
     check_finite,
     check_positive,
     check_positive_int,
     check_same_device,
+    check_shape,
     check_tensor,
+    work_dtype,
 )
-from .registry import register
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
+from ..registry import get, register, resolve
 
 
 def _grouped(rewards: Tensor, group_size: int) -> Tensor:
@@ -62,7 +67,7 @@ def _grouped(rewards: Tensor, group_size: int) -> Tensor:
             f"one prompt are contiguous groups of G), got G = {group_size}"
         )
     check_finite(rewards, "rewards")
-    return rewards.to(_work_dtype(rewards.dtype)).view(N // group_size, group_size)
+    return rewards.to(work_dtype(rewards.dtype)).view(N // group_size, group_size)
 
 
 def zero_variance_groups(rewards: Tensor, group_size: int) -> Tensor:
@@ -89,8 +94,10 @@ def _std(c: Tensor, dim: int, unbiased: bool = True) -> Tensor:
     return (c.pow(2).sum(dim=dim, keepdim=True) / (n - 1 if unbiased else n)).sqrt()
 
 
-@register("advantage", "grpo", side="reward", summary="Â = (R − mean_G)/(std_G + ε), per group")
-def grpo_advantage(rewards: Tensor, group_size: int, eps: float = 1e-6, *,
+@register("advantage", "grpo", side="reward", form="group",
+          summary="Â = (R − mean_G)/(std_G + ε), per group",
+          reference="Shao et al. 2024 (arXiv:2402.03300)")
+def grpo_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6,
                    unbiased: bool = True) -> Tensor:
     """GRPO's z-score Â_i = (R_i − μ_G) / (σ_G + ε), shape (N,).
 
@@ -99,48 +106,53 @@ def grpo_advantage(rewards: Tensor, group_size: int, eps: float = 1e-6, *,
     Dividing by σ_G reweights prompts by difficulty: for 0/1 rewards with success rate p
     the expected gradient of a prompt is scaled by ≈ 1/√(p(1−p)) (chapter 08).
     """
-    check_positive(eps, "eps", allow_zero=True)
+    check_positive(std_eps, "std_eps", allow_zero=True)
     r = _grouped(rewards, group_size)
     c, zero = _centred(r)
     sd = _std(c, 1, unbiased)
-    adv = torch.where(zero, torch.zeros_like(c), c / torch.where(zero, torch.ones_like(sd), sd + eps))
+    adv = torch.where(zero, torch.zeros_like(c),
+                      c / torch.where(zero, torch.ones_like(sd), sd + std_eps))
     return adv.reshape(-1).to(rewards.dtype)
 
 
-@register("advantage", "grpo_mean", side="reward", summary="Â = R − mean_G (Dr. GRPO: no std)")
-def grpo_mean_advantage(rewards: Tensor, group_size: int, eps: float = 1e-6) -> Tensor:
+@register("advantage", "grpo_mean", side="reward", form="group",
+          summary="Â = R − mean_G (Dr. GRPO: no std)", reference="Liu et al. 2025 (arXiv:2503.20783)")
+def grpo_mean_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6) -> Tensor:
     """Â_i = R_i − μ_G, shape (N,) (Dr. GRPO). The mean includes R_i itself, so the expected
-    gradient is (G − 1)/G times the true one (chapter 08). ``eps`` is unused."""
-    check_positive(eps, "eps", allow_zero=True)
+    gradient is (G − 1)/G times the true one (chapter 08). ``std_eps`` is accepted (so every
+    group estimator takes the same options) and unused."""
+    check_positive(std_eps, "std_eps", allow_zero=True)
     c, _ = _centred(_grouped(rewards, group_size))
     return c.reshape(-1).to(rewards.dtype)
 
 
-@register("advantage", "grpo_batch_std", side="reward",
-          summary="Â = (R − mean_G)/(std_batch + ε) (REINFORCE++-baseline)")
-def grpo_batch_std_advantage(rewards: Tensor, group_size: int, eps: float = 1e-6, *,
+@register("advantage", "grpo_batch_std", side="reward", form="batch",
+          summary="Â = (R − mean_G)/(std_batch + ε) (REINFORCE++-baseline)",
+          reference="Hu 2025 (arXiv:2501.03262)")
+def grpo_batch_std_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6,
                              unbiased: bool = True) -> Tensor:
     """Â_i = (R_i − μ_G) / (σ_batch + ε), shape (N,): the group mean as baseline, then one
     scale for the whole batch (σ_batch: std of all N centred rewards, ÷ (N − 1) unless
     ``unbiased=False``), so
     prompts are *not* reweighted by their own difficulty. All zeros if every group is
     zero-variance."""
-    check_positive(eps, "eps", allow_zero=True)
+    check_positive(std_eps, "std_eps", allow_zero=True)
     c, _ = _centred(_grouped(rewards, group_size))
     sd = _std(c.reshape(-1), 0, unbiased)
     # sd = 0 only when every centred reward is 0: divide by 1 there (no 0/0)
-    return (c / torch.where(sd > 0, sd + eps, torch.ones_like(sd))).reshape(-1).to(rewards.dtype)
+    return (c / torch.where(sd > 0, sd + std_eps, torch.ones_like(sd))).reshape(-1).to(rewards.dtype)
 
 
-@register("advantage", "rloo", side="reward",
-          summary="Â = R − mean of the other G−1 rewards (leave-one-out)")
-def rloo_advantage(rewards: Tensor, group_size: int, eps: float = 1e-6) -> Tensor:
+@register("advantage", "rloo", side="reward", form="group",
+          summary="Â = R − mean of the other G−1 rewards (leave-one-out)",
+          reference="Kool et al. 2019; Ahmadian et al. 2024 (arXiv:2402.14740)")
+def rloo_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6) -> Tensor:
     """Â_i = R_i − (1/(G−1)) Σ_{j≠i} R_j = G/(G−1) · (R_i − μ_G), shape (N,).
 
     The baseline excludes the sample itself, so it is independent of a_i and the estimator
-    is unbiased (chapter 08). Needs G ≥ 2. ``eps`` is unused.
+    is unbiased (chapter 08). Needs G ≥ 2. ``std_eps`` is accepted and unused.
     """
-    check_positive(eps, "eps", allow_zero=True)
+    check_positive(std_eps, "std_eps", allow_zero=True)
     check_positive_int(group_size, "group_size")
     if group_size < 2:
         raise ValueError(f"group_size: RLOO needs at least 2 responses per group, got {group_size}")
@@ -148,22 +160,13 @@ def rloo_advantage(rewards: Tensor, group_size: int, eps: float = 1e-6) -> Tenso
     return (c * (group_size / (group_size - 1))).reshape(-1).to(rewards.dtype)
 
 
-@register("advantage", "plain", side="reward", summary="Â = R (no baseline; LLM path)")
-def plain_advantage(rewards: Tensor, group_size: int, eps: float = 1e-6) -> Tensor:
+@register("advantage", "plain", side="reward", form="group",
+          summary="Â = R (no baseline; LLM path)")
+def plain_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6) -> Tensor:
     """Â_i = R_i (no baseline), shape (N,); validated like the others (finite, G | N)."""
-    check_positive(eps, "eps", allow_zero=True)
+    check_positive(std_eps, "std_eps", allow_zero=True)
     _grouped(rewards, group_size)
     return rewards.clone()
-
-
-#: The group estimators of this module, by name (all share one signature).
-GROUP_ADVANTAGES = {
-    "grpo": grpo_advantage,
-    "grpo_mean": grpo_mean_advantage,
-    "grpo_batch_std": grpo_batch_std_advantage,
-    "rloo": rloo_advantage,
-    "plain": plain_advantage,
-}
 
 
 def group_by_index(group_index: Tensor) -> tuple[Tensor, int]:
@@ -193,26 +196,43 @@ def group_by_index(group_index: Tensor) -> tuple[Tensor, int]:
 
 
 def compute_advantages(rewards: Tensor, estimator: str = "grpo", *, group_size: int | None = None,
-                       group_index: Tensor | None = None, eps: float = 1e-6) -> Tensor:
-    """Advantages (N,) by a named estimator, in the rewards' original order.
+                       group_index: Tensor | None = None, mask: Tensor | None = None,
+                       **options) -> Tensor:
+    """Advantages by a named estimator, in the rewards' original order: (N,), or (N, T) for a
+    token-level estimator.
 
-    Give either ``group_size`` (contiguous groups) or ``group_index`` (N,) (any order;
-    regrouped with :func:`group_by_index` and scattered back).
+    ``estimator`` is any advantage registered with form ``"group"`` or ``"batch"``
+    ("grpo", "grpo_mean", "rloo", "plain", "grpo_batch_std", or yours): the registry is the
+    one list. Give either ``group_size`` (contiguous groups) or ``group_index`` (N,) (any
+    order; regrouped with :func:`group_by_index` and scattered back). ``mask`` (N, T) is
+    passed to estimators that take it (and ignored by the others, which read only the
+    sequence rewards); ``**options`` (e.g. ``std_eps``, ``unbiased``) go to the estimator,
+    and an option it does not take is an error.
     """
-    if estimator not in GROUP_ADVANTAGES:
-        raise ValueError(f"estimator: expected one of {sorted(GROUP_ADVANTAGES)}, got {estimator!r}")
-    fn = GROUP_ADVANTAGES[estimator]
+    fn = resolve("advantage", estimator, what="estimator")
+    comp_form = get("advantage", estimator).form
+    if comp_form not in ("group", "batch"):
+        raise ValueError(f"estimator: {estimator!r} is not a group estimator (its form is "
+                         f"{comp_form!r}; compute_advantages takes forms 'group' and 'batch')")
+    params = inspect.signature(fn).parameters
+    unknown = sorted(k for k in options if k not in params)
+    if unknown:
+        raise ValueError(f"estimator {estimator!r} takes no option {unknown}")
+    if mask is not None and "mask" in params:
+        options["mask"] = mask
     if (group_size is None) == (group_index is None):
         raise ValueError("expected exactly one of group_size and group_index")
     if group_size is not None:
-        return fn(rewards, group_size, eps)
+        return fn(rewards, group_size, **options)
     check_tensor(rewards, "rewards", ndim=1, floating=True)
     check_same_device(rewards=rewards, group_index=group_index)
     if group_index.shape != rewards.shape:
         raise ValueError(f"group_index: expected shape {tuple(rewards.shape)}, "
                          f"got {tuple(group_index.shape)}")
     order, G = group_by_index(group_index)
-    adv = fn(rewards[order], G, eps)
+    if "mask" in options:
+        options["mask"] = options["mask"][order]
+    adv = fn(rewards[order], G, **options)
     out = torch.empty_like(adv)
     out[order] = adv
     return out
@@ -237,6 +257,22 @@ def broadcast_to_tokens(advantages: Tensor, mask: Tensor) -> Tensor:
     return torch.where(m, a, torch.zeros_like(a))
 
 
+# -- token-level returns -----------------------------------------------------------------------
+@register("advantage", "reward_to_go", side="reward", form="token",
+          summary="w_t = Σ_{t'≥t} r_t' (only rewards that follow token t)")
+def reward_to_go(token_rewards: Tensor, mask: Tensor) -> Tensor:
+    """G_t = m_t Σ_{t' ≥ t} m_t' r_t', shape (*B, T): the reward still to come at token t.
+
+    Causality: the action y_t cannot affect rewards paid before it, so dropping them from
+    token t's weight keeps the estimator unbiased. Zero on padding. Factor of J(θ): reward.
+    """
+    check_tensor(token_rewards, "token_rewards", floating=True)
+    check_shape(mask, "mask", tuple(token_rewards.shape))
+    m = mask.to(token_rewards.dtype)
+    r = token_rewards * m
+    return m * torch.flip(torch.cumsum(torch.flip(r, [-1]), -1), [-1])
+
+
 def advantage_stats(rewards: Tensor, group_size: int) -> dict:
     """Group diagnostics as 0-dim tensors: ``zero_variance_fraction`` (share of groups with
     all rewards equal), ``zero_variance_groups`` (their number), ``group_std_mean``
@@ -252,7 +288,6 @@ def advantage_stats(rewards: Tensor, group_size: int) -> dict:
 
 
 __all__ = [
-    "GROUP_ADVANTAGES",
     "advantage_stats",
     "broadcast_to_tokens",
     "compute_advantages",
@@ -261,6 +296,7 @@ __all__ = [
     "grpo_batch_std_advantage",
     "grpo_mean_advantage",
     "plain_advantage",
+    "reward_to_go",
     "rloo_advantage",
     "zero_variance_groups",
 ]

@@ -5,13 +5,13 @@ r_i = r(s, a_i), and estimates ∇J with
 
     ĝ = (1/G) Σ_i Â_i ∇_θ log π_θ(a_i|s),       Â = advantage(r_1 … r_G)   (reward side),
 
-Â from :mod:`pgbook.advantages` ("grpo", "grpo_mean", "rloo", "plain"). With deterministic
+Â from :mod:`pgbook.reward.advantages` ("grpo", "grpo_mean", "rloo", "plain"). With deterministic
 rewards, finitely many actions and a small G, the distribution of the group is finite:
 either all A^G ordered tuples, or (since Â and ĝ only depend on *how many* times each action
 was drawn) the C(G + A − 1, A − 1) count vectors n with multinomial probability
 G!/Π n_a! · Π π(a|s)^{n_a}. :func:`exact_group_moments` sums over them to give the exact
 mean and covariance of ĝ: the group-estimator counterpart of
-:func:`pgbook.estimators.exact_estimator_moments`.
+:func:`pgbook.exact.bandits.exact_estimator_moments`.
 
 For 0/1 rewards every such estimator's expected gradient in a context is a multiple of
 that context's true gradient ∇p_s (p_s = P(success | s)): E[ĝ | s] = w(p_s, G) ∇p_s, with
@@ -29,26 +29,36 @@ import math
 import torch
 from torch import Tensor
 
-from . import advantages as _adv
-from ._validate import (
-    check_positive_int,
-    check_same_device,
-    check_tensor,
-)
-from .bandits import Bandit, BanditBatch, SoftmaxPolicy, TabularSoftmax
-from .estimators import all_scores
+from .._validate import check_positive_int, check_tensor
+from ..registry import resolve
+from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
+from .bandits import check_world
 
-#: estimators whose advantage depends on the group's own rewards only
-GROUP_LOCAL = ("grpo", "grpo_mean", "rloo", "plain")
+__all__ = [
+    "binary_group_weight",
+    "binomial_zero_variance",
+    "context_gradients",
+    "context_weights",
+    "counts_to_sequences",
+    "exact_group_moments",
+    "group_counts",
+    "group_estimates",
+    "group_sequences",
+    "grpo_large_group_weight",
+    "n_group_outcomes",
+    "zero_variance_probability",
+]
 
 
-def _estimator(name: str, eps: float, unbiased: bool):
-    if name not in GROUP_LOCAL:
-        raise ValueError(f"estimator: expected one of {GROUP_LOCAL}, got {name!r}")
-    fn = _adv.GROUP_ADVANTAGES[name]
-    if name == "grpo":
-        return lambda r, G: fn(r, G, eps, unbiased=unbiased)
-    return lambda r, G: fn(r, G, eps)
+def _estimator(name: str, options: dict):
+    """The group advantage ``name`` as ``f(rewards (N,), G) -> (N,)``, with ``options``.
+
+    Any advantage registered with form ``"group"`` works: its advantages must depend on the
+    group's own G rewards only (the exact tools evaluate it on every possible group at once,
+    so an estimator that reads the rest of the batch, form ``"batch"``, would be wrong here).
+    """
+    fn = resolve("advantage", name, "group", what="estimator")
+    return lambda r, G: fn(r, G, **options)
 
 
 # -- the finite set of group outcomes -------------------------------------------------------
@@ -94,7 +104,7 @@ def _log_multinomial(counts: Tensor, probs: Tensor) -> Tensor:
 
 def _outcomes(probs: Tensor, group_size: int, method: str) -> tuple[Tensor, Tensor]:
     """(actions (M, G), prob (S, M)) over the enumerated group outcomes."""
-    S, A = probs.shape
+    _S, A = probs.shape
     if method == "sequences":
         acts = group_sequences(A, group_size, probs.device)
         logp = torch.log(probs)                                        # (S, A)
@@ -107,34 +117,8 @@ def _outcomes(probs: Tensor, group_size: int, method: str) -> tuple[Tensor, Tens
     raise ValueError(f"enumerate: expected 'counts' or 'sequences', got {method!r}")
 
 
-def _all_scores(policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
-    """∇_θ log π_θ(a|s) for every (s, a), (S, A, P); closed form e_a − π(·|s) in row s for
-    a tabular softmax (no autograd), :func:`pgbook.estimators.all_scores` otherwise."""
-    if not isinstance(policy, TabularSoftmax):
-        return all_scores(policy, theta)
-    probs = policy.probs(theta.detach())
-    S, A = probs.shape
-    eye_s = torch.eye(S, dtype=probs.dtype, device=probs.device)
-    eye_a = torch.eye(A, dtype=probs.dtype, device=probs.device)
-    # out[s, a, (s', b)] = [s = s'] (δ_ab − π(b|s))
-    return (eye_s[:, None, :, None] * (eye_a[None, :, :] - probs[:, None, :])[:, :, None, :]
-            ).reshape(S, A, S * A)
-
-
-def _check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> None:
-    check_tensor(theta, "theta", ndim=1, floating=True)
-    check_same_device(theta=theta, bandit=bandit.means)
-    if bandit.noise_std > 0:
-        raise ValueError(f"bandit: exact group enumeration needs deterministic rewards, got "
-                         f"noise_std = {bandit.noise_std}")
-    if (policy.n_contexts, policy.n_actions) != (bandit.n_contexts, bandit.n_actions):
-        raise ValueError(f"policy: expected {bandit.n_contexts} contexts × {bandit.n_actions} "
-                         f"actions, got {policy.n_contexts} × {policy.n_actions}")
-
-
 def exact_group_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, group_size: int,
-                        estimator: str = "grpo", *, eps: float = 1e-6, unbiased: bool = True,
-                        enumerate: str = "counts") -> dict:
+                        estimator: str = "grpo", *, enumerate: str = "counts", **options) -> dict:
     """Exact moments of the one-group estimator ĝ = (1/G) Σ_i Â_i ∇log π_θ(a_i|s).
 
     Returns a dict of tensors (dtype/device of θ):
@@ -144,23 +128,28 @@ def exact_group_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, gr
       ``context_var`` (S,)       tr Cov[ĝ | s]
       ``zero_variance`` (S,)     P(all G rewards equal | s)
 
-    ``estimator`` ∈ ``GROUP_LOCAL``; ``enumerate`` = ``"counts"`` (multinomial count vectors)
+    ``estimator``: a registered group advantage (form ``"group"``: "grpo", "grpo_mean",
+    "rloo", "plain", or yours), called with ``**options`` (e.g. ``std_eps``, ``unbiased``
+    for "grpo"); ``enumerate`` = ``"counts"`` (multinomial count vectors)
     or ``"sequences"`` (all A^G ordered groups; the two must agree). Rewards must be
     deterministic (``noise_std = 0``).
     """
-    _check_world(bandit, policy, theta)
+    check_world(bandit, policy, theta)
+    if bandit.noise_std > 0:
+        raise ValueError(f"bandit: exact group enumeration needs deterministic rewards, got "
+                         f"noise_std = {bandit.noise_std}")
     G = check_positive_int(group_size, "group_size")
-    adv_fn = _estimator(estimator, eps, unbiased)
+    adv_fn = _estimator(estimator, options)
     with torch.no_grad():
         theta = theta.detach()
         probs = policy.probs(theta)                                     # (S, A)
         acts, prob = _outcomes(probs, G, enumerate)                     # (M, G), (S, M)
-        S, A = probs.shape
+        _S, A = probs.shape
         r = bandit.means.to(probs.dtype)[:, acts]                       # (S, M, G)
         adv = adv_fn(r.reshape(-1), G).view(r.shape)                     # (S, M, G)
         onehot = torch.nn.functional.one_hot(acts, A).to(probs.dtype)  # (M, G, A)
         coef = torch.einsum("smg,mga->sma", adv, onehot) / G           # (S, M, A)
-        sc = _all_scores(policy, theta)                                 # (S, A, P)
+        sc = policy.scores(theta)                                 # (S, A, P)
         g = torch.einsum("sma,sap->smp", coef, sc)                      # (S, M, P)
         cmean = torch.einsum("sm,smp->sp", prob, g)                     # (S, P)
         csecond = torch.einsum("sm,smp,smq->spq", prob, g, g)           # (S, P, P)
@@ -180,7 +169,7 @@ def context_gradients(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> T
         probs = policy.probs(theta.detach())
         adv = bandit.advantages(probs)                                  # (S, A)
         # ∇J_s = Σ_a π(a|s) (r(s, a) − V(s)) ∇log π(a|s)  (the baseline term has zero mean)
-        return torch.einsum("sa,sap->sp", probs * adv, _all_scores(policy, theta))
+        return torch.einsum("sa,sap->sp", probs * adv, policy.scores(theta))
 
 
 def context_weights(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, group_size: int,
@@ -213,8 +202,7 @@ def zero_variance_probability(bandit: Bandit, probs: Tensor, group_size: int) ->
     return (probs * mass.pow(G - 1)).sum(-1)
 
 
-def binary_group_weight(p: Tensor, group_size: int, estimator: str = "grpo", *,
-                        eps: float = 1e-6, unbiased: bool = True) -> Tensor:
+def binary_group_weight(p: Tensor, group_size: int, estimator: str = "grpo", **options) -> Tensor:
     """Per-context weight w(p, G) of a group estimator for 0/1 rewards, same shape as ``p``.
 
     With K ~ Binomial(G, p) successes, Â⁺(K), Â⁻(K) the advantages of a success and of a
@@ -230,7 +218,7 @@ def binary_group_weight(p: Tensor, group_size: int, estimator: str = "grpo", *,
     G = check_positive_int(group_size, "group_size")
     if bool(((p <= 0) | (p >= 1)).any()):
         raise ValueError("p: expected success probabilities strictly between 0 and 1")
-    adv_fn = _estimator(estimator, eps, unbiased)
+    adv_fn = _estimator(estimator, options)
     work = torch.promote_types(p.dtype, torch.float32)
     pw = p.to(work)
     K = torch.arange(G + 1, device=p.device, dtype=work)                 # (G+1,)
@@ -247,33 +235,14 @@ def binary_group_weight(p: Tensor, group_size: int, estimator: str = "grpo", *,
 
 
 # -- sampling groups -----------------------------------------------------------------------
-def sample_groups(bandit: Bandit, probs: Tensor, n_groups: int, group_size: int,
-                  generator: torch.Generator) -> BanditBatch:
-    """n_groups contexts s ~ ρ, then G actions a ~ π(·|s) each: fields of shape (n_groups, G),
-    ``s`` constant along a row (the group shares its prompt)."""
-    check_positive_int(n_groups, "n_groups")
-    G = check_positive_int(group_size, "group_size")
-    one = bandit.sample(probs, n_groups, generator)        # contexts (and one action each)
-    s = one.s[:, None].expand(n_groups, G)
-    p = probs.detach()
-    if p.dtype in (torch.float16, torch.bfloat16):
-        p = p.to(torch.float64)
-    a = torch.multinomial(p[one.s], G, replacement=True, generator=generator)
-    r = bandit.means[s, a]
-    if bandit.noise_std > 0:
-        r = r + bandit.noise_std * torch.randn(r.shape, generator=generator, device=r.device,
-                                               dtype=r.dtype)
-    return BanditBatch(s.contiguous(), a, r)
-
-
 def group_estimates(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch,
-                    estimator: str = "grpo", *, eps: float = 1e-6, unbiased: bool = True) -> Tensor:
+                    estimator: str = "grpo", **options) -> Tensor:
     """ĝ of each sampled group, shape (n_groups, P): (1/G) Σ_i Â_i ∇log π_θ(a_i|s), with Â
     from the library's estimator on each row of ``batch.r``."""
     n, G = batch.r.shape
-    adv = _estimator(estimator, eps, unbiased)(batch.r.reshape(-1), G).view(n, G)
+    adv = _estimator(estimator, options)(batch.r.reshape(-1), G).view(n, G)
     with torch.no_grad():
-        sc = _all_scores(policy, theta.detach())                             # (S, A, P)
+        sc = policy.scores(theta.detach())                             # (S, A, P)
         coef = torch.einsum("ng,nga->na", adv, torch.nn.functional.one_hot(
             batch.a, policy.n_actions).to(sc.dtype)) / G                     # (n, A)
         return torch.einsum("na,nap->np", coef, sc[batch.s[:, 0]])
@@ -286,28 +255,6 @@ def binomial_zero_variance(p: Tensor, group_size: int) -> Tensor:
     return p.pow(G) + (1 - p).pow(G)
 
 
-def difficulty_bandit(p_success, n_actions: int = 4, dtype=torch.float64, device="cpu"):
-    """Contexts of chosen difficulty: reward 1 for action 0, 0 for the other actions, and θ
-    such that π_θ(action 0 | s) = p_s. Returns ``(bandit, policy, theta)`` with ρ uniform and
-    a :class:`~pgbook.bandits.TabularSoftmax` policy (the wrong actions share one logit, 0).
-    """
-    p = torch.as_tensor(p_success, dtype=dtype, device=device)
-    check_tensor(p, "p_success", ndim=1, floating=True)
-    A = check_positive_int(n_actions, "n_actions")
-    if A < 2:
-        raise ValueError(f"n_actions: expected at least 2, got {A}")
-    if bool(((p <= 0) | (p >= 1)).any()):
-        raise ValueError("p_success: expected probabilities strictly between 0 and 1")
-    S = p.shape[0]
-    means = torch.zeros(S, A, dtype=dtype, device=device)
-    means[:, 0] = 1.0
-    rho = torch.full((S,), 1.0 / S, dtype=dtype, device=device)
-    bandit = Bandit(rho, means, 0.0, "difficulty", [f"a{k}" for k in range(A)])
-    logits = torch.zeros(S, A, dtype=dtype, device=device)
-    logits[:, 0] = torch.log(p / (1 - p) * (A - 1))
-    return bandit, TabularSoftmax(S, A), logits.reshape(-1)
-
-
 def grpo_large_group_weight(p: Tensor) -> Tensor:
     """The G → ∞ limit of w_grpo(p, G): 1/√(p(1 − p)), so that GRPO follows the gradient of
     Σ_s 2·arcsin√p_s instead of Σ_s p_s (d/dp 2 arcsin√p = 1/√(p(1−p)))."""
@@ -318,22 +265,3 @@ def grpo_large_group_weight(p: Tensor) -> Tensor:
 def n_group_outcomes(n_actions: int, group_size: int) -> tuple[int, int]:
     """(A^G ordered groups, C(G + A − 1, A − 1) count vectors)."""
     return n_actions ** group_size, math.comb(group_size + n_actions - 1, n_actions - 1)
-
-
-__all__ = [
-    "GROUP_LOCAL",
-    "binary_group_weight",
-    "binomial_zero_variance",
-    "context_gradients",
-    "context_weights",
-    "counts_to_sequences",
-    "difficulty_bandit",
-    "exact_group_moments",
-    "group_counts",
-    "group_estimates",
-    "group_sequences",
-    "grpo_large_group_weight",
-    "n_group_outcomes",
-    "sample_groups",
-    "zero_variance_probability",
-]

@@ -4,18 +4,18 @@ One step of :func:`grpo_train` is the whole of the GRPO family's pipeline on a l
 
 1. **Rollout** (trajectory factor). Draw ``prompts_per_step`` problems x ~ ρ(x), repeat each
    G = ``group_size`` times (groups contiguous) and sample one response per row,
-   y ~ π_θold(·|x), with :func:`pgbook.gpt.sample`.
+   y ~ π_θold(·|x), with :func:`pgbook.worlds.gpt.sample`.
 2. **Reward** (reward factor). R_i = R(x_i, y_i) from the task's verifier; with the KL *in
    the reward* (``kl="k1_in_reward"``), R_i ← R_i − β Σ_t sg[log π_θold − log π_ref](y_it)
-   (:func:`pgbook.losses.kl_in_reward`).
+   (:func:`pgbook.kl.kl_in_reward`).
 3. **Advantages** (reward side). Â_i from the group (``advantage``, e.g. GRPO's z-score
-   (R_i − μ_G)/(σ_G + ε)), copied to every response token (:mod:`pgbook.advantages`).
+   (R_i − μ_G)/(σ_G + ε)), copied to every response token (:mod:`pgbook.reward.advantages`).
 4. **Old and reference log-probs.** log π_θold(y_t|h_t) is *recomputed* by the trainer's
    forward pass (not taken from sampling), so on the first epoch log π_θ − log π_θold is
    exactly 0 and every ratio is exactly 1; the sampled log-probs are kept only to measure
    the rollout–trainer mismatch. log π_ref comes from a frozen copy of the starting model.
 5. **μ = ``epochs_per_batch`` epochs** over the batch (each split into ``minibatches``
-   whole groups), each minibatch one optimiser step on :func:`pgbook.rl.policy_loss`:
+   whole groups), each minibatch one optimiser step on :func:`pgbook.methods.policy_loss`:
 
        L(θ) = aggregate_{i,t}( −min(r_it Â_i, clip(r_it, 1−ε, 1+ε_high) Â_i) + β k(log π_θ, log π_ref) ),
        r_it = π_θ(y_it|h_it) / π_θold(y_it|h_it)      (a ratio and a clip *per token*).
@@ -24,7 +24,7 @@ Shapes: B = prompts_per_step · G responses of T = P + N tokens (prompt P, respo
 ``task.max_new_tokens``); log-probs and masks (B, T), rewards and advantages (B,).
 Everything runs on the device and dtype of the model's parameters (the generator must live
 on that device); log-probs are float32 for a bfloat16 or float32 model and float64 for a
-float64 model (:mod:`pgbook.tokens`).
+float64 model (:mod:`pgbook.trajectory.tokens`).
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from . import advantages as _adv
-from . import losses as _losses
-from . import rl as _rl
-from ._validate import check_positive, check_positive_int
-from .gpt import logprobs, sample
-from .tokens import entropy_from_logits, token_logprobs
+from .. import kl as _kl
+from .. import methods as _methods
+from .._validate import check_generator, check_positive, check_positive_int
+from ..registry import components, get, resolve
+from ..reward import advantages as _adv
+from ..trajectory.tokens import entropy_from_logits, token_logprobs
+from ..worlds.gpt import logprobs, sample
 
 #: what :class:`GRPOHistory` records per step, in this order
 METRICS = ("reward", "kl_ref", "clip_fraction", "entropy", "zero_variance_groups", "loss",
@@ -118,8 +119,8 @@ class GRPOHistory:
 
 def _trainer_logprobs(model, tokens: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     """log π(tokens[:, t] | tokens[:, :t]) (B, T) and the per-position entropy (B, T) from one
-    forward pass, aligned like :func:`pgbook.gpt.logprobs` (column 0 is 0). Same arithmetic
-    as :func:`pgbook.gpt.logprobs`, so the log-probs are bit-identical to it."""
+    forward pass, aligned like :func:`pgbook.worlds.gpt.logprobs` (column 0 is 0). Same arithmetic
+    as :func:`pgbook.worlds.gpt.logprobs`, so the log-probs are bit-identical to it."""
     z = model(tokens[:, :-1])
     if temperature != 1.0:
         z = z / temperature
@@ -130,13 +131,16 @@ def _trainer_logprobs(model, tokens: Tensor, temperature: float) -> tuple[Tensor
 
 
 def _resolve(method: str, overrides: dict) -> dict:
-    cfg = _rl.method_config(method)
+    cfg = _methods.method_config(method)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    if cfg["advantage"] not in _adv.GROUP_ADVANTAGES:
-        raise ValueError(f"advantage: expected one of {sorted(_adv.GROUP_ADVANTAGES)} (a group "
-                         f"estimator), got {cfg['advantage']!r}")
-    if cfg["policy_loss"] is None:
-        raise ValueError(f"method {method!r} has no policy loss; pass loss=...")
+    form = get("advantage", cfg["advantage"]).form
+    if form not in ("group", "batch"):
+        ok = sorted(c.name for c in components("advantage") if c.form in ("group", "batch"))
+        raise ValueError(f"advantage: expected a group estimator (one of {ok}), got "
+                         f"{cfg['advantage']!r} (form {form!r})")
+    resolve("policy_loss", cfg["policy_loss"], "token", what="loss")
+    resolve("aggregation", cfg["aggregation"], "token", what="aggregation")
+    get("kl", cfg["kl"])
     return cfg
 
 
@@ -144,9 +148,9 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                generator: torch.Generator, method: str = "GRPO", advantage: str | None = None,
                loss: str | None = None, aggregation: str | None = None, kl: str | None = None,
                beta: float = 0.0, ref_model=None, epochs_per_batch: int = 1,
-               minibatches: int = 1, eps: float = 0.2, eps_high: float | None = None,
+               minibatches: int = 1, eps_low: float | None = None, eps_high: float | None = None,
                lr: float = 1e-3, max_grad_norm: float | None = 1.0,
-               temperature: float = 1.0, adv_eps: float = 1e-6, partial_reward: bool = False,
+               temperature: float = 1.0, std_eps: float | None = None, partial_reward: bool = False,
                stop_at: float | None = None, window: int = 5, optimizer=None,
                progress: bool = True, desc: str | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
@@ -159,10 +163,10 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     updates.
 
     Args:
-        model: a :class:`pgbook.gpt.GPT` (any module (B, T) ids → (B, T, V) logits with a
+        model: a :class:`pgbook.worlds.gpt.GPT` (any module (B, T) ids → (B, T, V) logits with a
             ``config.block_size``), trained in place.
-        task: a :class:`pgbook.tasks.Task` (prompts, targets, ``reward``).
-        method: a registered method whose pieces are used (:func:`pgbook.rl.method_config`),
+        task: a :class:`pgbook.worlds.tasks.Task` (prompts, targets, ``reward``).
+        method: a registered method whose pieces are used (:func:`pgbook.methods.method_config`),
             e.g. ``"GRPO"``, ``"GRPO (DeepSeekMath)"`` (k3 KL in the loss), ``"Dr. GRPO"``,
             ``"RLOO"``; ``advantage``, ``loss``, ``aggregation`` and ``kl`` override single
             pieces (``kl``: ``"none"``, ``"k1_loss"``, ``"k2_loss"``, ``"k3_loss"`` or
@@ -172,22 +176,24 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             the start. Its KL is always recorded (``kl_ref``), whatever β.
         epochs_per_batch: μ, passes over each batch; ``minibatches`` whole-group minibatches
             per pass (must divide ``prompts_per_step``, shuffled with ``generator``).
-        eps, eps_high: the clip range [1 − ε, 1 + ε_high] (ε_high defaults to ε).
+        eps_low, eps_high: the clip range [1 − ε_low, 1 + ε_high] of a clipped loss
+            (default: the loss's own, ε_low = 0.2 and ε_high = ε_low for "ppo_clip").
         lr, max_grad_norm: AdamW learning rate (β = (0.9, 0.99), no weight decay) and the
             gradient-norm clip (None: no clipping); pass ``optimizer`` to use your own.
         temperature: sampling temperature; the trainer's log-probs use the same one.
-        adv_eps: ε of the group z-score; ``partial_reward``: the task's partial reward.
+        std_eps: ε of a z-score advantage (σ_G + ε; default: the estimator's own, 1e-6);
+            ``partial_reward``: the task's partial reward.
         stop_at: stop once the ``window``-step moving average of the reward reaches it.
         progress: a tqdm bar (``desc`` its label) showing the reward and KL.
     """
     from tqdm.auto import trange
 
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module (a pgbook.gpt.GPT), got "
+        raise ValueError(f"model: expected a torch.nn.Module (a pgbook.worlds.gpt.GPT), got "
                          f"{type(model).__name__}")
     for name in ("sample", "reward", "max_new_tokens"):
         if not hasattr(task, name):
-            raise ValueError(f"task: expected a pgbook.tasks.Task (with .{name}), got "
+            raise ValueError(f"task: expected a pgbook.worlds.tasks.Task (with .{name}), got "
                              f"{type(task).__name__}")
     steps = check_positive_int(steps, "steps")
     n_prompts = check_positive_int(prompts_per_step, "prompts_per_step")
@@ -201,9 +207,10 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     if G < 2:
         raise ValueError(f"group_size: expected at least 2 responses per prompt (a group "
                          f"baseline needs two), got {G}")
-    check_positive(eps, "eps")
-    if eps >= 1:
-        raise ValueError(f"eps: expected a number in (0, 1), got {eps}")
+    if eps_low is not None:
+        check_positive(eps_low, "eps_low")
+        if eps_low >= 1:
+            raise ValueError(f"eps_low: expected a number in (0, 1), got {eps_low}")
     if eps_high is not None:
         check_positive(eps_high, "eps_high")
     beta = check_positive(beta, "beta", allow_zero=True)
@@ -211,8 +218,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     if max_grad_norm is not None:
         max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
     tau = check_positive(temperature, "temperature")
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+    check_generator(generator)
     param = next(model.parameters(), None)
     if param is None:
         raise ValueError("model: expected a model with parameters, got none")
@@ -235,6 +241,8 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
         raise ValueError(f"beta: method {method!r} has no KL term (kl='none'), so beta must be 0, "
                          f"got {beta}; choose kl='k3_loss' (or another placement)")
     in_reward = kl_name == "k1_in_reward"
+    adv_options = {} if std_eps is None else {"std_eps": check_positive(std_eps, "std_eps",
+                                                                        allow_zero=True)}
     kl_loss = "none" if in_reward else kl_name
 
     if ref_model is None:
@@ -268,12 +276,14 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             old, ent = _trainer_logprobs(model, s.tokens, tau)
             ref = logprobs(ref_model, s.tokens, tau).to(old.dtype)
             zero = old.new_zeros(())
-            k3 = torch.where(m, _losses.kl_estimate(torch.where(m, old, zero),
+            k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
                                                     torch.where(m, ref, zero), "k3"), zero)
             # 3. rewards (KL-shaped if the KL sits in the reward) and group advantages
-            shaped = _losses.kl_in_reward(R, old, ref, mask, beta) if in_reward and beta > 0 else R
-            adv = _adv.GROUP_ADVANTAGES[cfg["advantage"]](shaped, G, adv_eps)
-            adv_tok = _adv.broadcast_to_tokens(adv.to(old.dtype), mask)
+            shaped = _kl.kl_in_reward(R, old, ref, mask, beta) if in_reward and beta > 0 else R
+            adv = _adv.compute_advantages(shaped, cfg["advantage"], group_size=G, mask=mask,
+                                          **adv_options)
+            adv_tok = adv.to(old.dtype) * mask if adv.dim() == 2 else \
+                _adv.broadcast_to_tokens(adv.to(old.dtype), mask)
         # 4. μ epochs of minibatch updates on the clipped per-token loss
         losses, clips, rmax, first_err = [], [], [], None
         for _epoch in range(mu):
@@ -285,9 +295,9 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                 lp = logprobs(model, s.tokens[idx], tau)
                 if first_err is None:
                     first_err = (lp.detach() - old[idx]).abs().masked_fill(~m[idx], 0).max()
-                value, met = _rl.policy_loss(
+                value, met = _methods.policy_loss(
                     lp, old[idx], adv_tok[idx], mask[idx], loss=cfg["policy_loss"],
-                    aggregation=cfg["aggregation"], eps_low=eps, eps_high=eps_high,
+                    aggregation=cfg["aggregation"], eps_low=eps_low, eps_high=eps_high,
                     ref_logp=ref[idx] if kl_loss != "none" else None, kl=kl_loss,
                     beta=beta if kl_loss != "none" else 0.0, max_tokens=N)
                 opt.zero_grad(set_to_none=True)
@@ -325,7 +335,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                 break
     bar.close()
     config = dict(method=method, **cfg, beta=beta, group_size=G, prompts_per_step=n_prompts,
-                  epochs_per_batch=mu, minibatches=n_mb, eps=eps, eps_high=eps_high, lr=lr,
+                  epochs_per_batch=mu, minibatches=n_mb, eps_low=eps_low, eps_high=eps_high, lr=lr,
                   max_grad_norm=max_grad_norm, temperature=tau, task=repr(task))
     return GRPOHistory(**{k: torch.tensor(v, dtype=torch.float64) for k, v in rec.items()},
                        config=config)

@@ -8,10 +8,10 @@ r_θ = π_θ(a|s) / π_old(a|s):
     L_KL(θ)   = L_IS(θ) − β · (1/N) Σ_i KL(π_old(·|s_i) ‖ π_θ(·|s_i))   (PPO-KL; fixed or adaptive β)
     L_clip(θ) = (1/N) Σ_i min(r_θ,i A_i, clip(r_θ,i, 1 − ε, 1 + ε) A_i)  (PPO-clip; dual clip for A < 0)
 
-The per-sample terms are :mod:`pgbook.losses` (``importance_weighted_loss``,
+The per-sample terms are :mod:`pgbook.trajectory.losses` (``importance_weighted_loss``,
 ``ppo_clip_loss``) with their sign flipped (losses are minimised, objectives maximised).
 The KL over the batch's states is exact over actions (the bandit lists every action), as in
-Schulman et al. (2017); :func:`pgbook.proximal.exact_kl` gives the ρ-weighted KL the chapter
+Schulman et al. (2017); :func:`pgbook.exact.bandits.exact_kl` gives the ρ-weighted KL the chapter
 reports as the true distance moved.
 
 Shapes: a batch holds N samples, (N,), or M independent batches, (M, N); θ is (P,) or
@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from . import registry
-from ._validate import (
+from .._validate import (
     check_finite,
     check_index,
     check_positive,
@@ -36,17 +35,10 @@ from ._validate import (
     check_same_device,
     check_tensor,
 )
-from .bandits import Bandit, SoftmaxPolicy
-from .estimators import sample_weights
-from .losses import clip_fraction, importance_weighted_loss, ppo_clip_loss
-from .proximal import exact_kl, state_kl
-from .registry import register, register_method
-
-try:  # the parent method "Off-policy PG (IS)" lives there when it exists (chapter 05)
-    from . import offpolicy as _offpolicy  # noqa: F401
-except ModuleNotFoundError as _e:  # pragma: no cover - depends on which chapters have landed
-    if _e.name != "pgbook.offpolicy":
-        raise
+from ..exact.bandits import exact_kl, state_kl
+from ..reward.baselines import sample_weights
+from ..trajectory.losses import clip_fraction, importance_weighted_loss, ppo_clip_loss
+from ..worlds.bandits import Bandit, SoftmaxPolicy
 
 
 @dataclass(frozen=True)
@@ -92,7 +84,7 @@ def collect(bandit: Bandit, policy: SoftmaxPolicy, theta_old: Tensor, n: int | t
             generator: torch.Generator, baseline="value") -> PPOBatch:
     """Sample s ~ ρ, a ~ π_old(·|s), r from the bandit (``n`` = N or (M, N)) and weight
     each sample by A_i = r_i − b(s_i) for ``baseline`` (default: the exact V_old(s), so A
-    is the advantage under π_old; see :func:`pgbook.estimators.get_baseline`)."""
+    is the advantage under π_old; see :func:`pgbook.reward.baselines.get_baseline`)."""
     theta_old = theta_old.detach()
     raw = bandit.sample(policy.probs(theta_old), n, generator)
     adv = sample_weights(bandit, policy, theta_old, raw, baseline)
@@ -114,32 +106,32 @@ def _logp(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch) -> Tensor:
     return torch.gather(flat, -1, batch.s * policy.n_actions + batch.a)
 
 
-def _check_eps(eps) -> float | None:
+def _check_eps(eps_low) -> float | None:
     """ε must be None (no clip) or a number in (0, 1)."""
-    if eps is None:
+    if eps_low is None:
         return None
-    v = check_positive(eps, "eps")
+    v = check_positive(eps_low, "eps_low")
     if v >= 1:
-        raise ValueError(f"eps: expected a number in (0, 1), got {v}")
+        raise ValueError(f"eps_low: expected a number in (0, 1), got {v}")
     return v
 
 
-def surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch, eps: float | None = None,
+def surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch, eps_low: float | None = None,
               eps_high: float | None = None, dual_clip: float | None = None) -> Tensor:
     """The batch surrogate, a mean over the last (sample) dimension, shape () or (M,):
 
-    ``eps=None``: L_IS(θ) = (1/N) Σ_i r_θ,i A_i (the importance-sampled surrogate; its
+    ``eps_low=None``: L_IS(θ) = (1/N) Σ_i r_θ,i A_i (the importance-sampled surrogate; its
     gradient at θ = θ_old is exactly the score-function estimate (1/N) Σ_i A_i ∇log π(a_i|s_i));
-    ``eps=ε``: PPO's clipped surrogate (1/N) Σ_i min(r A, clip(r, 1 − ε, 1 + ε_high) A),
+    ``eps_low=ε``: PPO's clipped surrogate (1/N) Σ_i min(r A, clip(r, 1 − ε, 1 + ε_high) A),
     with ``dual_clip=c`` the A < 0 terms bounded below by c·A.
     """
     logp = _logp(policy, theta, batch)
-    if eps is None:
+    if eps_low is None:
         if eps_high is not None or dual_clip is not None:
-            raise ValueError("eps_high and dual_clip need a clip range eps")
+            raise ValueError("eps_high and dual_clip need a clip range eps_low")
         terms = -importance_weighted_loss(logp, batch.adv, batch.old_logp)
     else:
-        terms = -ppo_clip_loss(logp, batch.adv, batch.old_logp, eps_low=_check_eps(eps),
+        terms = -ppo_clip_loss(logp, batch.adv, batch.old_logp, eps_low=_check_eps(eps_low),
                                eps_high=eps_high, dual_clip=dual_clip)
     return terms.mean(-1)
 
@@ -153,12 +145,13 @@ def batch_kl(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch) -> Tensor:
     return torch.gather(kl_s, -1, batch.s).mean(-1)
 
 
-def ppo_objective(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch, eps: float | None = None,
+def ppo_objective(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch,
+                  eps_low: float | None = None,
                   eps_high: float | None = None, dual_clip: float | None = None,
                   beta: float | Tensor = 0.0) -> Tensor:
     """What a PPO epoch maximises: :func:`surrogate` − β · :func:`batch_kl`; () or (M,).
     ``beta`` may be a tensor of shape (M,) (one β per run). Factor of J(θ): trajectory."""
-    obj = surrogate(policy, theta, batch, eps, eps_high, dual_clip)
+    obj = surrogate(policy, theta, batch, eps_low, eps_high, dual_clip)
     if isinstance(beta, Tensor) or float(beta) != 0.0:
         obj = obj - beta * batch_kl(policy, theta, batch)
     return obj
@@ -213,20 +206,20 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 def run_epochs(bandit: Bandit, policy: SoftmaxPolicy, batch: PPOBatch, epochs: int, lr: float,
-               eps: float | None = None, eps_high: float | None = None,
+               eps_low: float | None = None, eps_high: float | None = None,
                dual_clip: float | None = None, beta: float = 0.0,
                optimizer: str = "adam") -> PPOHistory:
     """``epochs`` full-batch gradient steps on :func:`ppo_objective` from θ_old, recording
     after each: the unclipped surrogate L_IS, the objective, exact J, exact KL(π_old‖π_θ).
 
-    ``eps=None`` and ``beta=0`` is the plain importance-sampled surrogate (no proximity at
-    all); ``beta > 0`` is PPO-KL with a fixed β; ``eps`` is PPO-clip (``dual_clip`` adds the
+    ``eps_low=None`` and ``beta=0`` is the plain importance-sampled surrogate (no proximity
+    at all); ``beta > 0`` is PPO-KL with a fixed β; ``eps_low`` is PPO-clip (``dual_clip`` adds the
     dual clip). A (M, N) batch runs M independent runs at once (θ of shape (M, P)).
     ``optimizer``: ``"adam"`` (as PPO is used) or ``"sgd"`` (plain gradient ascent).
     """
     check_positive_int(epochs, "epochs")
     lr = check_positive(lr, "lr")
-    eps = _check_eps(eps)
+    eps_low = _check_eps(eps_low)
     beta = check_positive(beta, "beta", allow_zero=True)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
@@ -239,7 +232,7 @@ def run_epochs(bandit: Bandit, policy: SoftmaxPolicy, batch: PPOBatch, epochs: i
     param = torch.nn.Parameter(th0.clone())
     opt = (torch.optim.Adam([param], lr=lr) if optimizer == "adam"
            else torch.optim.SGD([param], lr=lr))
-    opts = dict(eps=eps, eps_high=eps_high, dual_clip=dual_clip)
+    opts = dict(eps_low=eps_low, eps_high=eps_high, dual_clip=dual_clip)
 
     rows: dict[str, list] = {k: [] for k in ("surrogate", "objective", "J", "kl", "batch_kl",
                                              "clip_frac")}
@@ -250,12 +243,12 @@ def run_epochs(bandit: Bandit, policy: SoftmaxPolicy, batch: PPOBatch, epochs: i
             rows["surrogate"].append(surrogate(policy, t, batch))
             rows["objective"].append(ppo_objective(policy, t, batch, beta=beta, **opts))
             rows["J"].append(bandit.J(policy.probs(t)))
-            rows["kl"].append(exact_kl(bandit, policy, batch.theta_old, t))
+            rows["kl"].append(exact_kl(bandit, policy.log_probs(batch.theta_old), policy.log_probs(t)))
             rows["batch_kl"].append(batch_kl(policy, t, batch))
-            if eps is None:
+            if eps_low is None:
                 rows["clip_frac"].append(torch.zeros_like(rows["J"][-1]))
             else:
-                cf = clip_fraction(logp, batch.old_logp, batch.adv, eps, eps_high)
+                cf = clip_fraction(logp, batch.old_logp, batch.adv, eps_low, eps_high)
                 rows["clip_frac"].append(cf.to(t.dtype).mean(-1))
 
     record(param.detach())
@@ -272,7 +265,8 @@ def run_epochs(bandit: Bandit, policy: SoftmaxPolicy, batch: PPOBatch, epochs: i
 
 def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterations: int,
                    n_samples: int, generator: torch.Generator, epochs: int, lr: float,
-                   eps: float | None = None, beta: float = 0.0, kl_target: float | None = None,
+                   eps_low: float | None = None, beta: float = 0.0,
+                   kl_target: float | None = None,
                    baseline="value", optimizer: str = "adam") -> dict:
     """PPO's outer loop: ``iterations`` times collect N samples from the current policy,
     run ``epochs`` epochs (:func:`run_epochs`), then, with ``kl_target`` = d_targ, adapt β
@@ -288,7 +282,7 @@ def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterat
     Js, kls, betas = [bandit.J(policy.probs(theta))], [], []
     for _ in range(iterations):
         batch = collect(bandit, policy, theta, n_samples, generator, baseline)
-        hist = run_epochs(bandit, policy, batch, epochs, lr, eps=eps, beta=beta,
+        hist = run_epochs(bandit, policy, batch, epochs, lr, eps_low=eps_low, beta=beta,
                           optimizer=optimizer)
         theta = hist.theta
         Js.append(hist.J[-1])
@@ -299,31 +293,6 @@ def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterat
     return dict(J=torch.stack(Js), kl=torch.stack(kls), beta=torch.stack(betas), theta=theta)
 
 
-# -- the map ------------------------------------------------------------------------------------
-@register("policy_loss", "ppo_dual_clip", side="trajectory",
-          summary="PPO clip with the dual clip: A < 0 terms capped at −c·A")
-def ppo_dual_clip_loss(logp: Tensor, advantages: Tensor, old_logp: Tensor, eps_low: float = 0.2,
-                       eps_high: float | None = None, dual_clip: float = 3.0) -> Tensor:
-    """:func:`pgbook.losses.ppo_clip_loss` with the dual clip on (Ye et al. 2020): for
-    A < 0 the loss is at most −c·A, so one sample with a huge ratio on a bad action cannot
-    dominate the update. Factor of J(θ): trajectory."""
-    return ppo_clip_loss(logp, advantages, old_logp, eps_low=eps_low, eps_high=eps_high,
-                         dual_clip=dual_clip)
-
-
-_PARENT = "Off-policy PG (IS)" if "Off-policy PG (IS)" in registry._METHODS else "REINFORCE + baseline"
-register_method("PPO-KL", _PARENT, policy_loss="importance_weighted", kl="kl_penalty",
-                fixes="reusing one batch for many epochs drifts far from π_old, where the "
-                      "importance-sampled surrogate no longer tracks J",
-                chapter="07", reference="Schulman et al. 2017 (adaptive KL penalty)")
-register_method("PPO-clip", _PARENT, policy_loss="ppo_clip",
-                fixes="the same drift, bounded without a β to tune: the ratio's gradient is "
-                      "cut once it leaves [1 − ε, 1 + ε]",
-                chapter="07", reference="Schulman et al. 2017")
-register_method("PPO dual-clip", "PPO-clip", policy_loss="ppo_dual_clip",
-                fixes="for A < 0 the clipped term min(rA, clip(r)A) = rA is unbounded as r grows",
-                chapter="07", reference="Ye et al. 2020")
-
 __all__ = [
     "PPOBatch",
     "PPOHistory",
@@ -331,7 +300,6 @@ __all__ = [
     "batch_kl",
     "collect",
     "make_batch",
-    "ppo_dual_clip_loss",
     "ppo_iterations",
     "ppo_objective",
     "run_epochs",

@@ -1,0 +1,30 @@
+"""Exact analysis on the enumerable worlds, and statistics of Monte-Carlo estimates.
+
+* :mod:`~pgbook.exact.stats`: many estimates at a fixed θ and their statistics
+  (:class:`EstimatorStats`), cosine and relative error against the exact gradient;
+* :mod:`~pgbook.exact.bandits`: J, ∇J, the exact moments of the score-function estimator,
+  baseline bias, the KL between two bandit policies (Part I);
+* :mod:`~pgbook.exact.offpolicy`: importance sampling's exact variance and bias (chapter 05);
+* :mod:`~pgbook.exact.proximal`: Fisher information, natural gradient, proximal steps
+  (chapter 06);
+* :mod:`~pgbook.exact.groups`: exact moments of group estimators (chapter 08);
+* :mod:`~pgbook.exact.seqlm`: J, ∇J, KLs and estimator moments on the enumerable LM
+  (chapters 09 on).
+"""
+
+from . import bandits, groups, offpolicy, proximal, seqlm, stats
+from .stats import EstimatorStats, cosine, estimates_from_loss, relative_error, variance_difference
+
+__all__ = [
+    "EstimatorStats",
+    "bandits",
+    "cosine",
+    "estimates_from_loss",
+    "groups",
+    "offpolicy",
+    "proximal",
+    "relative_error",
+    "seqlm",
+    "stats",
+    "variance_difference",
+]

@@ -1,0 +1,128 @@
+"""KL to a reference policy: a regulariser whose *placement* decides its side of J(θ).
+
+With samples y ~ π_θ and log r = log π_ref(y) − log π_θ(y) (Schulman 2020):
+
+    k1 = −log r,      k2 = ½ (log r)²,      k3 = r − 1 − log r.
+
+Each estimates KL(π_θ ‖ π_ref) (k1 and k3 unbiased, k2 biased), but as *losses* their
+gradients differ (chapter 11): E[∇k1] = 0, E[∇k2] = ∇KL(π_θ‖π_ref) and E[∇k3] =
+∇KL(π_ref‖π_θ) for a single categorical step; summed over the tokens of a response the
+token-level versions are not the gradients of the sequence KLs (Tang & Munos 2025).
+
+Two placements, per token t of response i (logp = log π_θ(y_t|h_t), ref_logp = log π_ref):
+
+    in the loss:    per-token loss += β · k(logp, ref_logp)       trajectory side
+    in the reward:  R_i ← R_i − β Σ_t m_it · sg[k1]                reward side
+
+The reward placement changes the scalar that weights ∇log p_θ(τ) (:func:`kl_in_reward`);
+with the score function it gives the exact gradient of J − β·KL(π_θ‖π_ref). The loss
+placement differentiates the estimator itself. Registered placements (kind ``"kl"``) share
+the signature ``fn(logp, ref_logp) -> per-token term``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._validate import (
+    check_finite,
+    check_pair,
+    check_positive,
+    check_same_device,
+    check_same_shape,
+    check_tensor,
+)
+from .registry import register, register_label
+
+__all__ = [
+    "k1_in_reward",
+    "k1_loss",
+    "k2_loss",
+    "k3_loss",
+    "kl_estimate",
+    "kl_in_reward",
+]
+
+
+register_label("kl", "none", side="trajectory", summary="no KL term")
+register_label("kl", "kl_penalty", side="trajectory",
+               summary="β·KL(π_old‖π_θ) subtracted from the surrogate (PPO-KL)")
+
+
+def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
+    """Per-element KL(π_θ‖π_ref) estimator k1, k2 or k3 on samples from π_θ.
+
+    ``logp`` = log π_θ(y), ``ref_logp`` = log π_ref(y), same shape. Differentiable in
+    ``logp`` (use it as a loss) — detach it to use the value in the reward.
+    """
+    check_pair(logp, ref_logp, "logp", "ref_logp")
+    check_finite(ref_logp, "ref_logp")
+    lr = ref_logp.to(logp.dtype) - logp
+    if kind == "k1":
+        return -lr
+    if kind == "k2":
+        return 0.5 * lr * lr
+    if kind == "k3":
+        return torch.expm1(lr) - lr
+    raise ValueError(f"kind: expected 'k1', 'k2' or 'k3', got {kind!r}")
+
+
+def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float,
+                 kind: str = "k1") -> Tensor:
+    """R_i − β Σ_t m_{i,t} · sg[k(log π_θ(y_t), log π_ref(y_t))], shape (N,).
+
+    ``rewards`` (N,), ``logp``/``ref_logp``/``mask`` (N, T). With ``kind="k1"`` the summed
+    term is Σ_t (log π_θ − log π_ref)(y_t) = log π_θ(y|x)/π_ref(y|x), whose expectation is
+    KL(π_θ‖π_ref) of the whole response: R − β·k1 is the KL-regularised reward, and the
+    score-function gradient of E[R − β log π_θ/π_ref] is the exact gradient of
+    J − β·KL(π_θ‖π_ref) (chapter 11). The KL is detached: it changes the weight of
+    ∇log p_θ(τ), not p_θ. Factor of J(θ): reward. Returned in the rewards' dtype.
+    """
+    check_tensor(rewards, "rewards", ndim=1, floating=True)
+    check_tensor(mask, "mask", ndim=2)
+    check_pair(logp, ref_logp, "logp", "ref_logp")
+    check_same_shape(logp, mask, "logp", "mask")
+    check_same_device(rewards=rewards, logp=logp, mask=mask)
+    if logp.dim() != 2 or logp.shape[0] != rewards.shape[0]:
+        raise ValueError(f"logp: expected shape ({rewards.shape[0]}, T) (one row per reward), "
+                         f"got {tuple(logp.shape)}")
+    check_finite(rewards, "rewards")
+    beta = check_positive(beta, "beta", allow_zero=True)
+    m = mask.to(torch.bool)
+    lp = torch.where(m, logp.detach(), torch.zeros((), dtype=logp.dtype, device=logp.device))
+    rl = torch.where(m, ref_logp.detach().to(logp.dtype),
+                     torch.zeros((), dtype=logp.dtype, device=logp.device))
+    k = torch.where(m, kl_estimate(lp, rl, kind), torch.zeros((), dtype=logp.dtype, device=logp.device))
+    return rewards - (beta * k.sum(-1)).to(rewards.dtype)
+
+
+@register("kl", "k1_in_reward", side="reward", form="reward",
+          summary="R − β·Σ_t sg[log π_θ − log π_ref]: KL-regularised reward")
+def k1_in_reward(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """The per-token term sg[log π_θ − log π_ref] that :func:`kl_in_reward` sums and
+    subtracts from R (detached: a number, not a loss)."""
+    return kl_estimate(logp.detach(), ref_logp, "k1")
+
+
+@register("kl", "k1_loss", side="trajectory", form="token", summary="+β·(log π_θ − log π_ref) in the loss")
+def k1_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k1 = log π_θ − log π_ref as a loss term. Its expected gradient on samples
+    from π_θ is zero (E[∇log π_θ] = 0): as a loss it does nothing on average (chapter 11)."""
+    return kl_estimate(logp, ref_logp, "k1")
+
+
+@register("kl", "k2_loss", side="trajectory", form="token", summary="+β·½(log π_θ − log π_ref)² in the loss")
+def k2_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k2 = ½ (log π_ref − log π_θ)² as a loss term; its expected gradient is
+    ∇KL(π_θ‖π_ref) (the reverse KL, for a single categorical step)."""
+    return kl_estimate(logp, ref_logp, "k2")
+
+
+@register("kl", "k3_loss", side="trajectory", form="token",
+          summary="+β·(π_ref/π_θ − 1 − log π_ref/π_θ) in the loss (GRPO)")
+def k3_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k3 = r − 1 − log r, r = π_ref/π_θ, as a loss term (DeepSeekMath's GRPO).
+    An unbiased, non-negative estimate of KL(π_θ‖π_ref), but its expected gradient is
+    ∇KL(π_ref‖π_θ), the forward KL (chapter 11)."""
+    return kl_estimate(logp, ref_logp, "k3")

@@ -1,0 +1,13 @@
+"""Training loops, each an algorithm top to bottom.
+
+* :mod:`~pgbook.train.reinforce`: on-policy REINFORCE on bandits (vectorised over runs),
+  the weighted-MLE view and SFT (chapter 04);
+* :mod:`~pgbook.train.ppo`: PPO's epochs on one batch, and its outer loop, on bandits
+  (chapter 07);
+* :mod:`~pgbook.train.grpo`: the GRPO-family trainer for a language model (chapter 11 on).
+"""
+
+from . import grpo, ppo, reinforce
+from .grpo import GRPOHistory, grpo_train
+
+__all__ = ["GRPOHistory", "grpo", "grpo_train", "ppo", "reinforce"]

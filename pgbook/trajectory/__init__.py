@@ -1,0 +1,50 @@
+"""The trajectory side of J(θ): what changes ∇log p_θ(τ) and which samples enter.
+
+* :mod:`~pgbook.trajectory.tokens`: token log-probs from logits, response masks, entropy;
+* :mod:`~pgbook.trajectory.losses`: policy losses (score function, importance-weighted,
+  PPO clip and dual clip), ratios and the clip fraction;
+* :mod:`~pgbook.trajectory.importance`: importance weights, IS estimates, effective
+  sample size.
+"""
+
+from . import importance, losses, tokens
+from .importance import effective_sample_size, importance_weights, is_estimate
+from .losses import (
+    clip_fraction,
+    importance_weighted_loss,
+    log_ratio,
+    ppo_clip_loss,
+    ppo_dual_clip_loss,
+    ratio,
+    score_function_loss,
+    token_pg_loss,
+)
+from .tokens import (
+    entropy_from_logits,
+    naive_token_logprobs,
+    response_mask,
+    sequence_logprob,
+    token_logprobs,
+)
+
+__all__ = [
+    "clip_fraction",
+    "effective_sample_size",
+    "entropy_from_logits",
+    "importance",
+    "importance_weighted_loss",
+    "importance_weights",
+    "is_estimate",
+    "log_ratio",
+    "losses",
+    "naive_token_logprobs",
+    "ppo_clip_loss",
+    "ppo_dual_clip_loss",
+    "ratio",
+    "response_mask",
+    "score_function_loss",
+    "sequence_logprob",
+    "token_logprobs",
+    "token_pg_loss",
+    "tokens",
+]

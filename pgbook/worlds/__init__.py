@@ -1,0 +1,36 @@
+"""The worlds the book runs its estimators in, from the smallest to the largest.
+
+* :mod:`~pgbook.worlds.bandits`: contextual bandits (Part I): J and ∇J by enumeration;
+* :mod:`~pgbook.worlds.seqlm`: an autoregressive tiny LM whose responses can all be listed;
+* :mod:`~pgbook.worlds.gpt`: a tiny GPT, a character tokenizer and batched sampling;
+* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT.
+"""
+
+from . import bandits, gpt, seqlm, tasks
+from .bandits import (
+    Bandit,
+    BanditBatch,
+    LinearSoftmax,
+    TabularSoftmax,
+    context_bandit,
+    difficulty_bandit,
+    noisy_bandit,
+    offset_bandit,
+    two_param_bandit,
+)
+
+__all__ = [
+    "Bandit",
+    "BanditBatch",
+    "LinearSoftmax",
+    "TabularSoftmax",
+    "bandits",
+    "context_bandit",
+    "difficulty_bandit",
+    "gpt",
+    "noisy_bandit",
+    "offset_bandit",
+    "seqlm",
+    "tasks",
+    "two_param_bandit",
+]
