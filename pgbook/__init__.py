@@ -15,7 +15,9 @@ method of the field changes one of them or both. The package is laid out the sam
 * :mod:`pgbook.exact`: exact analysis on the enumerable worlds (J, ∇J, moments of
   estimators, group statistics, off-policy and proximal tools) and estimator statistics;
 * :mod:`pgbook.train`: the REINFORCE loop, PPO epochs on bandits, the GRPO trainer;
-* :mod:`pgbook.plots`: the book's figures and widget helpers (imported on first use).
+* :mod:`pgbook.plots` and :mod:`pgbook.widgets`: the book's figures and its widget (a static
+  figure plus controls), and :mod:`pgbook.exercises`: the chapters' exercises and their
+  checkers (all three imported on first use, so ``import pgbook`` needs no matplotlib).
 
 ``import pgbook as pg`` registers every built-in piece and method, so
 ``pg.registry.register_method("Mine", "GRPO", advantage="my_advantage")`` works at once.
@@ -43,6 +45,7 @@ __all__ = [
     "__version__",
     "aggregation",
     "exact",
+    "exercises",
     "kl",
     "make_generator",
     "method",
@@ -52,14 +55,15 @@ __all__ = [
     "reward",
     "train",
     "trajectory",
+    "widgets",
     "worlds",
 ]
 
 
 def __getattr__(name: str):
-    # matplotlib is imported only when a figure is wanted
-    if name == "plots":
+    # matplotlib and ipywidgets are imported only when a figure or a widget is wanted
+    if name in ("plots", "widgets", "exercises"):
         import importlib
 
-        return importlib.import_module(".plots", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'pgbook' has no attribute {name!r}")

@@ -5,7 +5,7 @@ With samples y ~ π_θ and log r = log π_ref(y) − log π_θ(y) (Schulman 2020
     k1 = −log r,      k2 = ½ (log r)²,      k3 = r − 1 − log r.
 
 Each estimates KL(π_θ ‖ π_ref) (k1 and k3 unbiased, k2 biased), but as *losses* their
-gradients differ (chapter 11): E[∇k1] = 0, E[∇k2] = ∇KL(π_θ‖π_ref) and E[∇k3] =
+gradients differ (chapter 12): E[∇k1] = 0, E[∇k2] = ∇KL(π_θ‖π_ref) and E[∇k3] =
 ∇KL(π_ref‖π_θ) for a single categorical step; summed over the tokens of a response the
 token-level versions are not the gradients of the sequence KLs (Tang & Munos 2025).
 
@@ -76,7 +76,7 @@ def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, 
     term is Σ_t (log π_θ − log π_ref)(y_t) = log π_θ(y|x)/π_ref(y|x), whose expectation is
     KL(π_θ‖π_ref) of the whole response: R − β·k1 is the KL-regularised reward, and the
     score-function gradient of E[R − β log π_θ/π_ref] is the exact gradient of
-    J − β·KL(π_θ‖π_ref) (chapter 11). The KL is detached: it changes the weight of
+    J − β·KL(π_θ‖π_ref) (chapter 12). The KL is detached: it changes the weight of
     ∇log p_θ(τ), not p_θ. Factor of J(θ): reward. Returned in the rewards' dtype.
     """
     check_tensor(rewards, "rewards", ndim=1, floating=True)
@@ -108,7 +108,7 @@ def k1_in_reward(logp: Tensor, ref_logp: Tensor) -> Tensor:
 @register("kl", "k1_loss", side="trajectory", form="token", summary="+β·(log π_θ − log π_ref) in the loss")
 def k1_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Per-token k1 = log π_θ − log π_ref as a loss term. Its expected gradient on samples
-    from π_θ is zero (E[∇log π_θ] = 0): as a loss it does nothing on average (chapter 11)."""
+    from π_θ is zero (E[∇log π_θ] = 0): as a loss it does nothing on average (chapter 12)."""
     return kl_estimate(logp, ref_logp, "k1")
 
 
@@ -124,5 +124,5 @@ def k2_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
 def k3_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Per-token k3 = r − 1 − log r, r = π_ref/π_θ, as a loss term (DeepSeekMath's GRPO).
     An unbiased, non-negative estimate of KL(π_θ‖π_ref), but its expected gradient is
-    ∇KL(π_ref‖π_θ), the forward KL (chapter 11)."""
+    ∇KL(π_ref‖π_θ), the forward KL (chapter 12)."""
     return kl_estimate(logp, ref_logp, "k3")

@@ -309,7 +309,7 @@ register_method("GRPO", "PPO-clip", advantage="grpo",
 register_method("GRPO (DeepSeekMath)", "GRPO", aggregation="seq_mean_token_mean", kl="k3_loss",
                 fixes="the full recipe of the paper: per-sequence token means and a k3 KL loss "
                       "to π_ref",
-                chapter="11", reference="Shao et al. 2024, eq. 3 and 4")
+                chapter="12", reference="Shao et al. 2024, eq. 3 and 4")
 register_method("RLOO", "GRPO", advantage="rloo",
                 fixes="the group mean includes the sample itself: E[ĝ] = (G−1)/G ∇J; "
                       "leave-one-out removes it",
@@ -317,9 +317,9 @@ register_method("RLOO", "GRPO", advantage="rloo",
 register_method("Dr. GRPO", "GRPO", advantage="grpo_mean", aggregation="constant",
                 fixes="std division reweights prompts by difficulty; per-sequence means bias "
                       "length",
-                chapter="12", reference="Liu et al. 2025 (arXiv:2503.20783)")
+                chapter="13", reference="Liu et al. 2025 (arXiv:2503.20783)")
 register_method("REINFORCE++-baseline", "GRPO", advantage="grpo_batch_std",
                 fixes="per-group std over-weights nearly solved and nearly impossible prompts; "
                       "one batch-wide scale keeps the group-mean baseline without that "
                       "reweighting",
-                chapter="12", reference="Hu 2025 (arXiv:2501.03262)")
+                chapter="13", reference="Hu 2025 (arXiv:2501.03262)")

@@ -6,7 +6,7 @@ Every response of a :class:`~pgbook.worlds.seqlm.SeqSpace` can be listed, so
 
 is a finite, differentiable sum, and so are KLs between two policies over whole responses
 and the mean and covariance of any token-level estimator ĝ = Σ_t m_t w_t ∇log π_θ(y_t|h_t)
-(chapters 09–12). The token-level estimator is the trajectory side (a sum of per-token
+(chapters 09–17). The token-level estimator is the trajectory side (a sum of per-token
 scores); its weights w_t (the sequence reward broadcast to tokens, or the reward-to-go)
 are the reward side.
 
@@ -121,7 +121,7 @@ def exact_forward_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor,
 
     Differentiable in θ (the expectation is under the fixed reference).
 
-    Beware, for chapter 11: k3 summed over tokens and used as a loss on samples from π_θ
+    Beware, for chapter 12: k3 summed over tokens and used as a loss on samples from π_θ
     has expected gradient ∇ E_{y~π_θ}[Σ_t KL(π_ref(·|h_t) ‖ π_θ(·|h_t))] (per-token forward
     KLs on prefixes drawn from π_θ), which is *not* ∇ of this sequence-level forward KL once
     T > 1 (prefixes drawn from π_ref); the two coincide for a single token.
@@ -185,7 +185,7 @@ def exact_expected_gradient(policy: SeqPolicy, theta: Tensor, per_sequence_loss,
     loss on on-policy samples, = ∇_θ Σ_n sg(ρ(x_n) p_θ(y_n|x_n)) ℓ_θ(n) (one backward pass).
 
     ``per_sequence_loss(theta, seqs) -> (N,)`` is the loss of each enumerated response
-    (e.g. a surrogate, or a KL estimator summed over tokens, chapter 11). The sampling
+    (e.g. a surrogate, or a KL estimator summed over tokens, chapter 12). The sampling
     distribution is held fixed: this is what a sampled loss's gradient estimates.
     """
     seqs = _seqs(policy, seqs)

@@ -4,7 +4,7 @@
   the weighted-MLE view and SFT (chapter 04);
 * :mod:`~pgbook.train.ppo`: PPO's epochs on one batch, and its outer loop, on bandits
   (chapter 07);
-* :mod:`~pgbook.train.grpo`: the GRPO-family trainer for a language model (chapter 11 on).
+* :mod:`~pgbook.train.grpo`: the GRPO-family trainer for a language model (chapter 12 on).
 """
 
 from . import grpo, ppo, reinforce

@@ -1,4 +1,4 @@
-"""GRPO training of a tiny GPT on a task with a verifiable reward (chapter 11).
+"""GRPO training of a tiny GPT on a task with a verifiable reward (chapter 12).
 
 One step of :func:`grpo_train` is the whole of the GRPO family's pipeline on a language model:
 

@@ -215,7 +215,7 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
 
     Same dtype rule as :func:`token_logprobs` (float32 for low-precision logits); chunked
     on dim 0 like it. Differentiable (plain autograd). A diagnostic of the trajectory
-    factor: how spread π_θ(·|h_t) is (entropy collapse, chapter 12).
+    factor: how spread π_θ(·|h_t) is (entropy collapse, chapter 14).
     """
     check_tensor(logits, "logits", floating=True)
     if logits.dim() < 1:

@@ -403,7 +403,7 @@ def pretrained_policy(task: Task, seed: int = 0, steps: int = 200, batch_size: i
     ``seed + 1``). For :class:`Reverse` with the defaults the result answers correctly with
     greedy decoding but only about 41% of the time when sampling at temperature 1 (the
     noisy demonstrations leave about 20% of the probability on wrong letters at each
-    position; chapter 10), which leaves RL room to improve (chapter 11). With the same
+    position; chapter 11), which leaves RL room to improve (chapter 12). With the same
     defaults (measured once, seeds 0–1): ``SortDigits()`` ≈ 25% at temperature 1 and 85%
     greedy, ``Add(1)`` ≈ 20% and 56%; ``Add(2)`` is not learned in 200 steps (≈ 2%).
     """

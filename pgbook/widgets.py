@@ -1,0 +1,171 @@
+"""The book's widget: a static figure that reads without a kernel, and controls that redraw it.
+
+Every chapter widget has the same shape. A function ``draw(ax, **setting)`` draws one panel
+for one setting of the parameters; :func:`explore` draws it at a few fixed settings side
+by side (the static figure: it is saved in the notebook and reads in any viewer), then
+shows controls and a live panel that ``draw`` redraws whenever a control moves::
+
+    def draw(ax, baseline=0.0, bandit="context"):
+        ...
+
+    widgets.explore(draw, controls={"baseline": (-0.5, 1.5, 0.02),
+                                    "bandit": ["context", "offset"]},
+                    static=[{"baseline": 0.0}, {"baseline": 0.5, "bandit": "offset"}])
+
+Controls are given by value:
+
+================================  ==================================================
+spec                              control
+================================  ==================================================
+``(min, max, step)`` floats       a float slider (ints: an int slider)
+a list of values                  a selection slider for numbers, a dropdown otherwise
+a list of ``(label, value)``      a dropdown with those labels
+``True`` / ``False``              a checkbox
+an ``ipywidgets`` widget          used as it is
+================================  ==================================================
+
+The first value of each spec (the list's first element, the range's minimum) is the
+initial one unless ``initial`` says otherwise. The live panel is drawn on a fresh
+``matplotlib.figure.Figure`` (not pyplot's global state) inside one output area, so a
+change redraws exactly one figure and no figure leaks to JupyterLab's log console.
+A callback should take well under a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+__all__ = ["control", "explore", "static_panels"]
+
+
+def control(name: str, spec, initial=None):
+    """An ipywidgets control for ``spec`` (see the module docstring), labelled ``name``."""
+    import ipywidgets as w
+
+    if isinstance(spec, w.Widget):
+        return spec
+    if isinstance(spec, bool):
+        return w.Checkbox(value=spec if initial is None else bool(initial), description=name)
+    if isinstance(spec, tuple) and len(spec) == 3 and all(isinstance(x, (int, float))
+                                                          for x in spec):
+        lo, hi, step = spec
+        value = lo if initial is None else initial
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
+            return w.IntSlider(value=value, min=lo, max=hi, step=step, description=name,
+                               continuous_update=False)
+        return w.FloatSlider(value=value, min=lo, max=hi, step=step, description=name,
+                             continuous_update=False)
+    if isinstance(spec, (list, tuple)) and spec:
+        labelled = all(isinstance(x, tuple) and len(x) == 2 for x in spec)
+        values = [v for _, v in spec] if labelled else list(spec)
+        value = values[0] if initial is None else initial
+        if value not in values:
+            raise ValueError(f"{name}: initial value {value!r} is not one of {values}")
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric and not labelled:
+            return w.SelectionSlider(options=values, value=value, description=name,
+                                     continuous_update=False)
+        options = list(spec) if labelled else [(str(v), v) for v in values]
+        return w.Dropdown(options=options, value=value, description=name)
+    raise ValueError(f"{name}: expected (min, max, step), a non-empty list, a bool or a widget, "
+                     f"got {spec!r}")
+
+
+def _title(setting: Mapping) -> str:
+    def fmt(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k} = {fmt(v)}" for k, v in setting.items())
+
+
+def static_panels(draw: Callable, settings: Sequence[Mapping], *, defaults: Mapping | None = None,
+                  panel_size: tuple[float, float] = (3.6, 2.8), ncols: int | None = None,
+                  sharey: bool = True, titles: bool = True):
+    """``draw(ax, **setting)`` at each setting, as one row (or grid) of panels; returns the
+    pyplot figure (shown by the notebook as the static twin of a widget)."""
+    if not settings:
+        raise ValueError("settings: expected at least one setting to draw")
+    n = len(settings)
+    cols = min(n, ncols or n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows),
+                             sharey=sharey, squeeze=False)
+    for ax, setting in zip(axes.flat, settings):
+        draw(ax, **{**(defaults or {}), **setting})
+        if titles:
+            ax.set_title(_title(setting), fontsize=9)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def explore(draw: Callable, controls: Mapping, static: Sequence[Mapping] | None = None, *,
+            initial: Mapping | None = None, figsize: tuple[float, float] = (5.2, 3.3),
+            panel_size: tuple[float, float] = (3.6, 2.8), ncols: int | None = None,
+            sharey: bool = True, on_change: Callable | None = None):
+    """Show the static panels (``static`` settings, if any), then the controls and a live
+    panel that ``draw(ax, **values)`` redraws on every change.
+
+    ``on_change(values, controls)`` may adjust other controls before the redraw (e.g. move a
+    slider's range when a dropdown changes); those adjustments trigger no extra redraw.
+    Returns the ipywidgets box (displayed already).
+    """
+    import ipywidgets as w
+    from IPython.display import display
+
+    init = dict(initial or {})
+    ctl = {name: control(name, spec, init.get(name)) for name, spec in controls.items()}
+    if static:
+        defaults = {name: c.value for name, c in ctl.items()}
+        fig = static_panels(draw, static, defaults=defaults, panel_size=panel_size,
+                            ncols=ncols, sharey=sharey)
+        plt.show()
+        plt.close(fig)
+    out = w.Output()
+    busy = {"flag": False}
+
+    def redraw(_change=None):
+        if busy["flag"]:
+            return
+        busy["flag"] = True
+        try:
+            values = {name: c.value for name, c in ctl.items()}
+            if on_change is not None and _change is not None:
+                with _hold(ctl.values()):
+                    on_change(values, ctl)
+                values = {name: c.value for name, c in ctl.items()}
+            fig = Figure(figsize=figsize, dpi=plt.rcParams["figure.dpi"])
+            ax = fig.add_subplot()
+            draw(ax, **values)
+            fig.tight_layout()
+            with out:
+                out.clear_output(wait=True)
+                display(fig)
+        finally:
+            busy["flag"] = False
+
+    for c in ctl.values():
+        c.observe(redraw, names="value")
+    box = w.VBox([w.HBox(list(ctl.values())), out])
+    display(box)
+    redraw()
+    return box
+
+
+class _hold:
+    """Hold the trait notifications of several widgets (a change to one fires none)."""
+
+    def __init__(self, widgets):
+        self.ctx = [wd.hold_trait_notifications() for wd in widgets]
+
+    def __enter__(self):
+        for c in self.ctx:
+            c.__enter__()
+
+    def __exit__(self, *exc):
+        for c in reversed(self.ctx):
+            c.__exit__(*exc)
