@@ -43,6 +43,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "__version__",
+    "book_device",
     "aggregation",
     "exact",
     "exercises",
@@ -58,6 +59,23 @@ __all__ = [
     "widgets",
     "worlds",
 ]
+
+
+def book_device() -> torch.device:
+    """The device the chapters run on: ``$PGBOOK_DEVICE`` (e.g. ``cuda``, ``cuda:1``), or the
+    CPU when it is unset. Library functions never use it: they run on the device of their
+    inputs; a chapter creates its worlds, models and generators on this device."""
+    name = os.environ.get("PGBOOK_DEVICE", "cpu").strip() or "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"PGBOOK_DEVICE: expected a torch device such as 'cpu' or 'cuda', "
+                         f"got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("PGBOOK_DEVICE: 'cuda' was asked for, but torch.cuda.is_available() is "
+                         "False (a CPU build of torch, or no GPU): unset PGBOOK_DEVICE to use "
+                         "the CPU")
+    return device
 
 
 def __getattr__(name: str):
