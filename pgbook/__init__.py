@@ -25,6 +25,10 @@ method of the field changes one of them or both. The package is laid out the sam
 
 from __future__ import annotations
 
+import os
+
+import torch
+
 from . import (
     aggregation,
     exact,
