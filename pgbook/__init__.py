@@ -47,8 +47,8 @@ __version__ = "0.2.0"
 
 __all__ = [
     "__version__",
-    "book_device",
     "aggregation",
+    "book_device",
     "exact",
     "exercises",
     "kl",
