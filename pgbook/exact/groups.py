@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._validate import check_positive_int, check_tensor
+from .._validate import check_options, check_positive_int, check_tensor
 from ..registry import resolve
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 from .bandits import check_world
@@ -58,6 +58,7 @@ def _estimator(name: str, options: dict):
     so an estimator that reads the rest of the batch, form ``"batch"``, would be wrong here).
     """
     fn = resolve("advantage", name, "group", what="estimator")
+    check_options(fn, options, f"estimator {name!r}", skip=2)  # fn(rewards, G, **options)
     return lambda r, G: fn(r, G, **options)
 
 

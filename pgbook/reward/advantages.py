@@ -44,6 +44,7 @@ from torch import Tensor
 from .._validate import (
     _is_meta,
     check_finite,
+    check_options,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -214,11 +215,8 @@ def compute_advantages(rewards: Tensor, estimator: str = "grpo", *, group_size: 
     if comp_form not in ("group", "batch"):
         raise ValueError(f"estimator: {estimator!r} is not a group estimator (its form is "
                          f"{comp_form!r}; compute_advantages takes forms 'group' and 'batch')")
-    params = inspect.signature(fn).parameters
-    unknown = sorted(k for k in options if k not in params)
-    if unknown:
-        raise ValueError(f"estimator {estimator!r} takes no option {unknown}")
-    if mask is not None and "mask" in params:
+    check_options(fn, options, f"estimator {estimator!r}", skip=2)  # fn(rewards, G, **options)
+    if mask is not None and "mask" in inspect.signature(fn).parameters:
         options["mask"] = mask
     if (group_size is None) == (group_index is None):
         raise ValueError("expected exactly one of group_size and group_index")
