@@ -240,8 +240,12 @@ def unknown_options(what: str, given: Iterable[str], accepted: Iterable[str]) ->
     unknown = sorted(set(given) - set(accepted))
     if not unknown:
         return
-    close = sorted({c for u in unknown for c in difflib.get_close_matches(u, accepted, n=3,
-                                                                            cutoff=0.5)})
+    close = set()
+    for u in unknown:  # names sharing a word with it (eps → eps_low, std_eps), else similar
+        words = set(u.split("_"))
+        same = [a for a in accepted if words & set(a.split("_"))]
+        close.update(same or difflib.get_close_matches(u, accepted, n=3, cutoff=0.6))
+    close = sorted(close)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
     raise UnknownOptionError(f"{what} takes no option {', '.join(map(repr, unknown))}{hint} "
                              f"(its options: {accepted})")

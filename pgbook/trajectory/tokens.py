@@ -307,8 +307,8 @@ def causal_logprobs(logits_or_model, input_ids: Tensor, prompt_len: int | None =
             including each response's first ``eos_id`` (:func:`response_mask`); with neither,
             every response token counts.
         attention_mask: (B, T), passed to the model (only with a model).
-        temperature: τ > 0; the logits are divided by it, as the sampler did (the
-            sampler's τ and the trainer's must agree: see
+        temperature: τ > 0; the logits are divided by it (in their own dtype, as a
+            sampler does), and the sampler's τ and the trainer's must agree (see
             :func:`pgbook.train.grpo.check_on_policy`).
         chunk_size: passed to :func:`token_logprobs` (memory of the log-softmax).
 
