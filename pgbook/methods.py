@@ -45,7 +45,7 @@ from .reward import baselines as _baselines  # noqa: F401  (registers the Part I
 from .trajectory import losses as _losses
 from .worlds import tasks as _tasks  # noqa: F401  (registers the verifiable rewards)
 
-__all__ = ["method_config", "method_loss", "policy_loss"]
+__all__ = ["method_config", "method_loss", "policy_loss", "shaped_rewards"]
 
 # The bandit world's "mean over samples" is, for responses of several tokens, the mean
 # over every token of the batch (a bandit sample is a one-token response).
@@ -179,6 +179,24 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
     return loss_value, metrics
 
 
+def shaped_rewards(kl: str, rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor,
+                   beta: float) -> Tensor:
+    """R_i − β Σ_t m_it · sg[k(log π(y_it), log π_ref(y_it))], shape (N,): the KL placed in
+    the reward by the registered KL term ``kl`` of form ``"reward"`` ("k1_in_reward", or
+    yours: ``fn(logp, ref_logp) -> per-token term``). ``logp`` is the sampling policy's
+    (N, T). Factor of J(θ): reward. For "k1_in_reward" this is
+    :func:`pgbook.kl.kl_in_reward` itself."""
+    fn = resolve("kl", kl, "reward", what="kl")
+    shaped = _kl.kl_in_reward(rewards, logp, ref_logp, mask, beta)   # validates; k1's value
+    if kl == "k1_in_reward":
+        return shaped
+    m = mask.to(torch.bool)
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    k = fn(torch.where(m, logp.detach(), zero), torch.where(m, ref_logp.detach().to(logp.dtype),
+                                                            zero)).detach()
+    return rewards - (beta * torch.where(m, k, zero).sum(-1)).to(rewards.dtype)
+
+
 def method_config(name: str) -> dict:
     """The pieces of a registered method as used by the LLM loss: ``{"advantage",
     "policy_loss", "aggregation", "kl"}`` (resolved through its parents; the bandit
@@ -227,7 +245,7 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
                 raise ValueError(f"ref_logp: method {name!r} puts the KL in the reward; with "
                                  "beta > 0 it needs the reference log-probs")
             sampler = logp.detach() if old_logp is None else old_logp
-            rewards = _kl.kl_in_reward(rewards, sampler, ref_logp, mask, beta)
+            rewards = shaped_rewards(kl, rewards, sampler, ref_logp, mask, beta)
         kl, beta_loss = "none", 0.0
     else:
         beta_loss = beta

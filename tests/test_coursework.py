@@ -683,3 +683,42 @@ def test_compare_over_seeds_bad_inputs(args, kw, match):
     cmp = compare_over_seeds(_noisy_run, [0, 1], methods=["a"])
     with pytest.raises(ValueError, match="method: expected one of"):
         cmp.difference("a", "c")
+
+
+# =============================================================================================
+# A user's KL term, in the reward and in the loss
+# =============================================================================================
+def test_user_kl_terms_in_the_reward_and_in_the_loss():
+    from pgbook.kl import kl_estimate
+
+    @registry.register("kl", "k3_in_reward", side="reward", form="reward")
+    def k3_in_reward(logp, ref_logp):
+        """sg[k3] per token, summed into the reward."""
+        return kl_estimate(logp.detach(), ref_logp, "k3")
+
+    @registry.register("kl", "half_k2_loss", side="trajectory", form="token")
+    def half_k2_loss(logp, ref_logp):
+        return 0.5 * kl_estimate(logp, ref_logp, "k2")
+
+    registry.register_method("GRPO + k3 reward", "GRPO", kl="k3_in_reward")
+    try:
+        g = pg.make_generator(0)
+        logp = (torch.randn(4, 3, generator=g, dtype=torch.float64) - 1).requires_grad_(True)
+        ref = logp.detach() + 0.3 * torch.randn(4, 3, generator=g, dtype=torch.float64)
+        r = torch.rand(4, generator=g, dtype=torch.float64)
+        mask = torch.ones(4, 3, dtype=torch.float64)
+        loss, _ = method_loss("GRPO + k3 reward", logp, None, r, mask, 2, ref_logp=ref, beta=0.5)
+        shaped = r - 0.5 * kl_estimate(logp.detach(), ref, "k3").sum(1)   # by hand
+        by_hand, _ = method_loss("GRPO", logp, None, shaped, mask, 2)
+        torch.testing.assert_close(loss, by_hand, rtol=0, atol=1e-14)
+        l1, _ = policy_loss(logp, None, torch.zeros_like(logp), mask, kl="half_k2_loss",
+                            ref_logp=ref, beta=1.0, aggregation="token_mean")
+        torch.testing.assert_close(l1, 0.25 * (ref - logp).pow(2).mean(), rtol=0, atol=1e-14)
+        h = grpo_train(_gpt(), TASK, method="GRPO + k3 reward", beta=0.1, steps=1,
+                       prompts_per_step=2, group_size=4, generator=pg.make_generator(0),
+                       progress=False, partial_reward=True)
+        assert h.config["kl"] == "k3_in_reward" and bool(torch.isfinite(h.loss).all())
+    finally:
+        registry.unregister_method("GRPO + k3 reward")
+        registry.unregister("kl", "k3_in_reward")
+        registry.unregister("kl", "half_k2_loss")

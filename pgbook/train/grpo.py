@@ -306,7 +306,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     if kl_name == "none" and beta > 0:
         raise ValueError(f"beta: method {method!r} has no KL term (kl='none'), so beta must be 0, "
                          f"got {beta}; choose kl='k3_loss' (or another placement)")
-    in_reward = kl_name == "k1_in_reward"
+    in_reward = get("kl", kl_name).form == "reward"      # k1_in_reward, or a user's
     adv_options = {} if std_eps is None else {"std_eps": check_positive(std_eps, "std_eps",
                                                                         allow_zero=True)}
     kl_loss = "none" if in_reward else kl_name
@@ -346,7 +346,8 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
                                                     torch.where(m, ref, zero), "k3"), zero)
             # 3. rewards (KL-shaped if the KL sits in the reward) and group advantages
-            shaped = _kl.kl_in_reward(R, old, ref, mask, beta) if in_reward and beta > 0 else R
+            shaped = _methods.shaped_rewards(kl_name, R, old, ref, mask, beta) \
+                if in_reward and beta > 0 else R
             adv = _adv.compute_advantages(shaped, cfg["advantage"], group_size=G, mask=mask,
                                           **adv_options)
             adv_tok = adv.to(old.dtype) * mask if adv.dim() == 2 else \
