@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import os
 import subprocess
 import sys
 
@@ -190,7 +191,7 @@ def test_register_method_with_parent_grpo_right_after_import():
             "m = pgbook.registry.register_method('Mine', 'GRPO', advantage='rloo')\n"
             "print(m.axis, sorted(m.changes()))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "reward ['advantage']"
 
