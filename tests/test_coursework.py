@@ -322,6 +322,8 @@ CALLS = {   # name: (call with one bad keyword, the bad keyword)
     "group_estimates": (lambda: _call_group_estimates(mask=None), "mask"),
     "causal_logprobs": (lambda: causal_logprobs(torch.zeros(1, 3, 4), torch.zeros(
         1, 3, dtype=torch.long), prompt_length=1), "prompt_length"),
+    "check_on_policy": (lambda: check_on_policy(torch.zeros(1, 2), torch.zeros(1, 2),
+                                                torch.ones(1, 2), rtol=0.1), "rtol"),
     "compare_over_seeds": (lambda: compare_over_seeds(lambda m, s: 0.0, [0, 1],
                                                       method=["a"]), "method"),
     "policy_config": (lambda: tasks.policy_config(TASK, n_embed=8), "n_embed"),
@@ -335,6 +337,41 @@ def test_an_unknown_option_is_a_value_error_naming_it(name):
     with pytest.raises(ValueError, match=f"takes no option '{bad}'") as info:
         call()
     assert isinstance(info.value, UnknownOptionError) and isinstance(info.value, TypeError)
+
+
+def _names_world():
+    return W.context_bandit(), W.TabularSoftmax(3, 4), torch.zeros(12, dtype=torch.float64)
+
+
+NAMES = {   # an unknown option *name* (a value naming a piece or a mode): argument, call
+    "loss": lambda: policy_loss(*_loss_inputs()[:2], torch.zeros(4, 3), torch.ones(4, 3),
+                                loss="ppo"),
+    "aggregation": lambda: policy_loss(*_loss_inputs()[:2], torch.zeros(4, 3),
+                                       torch.ones(4, 3), aggregation="mean"),
+    "kl": lambda: policy_loss(*_loss_inputs()[:2], torch.zeros(4, 3), torch.ones(4, 3),
+                              kl="k4"),
+    "method": lambda: method_loss("GRPOO", *_loss_inputs()[:2], torch.zeros(4),
+                                  torch.ones(4, 3), 2),
+    "estimator": lambda: compute_advantages(torch.zeros(4), "zscore", group_size=2),
+    "enumerate": lambda: Gp.exact_group_moments(*_names_world(), 2, enumerate="perms"),
+    "baseline": lambda: policy_gradient_estimates(*_names_world(), 2, 2, pg.make_generator(0),
+                                                  baseline="valeu"),
+    "mode": lambda: pg.aggregation.aggregate(torch.zeros(2, 2), torch.ones(2, 2), "tokne_mean"),
+    "kind": lambda: pg.kl.kl_estimate(torch.zeros(2), torch.zeros(2), "k4"),
+}
+
+
+@pytest.mark.parametrize("arg", sorted(NAMES))
+def test_an_unknown_option_name_is_a_value_error_naming_the_argument(arg):
+    with pytest.raises(ValueError, match=f"^{arg}: expected"):
+        NAMES[arg]()
+
+
+def test_a_piece_of_another_form_is_named_as_such():
+    with pytest.raises(ValueError, match="estimator: 'value' is not a group estimator"):
+        compute_advantages(torch.zeros(4), "value", group_size=2)   # a bandit baseline
+    with pytest.raises(ValueError, match=r"form 'group'.*got 'grpo_batch_std'"):
+        Gp.exact_group_moments(*_names_world(), 2, "grpo_batch_std")  # reads the whole batch
 
 
 def test_a_misspelt_option_gets_the_close_names():

@@ -52,7 +52,7 @@ from .._validate import (
     check_tensor,
     work_dtype,
 )
-from ..registry import get, register, resolve
+from ..registry import components, register, resolve
 
 
 def _grouped(rewards: Tensor, group_size: int) -> Tensor:
@@ -210,11 +210,16 @@ def compute_advantages(rewards: Tensor, estimator: str = "grpo", *, group_size: 
     sequence rewards); ``**options`` (e.g. ``std_eps``, ``unbiased``) go to the estimator,
     and an option it does not take is an error.
     """
+    table = {c.name: c for c in components("advantage")}  # the one list, yours included
+    ok = sorted(n for n, c in table.items() if c.form in ("group", "batch"))
+    if not isinstance(estimator, str) or estimator not in ok:
+        if isinstance(estimator, str) and estimator in table:
+            raise ValueError(f"estimator: {estimator!r} is not a group estimator (its form is "
+                             f"{table[estimator].form!r}); expected one of {ok} (registered "
+                             f"advantages of form 'group' or 'batch')")
+        raise ValueError(f"estimator: expected one of {ok} (registered advantages of form "
+                         f"'group' or 'batch'), got {estimator!r}")
     fn = resolve("advantage", estimator, what="estimator")
-    comp_form = get("advantage", estimator).form
-    if comp_form not in ("group", "batch"):
-        raise ValueError(f"estimator: {estimator!r} is not a group estimator (its form is "
-                         f"{comp_form!r}; compute_advantages takes forms 'group' and 'batch')")
     check_options(fn, options, f"estimator {estimator!r}", skip=2)  # fn(rewards, G, **options)
     if mask is not None and "mask" in inspect.signature(fn).parameters:
         options["mask"] = mask

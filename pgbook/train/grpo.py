@@ -155,6 +155,7 @@ def _resolve(method: str, overrides: dict) -> dict:
     return cfg
 
 
+@reject_unknown_options
 def check_on_policy(logp: Tensor, old_logp: Tensor, mask: Tensor, atol: float = 1e-3) -> Tensor:
     """The first-epoch sanity check: on-policy, every ratio π_θ/π_old must equal 1.
 
