@@ -77,10 +77,10 @@ class GRPOHistory:
     * ``logprob_gap``: max |sampled − recomputed| log-prob over response tokens (the
       rollout–trainer mismatch; float round-off here, since both use the same model).
     * ``first_epoch_ratio_error``: max |r − 1| on the first update of the step: 0 exactly,
-      because the old log-probs are the trainer's own forward pass; anything above
-      :func:`check_on_policy`'s tolerance stops training with an error naming the causes (with several minibatches
+      because the old log-probs are the trainer's own forward pass (with several minibatches
       this also needs the pass to give the same numbers on a subset of rows, as it does on
-      the CPU).
+      the CPU); above :func:`check_on_policy`'s tolerance training stops with an error
+      naming the likely causes (e.g. a model with dropout left in train mode).
     * ``seconds``: wall time since the start of training, at the end of each step.
 
     ``config`` holds the settings of the run.
