@@ -5,7 +5,8 @@ r_i = r(s, a_i), and estimates ∇J with
 
     ĝ = (1/G) Σ_i Â_i ∇_θ log π_θ(a_i|s),       Â = advantage(r_1 … r_G)   (reward side),
 
-Â from :mod:`pgbook.reward.advantages` ("grpo", "grpo_mean", "rloo", "plain"). With deterministic
+Â any registered advantage of form ``"group"`` ("grpo", "grpo_mean", "rloo", "plain" from
+:mod:`pgbook.reward.advantages`, or yours; an unknown option raises). With deterministic
 rewards, finitely many actions and a small G, the distribution of the group is finite:
 either all A^G ordered tuples, or (since Â and ĝ only depend on *how many* times each action
 was drawn) the C(G + A − 1, A − 1) count vectors n with multinomial probability
