@@ -665,6 +665,17 @@ def test_mse_is_bias_squared_plus_total_variance():
     assert abs(float(stats.bias_squared(exact.new_tensor([1.0, 0.0, -1.0])))) < 4 * 0.75 / 500
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_mse_dtypes_and_meta(dtype):
+    est = torch.randn(50, 3, generator=pg.make_generator(0)).to(dtype)
+    stats, exact = EstimatorStats(est), torch.zeros(3, dtype=dtype)
+    assert stats.mse(exact).dtype == stats.mse_stderr(exact).dtype == dtype
+    torch.testing.assert_close(stats.mse(exact).double(), est.double().pow(2).sum(-1).mean(),
+                               rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=0)
+    meta = EstimatorStats(torch.empty(50, 3, device="meta"))
+    assert meta.mse(torch.empty(3, device="meta")).device.type == "meta"
+
+
 def test_mse_bad_inputs():
     stats = EstimatorStats(torch.zeros(4, 2))
     for exact, match in [(torch.zeros(3), "expected shape"), (torch.tensor([0.0, math.nan]),
