@@ -11,16 +11,21 @@ are skipped there, shape and device checks are not).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import functools
+import inspect
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "UnknownOptionError",
     "check_finite",
     "check_generator",
     "check_index",
     "check_mask",
+    "check_options",
     "check_pair",
     "check_positive",
     "check_positive_int",
@@ -29,8 +34,11 @@ __all__ = [
     "check_same_shape",
     "check_shape",
     "check_tensor",
+    "keyword_names",
     "make_generator",
+    "reject_unknown_options",
     "to_work",
+    "unknown_options",
     "work_dtype",
 ]
 
@@ -216,3 +224,69 @@ def check_index(idx: Tensor, name: str, size: int) -> Tensor:
             f"[{int(idx.min())}, {int(idx.max())}]"
         )
     return idx
+
+
+# -- options: an option a function does not take is an error, never ignored ----------------
+class UnknownOptionError(ValueError, TypeError):
+    """An option (keyword argument) that the function, or the piece it dispatches to, does
+    not take. A ``ValueError`` like every bad input to pgbook, and a ``TypeError`` like
+    Python's own "unexpected keyword argument", so either ``except`` catches it."""
+
+
+def unknown_options(what: str, given: Iterable[str], accepted: Iterable[str]) -> None:
+    """Raise :class:`UnknownOptionError` if ``given`` holds a name not in ``accepted``; the
+    message names the unknown options, the closest accepted names and every accepted one."""
+    accepted = sorted(set(accepted))
+    unknown = sorted(set(given) - set(accepted))
+    if not unknown:
+        return
+    close = set()
+    for u in unknown:  # names sharing a word with it (eps → eps_low, std_eps), else similar
+        words = set(u.split("_"))
+        same = [a for a in accepted if words & set(a.split("_"))]
+        close.update(same or difflib.get_close_matches(u, accepted, n=3, cutoff=0.6))
+    close = sorted(close)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise UnknownOptionError(f"{what} takes no option {', '.join(map(repr, unknown))}{hint} "
+                             f"(its options: {accepted})")
+
+
+def keyword_names(fn, skip: int = 0) -> tuple[list[str], bool]:
+    """The names ``fn`` accepts as keywords after its first ``skip`` positional parameters
+    (those the caller fills), and whether it takes ``**kwargs``."""
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    skipped = {p.name for p in positional[:skip]}
+    names = [p.name for p in params if p.name not in skipped
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def check_options(fn, options: dict, what: str, skip: int = 0) -> dict:
+    """``options`` checked against what ``fn`` takes as keywords after its first ``skip``
+    positional parameters (those the library passes itself, e.g. ``rewards, group_size``
+    of an advantage); returns ``options``. Used wherever pgbook forwards ``**options`` to a
+    registered piece, so an option the piece does not take fails at once, by name."""
+    names, takes_any = keyword_names(fn, skip)
+    if not takes_any:
+        unknown_options(what, options, names)
+    return options
+
+
+def reject_unknown_options(fn):
+    """Decorator: a misspelt or unknown keyword argument raises :class:`UnknownOptionError`
+    (a ValueError naming it, with the closest accepted names) instead of Python's bare
+    TypeError. For functions with an explicit signature (no ``**kwargs``)."""
+    names, takes_any = keyword_names(fn)
+    if takes_any:
+        raise ValueError(f"reject_unknown_options: {fn.__qualname__} takes **kwargs; check its "
+                         f"options where they are dispatched")
+    accepted = frozenset(names)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not accepted.issuperset(kwargs):
+            unknown_options(f"{fn.__name__}()", kwargs, accepted)
+        return fn(*args, **kwargs)
+
+    return wrapper

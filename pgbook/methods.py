@@ -32,18 +32,27 @@ from torch import Tensor
 
 from . import aggregation as _agg
 from . import kl as _kl
-from ._validate import check_positive, check_same_device, check_tensor
+from ._validate import (
+    check_positive,
+    check_same_device,
+    check_tensor,
+    keyword_names,
+    unknown_options,
+)
 from .registry import get, method, register_label, register_method, resolve
 from .reward import advantages as _adv
 from .reward import baselines as _baselines  # noqa: F401  (registers the Part I baselines)
 from .trajectory import losses as _losses
 from .worlds import tasks as _tasks  # noqa: F401  (registers the verifiable rewards)
 
-__all__ = ["method_config", "method_loss", "policy_loss"]
+__all__ = ["method_config", "method_loss", "policy_loss", "shaped_rewards"]
 
 # The bandit world's "mean over samples" is, for responses of several tokens, the mean
 # over every token of the batch (a bandit sample is a one-token response).
 _AGG_ALIASES = {"sample_mean": "token_mean"}
+# the options of policy_loss / method_loss themselves (suggested when one is misspelt)
+_CALLER_OPTIONS = ("eps_low", "eps_high", "std_eps", "beta", "ref_logp", "max_tokens",
+                   "aggregation", "kl", "loss")
 
 
 def _check_bt(x: Tensor, name: str, ref: Tensor) -> None:
@@ -53,17 +62,17 @@ def _check_bt(x: Tensor, name: str, ref: Tensor) -> None:
                          f"got {tuple(x.shape)}")
 
 
-def _options_for(fn, name: str, given: dict) -> dict:
-    """The options in ``given`` (None = not given) for ``fn``; an option ``fn`` does not take
-    is an error, never silently dropped."""
-    params = inspect.signature(fn).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+def _options_for(fn, name: str, given: dict, caller=None) -> dict:
+    """The options in ``given`` (None = not given) for the policy loss ``fn``, called as
+    ``fn(logp, advantages, old_logp, **options)``; an option ``fn`` does not take is an
+    error naming it (with ``caller``'s own keywords among the suggestions), never dropped."""
     given = {k: v for k, v in given.items() if v is not None}
-    unknown = sorted(k for k in given if k not in params and not takes_any)
-    if unknown:
-        accepted = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY
-                          or (p.default is not p.empty and k not in ("old_logp",)))
-        raise ValueError(f"{name} takes no option {unknown} (its options: {accepted})")
+    names, takes_any = keyword_names(fn, skip=3)
+    if not takes_any:
+        own = keyword_names(caller)[0] if caller is not None else []
+        where = f"{caller.__name__}() with loss {name!r}" if caller is not None else name
+        unknown_options(where, [k for k in given if k not in names],
+                        [*names, *(k for k in own if k in _CALLER_OPTIONS)])
     return given
 
 
@@ -124,8 +133,8 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
                              f"to the rewards with pgbook.kl.kl_in_reward or method_loss")
     elif beta > 0:
         raise ValueError(f"beta: expected 0 when kl='none', got {beta} (choose kl='k3_loss', ...)")
-    options = _options_for(loss_fn, f"loss {loss!r}",
-                           {"eps_low": eps_low, "eps_high": eps_high, **loss_options})
+    options = _options_for(loss_fn, loss, {"eps_low": eps_low, "eps_high": eps_high,
+                                           **loss_options}, policy_loss)
 
     m = mask.to(torch.bool)
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
@@ -170,6 +179,24 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
     return loss_value, metrics
 
 
+def shaped_rewards(kl: str, rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor,
+                   beta: float) -> Tensor:
+    """R_i − β Σ_t m_it · sg[k(log π(y_it), log π_ref(y_it))], shape (N,): the KL placed in
+    the reward by the registered KL term ``kl`` of form ``"reward"`` ("k1_in_reward", or
+    yours: ``fn(logp, ref_logp) -> per-token term``). ``logp`` is the sampling policy's
+    (N, T). Factor of J(θ): reward. For "k1_in_reward" this is
+    :func:`pgbook.kl.kl_in_reward` itself."""
+    fn = resolve("kl", kl, "reward", what="kl")
+    shaped = _kl.kl_in_reward(rewards, logp, ref_logp, mask, beta)   # validates; k1's value
+    if kl == "k1_in_reward":
+        return shaped
+    m = mask.to(torch.bool)
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    k = fn(torch.where(m, logp.detach(), zero), torch.where(m, ref_logp.detach().to(logp.dtype),
+                                                            zero)).detach()
+    return rewards - (beta * torch.where(m, k, zero).sum(-1)).to(rewards.dtype)
+
+
 def method_config(name: str) -> dict:
     """The pieces of a registered method as used by the LLM loss: ``{"advantage",
     "policy_loss", "aggregation", "kl"}`` (resolved through its parents; the bandit
@@ -209,13 +236,16 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
         raise ValueError(f"method {name!r} uses PPO's KL penalty to π_old (bandit chapters), "
                          f"not a KL to a reference; use pgbook.train.ppo")
     adv_options = {} if std_eps is None else {"std_eps": std_eps}
+    _options_for(resolve("policy_loss", cfg["policy_loss"], "token", what="loss"),
+                 cfg["policy_loss"], {"eps_low": eps_low, "eps_high": eps_high, **loss_options},
+                 method_loss)
     if get("kl", kl).form == "reward":
         if beta > 0:
             if ref_logp is None:
                 raise ValueError(f"ref_logp: method {name!r} puts the KL in the reward; with "
                                  "beta > 0 it needs the reference log-probs")
             sampler = logp.detach() if old_logp is None else old_logp
-            rewards = _kl.kl_in_reward(rewards, sampler, ref_logp, mask, beta)
+            rewards = shaped_rewards(kl, rewards, sampler, ref_logp, mask, beta)
         kl, beta_loss = "none", 0.0
     else:
         beta_loss = beta

@@ -51,6 +51,19 @@ reward          ``response`` ``fn(responses (n, N), targets (n, N), dtype) -> (n
 
 A component registered with :func:`register_label` has no function: it names a choice that
 a method makes (e.g. ``data="on_policy"``) without being called by the library.
+
+In a notebook: running a cell that registers a function again replaces it (the same
+module and name: a re-definition); registering a *different* function under a taken name
+raises, and so does registering a method under a taken name with other parts (pass
+``replace=True``). To remove your pieces, remove the methods first, children before
+parents, then the components they use::
+
+    registry.unregister_method("Rank GRPO")          # ValueError while a child remains
+    registry.unregister("advantage", "rank")          # ValueError while a method uses it
+
+Options: every function that calls a piece forwards only the options the piece's signature
+takes; any other keyword raises :class:`pgbook._validate.UnknownOptionError` (a ValueError)
+naming it, so a misspelt option never passes silently.
 """
 
 from __future__ import annotations

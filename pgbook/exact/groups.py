@@ -5,7 +5,8 @@ r_i = r(s, a_i), and estimates ∇J with
 
     ĝ = (1/G) Σ_i Â_i ∇_θ log π_θ(a_i|s),       Â = advantage(r_1 … r_G)   (reward side),
 
-Â from :mod:`pgbook.reward.advantages` ("grpo", "grpo_mean", "rloo", "plain"). With deterministic
+Â any registered advantage of form ``"group"`` ("grpo", "grpo_mean", "rloo", "plain" from
+:mod:`pgbook.reward.advantages`, or yours; an unknown option raises). With deterministic
 rewards, finitely many actions and a small G, the distribution of the group is finite:
 either all A^G ordered tuples, or (since Â and ĝ only depend on *how many* times each action
 was drawn) the C(G + A − 1, A − 1) count vectors n with multinomial probability
@@ -29,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._validate import check_positive_int, check_tensor
+from .._validate import check_options, check_positive_int, check_tensor
 from ..registry import resolve
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 from .bandits import check_world
@@ -58,6 +59,7 @@ def _estimator(name: str, options: dict):
     so an estimator that reads the rest of the batch, form ``"batch"``, would be wrong here).
     """
     fn = resolve("advantage", name, "group", what="estimator")
+    check_options(fn, options, f"estimator {name!r}", skip=2)  # fn(rewards, G, **options)
     return lambda r, G: fn(r, G, **options)
 
 

@@ -9,20 +9,32 @@ estimates or samples.
 estimates, and tests unbiasedness against an exact gradient in standard errors;
 :func:`variance_difference` compares two estimators on common random numbers;
 :func:`cosine` and :func:`relative_error` compare a direction with the exact one.
+:meth:`EstimatorStats.mse` is the mean squared error against an exact gradient
+(‖bias‖² + tr Cov, with its standard error), and :func:`compare_over_seeds` runs methods on
+the same seeds and reports means, standard errors and paired differences.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .._validate import check_same_device, check_shape, check_tensor
+from .._validate import (
+    check_finite,
+    check_same_device,
+    check_shape,
+    check_tensor,
+    reject_unknown_options,
+)
 
 __all__ = [
     "EstimatorStats",
+    "SeedComparison",
+    "compare_over_seeds",
     "cosine",
     "estimates_from_loss",
     "relative_error",
@@ -110,6 +122,34 @@ class EstimatorStats:
         ``exact``. With P coordinates and z = 4 the false-alarm rate is below P·6e-5."""
         return self.max_abs_z(exact) < z
 
+    def _sq_errors(self, exact: Tensor) -> Tensor:
+        """‖ĝ_m − g‖² for each estimate, (M,)."""
+        check_shape(exact, "exact", tuple(self.mean.shape))
+        check_same_device(estimates=self.estimates, exact=exact)
+        check_finite(exact, "exact")
+        return (self.estimates - exact.to(self.estimates.dtype)).pow(2).sum(-1)
+
+    def mse(self, exact: Tensor) -> Tensor:
+        """Mean squared error against the exact gradient g = ``exact`` (P,), a scalar:
+
+            MSE = E‖ĝ − g‖² = ‖E ĝ − g‖² + tr Cov[ĝ],   estimated by (1/M) Σ_m ‖ĝ_m − g‖²
+
+        (unbiased). It equals :meth:`bias_squared` + :attr:`total_variance` exactly, so a
+        biased estimator with a small variance can beat an unbiased one; the standard error
+        is :meth:`mse_stderr`."""
+        return self._sq_errors(exact).mean()
+
+    def mse_stderr(self, exact: Tensor) -> Tensor:
+        """Standard error of :meth:`mse`: std_m(‖ĝ_m − g‖²) / √M, a scalar."""
+        return self._sq_errors(exact).std(unbiased=True) / math.sqrt(self.n)
+
+    def bias_squared(self, exact: Tensor) -> Tensor:
+        """‖E ĝ − g‖², estimated without bias: ‖ḡ − g‖² − tr Cov/M (the squared distance of
+        the mean alone overstates it by the mean's own variance, tr Cov/M; this estimate can
+        be slightly negative for an unbiased estimator). A scalar."""
+        self._sq_errors(exact)
+        return (self.mean - exact.to(self.mean.dtype)).pow(2).sum() - self.total_variance / self.n
+
     def relative_error(self, exact: Tensor) -> float:
         """‖mean − exact‖ / ‖exact‖."""
         return float((self.mean - exact).norm() / exact.norm())
@@ -160,3 +200,126 @@ def relative_error(estimate: Tensor, exact: Tensor) -> Tensor:
     if bool((den == 0).any()):
         raise ValueError("exact: the relative error of an estimate of a zero vector is undefined")
     return (estimate - exact.to(estimate.dtype)).norm(dim=-1) / den.to(estimate.dtype)
+
+
+# -- comparing methods over seeds ------------------------------------------------------------
+@dataclass(frozen=True)
+class SeedComparison:
+    """Results of K methods on the same S seeds (:func:`compare_over_seeds`).
+
+    ``values`` (K, S) float64 on the CPU: row k is method ``methods[k]``, column s seed
+    ``seeds[s]``. Because every method ran on the same seeds, differences are *paired*: the
+    noise a seed shares between methods (the same world, the same first batch) cancels in
+    :meth:`difference`, whose standard error is often far smaller than either method's own.
+    """
+
+    methods: tuple
+    seeds: tuple
+    values: Tensor
+
+    @property
+    def mean(self) -> Tensor:
+        """Mean over seeds, (K,)."""
+        return self.values.mean(1)
+
+    @property
+    def stderr(self) -> Tensor:
+        """Standard error of each mean, std over seeds / √S, (K,)."""
+        return self.values.std(1, unbiased=True) / math.sqrt(len(self.seeds))
+
+    def _row(self, name: str) -> Tensor:
+        if name not in self.methods:
+            raise ValueError(f"method: expected one of {list(self.methods)}, got {name!r}")
+        return self.values[self.methods.index(name)]
+
+    def difference(self, a: str, b: str) -> tuple[Tensor, Tensor]:
+        """Paired difference of methods ``a`` − ``b``: the mean over seeds of
+        d_s = v_a,s − v_b,s and its standard error std(d)/√S (two scalars). ``a`` is
+        better at z standard errors when d/se = z (for a quantity to maximise)."""
+        d = self._row(a) - self._row(b)
+        return d.mean(), d.std(unbiased=True) / math.sqrt(len(self.seeds))
+
+    def summary(self, baseline: str | None = None) -> str:
+        """One line per method: mean ± standard error, and the paired difference to
+        ``baseline`` (default: the first method)."""
+        base = self.methods[0] if baseline is None else baseline
+        self._row(base)
+        width = max(len(str(m)) for m in self.methods)
+        lines = [f"{len(self.seeds)} seeds; paired differences against {base!r}"]
+        for name, mu, se in zip(self.methods, self.mean.tolist(), self.stderr.tolist()):
+            line = f"{name!s:<{width}}  {mu:.4g} ± {se:.2g}"
+            if name != base:
+                d, dse = self.difference(name, base)
+                line += f"   diff {float(d):+.3g} ± {float(dse):.2g}"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def _scalar(value, method, seed) -> float:
+    where = f"fn returned for method {method!r}, seed {seed}" if method is not None else \
+        f"fn returned for seed {seed}"
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{where}: expected a number, got a tensor of shape "
+                             f"{tuple(value.shape)}")
+        value = value.detach().cpu().item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value}")
+    return value
+
+
+@reject_unknown_options
+def compare_over_seeds(fn: Callable, seeds: Iterable[int], *,
+                       methods: Sequence[str] | None = None) -> SeedComparison:
+    """Run every method on the same seeds and compare: means, standard errors, paired
+    differences (:class:`SeedComparison`).
+
+    Two forms:
+
+    * ``methods=["GRPO", "Mine"]``: ``fn(method, seed) -> number`` is called for every
+      method and seed (e.g. the final reward of a training run, or an estimator's MSE);
+    * ``methods=None``: ``fn(seed) -> {name: number}`` returns every method's number for
+      one seed (when the methods share the work of a seed, such as one batch of samples);
+      every seed must return the same names.
+
+    ``seeds``: at least two distinct integers. A number is an int, a float or a one-element
+    tensor, and must be finite. Use one seed for everything random in a run (the world,
+    the model's initialisation, the sampler), so that ``seed`` alone fixes the result.
+    """
+    if not callable(fn):
+        raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
+    seeds = tuple(seeds)
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int)]
+    if bad:
+        raise ValueError(f"seeds: expected integers, got {bad[0]!r} ({type(bad[0]).__name__})")
+    if len(seeds) < 2:
+        raise ValueError(f"seeds: expected at least 2 seeds (a standard error needs two), got "
+                         f"{len(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct seeds, got {list(seeds)}")
+    if methods is not None:
+        if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+            raise ValueError(f"methods: expected a non-empty list of names, got {methods!r}")
+        methods = tuple(methods)
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"methods: expected distinct names, got {list(methods)}")
+        rows = [[_scalar(fn(m, s), m, s) for s in seeds] for m in methods]
+    else:
+        results = []
+        for s in seeds:
+            out = fn(s)
+            if not isinstance(out, dict) or not out:
+                raise ValueError(f"fn returned for seed {s}: expected a non-empty dict "
+                                 f"{{method: number}} (or pass methods=[...] and "
+                                 f"fn(method, seed)), got {type(out).__name__}")
+            if results and list(out) != list(results[0]):
+                raise ValueError(f"fn returned for seed {s}: expected the methods "
+                                 f"{list(results[0])} (those of seed {seeds[0]}), got "
+                                 f"{list(out)}")
+            results.append(out)
+        methods = tuple(results[0])
+        rows = [[_scalar(r[m], m, s) for r, s in zip(results, seeds)] for m in methods]
+    return SeedComparison(methods, seeds, torch.tensor(rows, dtype=torch.float64))

@@ -44,6 +44,7 @@ from torch import Tensor
 from .._validate import (
     _is_meta,
     check_finite,
+    check_options,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -51,7 +52,7 @@ from .._validate import (
     check_tensor,
     work_dtype,
 )
-from ..registry import get, register, resolve
+from ..registry import components, register, resolve
 
 
 def _grouped(rewards: Tensor, group_size: int) -> Tensor:
@@ -209,16 +210,18 @@ def compute_advantages(rewards: Tensor, estimator: str = "grpo", *, group_size: 
     sequence rewards); ``**options`` (e.g. ``std_eps``, ``unbiased``) go to the estimator,
     and an option it does not take is an error.
     """
+    table = {c.name: c for c in components("advantage")}  # the one list, yours included
+    ok = sorted(n for n, c in table.items() if c.form in ("group", "batch"))
+    if not isinstance(estimator, str) or estimator not in ok:
+        if isinstance(estimator, str) and estimator in table:
+            raise ValueError(f"estimator: {estimator!r} is not a group estimator (its form is "
+                             f"{table[estimator].form!r}); expected one of {ok} (registered "
+                             f"advantages of form 'group' or 'batch')")
+        raise ValueError(f"estimator: expected one of {ok} (registered advantages of form "
+                         f"'group' or 'batch'), got {estimator!r}")
     fn = resolve("advantage", estimator, what="estimator")
-    comp_form = get("advantage", estimator).form
-    if comp_form not in ("group", "batch"):
-        raise ValueError(f"estimator: {estimator!r} is not a group estimator (its form is "
-                         f"{comp_form!r}; compute_advantages takes forms 'group' and 'batch')")
-    params = inspect.signature(fn).parameters
-    unknown = sorted(k for k in options if k not in params)
-    if unknown:
-        raise ValueError(f"estimator {estimator!r} takes no option {unknown}")
-    if mask is not None and "mask" in params:
+    check_options(fn, options, f"estimator {estimator!r}", skip=2)  # fn(rewards, G, **options)
+    if mask is not None and "mask" in inspect.signature(fn).parameters:
         options["mask"] = mask
     if (group_size is None) == (group_index is None):
         raise ValueError("expected exactly one of group_size and group_index")

@@ -8,6 +8,6 @@
 """
 
 from . import grpo, ppo, reinforce
-from .grpo import GRPOHistory, grpo_train
+from .grpo import GRPOHistory, check_on_policy, grpo_train
 
-__all__ = ["GRPOHistory", "grpo", "grpo_train", "ppo", "reinforce"]
+__all__ = ["GRPOHistory", "check_on_policy", "grpo", "grpo_train", "ppo", "reinforce"]

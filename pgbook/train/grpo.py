@@ -38,7 +38,17 @@ from torch import Tensor, nn
 
 from .. import kl as _kl
 from .. import methods as _methods
-from .._validate import check_generator, check_positive, check_positive_int
+from .._validate import (
+    _is_meta,
+    check_generator,
+    check_mask,
+    check_pair,
+    check_positive,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+    reject_unknown_options,
+)
 from ..registry import components, get, resolve
 from ..reward import advantages as _adv
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
@@ -69,7 +79,8 @@ class GRPOHistory:
     * ``first_epoch_ratio_error``: max |r − 1| on the first update of the step: 0 exactly,
       because the old log-probs are the trainer's own forward pass (with several minibatches
       this also needs the pass to give the same numbers on a subset of rows, as it does on
-      the CPU).
+      the CPU); above :func:`check_on_policy`'s tolerance training stops with an error
+      naming the likely causes (e.g. a model with dropout left in train mode).
     * ``seconds``: wall time since the start of training, at the end of each step.
 
     ``config`` holds the settings of the run.
@@ -144,6 +155,62 @@ def _resolve(method: str, overrides: dict) -> dict:
     return cfg
 
 
+@reject_unknown_options
+def check_on_policy(logp: Tensor, old_logp: Tensor, mask: Tensor, atol: float = 1e-3) -> Tensor:
+    """The first-epoch sanity check: on-policy, every ratio π_θ/π_old must equal 1.
+
+    Before the first update of a batch θ = θ_old, so r_t = exp(log π_θ(y_t|h_t) −
+    log π_old(y_t|h_t)) = 1 on every response token. Call it on the first minibatch of each
+    batch with the log-probs your loss will differentiate (``logp``, (B, T)) and those
+    recorded for the rollout (``old_logp``, (B, T)); ``mask`` (B, T) 0/1 marks the response
+    tokens (other positions may hold anything, −inf included). Returns max_t |r_t − 1| over
+    the mask (a 0-dim tensor); raises ValueError when it exceeds ``atol``, naming the
+    likely causes, because PPO's clip and the importance ratio then measure a difference
+    between two computations instead of a change of policy (a dropout model in train mode
+    gives ratios of 1.1 or more before any update, and the clip cuts real gradient).
+    Factor of J(θ): trajectory (is the policy being differentiated the one that sampled?).
+    On the meta device (no values) only the shapes are checked.
+
+    :func:`grpo_train` calls it on the first minibatch of every step (with ``atol`` 1e-3,
+    or 5e-2 for a float16/bfloat16 model).
+    """
+    check_pair(logp, old_logp, "logp", "old_logp")
+    check_tensor(old_logp, "old_logp", floating=True)
+    check_mask(mask, "mask", tuple(logp.shape))
+    check_same_device(logp=logp, mask=mask)
+    atol = check_positive(atol, "atol")
+    m = mask.to(torch.bool)
+    with torch.no_grad():
+        gap = torch.where(m, logp.detach() - old_logp.detach().to(logp.dtype),
+                          torch.zeros((), dtype=logp.dtype, device=logp.device))
+        err = torch.expm1(gap).abs().max()
+    if _is_meta(err):
+        return err
+    if not bool(err <= atol):    # NaN fails too
+        b, t = divmod(int(torch.where(torch.isnan(gap), torch.inf, gap.abs()).argmax()),
+                      gap.shape[-1])
+        raise ValueError(
+            f"check_on_policy: on the first epoch every ratio π_θ/π_old must be 1 (θ has not "
+            f"been updated yet), got max |ratio − 1| = {float(err):.3g} > atol = {atol:g} "
+            f"(at row {b}, token {t}). The log-probs being trained on are not those of the "
+            f"policy that sampled. Likely causes: (1) the model is in train mode with dropout "
+            f"(call model.eval() before sampling and keep it for the loss, or set dropout to "
+            f"0); (2) the sampler's temperature differs from the trainer's (divide the logits "
+            f"by the same τ in both); (3) a different dtype or precision between rollout and "
+            f"training (bfloat16 or autocast in one of them only); (4) a stale copy of the "
+            f"weights sampled (the rollout model was not synced after the last update, or "
+            f"old_logp is from an earlier batch); (5) log-probs shifted against the tokens "
+            f"(use pgbook.trajectory.tokens.causal_logprobs).")
+    return err
+
+
+def _on_policy_atol(dtype: torch.dtype) -> float:
+    """The trainer's tolerance of :func:`check_on_policy`: 1e-3, or 5e-2 for a half-precision
+    model (a bfloat16 logit of magnitude 4 is resolved only to ~0.03)."""
+    return 5e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
+
+
+@reject_unknown_options
 def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: int,
                generator: torch.Generator, method: str = "GRPO", advantage: str | None = None,
                loss: str | None = None, aggregation: str | None = None, kl: str | None = None,
@@ -240,7 +307,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     if kl_name == "none" and beta > 0:
         raise ValueError(f"beta: method {method!r} has no KL term (kl='none'), so beta must be 0, "
                          f"got {beta}; choose kl='k3_loss' (or another placement)")
-    in_reward = kl_name == "k1_in_reward"
+    in_reward = get("kl", kl_name).form == "reward"      # k1_in_reward, or a user's
     adv_options = {} if std_eps is None else {"std_eps": check_positive(std_eps, "std_eps",
                                                                         allow_zero=True)}
     kl_loss = "none" if in_reward else kl_name
@@ -261,6 +328,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     N = task.max_new_tokens
     B = n_prompts * G
     per_mb = n_prompts // n_mb
+    on_policy_atol = _on_policy_atol(param.dtype)
     rec = {name: [] for name in METRICS}
     bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
     t0 = time.perf_counter()
@@ -279,7 +347,8 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
                                                     torch.where(m, ref, zero), "k3"), zero)
             # 3. rewards (KL-shaped if the KL sits in the reward) and group advantages
-            shaped = _kl.kl_in_reward(R, old, ref, mask, beta) if in_reward and beta > 0 else R
+            shaped = _methods.shaped_rewards(kl_name, R, old, ref, mask, beta) \
+                if in_reward and beta > 0 else R
             adv = _adv.compute_advantages(shaped, cfg["advantage"], group_size=G, mask=mask,
                                           **adv_options)
             adv_tok = adv.to(old.dtype) * mask if adv.dim() == 2 else \
@@ -293,8 +362,8 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                 groups = order[k * per_mb:(k + 1) * per_mb]
                 idx = (groups[:, None] * G + torch.arange(G, device=device)).reshape(-1)
                 lp = logprobs(model, s.tokens[idx], tau)
-                if first_err is None:
-                    first_err = (lp.detach() - old[idx]).abs().masked_fill(~m[idx], 0).max()
+                if first_err is None:  # on-policy before the first update: ratios are 1
+                    first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
                 value, met = _methods.policy_loss(
                     lp, old[idx], adv_tok[idx], mask[idx], loss=cfg["policy_loss"],
                     aggregation=cfg["aggregation"], eps_low=eps_low, eps_high=eps_high,
@@ -341,4 +410,4 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                        config=config)
 
 
-__all__ = ["METRICS", "GRPOHistory", "grpo_train"]
+__all__ = ["METRICS", "GRPOHistory", "check_on_policy", "grpo_train"]

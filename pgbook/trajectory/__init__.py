@@ -20,6 +20,7 @@ from .losses import (
     token_pg_loss,
 )
 from .tokens import (
+    causal_logprobs,
     entropy_from_logits,
     naive_token_logprobs,
     response_mask,
@@ -28,6 +29,7 @@ from .tokens import (
 )
 
 __all__ = [
+    "causal_logprobs",
     "clip_fraction",
     "effective_sample_size",
     "entropy_from_logits",

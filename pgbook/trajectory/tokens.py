@@ -27,14 +27,19 @@ without it the forward pass briefly holds two float32 copies of the whole (B, T,
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
 from .._validate import (
     _is_meta,
+    check_mask,
+    check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
+    reject_unknown_options,
     work_dtype,
 )
 
@@ -232,7 +237,157 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
     return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
 
+# -- causal language models: the shift done once -----------------------------------------------
+_eos_mask = response_mask  # causal_logprobs has an argument of that name
+
+
+class CausalLogprobs(NamedTuple):
+    """Response log-probs and their mask, aligned with the tokens they score (see
+    :func:`causal_logprobs`): ``logp`` (float, 0 off the mask) and ``mask`` (0/1, same
+    dtype), both (B, N) with ``prompt_len`` or (B, T) with a full-length ``response_mask``."""
+
+    logp: Tensor
+    mask: Tensor
+
+
+def _model_logits(model, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Logits of ``model`` on ``input_ids[:, :-1]`` (the last token predicts nothing), from a
+    tensor output, an output object with ``.logits`` (transformers) or a tuple (logits first)."""
+    if not callable(model):
+        raise ValueError(f"logits_or_model: expected a (B, T, V) tensor of logits or a module "
+                         f"mapping token ids to logits, got {type(model).__name__}")
+    if attention_mask is None:
+        out = model(input_ids[:, :-1])
+    else:
+        out = model(input_ids[:, :-1], attention_mask=attention_mask[:, :-1])
+    logits = getattr(out, "logits", None)
+    if logits is None:
+        logits = out[0] if isinstance(out, (tuple, list)) and out else out
+    if not isinstance(logits, Tensor):
+        raise ValueError(f"logits_or_model: the model returned {type(out).__name__}; expected "
+                         f"logits (B, T, V), an object with .logits, or a tuple starting with them")
+    return logits
+
+
+@reject_unknown_options
+def causal_logprobs(logits_or_model, input_ids: Tensor, prompt_len: int | None = None, *,
+                    response_mask: Tensor | None = None, eos_id: int | None = None,
+                    attention_mask: Tensor | None = None, temperature: float = 1.0,
+                    chunk_size: int | None = None) -> CausalLogprobs:
+    """log π_θ(y_t | h_t) of the response tokens of a causal LM, and their mask, aligned.
+
+    A causal LM's logits at position t score the token at position t + 1:
+
+        logp[b, j] = log softmax(z[b, j − 1] / τ)[ids[b, j]],     z = model(ids)  (B, T, V),
+
+    so the log-probs of the tokens ``ids[:, 1:]`` come from the logits ``z[:, :-1]``. This
+    function does that shift once and returns log-probs and a mask that index the *same*
+    tokens, so no mask ever needs shifting by hand (``mask[:, :-1]`` is the tempting,
+    silent off-by-one: it drops each response's last token, EOS included, and keeps the
+    prompt's last token).
+
+    Args:
+        logits_or_model: the logits (B, T, V) of the model on ``input_ids`` (or (B, T − 1, V)
+            on ``input_ids[:, :-1]``), or a module/callable mapping (B, T) ids to logits:
+            a :class:`pgbook.worlds.gpt.GPT`, your own model, or a ``transformers`` model
+            (its output's ``.logits`` is used). A model is called once on
+            ``input_ids[:, :-1]`` (``attention_mask[:, :-1]`` passed as ``attention_mask``
+            when given); gradients flow to its parameters.
+        input_ids: (B, T) long, prompt then response.
+        prompt_len: P, the column where responses start (prompts left-padded to a common
+            length P, as :func:`pgbook.worlds.gpt.sample` lays them out). The outputs are
+            then (B, N), N = T − P, aligned with ``input_ids[:, P:]``.
+        response_mask: 0/1 (or bool), 1 on response tokens to train on. With ``prompt_len``:
+            (B, N) aligned with ``input_ids[:, P:]``, or (B, T) aligned with ``input_ids``
+            (its prompt columns must be 0). Without ``prompt_len``: (B, T) aligned with
+            ``input_ids`` (any layout: right-padded prompts, tool tokens masked out), and the
+            outputs are (B, T) with column 0 = 0 (nothing predicts the first token; its mask
+            must be 0).
+        eos_id: with ``prompt_len`` and no ``response_mask``: the mask is 1 up to and
+            including each response's first ``eos_id`` (:func:`response_mask`); with neither,
+            every response token counts.
+        attention_mask: (B, T), passed to the model (only with a model).
+        temperature: τ > 0; the logits are divided by it (in their own dtype, as a
+            sampler does), and the sampler's τ and the trainer's must agree (see
+            :func:`pgbook.train.grpo.check_on_policy`).
+        chunk_size: passed to :func:`token_logprobs` (memory of the log-softmax).
+
+    Returns :class:`CausalLogprobs` ``(logp, mask)``: ``logp`` float32 (float64 for float64
+    logits), 0 off the mask and differentiable on it; ``mask`` 0/1 in the same dtype. Feed
+    them to :func:`pgbook.methods.policy_loss` / :func:`~pgbook.methods.method_loss`.
+    Factor of J(θ): trajectory (log p_θ(τ) = Σ_t log π_θ(y_t|h_t) over the response).
+    """
+    check_tensor(input_ids, "input_ids", ndim=2)
+    if input_ids.dtype != torch.long:
+        raise ValueError(f"input_ids: expected dtype torch.int64 (long), got {input_ids.dtype}")
+    B, T = input_ids.shape
+    if T < 2:
+        raise ValueError(f"input_ids: expected at least 2 positions (a prompt token and a "
+                         f"response token), got shape {tuple(input_ids.shape)}")
+    if prompt_len is not None:
+        if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) \
+                or not 1 <= prompt_len < T:
+            raise ValueError(f"prompt_len: expected an integer in [1, {T - 1}] (the column "
+                             f"where responses start, T = {T}), got {prompt_len!r}")
+    elif response_mask is None:
+        raise ValueError("prompt_len: expected prompt_len (responses start at that column) or "
+                         "a (B, T) response_mask, got neither")
+    if eos_id is not None:
+        if isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0:
+            raise ValueError(f"eos_id: expected a non-negative integer, got {eos_id!r}")
+        if prompt_len is None or response_mask is not None:
+            raise ValueError("eos_id: expected it with prompt_len and without response_mask "
+                             "(a response_mask already says where each response ends)")
+    tau = check_positive(temperature, "temperature")
+    if isinstance(logits_or_model, Tensor):
+        if attention_mask is not None:
+            raise ValueError("attention_mask: only used when a model is given, got logits")
+        logits = logits_or_model
+    else:
+        if attention_mask is not None:
+            check_tensor(attention_mask, "attention_mask")
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask: expected shape {(B, T)} (that of input_ids), "
+                                 f"got {tuple(attention_mask.shape)}")
+        logits = _model_logits(logits_or_model, input_ids, attention_mask)
+    check_tensor(logits, "logits", ndim=3, floating=True)
+    if logits.shape[:2] not in ((B, T), (B, T - 1)):
+        raise ValueError(f"logits: expected shape ({B}, {T}, V) (on input_ids) or "
+                         f"({B}, {T - 1}, V) (on input_ids[:, :-1]), got {tuple(logits.shape)}")
+    check_same_device(logits=logits, input_ids=input_ids)
+    P = 1 if prompt_len is None else prompt_len
+    z = logits[:, P - 1:T - 1]                          # z[:, j] scores input_ids[:, P + j]
+    if tau != 1.0:
+        z = z / tau
+    lp = token_logprobs(z, input_ids[:, P:], chunk_size=chunk_size)      # (B, T − P)
+    if prompt_len is None:
+        lp = torch.cat([lp.new_zeros(B, 1), lp], dim=1)                   # aligned with ids
+    N = lp.shape[1]
+    if response_mask is not None:
+        check_tensor(response_mask, "response_mask")
+        check_same_device(response_mask=response_mask, input_ids=input_ids)
+        if prompt_len is not None and tuple(response_mask.shape) == (B, T):
+            check_mask(response_mask, "response_mask")
+            if not _is_meta(response_mask) and bool((response_mask[:, :P] != 0).any()):
+                raise ValueError(f"response_mask: a (B, T) mask must be 0 on the prompt "
+                                 f"columns [0, {P}), got ones there")
+            response_mask = response_mask[:, P:]
+        check_mask(response_mask, "response_mask", (B, N))
+        if prompt_len is None and not _is_meta(response_mask) and \
+                bool((response_mask[:, 0] != 0).any()):
+            raise ValueError("response_mask: column 0 must be 0 (nothing predicts the first "
+                             "token of input_ids), got ones there")
+        mask = response_mask.to(lp.dtype)
+    elif eos_id is not None:
+        mask = _eos_mask(input_ids[:, P:], eos_id, 0, dtype=lp.dtype)
+    else:
+        mask = torch.ones_like(lp)
+    return CausalLogprobs(torch.where(mask.to(torch.bool), lp, torch.zeros_like(lp)), mask)
+
+
 __all__ = [
+    "CausalLogprobs",
+    "causal_logprobs",
     "entropy_from_logits",
     "naive_token_logprobs",
     "response_mask",

@@ -34,7 +34,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._validate import check_positive, check_positive_int, check_tensor, make_generator
+from .._validate import (
+    check_positive,
+    check_positive_int,
+    check_tensor,
+    make_generator,
+    unknown_options,
+)
 from ..registry import register
 from ..trajectory.tokens import sequence_logprob
 from .gpt import BOS, EOS, GPT, PAD, CharTokenizer, GPTConfig, logprobs, sample
@@ -389,6 +395,7 @@ def policy_config(task: Task, **overrides) -> GPTConfig:
     ``overrides`` replace any field."""
     kw = {"vocab_size": task.tokenizer.vocab_size,
           "block_size": task.prompt_len + task.max_new_tokens}
+    unknown_options("policy_config", overrides, GPTConfig.__dataclass_fields__)
     kw.update(overrides)
     return GPTConfig(**kw)
 
