@@ -5,9 +5,15 @@ With samples y ~ π_θ and log r = log π_ref(y) − log π_θ(y) (Schulman 2020
     k1 = −log r,      k2 = ½ (log r)²,      k3 = r − 1 − log r.
 
 Each estimates KL(π_θ ‖ π_ref) (k1 and k3 unbiased, k2 biased), but as *losses* their
-gradients differ (chapter 12): E[∇k1] = 0, E[∇k2] = ∇KL(π_θ‖π_ref) and E[∇k3] =
-∇KL(π_ref‖π_θ) for a single categorical step; summed over the tokens of a response the
-token-level versions are not the gradients of the sequence KLs (Tang & Munos 2025).
+gradients differ (chapter 12). For one categorical draw (a bandit, a one-token response):
+E[∇k1] = 0, E[∇k2] = ∇KL(π_θ‖π_ref) and E[∇k3] = ∇KL(π_ref‖π_θ). Added per token to the
+loss of a response, k(log π_θ(y_t|h_t), log π_ref(y_t|h_t)) differentiates each next-token
+distribution at the prefixes h_t the samples visited, as if those prefixes did not depend on
+θ: the sum is the gradient of *neither* sequence KL (Tang & Munos 2025, arXiv:2506.09477).
+The token-level gradient of the sequence KL(π_θ‖π_ref) is the KL in the reward with
+reward-to-go, E[Σ_t ∇log π_θ(y_t|h_t) Σ_{t'≥t} (log π_θ − log π_ref)(y_t'|h_t')]. After the
+first epoch on a batch the samples come from π_old, and a loss term evaluated on them without
+an importance weight estimates the gradient at prefixes and tokens drawn from π_old.
 
 Two placements, per token t of response i (logp = log π_θ(y_t|h_t), ref_logp = log π_ref):
 
@@ -114,15 +120,33 @@ def k1_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 @register("kl", "k2_loss", side="trajectory", form="token", summary="+β·½(log π_θ − log π_ref)² in the loss")
 def k2_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """Per-token k2 = ½ (log π_ref − log π_θ)² as a loss term; its expected gradient is
-    ∇KL(π_θ‖π_ref) (the reverse KL, for a single categorical step)."""
+    """Per-token k2 = ½ (log π_ref − log π_θ)² as a loss term, shape of ``logp``.
+
+    For one categorical draw y ~ π_θ its expected gradient is ∇KL(π_θ‖π_ref) (the reverse
+    KL). Summed over the tokens of responses sampled from π_θ, the expected gradient is
+    Σ_t E_{h_t}[∇KL(π_θ(·|h_t)‖π_ref(·|h_t))] with the prefixes h_t held fixed: it misses the
+    term E[Σ_t ∇log π_θ(y_t|h_t) Σ_{t'>t} (log π_θ − log π_ref)(y_t')] through which a token
+    changes the prefixes that follow it, so it is not ∇KL of whole responses (Tang & Munos
+    2025, arXiv:2506.09477; chapter 12 measures the gap). Factor of J(θ): trajectory."""
     return kl_estimate(logp, ref_logp, "k2")
 
 
 @register("kl", "k3_loss", side="trajectory", form="token",
           summary="+β·(π_ref/π_θ − 1 − log π_ref/π_θ) in the loss (GRPO)")
 def k3_loss(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """Per-token k3 = r − 1 − log r, r = π_ref/π_θ, as a loss term (DeepSeekMath's GRPO).
-    An unbiased, non-negative estimate of KL(π_θ‖π_ref), but its expected gradient is
-    ∇KL(π_ref‖π_θ), the forward KL (chapter 12)."""
+    """Per-token k3 = r − 1 − log r, r = π_ref/π_θ, as a loss term (DeepSeekMath's GRPO),
+    shape of ``logp``.
+
+    Its value is a non-negative, unbiased estimate of KL(π_θ‖π_ref) (summed over a
+    response's tokens: of the sequence KL, by the chain rule). Its gradient is another
+    matter. For one categorical draw y ~ π_θ the expected gradient is ∇KL(π_ref‖π_θ), the
+    *forward* KL. Summed over the tokens of a response it is
+    Σ_t E_{h_t ~ π_θ}[∇KL(π_ref(·|h_t)‖π_θ(·|h_t))]: forward per-token KLs at prefixes drawn
+    from π_θ and held fixed, which is the gradient of neither sequence KL (the forward KL of
+    whole responses takes its prefixes from π_ref; Tang & Munos 2025, arXiv:2506.09477;
+    chapter 12 computes all three exactly). On samples from π_old (every epoch after the
+    first) it is evaluated without an importance weight, so its expectation is over π_old's
+    prefixes and tokens. TRL's GRPOTrainer computes exactly this term (``per_token_kl``);
+    verl's ``low_var_kl`` also clamps log r to [−20, 20] and k3 to [−10, 10], which pgbook
+    does not. Factor of J(θ): trajectory."""
     return kl_estimate(logp, ref_logp, "k3")

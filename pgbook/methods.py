@@ -45,11 +45,12 @@ from .reward import baselines as _baselines  # noqa: F401  (registers the Part I
 from .trajectory import losses as _losses
 from .worlds import tasks as _tasks  # noqa: F401  (registers the verifiable rewards)
 
-__all__ = ["method_config", "method_loss", "policy_loss", "shaped_rewards"]
+__all__ = ["loss_table", "method_config", "method_loss", "policy_loss", "shaped_rewards"]
 
-# The bandit world's "mean over samples" is, for responses of several tokens, the mean
-# over every token of the batch (a bandit sample is a one-token response).
-_AGG_ALIASES = {"sample_mean": "token_mean"}
+# The bandit world's "mean over samples" (1/N) Σ_i A_i ∇log p_θ(τ_i) is, for responses of
+# several tokens, the mean over responses of each response's *sum* of token terms
+# (∇log p_θ(τ) = Σ_t ∇log π_θ(y_t|h_t), chapter 09); for one-token responses the two agree.
+_AGG_ALIASES = {"sample_mean": "seq_mean_token_sum"}
 # the options of policy_loss / method_loss themselves (suggested when one is misspelt)
 _CALLER_OPTIONS = ("eps_low", "eps_high", "std_eps", "beta", "ref_logp", "max_tokens",
                    "aggregation", "kl", "loss")
@@ -200,7 +201,7 @@ def shaped_rewards(kl: str, rewards: Tensor, logp: Tensor, ref_logp: Tensor, mas
 def method_config(name: str) -> dict:
     """The pieces of a registered method as used by the LLM loss: ``{"advantage",
     "policy_loss", "aggregation", "kl"}`` (resolved through its parents; the bandit
-    aggregation "sample_mean" reads as "token_mean")."""
+    aggregation "sample_mean" reads as "seq_mean_token_sum")."""
     parts = dict(method(name).resolved_parts())
     cfg = {k: parts.get(k) for k in ("advantage", "policy_loss", "aggregation", "kl")}
     cfg["aggregation"] = _AGG_ALIASES.get(cfg["aggregation"], cfg["aggregation"])
@@ -330,19 +331,24 @@ register_method("REINFORCE (reward-to-go)", "REINFORCE", advantage="reward_to_go
                 fixes="every token is weighted by rewards paid before it, which it cannot "
                       "affect: pure noise in the weight",
                 chapter="09", reference="Williams 1992; Sutton et al. 2000")
-# GRPO as the survey states it: PPO-clip with the critic's advantage replaced by the group
-# z-score, nothing else.
-register_method("GRPO", "PPO-clip", advantage="grpo",
+# GRPO as its authors define it (Shao et al. 2024, eq. 3; TRL's GRPOTrainer with
+# loss_type="grpo"): PPO-clip with the critic's advantage replaced by the group z-score, each
+# response's token terms averaged (1/|o_i|), and a k3 KL to π_ref added to every token's loss.
+register_method("GRPO", "PPO-clip", advantage="grpo", aggregation="seq_mean_token_mean",
+                kl="k3_loss",
                 fixes="PPO needs a learned critic V(x); the group's own rewards give a baseline "
-                      "for free",
-                chapter="08", reference="Shao et al. 2024 (DeepSeekMath, arXiv:2402.03300)")
-register_method("GRPO (DeepSeekMath)", "GRPO", aggregation="seq_mean_token_mean", kl="k3_loss",
-                fixes="the full recipe of the paper: per-sequence token means and a k3 KL loss "
-                      "to π_ref",
-                chapter="12", reference="Shao et al. 2024, eq. 3 and 4")
-register_method("RLOO", "GRPO", advantage="rloo",
+                      "for free (the paper's recipe also averages each response's token terms "
+                      "and adds a k3 KL to π_ref to the loss, not to the reward)",
+                chapter="08", reference="Shao et al. 2024 (DeepSeekMath, arXiv:2402.03300), eq. 3")
+# RLOO as Ahmadian et al. and TRL's RLOOTrainer run it: leave-one-out advantage, the k1 KL of
+# the sampling policy in the reward, each response's token terms summed (the sequence
+# log-probability). TRL clips the sequence ratio Π_t r_t; pgbook clips per token: the two agree
+# on the first update of a batch (every ratio 1), which is the only update TRL's default takes.
+register_method("RLOO", "GRPO", advantage="rloo", aggregation="seq_mean_token_sum",
+                kl="k1_in_reward",
                 fixes="the group mean includes the sample itself: E[ĝ] = (G−1)/G ∇J; "
-                      "leave-one-out removes it",
+                      "leave-one-out removes it (and the KL goes back into the reward, whose "
+                      "score-function gradient is the exact gradient of J − β·KL)",
                 chapter="08", reference="Kool et al. 2019; Ahmadian et al. 2024 (arXiv:2402.14740)")
 register_method("Dr. GRPO", "GRPO", advantage="grpo_mean", aggregation="constant",
                 fixes="std division reweights prompts by difficulty; per-sequence means bias "
@@ -353,3 +359,64 @@ register_method("REINFORCE++-baseline", "GRPO", advantage="grpo_batch_std",
                       "one batch-wide scale keeps the group-mean baseline without that "
                       "reweighting",
                 chapter="13", reference="Hu 2025 (arXiv:2501.03262)")
+
+
+# =============================================================================================
+# Every loss on one page, drawn from the registry
+# =============================================================================================
+def _call(name: str, cfg: dict) -> str:
+    """How pgbook computes one step of the method's loss (a Python expression)."""
+    form = get("advantage", cfg["advantage"]).form
+    if form in ("group", "batch"):
+        kl = "" if cfg["kl"] == "none" else ", ref_logp=ref_logp, beta=β"
+        return f'method_loss("{name}", logp, old_logp, R, mask, G{kl})'
+    old = "None" if cfg["policy_loss"] == "score_function" else "old_logp"
+    kl = "" if get("kl", cfg["kl"]).form != "token" else \
+        f', ref_logp=ref_logp, kl="{cfg["kl"]}", beta=β'
+    return (f'policy_loss(logp, {old}, Â, mask, loss="{cfg["policy_loss"]}", '
+            f'aggregation="{cfg["aggregation"]}"{kl})')
+
+
+def loss_table(names: list[str] | None = None, *, markdown: bool = False) -> list[dict] | str:
+    """One row per method: the pieces of its per-token loss, read from the registry.
+
+    Each row is a dict with ``method``, ``parent``, ``advantage``, ``policy_loss``,
+    ``aggregation``, ``kl`` (each the registered component's summary, i.e. its formula),
+    ``changed`` (``"kind: parent's → this"`` for each component that differs from the
+    parent), ``side`` (:attr:`pgbook.registry.Method.axis`) and ``call`` (the pgbook call
+    that computes the loss: :func:`method_loss` for group methods, :func:`policy_loss` with
+    advantages Â from elsewhere otherwise). ``names`` default to every method whose policy
+    loss is a registered function (the exact J(θ) has none). With ``markdown=True`` the rows
+    come back as one Markdown table (a string).
+    """
+    from .registry import methods as _methods
+
+    if names is None:
+        names = [m.name for m in _methods()
+                 if get("policy_loss", m.resolved_parts().get("policy_loss", "exact")).fn
+                 is not None]
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"names: expected a list of method names, got {names!r}")
+    rows = []
+    for name in names:
+        m = method(name)
+        cfg = method_config(name)
+        if get("policy_loss", cfg["policy_loss"]).fn is None:
+            raise ValueError(f"names: method {name!r} has no policy loss to tabulate "
+                             f"(its policy_loss is the label {cfg['policy_loss']!r})")
+        rows.append(dict(
+            method=name, parent=m.parent or "",
+            **{k: get(k, cfg[k]).summary for k in ("advantage", "policy_loss", "aggregation",
+                                                    "kl")},
+            changed=", ".join(f"{k}: {a} → {b}" for k, (a, b) in m.changes().items()),
+            side=m.axis, call=_call(name, cfg)))
+    if not markdown:
+        return rows
+    cols = ("method", "advantage", "policy_loss", "aggregation", "kl", "side", "call")
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+
+    def cell(k, v):
+        v = v.replace("|", "\\|")
+        return f"`{v}`" if k == "call" else v
+
+    return head + "\n".join("| " + " | ".join(cell(k, r[k]) for k in cols) + " |" for r in rows)

@@ -234,7 +234,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             ``config.block_size``), trained in place.
         task: a :class:`pgbook.worlds.tasks.Task` (prompts, targets, ``reward``).
         method: a registered method whose pieces are used (:func:`pgbook.methods.method_config`),
-            e.g. ``"GRPO"``, ``"GRPO (DeepSeekMath)"`` (k3 KL in the loss), ``"Dr. GRPO"``,
+            e.g. ``"GRPO"`` (DeepSeekMath's recipe: k3 KL in the loss), ``"Dr. GRPO"``,
             ``"RLOO"``; ``advantage``, ``loss``, ``aggregation`` and ``kl`` override single
             pieces (``kl``: ``"none"``, ``"k1_loss"``, ``"k2_loss"``, ``"k3_loss"`` or
             ``"k1_in_reward"``).
