@@ -323,3 +323,18 @@ register_method("REINFORCE++-baseline", "GRPO", advantage="grpo_batch_std",
                       "one batch-wide scale keeps the group-mean baseline without that "
                       "reweighting",
                 chapter="13", reference="Hu 2025 (arXiv:2501.03262)")
+
+# -- chapter 10: critics -------------------------------------------------------------------------
+register_method("Actor-critic (GAE)", "REINFORCE (reward-to-go)", advantage="gae",
+                fixes="the exact V(h_t) that would remove the reward-to-go's noise is unknown: a "
+                      "learned critic V_φ(h_t) is the baseline, and GAE(λ < 1) replaces the "
+                      "future rewards by the critic's estimate (less variance, a bias through "
+                      "the critic's error)",
+                chapter="10", reference="Sutton et al. 2000; Konda & Tsitsiklis 2000; "
+                                        "Schulman et al. 2016 (GAE, arXiv:1506.02438)")
+register_method("PPO (value head, GAE)", "PPO-clip", advantage="gae",
+                fixes="PPO-clip's advantage needs a value function of every prefix: a learned "
+                      "critic (a second network of the policy's size), GAE over the response "
+                      "tokens and a clipped value loss, as LLM trainers ran PPO",
+                chapter="12", reference="Schulman et al. 2017; Ouyang et al. 2022 "
+                                        "(arXiv:2203.02155)")
