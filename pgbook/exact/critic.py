@@ -72,12 +72,23 @@ def _seqs(space: SeqSpace, seqs: Sequences | None) -> Sequences:
     return space.enumerate() if seqs is None else seqs
 
 
+_TABLES: dict = {}
+
+
+def _prefix_table(space: SeqSpace) -> TabularPolicy:
+    """The prefix coding of ``space`` (a :class:`TabularPolicy`, built once per space)."""
+    key = id(space)
+    if key not in _TABLES or _TABLES[key][0] is not space:
+        _TABLES[key] = (space, TabularPolicy(space))
+    return _TABLES[key][1]
+
+
 def prefix_ids(space: SeqSpace, x: Tensor, tokens: Tensor) -> Tensor:
     """The id of the prefix h_t = (x, y_<t) at every position, (*B, T) long in
     [0, X · n_prefixes): x · n_prefixes + code(y_<t), with the prefix code of
     :class:`~pgbook.worlds.seqlm.TabularPolicy` (n_prefixes = Σ_{t<T} V^t)."""
     space.check(x, tokens)
-    tab = TabularPolicy(space)
+    tab = _prefix_table(space)
     return x.unsqueeze(-1) * tab.n_prefixes + tab.prefix_codes(tokens)
 
 
@@ -134,7 +145,7 @@ def exact_values(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
         m = seqs.mask.to(q.dtype)
         r = reward.token_rewards(seqs.x, seqs.tokens, seqs.mask).to(q.dtype)
         ids = prefix_ids(space, seqs.x, seqs.tokens)
-        table = _value_table(q, reward_to_go(r, m), m, ids, space.X * TabularPolicy(space).n_prefixes)
+        table = _value_table(q, reward_to_go(r, m), m, ids, space.X * _prefix_table(space).n_prefixes)
         V, Q = _q_and_v(table[ids], r, m)
     return ExactValues(V, Q, Q - V)
 
@@ -179,7 +190,7 @@ class TabularCritic(SeqCritic):
 
     def __init__(self, space: SeqSpace):
         self.space = space
-        self.n_params = space.X * TabularPolicy(space).n_prefixes
+        self.n_params = space.X * _prefix_table(space).n_prefixes
 
     def values(self, phi: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
         self._check(phi, x, tokens)
