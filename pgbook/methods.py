@@ -332,9 +332,10 @@ register_method("Actor-critic (GAE)", "REINFORCE (reward-to-go)", advantage="gae
                       "the critic's error)",
                 chapter="10", reference="Sutton et al. 2000; Konda & Tsitsiklis 2000; "
                                         "Schulman et al. 2016 (GAE, arXiv:1506.02438)")
-register_method("PPO (value head, GAE)", "PPO-clip", advantage="gae",
+register_method("PPO (value head, GAE)", "PPO-clip", advantage="gae", aggregation="token_mean",
                 fixes="PPO-clip's advantage needs a value function of every prefix: a learned "
                       "critic (a second network of the policy's size), GAE over the response "
-                      "tokens and a clipped value loss, as LLM trainers ran PPO",
+                      "tokens and a clipped value loss, with the token mean over the batch, as "
+                      "LLM trainers ran PPO (TRL's PPOTrainer, verl)",
                 chapter="12", reference="Schulman et al. 2017; Ouyang et al. 2022 "
                                         "(arXiv:2203.02155)")

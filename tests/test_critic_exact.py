@@ -214,6 +214,26 @@ def test_one_run_step_is_the_estimator_by_hand():
     torch.testing.assert_close(h.theta[0], th + 0.5 * g, rtol=0, atol=1e-13)
 
 
+def test_exact_critic_step_uses_the_exact_values_of_the_sampled_prefixes():
+    """runs = 1, one step of the oracle critic at λ = 0: Â = δ with the exact V = A exactly."""
+    h, (sp, pol, th, rewards) = _train("exact_critic", runs=1, steps=1, lam=0.0)
+    R = rewards["per-token"]
+    gen = pg.make_generator(1)
+    x = sp.sample_contexts(8, gen).view(1, 8)
+    from pgbook.train.actor_critic import _sample
+    tokens, m = _sample(pol, th[None], x, gen)
+    x, tokens, m = x[0], tokens[0], m[0]
+    seqs = sp.enumerate()
+    ex = EC.exact_values(pol, th, R, seqs)
+    table = torch.zeros(sp.X * EC._prefix_table(sp).n_prefixes, dtype=F64)
+    ids = EC.prefix_ids(sp, seqs.x, seqs.tokens)
+    table[ids[seqs.mask > 0]] = ex.V[seqs.mask > 0]
+    V = table[EC.prefix_ids(sp, x, tokens)] * m
+    A = gae(R.token_rewards(x, tokens, m), V, m, 1.0, 0.0)[0]
+    g = torch.func.grad(lambda t: (A * pol.token_logprobs(t, x, tokens)).sum() / 8)(th)
+    torch.testing.assert_close(h.theta[0], th + 0.5 * g, rtol=0, atol=1e-13)
+
+
 def test_trainer_bad_inputs():
     with pytest.raises(ValueError, match="advantage: expected one of"):
         _train("ppo")

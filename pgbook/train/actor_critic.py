@@ -43,7 +43,7 @@ from ..exact.critic import SeqCritic, _value_table, prefix_ids
 from ..exact.seqlm import joint_probs
 from ..reward.advantages import reward_to_go
 from ..reward.critic import gae
-from ..worlds.seqlm import SeqPolicy, SeqReward, TabularPolicy
+from ..worlds.seqlm import SeqPolicy, SeqReward, Sequences, TabularPolicy
 
 __all__ = ["ADVANTAGES", "ActorCriticHistory", "actor_critic_train"]
 
@@ -88,19 +88,29 @@ class ActorCriticHistory:
 
 
 def _sample(policy: SeqPolicy, theta: Tensor, x: Tensor, generator: torch.Generator):
-    """Responses for R runs at once: x (R, B) → tokens (R, B, T), mask (R, B, T)."""
+    """Responses for R runs at once: x (R, B) → tokens (R, B, T), mask (R, B, T).
+
+    Token y_t is drawn by inverting the CDF of π_θ(·|h_t) at a uniform u_t drawn beforehand
+    (all R·B·T of them from ``generator``), so that the whole autoregressive loop of every
+    run is one ``vmap`` call."""
     sp = policy.space
     R, B = x.shape
-    logits_fn = torch.func.vmap(policy.logits)
-    tokens = torch.full((R, B, sp.T), sp.pad_id, dtype=torch.long, device=theta.device)
-    done = torch.zeros(R, B, dtype=torch.bool, device=theta.device)
-    for t in range(sp.T):
-        lg = logits_fn(theta, x, tokens)[:, :, t]
-        p = torch.softmax(lg.to(torch.promote_types(lg.dtype, torch.float32)), -1)
-        y = torch.multinomial(p.reshape(R * B, -1), 1, generator=generator).view(R, B)
-        y = torch.where(done, torch.full_like(y, sp.pad_id), y)
-        tokens[:, :, t] = y
-        done = done | (y == sp.eos_id)
+    work = torch.promote_types(theta.dtype, torch.float32)
+    u = torch.rand(R, B, sp.T, generator=generator, dtype=work, device=theta.device)
+    positions = torch.arange(sp.T, device=theta.device)
+
+    def one(t, xr, ur):                              # one run: (B,) prompts → (B, T) tokens
+        tokens = torch.full((B, sp.T), sp.pad_id, dtype=torch.long, device=xr.device)
+        done = torch.zeros(B, dtype=torch.bool, device=xr.device)
+        for pos in range(sp.T):
+            cdf = torch.softmax(policy.logits(t, xr, tokens)[:, pos].to(work), -1).cumsum(-1)
+            y = (cdf < ur[:, pos:pos + 1]).sum(-1).clamp(max=sp.V - 1)
+            y = torch.where(done, torch.full_like(y, sp.pad_id), y)
+            tokens = torch.where(positions == pos, y.unsqueeze(-1), tokens)
+            done = done | (y == sp.eos_id)
+        return tokens
+
+    tokens = torch.func.vmap(one)(theta, x, u)
     return tokens, sp.response_mask(tokens, theta.dtype)
 
 
@@ -173,7 +183,22 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
     enum_m = seqs.mask.to(theta.dtype)
     enum_r = reward.token_rewards(seqs.x, seqs.tokens, seqs.mask).to(theta.dtype)
     enum_G = reward_to_go(enum_r, enum_m)
+    # The exact quantities a step needs are sums of q(x, y) G_t(y) over the enumeration, so
+    # only the responses with a non-zero return enter them (for a sparse outcome reward, a
+    # fraction of all): J, V(x) and the numerators of V(h_t). The denominator of V(h_t), the
+    # probability ρ(x) p_θ(h_t) of the prefix, comes from the sampled tokens' own log-probs.
+    live = (enum_G != 0).any(-1)
+    sub = Sequences(seqs.x[live], seqs.tokens[live], seqs.mask[live])
+    sub_ids, sub_m, sub_G = enum_ids[live], enum_m[live], enum_G[live]
+    rho = space.rho.to(theta.dtype)
+    n_pref = n_ids // space.X
 
+    def numerators(t):                     # Σ_{y ⊒ h} q(x, y) G_t(y) per prefix id, (n_ids,)
+        q = joint_probs(policy, t, sub)
+        w = (q.unsqueeze(-1) * sub_m * sub_G).reshape(-1)
+        return q.new_zeros(n_ids).index_add(0, sub_ids.reshape(-1), w), q @ sub_G[:, 0]
+
+    nums = torch.func.vmap(numerators)
     probs = torch.func.vmap(lambda t: joint_probs(policy, t, seqs))
     tables = torch.func.vmap(lambda q: _value_table(q, enum_G, enum_m, enum_ids, n_ids))
     logp_fn = torch.func.vmap(policy.token_logprobs)
@@ -186,27 +211,24 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
         values_fn = torch.func.vmap(critic.values)
         enum_values = torch.func.vmap(critic.values, in_dims=(0, None, None))
 
-    def record(q, table):
+    def record(th_):
         """Exact J of every run, and the critic's exact RMS error against V."""
+        if ph is None:
+            J_hist.append(nums(th_)[1])
+            return
+        q = probs(th_)
         J_hist.append(q @ enum_G[:, 0])
-        if ph is not None:
-            V = table[:, enum_ids] * enum_m                                  # (R, N, T)
-            sq = ((enum_values(ph.detach(), seqs.x, seqs.tokens) - V) * enum_m).pow(2).sum(-1)
-            err_hist.append(((sq * q).sum(-1) / (q @ enum_m.sum(-1))).sqrt())
+        V = tables(q)[:, enum_ids] * enum_m                                   # (R, N, T)
+        sq = ((enum_values(ph.detach(), seqs.x, seqs.tokens) - V) * enum_m).pow(2).sum(-1)
+        err_hist.append(((sq * q).sum(-1) / (q @ enum_m.sum(-1))).sqrt())
 
     J_hist, err_hist, when = [], [], []
     t0 = time.perf_counter()
     bar = trange(steps, disable=not progress, desc=desc or advantage)
     for k in bar:
         with torch.no_grad():
-            evaluate = k % eval_every == 0
-            q = table = None
-            if evaluate or advantage in ("prompt_value", "exact_critic"):
-                q = probs(th)
-                needs_table = ph is not None or advantage in ("prompt_value", "exact_critic")
-                table = tables(q) if needs_table else None
-            if evaluate:
-                record(q, table)
+            if k % eval_every == 0:
+                record(th)
                 when.append(k)
             x = space.sample_contexts(R * (B // G), generator).to(theta.device).view(R, B // G)
             x = x.repeat_interleave(G, dim=1)
@@ -217,16 +239,19 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
             if advantage == "reward_to_go":
                 adv = Gt
             elif advantage == "prompt_value":
-                Vx = table[:, :: n_ids // space.X]                            # V(x) = V(empty prefix)
-                adv = (Gt - Vx.gather(1, x).unsqueeze(-1)) * m
+                num = nums(th)[0][:, ::n_pref]                                # V(x) ρ(x), (R, X)
+                adv = (Gt - (num / rho).gather(1, x).unsqueeze(-1)) * m
             elif advantage == "group":
                 Rg = Gt[..., 0].view(R, B // G, G)
                 loo = ((Rg.sum(-1, keepdim=True) - Rg) / (G - 1)).view(R, B, 1)
                 adv = (Gt - loo) * m
             else:
                 if advantage == "exact_critic":
-                    ids = prefix_ids(space, x.reshape(-1), tokens.reshape(-1, T)).view(R, B, T)
-                    V = table.gather(1, ids.view(R, -1)).view(R, B, T) * m
+                    ids = prefix_ids(space, x.reshape(-1), tokens.reshape(-1, T)).view(R, -1)
+                    lp = (logp_fn(th, x, tokens).to(th.dtype) * m).cumsum(-1)
+                    log_prefix = torch.cat([lp.new_zeros(R, B, 1), lp[..., :-1]], -1)
+                    den = rho[x].unsqueeze(-1) * log_prefix.exp()                # ρ(x) p(h_t)
+                    V = nums(th)[0].gather(1, ids).view(R, B, T) / den * m
                 else:
                     V = values_fn(ph.detach(), x, tokens) * m
                 adv, ret = gae(r.reshape(-1, T), V.reshape(-1, T), m.reshape(-1, T), 1.0, lam)
@@ -247,8 +272,7 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
                 loss.backward()
                 opt.step()
     with torch.no_grad():
-        q = probs(th)
-        record(q, tables(q) if ph is not None else None)
+        record(th)
         when.append(steps)
     bar.close()
     config = dict(advantage=advantage, lam=lam, n_samples=B, runs=R, lr=lr, steps=steps,
