@@ -1,3 +1,4 @@
+# ruff: noqa: F821  (a fragment of chapter 12: its names are defined by the chapter)
 # Cells for chapter 12 (GRPO for LLMs): PPO with a value head against GRPO at the same budget.
 # For the lead: paste after §5 (the GRPO training run), which defines `task`, `ref_model` (the
 # frozen copy of the pretrained policy of §1), `success_rate`, `copy`, `np`, `plt`, `pg`. Add
