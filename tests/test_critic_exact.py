@@ -137,6 +137,21 @@ def test_low_precision_theta(dtype):
     torch.testing.assert_close(ex.V.double(), ex64.V, rtol=0, atol=0.05 if dtype == torch.bfloat16 else 1e-5)
 
 
+def test_critics_on_meta_and_in_low_precision():
+    sp, *_ = small()
+    seqs = sp.enumerate()
+    for crit in (EC.TabularCritic(sp), EC.MLPCritic(sp, hidden=4)):
+        phi = crit.init(pg.make_generator(0), 0.5)
+        v64 = crit.values(phi, seqs.x, seqs.tokens)
+        vb = crit.values(phi.to(torch.bfloat16), seqs.x, seqs.tokens)
+        assert vb.dtype == torch.bfloat16
+        torch.testing.assert_close(vb.double(), v64, rtol=0, atol=0.05)
+        meta = crit.values(torch.empty(crit.n_params, device="meta"), seqs.x.to("meta"),
+                           seqs.tokens.to("meta"))
+        assert meta.device.type == "meta" and meta.shape == seqs.tokens.shape
+    assert EC.MLPCritic(sp, hidden=4).n_params == sp.X * 4 + (sp.V + 1) * 4 + sp.T * 4 + 4 + 1
+
+
 def test_bad_inputs():
     sp, pol, th, rewards = small()
     R = rewards["outcome"]
