@@ -331,10 +331,26 @@ register_method("REINFORCE (reward-to-go)", "REINFORCE", advantage="reward_to_go
                 fixes="every token is weighted by rewards paid before it, which it cannot "
                       "affect: pure noise in the weight",
                 chapter="09", reference="Williams 1992; Sutton et al. 2000")
+# -- chapter 10: critics -------------------------------------------------------------------------
+register_method("Actor-critic (GAE)", "REINFORCE (reward-to-go)", advantage="gae",
+                fixes="the exact V(h_t) that would remove the reward-to-go's noise is unknown: a "
+                      "learned critic V_φ(h_t) is the baseline, and GAE(λ < 1) replaces the "
+                      "future rewards by the critic's estimate (less variance, a bias through "
+                      "the critic's error)",
+                chapter="10", reference="Sutton et al. 2000; Konda & Tsitsiklis 2000; "
+                                        "Schulman et al. 2016 (GAE, arXiv:1506.02438)")
+register_method("PPO (value head, GAE)", "PPO-clip", advantage="gae", aggregation="token_mean",
+                fixes="PPO-clip's advantage needs a value function of every prefix: a learned "
+                      "critic (a second network of the policy's size), GAE over the response "
+                      "tokens and a clipped value loss, with the token mean over the batch, as "
+                      "LLM trainers ran PPO (TRL's PPOTrainer, verl)",
+                chapter="12", reference="Schulman et al. 2017; Ouyang et al. 2022 "
+                                        "(arXiv:2203.02155)")
 # GRPO as its authors define it (Shao et al. 2024, eq. 3; TRL's GRPOTrainer with
-# loss_type="grpo"): PPO-clip with the critic's advantage replaced by the group z-score, each
-# response's token terms averaged (1/|o_i|), and a k3 KL to π_ref added to every token's loss.
-register_method("GRPO", "PPO-clip", advantage="grpo", aggregation="seq_mean_token_mean",
+# loss_type="grpo"): PPO with a critic, whose GAE advantage is replaced by the group z-score,
+# each response's token terms averaged (1/|o_i|), and a k3 KL to π_ref added to every token's
+# loss.
+register_method("GRPO", "PPO (value head, GAE)", advantage="grpo", aggregation="seq_mean_token_mean",
                 kl="k3_loss",
                 fixes="PPO needs a learned critic V(x); the group's own rewards give a baseline "
                       "for free (the paper's recipe also averages each response's token terms "

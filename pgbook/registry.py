@@ -41,6 +41,10 @@ advantage       ``batch``    the same, reading the whole batch (e.g. batch white
 advantage       ``baseline`` ``fn(bandit, policy, theta, batch) -> b`` (batch shape);
                              the weight is r − b (Part I)
 advantage       ``token``    ``fn(token_rewards (B, T), mask (B, T)) -> (B, T)``
+advantage       ``critic``   ``fn(token_rewards (B, T), values (B, T) or (B, T+1),
+                             mask (B, T), gamma, lam, **options) -> (advantages,
+                             returns)``, each (B, T): a learned V(h_t) as baseline
+                             (GAE, :mod:`pgbook.reward.critic`)
 policy_loss     ``token``    ``fn(logp, advantages, old_logp, **options) -> per-token loss``
 aggregation     ``token``    ``fn(per_token_loss (B, T), mask (B, T), max_tokens=None)
                              -> scalar``

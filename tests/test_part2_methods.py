@@ -123,9 +123,10 @@ def test_family_runs_in_every_dtype(dtype):
 
 def test_family_tree_and_what_changed():
     tree = {m.name: m for m in pg.registry.methods()}
-    assert tree["GRPO"].parent == "PPO-clip"
-    assert tree["GRPO"].changes() == {"advantage": ("value", "grpo"),
-                                      "aggregation": ("sample_mean", "seq_mean_token_mean"),
+    # GRPO removes PPO's critic: its parent is PPO as LLM trainers ran it, with a value head
+    assert tree["GRPO"].parent == "PPO (value head, GAE)"
+    assert tree["GRPO"].changes() == {"advantage": ("gae", "grpo"),
+                                      "aggregation": ("token_mean", "seq_mean_token_mean"),
                                       "kl": ("none", "k3_loss")}
     assert tree["Dr. GRPO"].parent == "GRPO"
     assert tree["Dr. GRPO"].changes() == {"advantage": ("grpo", "grpo_mean"),
@@ -150,7 +151,7 @@ def test_loss_table():
     rows = rl.loss_table(["REINFORCE", "PPO-clip", "GRPO", "RLOO"])
     assert [r["method"] for r in rows] == ["REINFORCE", "PPO-clip", "GRPO", "RLOO"]
     grpo = rows[2]
-    assert grpo["side"] == "both" and grpo["parent"] == "PPO-clip"
+    assert grpo["side"] == "both" and grpo["parent"] == "PPO (value head, GAE)"
     assert grpo["call"].startswith('method_loss("GRPO"') and "beta" in grpo["call"]
     assert "kl: none → k3_loss" in grpo["changed"]
     assert rows[0]["call"].startswith("policy_loss(logp, None") and 'loss="score_function"' in rows[0]["call"]

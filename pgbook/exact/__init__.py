@@ -9,16 +9,19 @@
   (chapter 06);
 * :mod:`~pgbook.exact.groups`: exact moments of group estimators (chapter 08);
 * :mod:`~pgbook.exact.seqlm`: J, ∇J, KLs and estimator moments on the enumerable LM
-  (chapters 09 on).
+  (chapters 09 on);
+* :mod:`~pgbook.exact.critic`: exact V, Q and A over prefixes, learned critics, and the exact
+  bias and variance of GAE(λ) policy gradients (chapter 10).
 """
 
-from . import bandits, groups, offpolicy, proximal, seqlm, stats
+from . import bandits, critic, groups, offpolicy, proximal, seqlm, stats
 from .stats import EstimatorStats, cosine, estimates_from_loss, relative_error, variance_difference
 
 __all__ = [
     "EstimatorStats",
     "bandits",
     "cosine",
+    "critic",
     "estimates_from_loss",
     "groups",
     "offpolicy",

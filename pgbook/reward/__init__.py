@@ -3,10 +3,12 @@
 * :mod:`~pgbook.reward.baselines`: baselines on the bandit world (r − b), described once
   as specs that the Monte-Carlo and exact tools share;
 * :mod:`~pgbook.reward.advantages`: group advantages (GRPO, Dr. GRPO, RLOO, ...), their
-  broadcast to tokens, and token-level returns (reward-to-go).
+  broadcast to tokens, and token-level returns (reward-to-go);
+* :mod:`~pgbook.reward.critic`: a critic V(h_t) as the baseline: TD residuals, GAE(λ) and
+  the (clipped) value loss of PPO trainers.
 """
 
-from . import advantages, baselines
+from . import advantages, baselines, critic
 from .advantages import (
     advantage_stats,
     broadcast_to_tokens,
@@ -28,6 +30,7 @@ from .baselines import (
     sample_weights,
     state_table,
 )
+from .critic import gae, td_residuals, value_loss, whiten
 
 __all__ = [
     "advantage_stats",
@@ -36,6 +39,8 @@ __all__ = [
     "baselines",
     "broadcast_to_tokens",
     "compute_advantages",
+    "critic",
+    "gae",
     "get_baseline",
     "group_by_index",
     "grpo_advantage",
@@ -48,5 +53,8 @@ __all__ = [
     "rloo_advantage",
     "sample_weights",
     "state_table",
+    "td_residuals",
+    "value_loss",
+    "whiten",
     "zero_variance_groups",
 ]

@@ -4,10 +4,15 @@
   the weighted-MLE view and SFT (chapter 04);
 * :mod:`~pgbook.train.ppo`: PPO's epochs on one batch, and its outer loop, on bandits
   (chapter 07);
-* :mod:`~pgbook.train.grpo`: the GRPO-family trainer for a language model (chapter 12 on).
+* :mod:`~pgbook.train.grpo`: the GRPO-family trainer for a language model (chapter 12 on);
+* :mod:`~pgbook.train.actor_critic`: actor–critic and REINFORCE on the enumerable LM, many
+  runs at once, with exact learning curves (chapter 10);
+* :mod:`~pgbook.train.ppo_llm`: PPO with a value head (GAE, clipped value loss) on the tiny
+  GPT, and its comparison with GRPO (chapter 12).
 """
 
-from . import grpo, ppo, reinforce
+from . import actor_critic, grpo, ppo, ppo_llm, reinforce
 from .grpo import GRPOHistory, check_on_policy, grpo_train
 
-__all__ = ["GRPOHistory", "check_on_policy", "grpo", "grpo_train", "ppo", "reinforce"]
+__all__ = ["GRPOHistory", "actor_critic", "check_on_policy", "grpo", "grpo_train", "ppo",
+           "ppo_llm", "reinforce"]
