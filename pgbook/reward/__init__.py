@@ -3,10 +3,12 @@
 * :mod:`~pgbook.reward.baselines`: baselines on the bandit world (r − b), described once
   as specs that the Monte-Carlo and exact tools share;
 * :mod:`~pgbook.reward.advantages`: group advantages (GRPO, Dr. GRPO, RLOO, ...), their
-  broadcast to tokens, and token-level returns (reward-to-go).
+  broadcast to tokens, and token-level returns (reward-to-go);
+* :mod:`~pgbook.reward.shaping`: reward shaping after the rollout (overlong responses) and
+  token-level credit from the entropy (chapter 13).
 """
 
-from . import advantages, baselines
+from . import advantages, baselines, shaping
 from .advantages import (
     advantage_stats,
     broadcast_to_tokens,
@@ -47,6 +49,7 @@ __all__ = [
     "reward_to_go",
     "rloo_advantage",
     "sample_weights",
+    "shaping",
     "state_table",
     "zero_variance_groups",
 ]
