@@ -9,10 +9,13 @@
   (chapter 06);
 * :mod:`~pgbook.exact.groups`: exact moments of group estimators (chapter 08);
 * :mod:`~pgbook.exact.seqlm`: J, ∇J, KLs and estimator moments on the enumerable LM
-  (chapters 09 on).
+  (chapters 09 on);
+* :mod:`~pgbook.exact.reward_side`: the expected update of any group advantage under any
+  aggregation, greedy responses, prefix values, pass@k and Monte-Carlo group estimates on
+  the enumerable LM (chapter 13).
 """
 
-from . import bandits, groups, offpolicy, proximal, seqlm, stats
+from . import bandits, groups, offpolicy, proximal, reward_side, seqlm, stats
 from .stats import EstimatorStats, cosine, estimates_from_loss, relative_error, variance_difference
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "offpolicy",
     "proximal",
     "relative_error",
+    "reward_side",
     "seqlm",
     "stats",
     "variance_difference",
