@@ -370,7 +370,9 @@ def remax_advantage(rewards: Tensor, group_size: int, *, reward_baselines: Tenso
     the update, so its reward does not depend on the sampled y_i: the estimator is unbiased
     for ∇J (chapter 03's rule), and a response that *is* the greedy one gets Â = 0 (much like
     a zero-variance group). Equals verl's ``compute_remax_outcome_advantage`` for an outcome
-    reward (its returns are R_i at every response token). ``std_eps`` is accepted and unused.
+    reward on every response token (its returns are R_i there; with holes in the mask verl
+    also leaves R_i on the masked positions inside the response, which never enter the loss,
+    where :func:`broadcast_to_tokens` writes 0). ``std_eps`` is accepted and unused.
     Factor of J(θ): reward.
     """
     check_positive(std_eps, "std_eps", allow_zero=True)
@@ -511,7 +513,8 @@ def gpg_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6,
     the informative ones is diluted by the fraction of useless responses; α undoes it:
 
     * ``alpha="nonzero_rewards"`` (default): α = B / max(#{i: R_i ≠ 0}, 1), as verl's
-      ``compute_gpg_outcome_advantage`` computes it (this function equals it);
+      ``compute_gpg_outcome_advantage`` computes it (this function equals it, up to verl's
+      α being a float32 number, B divided by an integer count: a relative 1e-8);
     * ``alpha="valid_groups"``: α = #groups / #(groups whose rewards are not all equal)
       (α = 1 when there is none), as the authors' trainer computes ``inverse_alpha``
       (it also resamples until enough groups are valid, which is not reproduced here).
