@@ -592,3 +592,33 @@ def test_chapter_13_methods_on_the_map():
                  "Pass@k training", "GRPO pass@k (verl)", "Forking tokens (80/20)", "GTPO (entropy-weighted)"):
         assert pg.method(name).sides() == {"reward"}, name
         assert pg.method(name).chapter == "13" and pg.method(name).reference
+
+
+def test_small_helpers():
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 0, 0]])
+    assert S.response_lengths(mask).tolist() == [2, 3, 0]
+    with pytest.raises(ValueError, match="0/1"):
+        S.response_lengths(torch.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match="k"):
+        X.pass_at_k(torch.tensor([0.5]), 0)
+    with pytest.raises(ValueError, match="floating"):
+        X.pass_at_k_weight(torch.tensor([1]), 2)
+    assert torch.equal(A.comb_ratio(torch.tensor([2.0, 5.0]), torch.tensor([5.0, 5.0]), 3),
+                       torch.tensor([0.0, 1.0]))
+    space = answers.answer_space(3)
+    policy = pg.worlds.seqlm.TabularPolicy(space)
+    seqs = space.enumerate()
+    ids = X.prefix_ids(policy, seqs)
+    # equal ids ⇔ equal (prompt, prefix); ended responses get ids of their own
+    L = seqs.mask.sum(-1).long()
+    for t in range(space.T + 1):
+        for i in range(len(seqs)):
+            for j in range(len(seqs)):
+                same = bool(L[i] > t and L[j] > t and torch.equal(seqs.tokens[i, :t], seqs.tokens[j, :t]))
+                assert (ids[i, t] == ids[j, t]).item() == (same or (i == j)), (i, j, t)
+    with pytest.raises(ValueError, match="answer world"):
+        answers.answer_reward(SeqSpace(tokens=("x", "y"), max_len=3))
+    with pytest.raises(ValueError, match="max_len"):
+        answers.answer_space(1)
+    with pytest.raises(ValueError, match="p_correct"):
+        answers.answer_policy(space, p_correct=1.0)
