@@ -376,6 +376,67 @@ register_method("REINFORCE++-baseline", "GRPO", advantage="grpo_batch_std",
                       "reweighting",
                 chapter="13", reference="Hu 2025 (arXiv:2501.03262)")
 
+# -- Part III: the reward side after GRPO (chapter 13) ------------------------------------------
+# Each method names the method whose failure it fixes; the pieces it changes say which factor
+# of J(θ) it touches. Reward shaping ("shaping") and token-level credit ("token_credit") are
+# pieces of pgbook.reward.shaping that grpo_train applies when a method has them.
+from .reward import shaping as _shaping  # noqa: E402,F401  (registers shaping and token credit)
+
+register_method("REINFORCE++", "PPO-clip", advantage="reinforce_plus_plus", kl="k1_in_reward",
+                fixes="PPO's critic is a second network trained from a terminal reward; "
+                      "REINFORCE++ keeps PPO's clip and replaces the critic by token returns "
+                      "(the KL to π_ref in the reward) whitened over the whole batch",
+                chapter="13", reference="Hu 2025 (arXiv:2501.03262)")
+register_method("ReMax", "REINFORCE + baseline", advantage="remax",
+                fixes="the value baseline V(x) needs a critic for a language model; the reward "
+                      "of the greedy response to the same prompt is a baseline that does not "
+                      "depend on the sample (one extra greedy rollout per prompt)",
+                chapter="13", reference="Li et al. 2023 (arXiv:2310.10505)")
+register_method("DAPO (token-level loss)", "GRPO", aggregation="token_mean",
+                fixes="per-sequence token means weigh a token by 1/|y|: correct answers are "
+                      "pushed shorter and wrong ones longer; one mean over the batch's tokens "
+                      "(its normaliser still holds the response's own length)",
+                chapter="13", reference="Yu et al. 2025 (DAPO, arXiv:2503.14476)")
+register_method("DAPO (overlong filtering)", "GRPO", shaping="overlong_mask",
+                fixes="a response cut by the budget is scored as wrong, which punishes a "
+                      "possibly right answer: truncated responses leave the loss",
+                chapter="13", reference="Yu et al. 2025 (DAPO, arXiv:2503.14476)")
+register_method("DAPO (soft overlong penalty)", "GRPO", shaping="overlong_soft",
+                fixes="the same truncation noise, and no pressure to finish in budget: a "
+                      "penalty that grows over the last L_cache tokens of the budget",
+                chapter="13", reference="Yu et al. 2025 (DAPO, arXiv:2503.14476)")
+register_method("OPO", "GRPO", advantage="opo", data="on_policy",
+                fixes="the group mean is not the variance-optimal baseline, and reusing a batch "
+                      "for several steps is off-policy: a length-weighted baseline and exactly "
+                      "one gradient step per batch",
+                chapter="13", reference="Hao et al. 2025 (arXiv:2505.23585)")
+register_method("GPG", "GRPO", advantage="gpg", policy_loss="score_function", kl="none",
+                aggregation="token_mean",
+                fixes="zero-variance groups dilute the batch's gradient, and the clipped "
+                      "surrogate is unneeded on-policy: the plain policy gradient with the "
+                      "group mean baseline, rescaled by the share of useful responses",
+                chapter="13", reference="Chu et al. 2025 (arXiv:2504.02546)")
+register_method("GRPO pass@k (verl)", "GRPO", advantage="grpo_passk",
+                fixes="pass@1 training sharpens onto one answer and pass@k falls: only the "
+                      "group's best response is reinforced (an estimate of ∇pass@G)",
+                chapter="13", reference="Tang et al. 2025 (arXiv:2503.19595); verl grpo_passk")
+register_method("Pass@k training", "GRPO", advantage="passk_analytic",
+                fixes="the same sharpening: analytic group advantages of the pass@k reward",
+                chapter="13", reference="Chen et al. 2025 (arXiv:2508.10751)")
+register_method("PKPO", "RLOO", advantage="pkpo",
+                fixes="the same sharpening, with an unbiased estimate of ∇pass@k for any k ≤ G "
+                      "(RLOO is its k = 1 case)",
+                chapter="13", reference="Walder & Karkhanis 2025 (arXiv:2505.15201)")
+register_method("Forking tokens (80/20)", "DAPO (token-level loss)", token_credit="top_entropy",
+                fixes="every token of a response gets the same advantage, though most are "
+                      "near-deterministic: only the top 20% entropy tokens are updated",
+                chapter="13", reference="Wang et al. 2025 (arXiv:2506.01939)")
+register_method("GTPO (entropy-weighted)", "DAPO (token-level loss)",
+                token_credit="entropy_weighted",
+                fixes="the same uniform credit: a response's advantage is shared out over its "
+                      "tokens in proportion to their entropy",
+                chapter="13", reference="Tan et al. 2025 (arXiv:2508.04349)")
+
 
 # =============================================================================================
 # Every loss on one page, drawn from the registry

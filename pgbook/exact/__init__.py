@@ -12,9 +12,12 @@
   (chapters 09 on);
 * :mod:`~pgbook.exact.critic`: exact V, Q and A over prefixes, learned critics, and the exact
   bias and variance of GAE(λ) policy gradients (chapter 10).
+* :mod:`~pgbook.exact.reward_side`: the expected update of any group advantage under any
+  aggregation, greedy responses, prefix values, pass@k and Monte-Carlo group estimates on
+  the enumerable LM (chapter 13).
 """
 
-from . import bandits, critic, groups, offpolicy, proximal, seqlm, stats
+from . import bandits, critic, groups, offpolicy, proximal, reward_side, seqlm, stats
 from .stats import EstimatorStats, cosine, estimates_from_loss, relative_error, variance_difference
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "offpolicy",
     "proximal",
     "relative_error",
+    "reward_side",
     "seqlm",
     "stats",
     "variance_difference",

@@ -5,10 +5,12 @@
 * :mod:`~pgbook.reward.advantages`: group advantages (GRPO, Dr. GRPO, RLOO, ...), their
   broadcast to tokens, and token-level returns (reward-to-go);
 * :mod:`~pgbook.reward.critic`: a critic V(h_t) as the baseline: TD residuals, GAE(λ) and
-  the (clipped) value loss of PPO trainers.
+  the (clipped) value loss of PPO trainers;
+* :mod:`~pgbook.reward.shaping`: reward shaping after the rollout (overlong responses) and
+  token-level credit from the entropy (chapter 13).
 """
 
-from . import advantages, baselines, critic
+from . import advantages, baselines, critic, shaping
 from .advantages import (
     advantage_stats,
     broadcast_to_tokens,
@@ -52,6 +54,7 @@ __all__ = [
     "reward_to_go",
     "rloo_advantage",
     "sample_weights",
+    "shaping",
     "state_table",
     "td_residuals",
     "value_loss",

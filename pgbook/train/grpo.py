@@ -51,8 +51,9 @@ from .._validate import (
 )
 from ..registry import components, get, resolve
 from ..reward import advantages as _adv
+from ..reward.shaping import truncated_responses
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
-from ..worlds.gpt import logprobs, sample
+from ..worlds.gpt import EOS, logprobs, sample
 
 #: what :class:`GRPOHistory` records per step, in this order
 METRICS = ("reward", "kl_ref", "clip_fraction", "entropy", "zero_variance_groups", "loss",
@@ -155,6 +156,13 @@ def _resolve(method: str, overrides: dict) -> dict:
     return cfg
 
 
+def _piece(kind: str, spec, form: str):
+    """A registered piece of ``kind`` by name, a callable as it is, or None."""
+    if spec is None or callable(spec):
+        return spec
+    return resolve(kind, spec, form, what=kind)
+
+
 @reject_unknown_options
 def check_on_policy(logp: Tensor, old_logp: Tensor, mask: Tensor, atol: float = 1e-3) -> Tensor:
     """The first-epoch sanity check: on-policy, every ratio π_θ/π_old must equal 1.
@@ -219,7 +227,8 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                lr: float = 1e-3, max_grad_norm: float | None = 1.0,
                temperature: float = 1.0, std_eps: float | None = None, partial_reward: bool = False,
                stop_at: float | None = None, window: int = 5, optimizer=None,
-               progress: bool = True, desc: str | None = None) -> GRPOHistory:
+               progress: bool = True, desc: str | None = None, shaping=None,
+               token_credit=None, advantage_options: dict | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
 
     Each of ``steps`` steps samples B = ``prompts_per_step`` × G responses (G =
@@ -252,6 +261,19 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             ``partial_reward``: the task's partial reward.
         stop_at: stop once the ``window``-step moving average of the reward reaches it.
         progress: a tqdm bar (``desc`` its label) showing the reward and KL.
+        shaping: reward shaping after the verifier (chapter 13): a registered ``"shaping"``
+            piece ("overlong_punish", "overlong_mask", "overlong_soft") or a callable
+            ``fn(rewards (B,), mask (B, T), *, truncated (B,), max_tokens) -> (rewards,
+            mask)`` (:mod:`pgbook.reward.shaping`; use ``functools.partial`` for options);
+            default: the method's own ``shaping`` part, if it has one. ``truncated`` marks
+            responses without EOS; the returned mask is the loss mask (the recorded reward
+            and length stay the task's). A minibatch whose loss mask is empty is skipped.
+        token_credit: a registered ``"token_credit"`` piece ("top_entropy", "low_entropy",
+            "entropy_weighted") or a callable ``fn(advantages_tok, entropy, mask, *,
+            group_size) -> advantages_tok`` applied to the broadcast advantages, with the
+            sampling policy's per-token entropy; default: the method's own part, if any.
+        advantage_options: keyword options for the advantage estimator (e.g. ``{"k": 4}``
+            for "pkpo" or "passk_analytic").
     """
     from tqdm.auto import trange
 
@@ -311,6 +333,16 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     adv_options = {} if std_eps is None else {"std_eps": check_positive(std_eps, "std_eps",
                                                                         allow_zero=True)}
     kl_loss = "none" if in_reward else kl_name
+    parts = _methods.method(method).resolved_parts()
+    shaping_fn = _piece("shaping", shaping if shaping is not None else parts.get("shaping"),
+                        "rollout")
+    credit_fn = _piece("token_credit", token_credit if token_credit is not None
+                       else parts.get("token_credit"), "entropy")
+    if advantage_options is not None:
+        if not isinstance(advantage_options, dict) or "std_eps" in advantage_options:
+            raise ValueError(f"advantage_options: expected a dict of estimator options (std_eps "
+                             f"has its own argument), got {advantage_options!r}")
+        adv_options.update(advantage_options)
 
     if ref_model is None:
         ref_model = copy.deepcopy(model)
@@ -339,6 +371,10 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
         mask = s.mask
         m = mask.to(torch.bool)
         R = task.reward(s.tokens, prob.targets, partial=partial_reward, dtype=s.logprobs.dtype)
+        R_used, loss_mask = R, mask
+        if shaping_fn is not None:
+            R_used, loss_mask = shaping_fn(R, mask, truncated=truncated_responses(
+                s.tokens, mask, EOS), max_tokens=N)
         # 2. old (trainer-recomputed) and reference log-probs
         with torch.no_grad():
             old, ent = _trainer_logprobs(model, s.tokens, tau)
@@ -347,12 +383,14 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
                                                     torch.where(m, ref, zero), "k3"), zero)
             # 3. rewards (KL-shaped if the KL sits in the reward) and group advantages
-            shaped = _methods.shaped_rewards(kl_name, R, old, ref, mask, beta) \
-                if in_reward and beta > 0 else R
+            shaped = _methods.shaped_rewards(kl_name, R_used, old, ref, mask, beta) \
+                if in_reward and beta > 0 else R_used
             adv = _adv.compute_advantages(shaped, cfg["advantage"], group_size=G, mask=mask,
                                           **adv_options)
-            adv_tok = adv.to(old.dtype) * mask if adv.dim() == 2 else \
-                _adv.broadcast_to_tokens(adv.to(old.dtype), mask)
+            adv_tok = adv.to(old.dtype) * loss_mask if adv.dim() == 2 else \
+                _adv.broadcast_to_tokens(adv.to(old.dtype), loss_mask)
+            if credit_fn is not None and bool(loss_mask.any()):
+                adv_tok = credit_fn(adv_tok, ent, loss_mask, group_size=G)
         # 4. μ epochs of minibatch updates on the clipped per-token loss
         losses, clips, rmax, first_err = [], [], [], None
         for _epoch in range(mu):
@@ -361,11 +399,13 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             for k in range(n_mb):
                 groups = order[k * per_mb:(k + 1) * per_mb]
                 idx = (groups[:, None] * G + torch.arange(G, device=device)).reshape(-1)
+                if not bool(loss_mask[idx].any()):
+                    continue            # every response of this minibatch left the loss
                 lp = logprobs(model, s.tokens[idx], tau)
                 if first_err is None:  # on-policy before the first update: ratios are 1
                     first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
                 value, met = _methods.policy_loss(
-                    lp, old[idx], adv_tok[idx], mask[idx], loss=cfg["policy_loss"],
+                    lp, old[idx], adv_tok[idx], loss_mask[idx], loss=cfg["policy_loss"],
                     aggregation=cfg["aggregation"], eps_low=eps_low, eps_high=eps_high,
                     ref_logp=ref[idx] if kl_loss != "none" else None, kl=kl_loss,
                     beta=beta if kl_loss != "none" else 0.0, max_tokens=N)
@@ -383,14 +423,14 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             row = {
                 "reward": R.mean(),
                 "kl_ref": k3.sum() / B,
-                "clip_fraction": torch.stack(clips).mean(),
+                "clip_fraction": torch.stack(clips).mean() if clips else zero,
                 "entropy": torch.where(m, ent, zero).sum() / n_tok,
                 "zero_variance_groups": _adv.zero_variance_groups(R, G).sum(),
-                "loss": torch.stack(losses).mean(),
-                "ratio_max": torch.stack(rmax).max(),
+                "loss": torch.stack(losses).mean() if losses else zero,
+                "ratio_max": torch.stack(rmax).max() if rmax else zero + 1,
                 "length": n_tok / B,
                 "logprob_gap": gap,
-                "first_epoch_ratio_error": first_err,
+                "first_epoch_ratio_error": zero if first_err is None else first_err,
             }
         for name, v in row.items():
             rec[name].append(float(v))

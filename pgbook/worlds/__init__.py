@@ -2,11 +2,13 @@
 
 * :mod:`~pgbook.worlds.bandits`: contextual bandits (Part I): J and ∇J by enumeration;
 * :mod:`~pgbook.worlds.seqlm`: an autoregressive tiny LM whose responses can all be listed;
+* :mod:`~pgbook.worlds.answers`: a one-prompt tiny LM whose first token is the answer, so a
+  response has an answer and a length (chapter 13);
 * :mod:`~pgbook.worlds.gpt`: a tiny GPT, a character tokenizer and batched sampling;
 * :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT.
 """
 
-from . import bandits, gpt, seqlm, tasks
+from . import answers, bandits, gpt, seqlm, tasks
 from .bandits import (
     Bandit,
     BanditBatch,
@@ -24,6 +26,7 @@ __all__ = [
     "BanditBatch",
     "LinearSoftmax",
     "TabularSoftmax",
+    "answers",
     "bandits",
     "context_bandit",
     "difficulty_bandit",
