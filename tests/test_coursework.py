@@ -328,7 +328,25 @@ CALLS = {   # name: (call with one bad keyword, the bad keyword)
                                                       method=["a"]), "method"),
     "policy_config": (lambda: tasks.policy_config(TASK, n_embed=8), "n_embed"),
     "pretrained_policy": (lambda: tasks.pretrained_policy(TASK, steps=1, n_embed=8), "n_embed"),
+    "group_update_weights": (lambda: _call_reward_side("group_update_weights", std_epsilon=0.1),
+                             "std_epsilon"),
+    "exact_group_update": (lambda: _call_reward_side("exact_group_update", std_epsilon=0.1),
+                           "std_epsilon"),
+    "exact_group_training": (lambda: _call_reward_side("exact_group_training", std_epsilon=0.1),
+                             "std_epsilon"),
 }
+
+
+def _call_reward_side(name, **bad):
+    from pgbook.exact import reward_side
+    from pgbook.worlds.seqlm import SeqSpace, TabularPolicy
+
+    space = SeqSpace(max_len=3, rho=torch.ones(1, dtype=torch.float64))
+    policy = TabularPolicy(space)
+    rewards = torch.zeros(space.n_per_context, dtype=torch.float64)
+    extra = {"steps": 1, "lr": 0.1} if name == "exact_group_training" else {}
+    return getattr(reward_side, name)(policy, policy.init(), rewards, 2, advantage="grpo",
+                                      **extra, **bad)
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))

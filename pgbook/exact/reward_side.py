@@ -43,6 +43,7 @@ from torch import Tensor
 from .._validate import (
     check_finite,
     check_generator,
+    check_options,
     check_positive_int,
     check_shape,
     check_tensor,
@@ -164,6 +165,8 @@ def group_update_weights(policy: SeqPolicy, theta: Tensor, rewards: Tensor, grou
     seqs = _seqs(policy, seqs)
     G = check_positive_int(group_size, "group_size")
     M = check_positive_int(n_groups, "n_groups")
+    check_options(resolve("advantage", advantage, "group", what="advantage"), options,
+                  f"group_update_weights() with advantage {advantage!r}", skip=2)
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation: expected one of {AGGREGATIONS}, got {aggregation!r}")
     check_tensor(rewards, "rewards", ndim=1, floating=True)
