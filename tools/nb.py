@@ -22,7 +22,6 @@ import sys
 import time
 
 import nbformat
-from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -89,6 +88,8 @@ def extract(notebook: str, out: str) -> None:
 
 
 def run(path: str, timeout: int = 300) -> float:
+    from nbclient import NotebookClient  # only here: the other commands need nbformat alone
+
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(pathlib.Path(path).parent)}})
