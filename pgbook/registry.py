@@ -31,9 +31,9 @@ Usage, in the style of verl's ``core_algos``::
 The ``form`` of a component says how it is called (its signature), so that a function
 asking for a piece can check it got one it knows how to call:
 
-==============  ===========  =======================================================
+==============  ============ =======================================================
 kind            form         signature
-==============  ===========  =======================================================
+==============  ============ =======================================================
 advantage       ``group``    ``fn(rewards (N,), group_size, **options) -> (N,)``, groups
                              contiguous, each group's advantages from its own rewards
                              (options such as ``std_eps``, ``mask`` are keywords)
@@ -51,7 +51,7 @@ aggregation     ``token``    ``fn(per_token_loss (B, T), mask (B, T), max_tokens
 kl              ``token``    ``fn(logp, ref_logp) -> per-token term`` (in the loss), or
                 ``reward``   the reward-side placement applied before the advantages
 reward          ``response`` ``fn(responses (n, N), targets (n, N), dtype) -> (n,)``
-==============  ===========  =======================================================
+==============  ============ =======================================================
 
 A component registered with :func:`register_label` has no function: it names a choice that
 a method makes (e.g. ``data="on_policy"``) without being called by the library.
