@@ -320,7 +320,7 @@ def check_index(idx: Tensor, name: str, size: int) -> Tensor:
         raise ValueError(f"{name}: expected an integer tensor, got dtype {idx.dtype}")
     if not _is_meta(idx) and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
         raise ValueError(
-            f"{name}: expected indices in [0, {size}), got range "
+            f"{name}: expected ids in [0, {size}) (indices into {size} entries), got range "
             f"[{int(idx.min())}, {int(idx.max())}]"
         )
     return idx

@@ -168,7 +168,7 @@ def test_method_configs_and_sides():
     assert rl.method_config("RLOO") == dict(cfg, advantage="rloo")
     assert rl.method_config("GRPO (DeepSeekMath)") == dict(cfg, aggregation="seq_mean_token_mean",
                                                            kl="k3_loss")
-    assert rl.method_config("REINFORCE++-baseline")["advantage"] == "grpo_batch_std"
+    assert rl.method_config("REINFORCE++-baseline")["advantage"] == "reinforce_pp_baseline"
     # the survey's claim, as computed from the components
     assert pg.method("GRPO").sides() == ({"reward"} if ppo else {"reward", "trajectory"})
     assert pg.method("RLOO").sides() == {"reward"}
