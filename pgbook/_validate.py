@@ -21,6 +21,7 @@ __all__ = [
     "LOG_RATIO_CLAMP",
     "check_finite",
     "check_finite_where",
+    "check_float_dtype",
     "check_generator",
     "check_in_range",
     "check_index",
@@ -234,6 +235,14 @@ def check_positive(x: float, name: str, *, allow_zero: bool = False) -> float:
     return v
 
 
+def check_float_dtype(dtype: torch.dtype, name: str = "dtype") -> torch.dtype:
+    """``dtype`` must be a floating ``torch.dtype`` (e.g. ``torch.float64``)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{name}: expected a floating torch.dtype such as torch.float64, "
+                         f"got {dtype!r}")
+    return dtype
+
+
 def check_option(value: str, name: str, options: Sequence[str]) -> str:
     """``value`` must be one of ``options`` (an option a function does not know is an error,
     never ignored)."""
@@ -252,6 +261,8 @@ def check_in_range(x: Tensor, name: str, low: float, high: float, *, low_open: b
     ok = (x > low if low_open else x >= low) & (x < high if high_open else x <= high)
     if not bool(ok.all()):
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        if low_open and high_open:
+            interval += f" (strictly between {low:g} and {high:g})"
         bad = x[~ok]
         n_nan = int(torch.isnan(bad).sum()) if bad.is_floating_point() else 0
         raise ValueError(f"{name}: expected values in {interval}, got {bad.numel()} outside it"
@@ -267,7 +278,11 @@ def check_probs(p: Tensor, name: str, *, dim: int = -1, atol: float | None = Non
         return p
     if bool((p < 0).any()):
         raise ValueError(f"{name}: expected non-negative probabilities, min is {p.min().item():.3g}")
-    tol = atol if atol is not None else (1e-3 if p.dtype in _LOW else 1e-5)
+    if atol is not None:
+        tol = atol
+    else:  # n values each rounded to the dtype's unit roundoff (bfloat16: 2⁻⁸)
+        n = p.shape[dim] if p.dim() else 1
+        tol = max(1e-3 if p.dtype in _LOW else 1e-5, n * torch.finfo(p.dtype).eps / 2)
     sums = p.sum(dim=dim)
     err = (sums - 1).abs().max().item() if sums.numel() else 0.0
     if err > tol:
