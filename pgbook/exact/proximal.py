@@ -28,6 +28,8 @@ from torch import Tensor
 from .._validate import (
     _is_meta,
     check_finite,
+    check_nonnegative_int,
+    check_option,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -37,6 +39,21 @@ from .._validate import (
 )
 from ..worlds.bandits import Bandit, SoftmaxPolicy
 from .bandits import check_world, exact_gradient, exact_J, exact_kl
+
+__all__ = [
+    "UPDATE_RULES",
+    "check_positive_definite",
+    "fisher_information",
+    "kl_gradient",
+    "natural_gradient",
+    "preconditioned_step",
+    "proximal_gradient_step",
+    "proximal_objective",
+    "proximal_point_step",
+    "reference_point_path",
+    "step_to_kl",
+    "update_path",
+]
 
 
 def _kl(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta: Tensor) -> Tensor:
@@ -137,6 +154,7 @@ def preconditioned_step(theta: Tensor, grad: Tensor, M: Tensor, eta: float) -> T
     Factor of J(θ): trajectory (the geometry in which p_θ moves).
     """
     check_tensor(theta, "theta", ndim=1, floating=True)
+    check_finite(theta, "theta")
     check_shape(grad, "grad", theta.shape)
     check_finite(grad, "grad")
     check_same_device(theta=theta, grad=grad, M=M)
@@ -174,6 +192,12 @@ def natural_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
     """
     _check_theta(policy, theta)
     check_world(bandit, policy, theta)
+    if rtol is not None:
+        rtol = check_positive(rtol, "rtol", allow_zero=True)
+    if atol is not None:
+        atol = check_positive(atol, "atol", allow_zero=True)
+    if damping is not None:
+        check_positive(damping, "damping")
     F, sc = _fisher_and_scores(bandit, policy, theta)
     g = to_work(exact_gradient(bandit, policy, theta)).to(F.dtype)
     if damping is None:
@@ -221,6 +245,8 @@ def proximal_objective(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, e
     _check_theta(policy, theta_k, "theta_k")
     check_world(bandit, policy, theta_k)
     eta = check_positive(eta, "eta")
+    if not isinstance(linearise, bool):
+        raise ValueError(f"linearise: expected True or False, got {linearise!r}")
     theta_k = theta_k.detach()
     dval, _ = _divergence(divergence, bandit, policy, theta_k)
     if linearise:
@@ -252,7 +278,10 @@ def proximal_point_step(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, 
     stops at ``max_iter`` wherever it got.
     """
     f = proximal_objective(bandit, policy, theta_k, eta, divergence, linearise)
+    check_option(solver, "solver", ("lbfgs", "ascent"))
     check_positive_int(max_iter, "max_iter")
+    tol = check_positive(tol, "tol")
+    check_nonnegative_int(polish, "polish")
     x = to_work(theta_k.detach()).clone()
     obj = (lambda t: f(t.to(theta_k.dtype)).to(x.dtype)) if x.dtype != theta_k.dtype else f
     if solver == "ascent":
@@ -368,7 +397,11 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
     """
     _check_theta(policy, theta)
     _check_theta(policy, direction, "direction")
+    check_world(bandit, policy, theta)
     delta = check_positive(delta, "delta")
+    check_positive_int(rounds, "rounds")
+    if check_positive_int(points, "points") < 2:
+        raise ValueError(f"points: expected at least 2 grid points, got {points}")
     t, d = theta.detach(), direction.detach()
     quad = d @ (fisher_information(bandit, policy, t) @ d)
     if _is_meta(t):
@@ -434,6 +467,3 @@ def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, 
             ref = theta
         pts.append(theta)
     return torch.stack(pts)
-
-
-# -- the map ------------------------------------------------------------------------------------
