@@ -28,8 +28,11 @@ import torch
 from torch import Tensor
 
 from .._validate import (
+    _is_meta,
     check_finite,
     check_index,
+    check_number,
+    check_option,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -51,6 +54,21 @@ class PPOBatch:
     adv: Tensor
     old_logp: Tensor
     theta_old: Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("s", "a"):
+            x = check_tensor(getattr(self, name), name)
+            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+                raise ValueError(f"{name}: expected integer ids, got dtype {x.dtype}")
+        check_tensor(self.adv, "adv", floating=True)
+        check_tensor(self.old_logp, "old_logp", floating=True)
+        check_tensor(self.theta_old, "theta_old", ndim=1, floating=True)
+        if not self.s.shape == self.a.shape == self.adv.shape == self.old_logp.shape:
+            raise ValueError(f"s, a, adv and old_logp: expected one shape, got "
+                             f"{tuple(self.s.shape)}, {tuple(self.a.shape)}, "
+                             f"{tuple(self.adv.shape)} and {tuple(self.old_logp.shape)}")
+        check_same_device(s=self.s, a=self.a, adv=self.adv, old_logp=self.old_logp,
+                          theta_old=self.theta_old)
 
     @property
     def shape(self) -> torch.Size:
@@ -91,6 +109,34 @@ def collect(bandit: Bandit, policy: SoftmaxPolicy, theta_old: Tensor, n: int | t
     return make_batch(policy, theta_old, raw.s, raw.a, adv)
 
 
+def _check_batch(policy: SoftmaxPolicy, batch: PPOBatch) -> PPOBatch:
+    """A PPOBatch whose ids index the policy and whose θ_old fits it (negative ids would
+    wrap around silently when indexing)."""
+    if not isinstance(policy, SoftmaxPolicy):
+        raise ValueError(f"policy: expected a SoftmaxPolicy, got {type(policy).__name__}")
+    if not isinstance(batch, PPOBatch):
+        raise ValueError(f"batch: expected a PPOBatch (see ppo.collect), got {type(batch).__name__}")
+    check_index(batch.s, "batch.s", policy.n_contexts)
+    check_index(batch.a, "batch.a", policy.n_actions)
+    policy._check_theta(batch.theta_old)
+    check_finite(batch.adv, "batch.adv")
+    check_finite(batch.old_logp, "batch.old_logp")
+    return batch
+
+
+def _check_beta(beta: float | Tensor) -> float | Tensor:
+    """β ≥ 0: a number, or a finite tensor (one β per run)."""
+    if isinstance(beta, Tensor):
+        check_finite(beta, "beta")
+        if beta.dim() > 1:
+            raise ValueError(f"beta: expected a number or a tensor of shape (M,), got "
+                             f"{tuple(beta.shape)}")
+        if not _is_meta(beta) and bool((beta < 0).any()):
+            raise ValueError(f"beta: expected values ≥ 0, got min {float(beta.min()):g}")
+        return beta
+    return check_positive(beta, "beta", allow_zero=True)
+
+
 def _logp(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch) -> Tensor:
     """log π_θ(a_i|s_i) with the batch's shape; θ (P,) or (M, P) for (M, N) batches."""
     lp = policy.log_probs(theta)  # (S, A) or (M, S, A)
@@ -125,6 +171,7 @@ def surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch, eps_low: fl
     ``eps_low=ε``: PPO's clipped surrogate (1/N) Σ_i min(r A, clip(r, 1 − ε, 1 + ε_high) A),
     with ``dual_clip=c`` the A < 0 terms bounded below by c·A.
     """
+    _check_batch(policy, batch)
     logp = _logp(policy, theta, batch)
     if eps_low is None:
         if eps_high is not None or dual_clip is not None:
@@ -139,6 +186,7 @@ def surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch, eps_low: fl
 def batch_kl(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch) -> Tensor:
     """(1/N) Σ_i KL(π_old(·|s_i) ‖ π_θ(·|s_i)), exact over actions at the batch's contexts;
     shape () or (M,). This is the penalty of PPO-KL (Schulman et al. 2017, eq. 8)."""
+    _check_batch(policy, batch)
     kl_s = state_kl(policy.log_probs(batch.theta_old), policy.log_probs(theta))  # (S,) / (M, S)
     if kl_s.dim() == 1:
         return kl_s[batch.s].mean(-1)
@@ -151,6 +199,7 @@ def ppo_objective(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch,
                   beta: float | Tensor = 0.0) -> Tensor:
     """What a PPO epoch maximises: :func:`surrogate` − β · :func:`batch_kl`; () or (M,).
     ``beta`` may be a tensor of shape (M,) (one β per run). Factor of J(θ): trajectory."""
+    beta = _check_beta(beta)
     obj = surrogate(policy, theta, batch, eps_low, eps_high, dual_clip)
     if isinstance(beta, Tensor) or float(beta) != 0.0:
         obj = obj - beta * batch_kl(policy, theta, batch)
@@ -168,6 +217,13 @@ def adaptive_beta(beta: float | Tensor, kl: float | Tensor, kl_target: float,
     kl_target = check_positive(kl_target, "kl_target")
     factor = check_positive(factor, "factor")
     tolerance = check_positive(tolerance, "tolerance")
+    beta = _check_beta(beta)
+    if isinstance(kl, Tensor):
+        check_finite(kl, "kl")
+    else:
+        check_number(kl, "kl")
+    if isinstance(beta, Tensor) and isinstance(kl, Tensor):
+        check_same_device(beta=beta, kl=kl)
     if isinstance(beta, Tensor) or isinstance(kl, Tensor):
         b = beta if isinstance(beta, Tensor) else torch.as_tensor(beta, dtype=kl.dtype, device=kl.device)
         k = kl if isinstance(kl, Tensor) else torch.as_tensor(kl, dtype=b.dtype, device=b.device)
@@ -223,8 +279,9 @@ def run_epochs(bandit: Bandit, policy: SoftmaxPolicy, batch: PPOBatch, epochs: i
     beta = check_positive(beta, "beta", allow_zero=True)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
-    if not isinstance(batch, PPOBatch):
-        raise ValueError(f"batch: expected a PPOBatch (see ppo.collect), got {type(batch).__name__}")
+    _check_batch(policy, batch)
+    if not isinstance(bandit, Bandit):
+        raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
     check_same_device(theta_old=batch.theta_old, bandit=bandit.means)
     th0 = batch.theta_old
     if batch.s.dim() == 2:
@@ -278,6 +335,11 @@ def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterat
     check_positive_int(n_samples, "n_samples")
     if kl_target is not None:
         check_positive(kl_target, "kl_target")
+    check_option(optimizer, "optimizer", OPTIMIZERS)
+    check_positive(lr, "lr")
+    check_positive_int(epochs, "epochs")
+    _check_eps(eps_low)
+    check_positive(beta, "beta", allow_zero=True)
     theta = theta0.detach()
     Js, kls, betas = [bandit.J(policy.probs(theta))], [], []
     for _ in range(iterations):
