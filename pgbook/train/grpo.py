@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .. import kl as _kl
 from .. import methods as _methods
-from .._validate import check_generator, check_positive, check_positive_int
+from .._validate import check_generator, check_number, check_positive, check_positive_int
 from ..registry import components, get, resolve
 from ..reward import advantages as _adv
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
@@ -105,7 +105,7 @@ class GRPOHistory:
     def first_step(self, target: float, window: int = 5, name: str = "reward") -> int | None:
         """The first step k (0-based) at which the ``window``-step moving average of
         ``name`` is ≥ ``target``, or None if it never is."""
-        hit = (self.smoothed(name, window) >= float(target)).nonzero()
+        hit = (self.smoothed(name, window) >= check_number(target, "target")).nonzero()
         return int(hit[0]) if hit.numel() else None
 
     def time_to(self, target: float, window: int = 5, name: str = "reward") -> float | None:
@@ -229,7 +229,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
         raise ValueError(f"generator: expected a generator on the model's device {device}, "
                          f"got one on {generator.device}")
     if stop_at is not None:
-        stop_at = float(stop_at)
+        stop_at = check_number(stop_at, "stop_at")
 
     cfg = _resolve(method, {"advantage": advantage, "policy_loss": loss,
                             "aggregation": aggregation, "kl": kl})
