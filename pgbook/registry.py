@@ -91,7 +91,7 @@ class Component:
     form: str | None = None
     reference: str = ""
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args, **kwargs) -> object:
         if self.fn is None:
             raise ValueError(f"component {self.kind}/{self.name} is a label with no function")
         return self.fn(*args, **kwargs)
@@ -107,9 +107,15 @@ def _check_side(side: str) -> str:
     return side
 
 
-def _check_name(value, what: str) -> str:
+def _check_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _check_text(value: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: expected a string, got {value!r}")
     return value
 
 
@@ -125,7 +131,7 @@ def _same_definition(a: Callable | None, b: Callable | None) -> bool:
 
 
 def register(kind: str, name: str, *, side: str, summary: str = "", form: str | None = None,
-             reference: str = ""):
+             reference: str = "") -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as component ``kind/name`` on ``side`` of J(θ).
 
     Registering another function under a taken name raises ValueError (unregister it first);
@@ -134,8 +140,12 @@ def register(kind: str, name: str, *, side: str, summary: str = "", form: str | 
     _check_name(kind, "kind")
     _check_name(name, "name")
     _check_side(side)
+    _check_text(summary, "summary")
+    _check_text(reference, "reference")
+    if form is not None:
+        _check_name(form, "form")
 
-    def deco(fn):
+    def deco(fn: Callable) -> Callable:
         if not callable(fn):
             raise ValueError(f"register({kind!r}, {name!r}): expected a function, got "
                              f"{type(fn).__name__}")
@@ -156,6 +166,8 @@ def register_label(kind: str, name: str, *, side: str, summary: str,
     _check_name(kind, "kind")
     _check_name(name, "name")
     _check_side(side)
+    _check_text(summary, "summary")
+    _check_text(reference, "reference")
     table = _COMPONENTS.setdefault(kind, {})
     if name in table and table[name].fn is not None:
         raise ValueError(f"component {kind}/{name} is already registered with a function")
@@ -176,7 +188,7 @@ def unregister(kind: str, name: str) -> None:
 
 def get(kind: str, name: str) -> Component:
     """The component ``kind/name``; a ValueError lists the registered names if absent."""
-    if kind not in _COMPONENTS:
+    if not isinstance(kind, str) or kind not in _COMPONENTS:
         raise ValueError(f"kind: expected one of {sorted(_COMPONENTS)}, got {kind!r}")
     if not isinstance(name, str) or name not in _COMPONENTS[kind]:
         raise ValueError(f"{kind}: expected one of {sorted(_COMPONENTS[kind])}, got {name!r}")
@@ -188,6 +200,8 @@ def resolve(kind: str, name: str, form: str | None = None, *, what: str | None =
     """The function of component ``kind/name``, checked to be callable and (when ``form`` is
     given) of that form; ``what`` names the argument in error messages (default: kind)."""
     what = what or kind
+    if not isinstance(kind, str) or kind not in _COMPONENTS:
+        raise ValueError(f"kind: expected one of {sorted(_COMPONENTS)}, got {kind!r}")
     table = _COMPONENTS.get(kind, {})
     if not isinstance(name, str) or name not in table:
         ok = sorted(n for n, c in table.items() if c.fn is not None
@@ -208,7 +222,7 @@ def resolve(kind: str, name: str, form: str | None = None, *, what: str | None =
 
 def components(kind: str | None = None, form: str | None = None) -> list[Component]:
     """All registered components (of one kind; of one form)."""
-    if kind is not None and kind not in _COMPONENTS:
+    if kind is not None and (not isinstance(kind, str) or kind not in _COMPONENTS):
         raise ValueError(f"kind: expected one of {sorted(_COMPONENTS)}, got {kind!r}")
     kinds = [kind] if kind is not None else sorted(_COMPONENTS)
     return [c for k in kinds for c in _COMPONENTS[k].values() if form is None or c.form == form]
@@ -264,10 +278,13 @@ def register_method(name: str, parent: str | None, *, fixes: str = "", chapter: 
     An existing name raises ValueError unless ``replace=True`` (or the definition is
     identical, as when a notebook cell runs again)."""
     _check_name(name, "name")
-    if parent is not None and parent not in _METHODS:
+    _check_text(fixes, "fixes")
+    _check_text(chapter, "chapter")
+    _check_text(reference, "reference")
+    if parent is not None and (not isinstance(parent, str) or parent not in _METHODS):
         raise ValueError(f"parent: method {parent!r} is not registered (have {sorted(_METHODS)})")
     for kind, comp in parts.items():
-        if kind not in _COMPONENTS or comp not in _COMPONENTS[kind]:
+        if not isinstance(comp, str) or kind not in _COMPONENTS or comp not in _COMPONENTS[kind]:
             have = sorted(_COMPONENTS.get(kind, {}))
             raise ValueError(f"method {name}: component {kind}/{comp} is not registered"
                              + (f" (have {have})" if have else f" (no kind {kind!r})"))
@@ -297,7 +314,7 @@ def methods() -> list[Method]:
 
 def method(name: str) -> Method:
     """The registered method ``name``; a ValueError lists the names if absent."""
-    if name not in _METHODS:
+    if not isinstance(name, str) or name not in _METHODS:
         raise ValueError(f"method: expected one of {sorted(_METHODS)}, got {name!r}")
     return _METHODS[name]
 
