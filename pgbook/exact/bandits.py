@@ -34,7 +34,7 @@ from .._validate import (
     check_tensor,
     to_work,
 )
-from ..reward.baselines import baseline_table, sample_weights
+from ..reward.baselines import BaselineSpec, baseline_table, sample_weights
 from ..trajectory.losses import score_function_loss
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 from .stats import estimates_from_loss
@@ -141,7 +141,7 @@ def reinforce_surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch
 
 # -- exact moments of the score-function estimator ---------------------------------------------
 def exact_estimator_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
-                            baseline="none") -> tuple[Tensor, Tensor]:
+                            baseline: BaselineSpec = "none") -> tuple[Tensor, Tensor]:
     """Exact mean (P,) and covariance (P, P) of the *single-sample* estimator
     g = ∇log π(a|s) (r − b(s, a)), by enumerating every (s, a) (and the reward noise).
 
@@ -162,7 +162,7 @@ def exact_estimator_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor
 
 
 def exact_total_variance(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
-                         baseline="none", n_samples: int = 1) -> Tensor:
+                         baseline: BaselineSpec = "none", n_samples: int = 1) -> Tensor:
     """tr Cov[ĝ] of the N-sample estimator with ``baseline`` (a baseline spec), exactly:
     the single-sample trace divided by N = ``n_samples``."""
     check_positive_int(n_samples, "n_samples")
@@ -206,7 +206,8 @@ def exact_total_variances(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
         return ((second - mean.pow(2).sum(-1)) / n_samples).to(out_dtype)
 
 
-def baseline_bias(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, baseline) -> Tensor:
+def baseline_bias(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                  baseline: BaselineSpec) -> Tensor:
     """Exact bias E[ĝ_b] − ∇J of the estimator with ``baseline`` (a baseline spec; an (S, A)
     table b(s, a) for an action-dependent one), shape (P,):
 
@@ -225,7 +226,7 @@ def baseline_bias(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, baseline
 # -- Monte-Carlo estimates to compare with ------------------------------------------------------
 def policy_gradient_estimates(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
                               n_samples: int, n_estimates: int, generator: torch.Generator,
-                              baseline="none") -> Tensor:
+                              baseline: BaselineSpec = "none") -> Tensor:
     """M = ``n_estimates`` independent N-sample score-function estimates of ∇J, (M, P).
 
     Each uses a fresh batch of N = ``n_samples`` draws (s, a, r) and the weights r − b for

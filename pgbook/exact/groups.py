@@ -75,7 +75,8 @@ def _estimator(name: str, options: dict):
 
 
 # -- the finite set of group outcomes -------------------------------------------------------
-def group_sequences(n_actions: int, group_size: int, device=None) -> Tensor:
+def group_sequences(n_actions: int, group_size: int,
+                    device: torch.device | str | None = None) -> Tensor:
     """Every ordered group (a_1 … a_G) ∈ {0..A−1}^G, shape (A^G, G) long, lexicographic."""
     A = check_positive_int(n_actions, "n_actions")
     G = check_positive_int(group_size, "group_size")
@@ -86,7 +87,8 @@ def group_sequences(n_actions: int, group_size: int, device=None) -> Tensor:
     return digits % A
 
 
-def group_counts(n_actions: int, group_size: int, device=None) -> Tensor:
+def group_counts(n_actions: int, group_size: int,
+                 device: torch.device | str | None = None) -> Tensor:
     """Every count vector n ∈ N^A with Σ_a n_a = G, shape (C(G+A−1, A−1), A) long."""
     A = check_positive_int(n_actions, "n_actions")
     G = check_positive_int(group_size, "group_size")

@@ -27,7 +27,7 @@ from .._validate import (
     check_tensor,
     to_work,
 )
-from ..reward.baselines import sample_weights
+from ..reward.baselines import BaselineSpec, sample_weights
 from ..trajectory.importance import check_positive_probs, importance_weights, is_estimate
 from ..trajectory.losses import importance_weighted_loss, ratio
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
@@ -97,7 +97,8 @@ def off_policy_J(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor, batch: 
 
 
 def off_policy_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
-                        behaviour_probs: Tensor, batch: BanditBatch, baseline="none",
+                        behaviour_probs: Tensor, batch: BanditBatch,
+                        baseline: BaselineSpec = "none",
                         self_normalised: bool = False) -> Tensor:
     """Estimate ∇J(θ) from a batch drawn from μ, as minus the gradient of the importance-
     weighted surrogate (:func:`pgbook.trajectory.losses.importance_weighted_loss`, ℓ_i = −w_i A_i):

@@ -22,6 +22,8 @@ Factor of J(θ): trajectory (all of this is about how p_θ moves; the reward is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -237,7 +239,8 @@ def _divergence(divergence, bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Te
 
 
 def proximal_objective(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, eta: float,
-                       divergence="kl", linearise: bool = False):
+                       divergence: str | Tensor = "kl", linearise: bool = False
+                       ) -> Callable[[Tensor], Tensor]:
     """The function θ ↦ J̃(θ) − (1/η) D(θ, θ_k), with J̃ = J (exact) or, with ``linearise``,
     its first-order expansion J(θ_k) + ∇J(θ_k)ᵀ(θ − θ_k). ``divergence`` is ``"kl"``
     (KL(π_θk ‖ π_θ)), ``"euclidean"`` (½‖θ − θ_k‖²) or a positive-definite matrix M
@@ -263,7 +266,8 @@ def proximal_objective(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, e
 
 
 def proximal_point_step(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, eta: float,
-                        divergence="kl", linearise: bool = False, solver: str = "lbfgs",
+                        divergence: str | Tensor = "kl", linearise: bool = False,
+                        solver: str = "lbfgs",
                         max_iter: int = 500, lr: float = 0.1, tol: float = 1e-13,
                         polish: int = 3) -> Tensor:
     """argmax_θ J̃(θ) − (1/η) D(θ, θ_k), found numerically from θ = θ_k; returns (P,).
@@ -336,7 +340,7 @@ UPDATE_RULES = ("gradient", "natural", "proximal_point")
 
 def update_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: float, n_steps: int,
                 rule: str = "gradient", damping: float | None = None,
-                divergence="kl", kl_step: float | None = None) -> Tensor:
+                divergence: str | Tensor = "kl", kl_step: float | None = None) -> Tensor:
     """Iterates θ_0, …, θ_n of one update rule, shape (n_steps + 1, P):
 
     ``"gradient"``: θ + η∇J;  ``"natural"``: θ + η F⁻¹∇J (see :func:`natural_gradient` for
@@ -426,7 +430,7 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
 
 def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: float,
                          n_steps: int, lr: float, refresh: int | str = 1, tau: float = 0.1,
-                         divergence="kl") -> Tensor:
+                         divergence: str | Tensor = "kl") -> Tensor:
     """The reference-point update family, returning θ_0, …, θ_n, shape (n_steps + 1, P).
 
     Inner gradient steps on the penalised objective with a moving reference θ_ref:

@@ -16,6 +16,8 @@ full enumeration (``seqs=None``) and run on the device and dtype of θ.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -248,7 +250,8 @@ def per_sequence_estimates(policy: SeqPolicy, theta: Tensor, seqs: Sequences, we
         theta.detach(), seqs.x, seqs.tokens, m, weights.detach())
 
 
-def exact_expected_gradient(policy: SeqPolicy, theta: Tensor, per_sequence_loss,
+def exact_expected_gradient(policy: SeqPolicy, theta: Tensor,
+                            per_sequence_loss: Callable[[Tensor, Sequences], Tensor],
                             seqs: Sequences | None = None) -> Tensor:
     """E_{x~ρ, y~π_θ}[∇_θ ℓ_θ(x, y)] exactly, (P,): the expected gradient of a per-response
     loss on on-policy samples, = ∇_θ Σ_n sg(ρ(x_n) p_θ(y_n|x_n)) ℓ_θ(n) (one backward pass).

@@ -14,6 +14,7 @@ estimates, and tests unbiasedness against an exact gradient in standard errors;
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,8 @@ __all__ = [
 ]
 
 
-def estimates_from_loss(loss_fn, theta: Tensor, batches) -> Tensor:
+def estimates_from_loss(loss_fn: Callable[..., Tensor], theta: Tensor,
+                        batches: Tensor | tuple[Tensor, ...]) -> Tensor:
     """−∇_θ loss_fn(θ, batch_m) for each of M batches stacked along dim 0 → (M, P).
 
     ``batches`` is a tensor or a tuple of tensors, each with a leading dimension M;

@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 Baseline = Callable[[Bandit, SoftmaxPolicy, Tensor, BanditBatch], Tensor]
+#: a baseline spec (module docstring): a name, a number, a table, a callable, or None
+BaselineSpec = str | float | Tensor | Baseline | None
 
 
 def _check_call(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
@@ -181,7 +183,7 @@ def _table_baseline(table: Tensor, S: int, A: int) -> Baseline:
     return baseline
 
 
-def get_baseline(baseline, bandit: Bandit | None = None) -> Baseline:
+def get_baseline(baseline: BaselineSpec, bandit: Bandit | None = None) -> Baseline:
     """The baseline callable ``fn(bandit, policy, theta, batch) -> b`` for a spec (module
     docstring). A tensor spec needs ``bandit`` (for its shape)."""
     if baseline is None:
@@ -201,7 +203,7 @@ def get_baseline(baseline, bandit: Bandit | None = None) -> Baseline:
 
 
 def sample_weights(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch,
-                   baseline="none") -> Tensor:
+                   baseline: BaselineSpec = "none") -> Tensor:
     """w_i = r_i − b_i for the baseline spec ``baseline``; shape of the batch."""
     _check_call(bandit, policy, theta, batch)
     check_finite(batch.r, "rewards")
@@ -214,8 +216,8 @@ def sample_weights(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: 
     return batch.r - b
 
 
-def baseline_table(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, baseline="none"
-                   ) -> Tensor:
+def baseline_table(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                   baseline: BaselineSpec = "none") -> Tensor:
     """b(s, a) for every pair, (S, A) in θ's dtype: the spec evaluated on the enumerated batch
     (s, a) of all S·A pairs with r = r(s, a) (what the exact tools need)."""
     _check_call(bandit, policy, theta)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +44,9 @@ from ..registry import components, get, resolve
 from ..reward import advantages as _adv
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
 from ..worlds.gpt import logprobs, sample
+
+if TYPE_CHECKING:
+    from ..worlds.tasks import Task
 
 #: what :class:`GRPOHistory` records per step, in this order
 METRICS = ("reward", "kl_ref", "clip_fraction", "entropy", "zero_variance_groups", "loss",
@@ -144,14 +148,15 @@ def _resolve(method: str, overrides: dict) -> dict:
     return cfg
 
 
-def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: int,
+def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: int, group_size: int,
                generator: torch.Generator, method: str = "GRPO", advantage: str | None = None,
                loss: str | None = None, aggregation: str | None = None, kl: str | None = None,
-               beta: float = 0.0, ref_model=None, epochs_per_batch: int = 1,
+               beta: float = 0.0, ref_model: nn.Module | None = None, epochs_per_batch: int = 1,
                minibatches: int = 1, eps_low: float | None = None, eps_high: float | None = None,
                lr: float = 1e-3, max_grad_norm: float | None = 1.0,
                temperature: float = 1.0, std_eps: float | None = None, partial_reward: bool = False,
-               stop_at: float | None = None, window: int = 5, optimizer=None,
+               stop_at: float | None = None, window: int = 5,
+               optimizer: torch.optim.Optimizer | None = None,
                progress: bool = True, desc: str | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
 

@@ -39,7 +39,7 @@ from .._validate import (
     check_tensor,
 )
 from ..exact.bandits import exact_kl, state_kl
-from ..reward.baselines import sample_weights
+from ..reward.baselines import BaselineSpec, sample_weights
 from ..trajectory.losses import clip_fraction, importance_weighted_loss, ppo_clip_loss
 from ..worlds.bandits import Bandit, SoftmaxPolicy
 
@@ -99,7 +99,7 @@ def make_batch(policy: SoftmaxPolicy, theta_old: Tensor, s: Tensor, a: Tensor,
 
 
 def collect(bandit: Bandit, policy: SoftmaxPolicy, theta_old: Tensor, n: int | tuple,
-            generator: torch.Generator, baseline="value") -> PPOBatch:
+            generator: torch.Generator, baseline: BaselineSpec = "value") -> PPOBatch:
     """Sample s ~ ρ, a ~ π_old(·|s), r from the bandit (``n`` = N or (M, N)) and weight
     each sample by A_i = r_i − b(s_i) for ``baseline`` (default: the exact V_old(s), so A
     is the advantage under π_old; see :func:`pgbook.reward.baselines.get_baseline`)."""
@@ -207,7 +207,7 @@ def ppo_objective(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch,
 
 
 def adaptive_beta(beta: float | Tensor, kl: float | Tensor, kl_target: float,
-                  factor: float = 2.0, tolerance: float = 1.5):
+                  factor: float = 2.0, tolerance: float = 1.5) -> float | Tensor:
     """Schulman et al. (2017)'s adaptive KL coefficient, applied after each policy update:
 
         β ← β · 2   if KL > 1.5 · d_targ,      β ← β / 2   if KL < d_targ / 1.5,
@@ -324,7 +324,7 @@ def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterat
                    n_samples: int, generator: torch.Generator, epochs: int, lr: float,
                    eps_low: float | None = None, beta: float = 0.0,
                    kl_target: float | None = None,
-                   baseline="value", optimizer: str = "adam") -> dict:
+                   baseline: BaselineSpec = "value", optimizer: str = "adam") -> dict:
     """PPO's outer loop: ``iterations`` times collect N samples from the current policy,
     run ``epochs`` epochs (:func:`run_epochs`), then, with ``kl_target`` = d_targ, adapt β
     by :func:`adaptive_beta` from the batch KL reached. Returns a dict of (iterations + 1,)

@@ -44,7 +44,7 @@ from .._validate import (
     work_dtype,
 )
 from ..exact.bandits import check_world, reinforce_surrogate
-from ..reward.baselines import sample_weights
+from ..reward.baselines import BaselineSpec, sample_weights
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 
 
@@ -79,7 +79,7 @@ def sft_loss(policy: SoftmaxPolicy, theta: Tensor, s: Tensor, a: Tensor) -> Tens
 
 
 def empirical_policy(s: Tensor, a: Tensor, n_contexts: int, n_actions: int,
-                     dtype=torch.float64) -> Tensor:
+                     dtype: torch.dtype = torch.float64) -> Tensor:
     """Empirical action frequencies n(s, a) / n(s), shape (S, A), from pairs (s_i, a_i).
 
     For a tabular softmax this is the maximum-likelihood policy, the point SFT converges to
@@ -190,7 +190,8 @@ class History:
 
 
 def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
-              batch_size: int, lr, baseline="none", generator: torch.Generator | None = None,
+              batch_size: int, lr: float | Tensor, baseline: BaselineSpec = "none",
+              generator: torch.Generator | None = None,
               progress: bool = True, desc: str | None = None) -> History:
     """On-policy REINFORCE: for k = 0..steps−1, draw N = ``batch_size`` samples from π_θk,
 

@@ -237,7 +237,7 @@ class CharTokenizer:
             raise ValueError(f"text: characters {bad} are not in the vocabulary {self.chars!r}")
         return [self.stoi[c] for c in text]
 
-    def decode(self, ids, specials: bool = False) -> str:
+    def decode(self, ids: Sequence[int] | Tensor, specials: bool = False) -> str:
         """Ids (a list or a 1-D tensor) → text; see the class docstring for specials."""
         if isinstance(ids, Tensor):
             check_tensor(ids, "ids", ndim=1)

@@ -33,7 +33,7 @@ parameters, float64 for float64).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -141,8 +141,9 @@ class SeqSpace:
     position L) + (V−1)^T (those cut at T without EOS).
     """
 
-    def __init__(self, tokens=("a", "b", "c"), max_len: int = 5, rho: Tensor | None = None,
-                 contexts=None, eos: str = "⏎"):
+    def __init__(self, tokens: Sequence[str] = ("a", "b", "c"), max_len: int = 5,
+                 rho: Tensor | None = None, contexts: Sequence[str] | None = None,
+                 eos: str = "⏎"):
         tokens = tuple(str(t) for t in tokens)
         if len(tokens) < 1:
             raise ValueError("tokens: expected at least one content token, got none")
@@ -201,7 +202,7 @@ class SeqSpace:
         m = _response_mask(tokens.reshape(-1, self.T), self.eos_id, dtype=dtype or self.dtype)
         return m.reshape(tokens.shape)
 
-    def encode(self, texts) -> Tensor:
+    def encode(self, texts: str | Sequence[str]) -> Tensor:
         """Strings (one character per token; EOS implied if shorter than T) → tokens (N, T)."""
         if isinstance(texts, str):
             texts = [texts]
@@ -311,7 +312,8 @@ class SeqPolicy:
         return token_logprobs(self.logits(theta, x, tokens), tokens)
 
     def init(self, generator: torch.Generator | None = None, scale: float = 1.0,
-             like: Tensor | None = None, dtype=torch.float64, device="cpu") -> Tensor:
+             like: Tensor | None = None, dtype: torch.dtype = torch.float64,
+             device: torch.device | str = "cpu") -> Tensor:
         """θ of shape (P,): zeros (the uniform policy) without a generator, else N(0, scale²)."""
         if like is not None:
             check_tensor(like, "like", floating=True)
@@ -326,7 +328,7 @@ class SeqPolicy:
         return (scale * z).to(dtype)
 
     @torch.no_grad()
-    def sample(self, theta: Tensor, x, generator: torch.Generator) -> Sequences:
+    def sample(self, theta: Tensor, x: Tensor | int, generator: torch.Generator) -> Sequences:
         """Draw responses y ~ π_θ(·|x) token by token.
 
         ``x`` is a (B,) tensor of prompt ids, or an int B (prompts then drawn from ρ).
@@ -524,7 +526,8 @@ class SeqReward:
         return f"SeqReward({self.name!r}, {'outcome' if self.outcome else 'per-token'})"
 
 
-def outcome_reward(fn, name: str = "outcome") -> SeqReward:
+def outcome_reward(fn: Callable[[Tensor, Tensor, Tensor], Tensor],
+                   name: str = "outcome") -> SeqReward:
     """An outcome reward from ``fn(x, tokens, mask) -> R (*B,)``, placed on the last
     response token (so its reward-to-go is R at every response position)."""
 
@@ -545,7 +548,7 @@ def outcome_reward(fn, name: str = "outcome") -> SeqReward:
     return SeqReward(token_fn, name, outcome=True)
 
 
-def equals_target(space: SeqSpace, targets) -> SeqReward:
+def equals_target(space: SeqSpace, targets: Sequence[str]) -> SeqReward:
     """R = 1 if the response equals the prompt's target string (EOS included), else 0.
 
     ``targets``: one string per prompt, e.g. ``["ab", "ca", "bbc"]`` (EOS implied).

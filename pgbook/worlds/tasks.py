@@ -364,7 +364,7 @@ TASKS = {"reverse": Reverse, "sort": SortDigits, "add": Add}
 # -- a starting policy ----------------------------------------------------------------------
 
 
-def demonstration_loss(model, seq: Tensor, mask: Tensor) -> Tensor:
+def demonstration_loss(model: torch.nn.Module, seq: Tensor, mask: Tensor) -> Tensor:
     """Token-averaged negative log-likelihood  −Σ_{b,t} m_bt log π_θ(y_bt|h_bt) / Σ m_bt.
 
     The weighted-MLE loss with every weight A = 1 (supervised fine-tuning); ``seq`` and
@@ -382,7 +382,7 @@ def demonstration_loss(model, seq: Tensor, mask: Tensor) -> Tensor:
     return -sequence_logprob(lp, mask).sum() / mask.sum().clamp(min=1)
 
 
-def pretrain(model, task: Task, steps: int, batch_size: int, lr: float,
+def pretrain(model: torch.nn.Module, task: Task, steps: int, batch_size: int, lr: float,
              generator: torch.Generator, progress: bool = True, noise: float = 0.0,
              warmup: int = 20) -> Tensor:
     """Supervised next-token training on fresh demonstrations; returns the losses (steps,).
@@ -423,7 +423,7 @@ def pretrain(model, task: Task, steps: int, batch_size: int, lr: float,
 
 
 @torch.no_grad()
-def success_rate(model, task: Task, n: int, generator: torch.Generator,
+def success_rate(model: torch.nn.Module, task: Task, n: int, generator: torch.Generator,
                  temperature: float = 1.0, partial: bool = False) -> float:
     """Mean reward of ``n`` fresh problems answered by sampling at ``temperature``
     (a Monte-Carlo estimate of J(θ); greedy decoding at temperature 0)."""
