@@ -91,6 +91,13 @@ class Component:
     form: str | None = None
     reference: str = ""
 
+    def __post_init__(self) -> None:
+        _check_name(self.kind, "kind")
+        _check_name(self.name, "name")
+        _check_side(self.side)
+        if self.fn is not None and not callable(self.fn):
+            raise ValueError(f"fn: expected a callable or None, got {type(self.fn).__name__}")
+
     def __call__(self, *args, **kwargs) -> object:
         if self.fn is None:
             raise ValueError(f"component {self.kind}/{self.name} is a label with no function")
@@ -243,6 +250,14 @@ class Method:
     fixes: str = ""
     chapter: str = ""
     reference: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "name")
+        if self.parent is not None:
+            _check_name(self.parent, "parent")
+        if not isinstance(self.parts, dict):
+            raise ValueError(f"parts: expected a dict {{kind: component name}}, got "
+                             f"{type(self.parts).__name__}")
 
     def resolved_parts(self) -> dict:
         """Components inherited from the parent, overridden by this method's own."""

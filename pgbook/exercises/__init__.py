@@ -71,6 +71,10 @@ class Result:
     status: str
     message: str
 
+    def __post_init__(self) -> None:
+        if self.status not in ("todo", "wrong", "correct"):
+            raise ValueError(f"status: expected 'todo', 'wrong' or 'correct', got {self.status!r}")
+
     def __bool__(self) -> bool:
         return self.status == "correct"
 

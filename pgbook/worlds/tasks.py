@@ -108,6 +108,18 @@ def _check_ids(x: Tensor, name: str) -> Tensor:
     return x
 
 
+def _check_prompt(prompt: str, chars: str, sep: str) -> str:
+    """The input part of a prompt string (its characters from ``chars``, ``sep`` at the end
+    optional)."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt: expected a string, got {type(prompt).__name__}")
+    body = prompt[:-1] if prompt.endswith(sep) else prompt
+    bad = sorted({c for c in body if c not in chars})
+    if bad:
+        raise ValueError(f"prompt: characters {bad} are not in the task's alphabet {chars!r}")
+    return body
+
+
 def _check_task(task: Task) -> Task:
     if not isinstance(task, Task):
         raise ValueError(f"task: expected a pgbook.worlds.tasks.Task, got {type(task).__name__}")
@@ -290,7 +302,8 @@ class Reverse(Task):
         return [(x, ln)], [(rev, ln)]
 
     def solve(self, prompt: str) -> str:
-        return prompt.rstrip(self.sep)[::-1]
+        """The reversed letters of ``prompt`` (e.g. ``"abca>"`` → ``"acba"``)."""
+        return _check_prompt(prompt, self.chars, self.sep)[::-1]
 
 
 class SortDigits(Task):
@@ -320,7 +333,8 @@ class SortDigits(Task):
         return [(x, ln)], [(srt, ln)]
 
     def solve(self, prompt: str) -> str:
-        return "".join(sorted(prompt.rstrip(self.sep)))
+        """The digits of ``prompt`` in increasing order (e.g. ``"3141:"`` → ``"1134"``)."""
+        return "".join(sorted(_check_prompt(prompt, self.chars, self.sep)))
 
 
 class Add(Task):
@@ -354,8 +368,12 @@ class Add(Task):
         return [(da + 3, la), _const(n, plus, a), (db + 3, lb)], [(ds + 3, ls)]
 
     def solve(self, prompt: str) -> str:
-        a, b = prompt.rstrip(self.sep).split("+")
-        return str(int(a) + int(b))
+        """The sum (e.g. ``"37+5="`` → ``"42"``)."""
+        body = _check_prompt(prompt, self.chars, self.sep)
+        parts = body.split("+")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"prompt: expected 'a+b{self.sep}' with two numbers, got {prompt!r}")
+        return str(int(parts[0]) + int(parts[1]))
 
 
 TASKS = {"reverse": Reverse, "sort": SortDigits, "add": Add}
