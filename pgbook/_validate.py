@@ -54,11 +54,14 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype pgbook computes in for inputs of ``dtype``: float32 for float16/bfloat16
     (and float32), float64 for float64 (``torch.promote_types(dtype, torch.float32)``).
     Results are cast back to the input's dtype where a function says so."""
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: expected a torch.dtype, got {dtype!r}")
     return torch.promote_types(dtype, torch.float32)
 
 
 def to_work(x: Tensor) -> Tensor:
     """``x`` in :func:`work_dtype` (a no-op for float32 and float64)."""
+    check_tensor(x, "x")
     return x.to(work_dtype(x.dtype))
 
 

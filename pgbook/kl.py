@@ -116,6 +116,7 @@ def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, 
 def k1_in_reward(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """The per-token term sg[log π_θ − log π_ref] that :func:`kl_in_reward` sums and
     subtracts from R (detached: a number, not a loss)."""
+    check_tensor(logp, "logp")
     return kl_estimate(logp.detach(), ref_logp, "k1")
 
 

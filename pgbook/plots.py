@@ -62,7 +62,7 @@ def _np(x: ArrayLike, name: str = "data", ndim: int | None = None) -> np.ndarray
             a = x.detach().to("cpu", torch.float64).numpy()
         else:
             a = np.asarray(x, dtype=float)
-    except (TypeError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"{name}: expected numbers (a tensor, an array or a list), got "
                          f"{type(x).__name__}") from None
     if ndim is not None and a.ndim != ndim:

@@ -56,8 +56,10 @@ __all__ = [
 ]
 
 
-def check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor | None = None) -> None:
-    """The policy must have the bandit's contexts and actions; θ (when given) its device."""
+def check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor | None = None,
+                name: str = "theta") -> None:
+    """The policy must have the bandit's contexts and actions; θ (when given, named ``name``
+    in errors) must be a finite floating (..., P) tensor on the bandit's device."""
     if not isinstance(bandit, Bandit):
         raise ValueError(f"bandit: expected a pgbook.worlds.bandits.Bandit, got {type(bandit).__name__}")
     if not isinstance(policy, SoftmaxPolicy):
@@ -66,8 +68,8 @@ def check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor | None = No
         raise ValueError(f"policy: expected {bandit.n_contexts} contexts × {bandit.n_actions} "
                          f"actions (the bandit's), got {policy.n_contexts} × {policy.n_actions}")
     if theta is not None:
-        policy._check_theta(theta)  # floating, (..., P), finite
-        check_same_device(theta=theta, bandit=bandit.means)
+        policy._check_theta(theta, name)  # floating, (..., P), finite
+        check_same_device(**{name: theta}, bandit=bandit.means)
 
 
 def _check_batch(batch: BanditBatch, policy: SoftmaxPolicy) -> BanditBatch:

@@ -172,7 +172,7 @@ def _bandit_tables(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor):
         raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
     _check_tables(probs, behaviour_probs)
     bandit._check_probs(probs)
-    bandit._check_probs(behaviour_probs)
+    bandit._check_probs(behaviour_probs, "behaviour_probs")
     check_probs(probs, "probs")
     check_positive_probs(behaviour_probs, "behaviour_probs")
     p = to_work(probs)

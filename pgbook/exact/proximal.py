@@ -63,6 +63,8 @@ def _kl(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta: Tensor)
     return exact_kl(bandit, policy.log_probs(theta_ref), policy.log_probs(theta))
 
 def _check_theta(policy: SoftmaxPolicy, theta: Tensor, name: str = "theta") -> Tensor:
+    if not isinstance(policy, SoftmaxPolicy):
+        raise ValueError(f"policy: expected a SoftmaxPolicy, got {type(policy).__name__}")
     check_tensor(theta, name, floating=True)
     check_shape(theta, name, (policy.n_params,))
     check_finite(theta, name)
@@ -81,8 +83,8 @@ def fisher_information(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> 
     :func:`natural_gradient` (pseudo-inverse or damping) rather than a plain inverse.
     Factor of J(θ): trajectory (the metric of p_θ).
     """
+    check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
-    check_world(bandit, policy, theta)
     return _fisher_and_scores(bandit, policy, theta)[0].to(theta.dtype)
 
 
@@ -104,9 +106,9 @@ def kl_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta:
     θ = θ_ref (the cotangent is zero bit for bit), which makes a reference point refreshed
     every step reduce exactly to gradient ascent.
     """
+    check_world(bandit, policy, theta)
     _check_theta(policy, theta_ref, "theta_ref")
     _check_theta(policy, theta)
-    check_world(bandit, policy, theta)
     t = theta.detach()
     logits, vjp = torch.func.vjp(policy.logits, t)
     diff = torch.softmax(logits, -1) - policy.probs(theta_ref.detach().to(t.dtype))
@@ -158,6 +160,7 @@ def preconditioned_step(theta: Tensor, grad: Tensor, M: Tensor, eta: float) -> T
     check_tensor(theta, "theta", ndim=1, floating=True)
     check_finite(theta, "theta")
     check_shape(grad, "grad", theta.shape)
+    check_tensor(grad, "grad", floating=True)
     check_finite(grad, "grad")
     check_same_device(theta=theta, grad=grad, M=M)
     check_positive_definite(M, "M", theta.shape[0])
@@ -171,8 +174,8 @@ def preconditioned_step(theta: Tensor, grad: Tensor, M: Tensor, eta: float) -> T
 def proximal_gradient_step(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, eta: float) -> Tensor:
     """θ_k + η ∇J(θ_k): the proximal step with J replaced by its first-order expansion and
     D = ½‖θ − θ_k‖² (Euclidean). This is plain gradient ascent on the exact J."""
+    check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
-    check_world(bandit, policy, theta)
     eta = check_positive(eta, "eta")
     return theta + eta * exact_gradient(bandit, policy, theta)
 
@@ -192,8 +195,8 @@ def natural_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
     whatever ρ(s) and π(a|s) are (Kakade 2001; chapter 06 checks it).
     Factor of J(θ): trajectory.
     """
+    check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
-    check_world(bandit, policy, theta)
     if rtol is not None:
         rtol = check_positive(rtol, "rtol", allow_zero=True)
     if atol is not None:
@@ -245,8 +248,8 @@ def proximal_objective(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, e
     its first-order expansion J(θ_k) + ∇J(θ_k)ᵀ(θ − θ_k). ``divergence`` is ``"kl"``
     (KL(π_θk ‖ π_θ)), ``"euclidean"`` (½‖θ − θ_k‖²) or a positive-definite matrix M
     (½ δᵀMδ). Returns a callable on (P,) tensors, differentiable."""
+    check_world(bandit, policy, theta_k, "theta_k")
     _check_theta(policy, theta_k, "theta_k")
-    check_world(bandit, policy, theta_k)
     eta = check_positive(eta, "eta")
     if not isinstance(linearise, bool):
         raise ValueError(f"linearise: expected True or False, got {linearise!r}")
@@ -354,8 +357,8 @@ def update_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: floa
     ∇Jᵀ(s d) (Cauchy–Schwarz in the F inner product), which is how chapter 06 compares the
     two rules fairly.
     """
+    check_world(bandit, policy, theta0, "theta0")
     _check_theta(policy, theta0, "theta0")
-    check_world(bandit, policy, theta0)
     eta = check_positive(eta, "eta")
     check_positive_int(n_steps, "n_steps")
     if rule not in UPDATE_RULES:
@@ -399,9 +402,9 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
     vectorised: one call of :func:`exact_kl` on a grid of s per round (a bracket on a
     geometric grid around the quadratic model's guess √(2δ / dᵀFd), then linear refinements).
     """
+    check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
     _check_theta(policy, direction, "direction")
-    check_world(bandit, policy, theta)
     delta = check_positive(delta, "delta")
     check_positive_int(rounds, "rounds")
     if check_positive_int(points, "points") < 2:
@@ -446,8 +449,8 @@ def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, 
     ``divergence``: ``"kl"`` (KL(π_ref ‖ π_θ)), ``"euclidean"`` or a positive-definite M.
     ∇J is exact. Factor of J(θ): trajectory (how far p_θ may drift from a reference).
     """
+    check_world(bandit, policy, theta0, "theta0")
     _check_theta(policy, theta0, "theta0")
-    check_world(bandit, policy, theta0)
     eta = check_positive(eta, "eta")
     lr = check_positive(lr, "lr")
     check_positive_int(n_steps, "n_steps")

@@ -38,7 +38,7 @@ from .._validate import (
     check_same_device,
     check_tensor,
 )
-from ..exact.bandits import exact_kl, state_kl
+from ..exact.bandits import check_world, exact_kl, state_kl
 from ..reward.baselines import BaselineSpec, sample_weights
 from ..trajectory.losses import clip_fraction, importance_weighted_loss, ppo_clip_loss
 from ..worlds.bandits import Bandit, SoftmaxPolicy
@@ -103,6 +103,7 @@ def collect(bandit: Bandit, policy: SoftmaxPolicy, theta_old: Tensor, n: int | t
     """Sample s ~ ρ, a ~ π_old(·|s), r from the bandit (``n`` = N or (M, N)) and weight
     each sample by A_i = r_i − b(s_i) for ``baseline`` (default: the exact V_old(s), so A
     is the advantage under π_old; see :func:`pgbook.reward.baselines.get_baseline`)."""
+    check_world(bandit, policy, theta_old, "theta_old")
     theta_old = theta_old.detach()
     raw = bandit.sample(policy.probs(theta_old), n, generator)
     adv = sample_weights(bandit, policy, theta_old, raw, baseline)
@@ -187,6 +188,12 @@ def batch_kl(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch) -> Tensor:
     """(1/N) Σ_i KL(π_old(·|s_i) ‖ π_θ(·|s_i)), exact over actions at the batch's contexts;
     shape () or (M,). This is the penalty of PPO-KL (Schulman et al. 2017, eq. 8)."""
     _check_batch(policy, batch)
+    check_tensor(theta, "theta", floating=True)
+    if theta.dim() > 2 or (theta.dim() == 2 and (batch.s.dim() != 2
+                                                 or theta.shape[0] != batch.s.shape[0])):
+        raise ValueError(f"theta: expected shape ({policy.n_params},) or (M, {policy.n_params}) "
+                         f"with M = the leading batch size, got {tuple(theta.shape)} for batch "
+                         f"shape {tuple(batch.s.shape)}")
     kl_s = state_kl(policy.log_probs(batch.theta_old), policy.log_probs(theta))  # (S,) / (M, S)
     if kl_s.dim() == 1:
         return kl_s[batch.s].mean(-1)
@@ -331,6 +338,7 @@ def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterat
     tensors ``J`` (exact), and (iterations,) tensors ``kl`` (batch KL of each update),
     ``beta`` (the β each update used), plus the final ``theta``.
     """
+    check_world(bandit, policy, theta0, "theta0")
     check_positive_int(iterations, "iterations")
     check_positive_int(n_samples, "n_samples")
     if kl_target is not None:

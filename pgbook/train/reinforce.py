@@ -124,7 +124,7 @@ def fit_weighted_mle(policy: SoftmaxPolicy, theta0: Tensor, batch: BanditBatch,
     Trajectory factor of J(θ) with fixed reward-side weights.
     """
     check_tensor(theta0, "theta0", floating=True)
-    policy._check_theta(theta0)
+    policy._check_theta(theta0, "theta0")
     check_positive_int(steps, "steps")
     check_positive(lr, "lr")
     if not isinstance(batch, BanditBatch):
@@ -209,7 +209,7 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     weight r − b; the baseline does not change E[ĝ], only its variance.
     """
     check_tensor(theta0, "theta0", floating=True)
-    check_world(bandit, policy, theta0)
+    check_world(bandit, policy, theta0, "theta0")
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
     check_generator(generator, theta0.device)

@@ -32,6 +32,7 @@ from torch import Tensor
 from .._validate import (
     LOG_RATIO_CLAMP,
     check_finite,
+    check_finite_where,
     check_mask,
     check_pair,
     check_positive,
@@ -184,6 +185,8 @@ def token_pg_loss(token_logp: Tensor, weights: Tensor, mask: Tensor) -> Tensor:
     check_pair(token_logp, weights, "token_logp", "weights")
     check_mask(mask, "mask", tuple(token_logp.shape))
     check_same_device(token_logp=token_logp, mask=mask)
+    check_finite_where(token_logp, mask, "token_logp")
+    check_finite_where(weights, mask, "weights")
     m = mask.to(torch.bool)
     zero = torch.zeros((), dtype=token_logp.dtype, device=token_logp.device)
     lp = torch.where(m, token_logp, zero)

@@ -155,15 +155,15 @@ class Bandit:
                 f"noise_std={self.noise_std:g}, device={self.device}, dtype={self.dtype})")
 
     # -- exact quantities ----------------------------------------------------------------
-    def _check_probs(self, probs: Tensor) -> Tensor:
-        check_tensor(probs, "probs", floating=True)
+    def _check_probs(self, probs: Tensor, name: str = "probs") -> Tensor:
+        check_tensor(probs, name, floating=True)
         if tuple(probs.shape[-2:]) != (self.n_contexts, self.n_actions):
             raise ValueError(
-                f"probs: expected shape (..., {self.n_contexts}, {self.n_actions}), "
+                f"{name}: expected shape (..., {self.n_contexts}, {self.n_actions}), "
                 f"got {tuple(probs.shape)}"
             )
-        check_same_device(probs=probs, bandit=self.means)
-        check_probs(probs, "probs")
+        check_same_device(**{name: probs}, bandit=self.means)
+        check_probs(probs, name)
         return probs
 
     def J(self, probs: Tensor, rewards: Tensor | None = None) -> Tensor:
@@ -267,14 +267,14 @@ class SoftmaxPolicy:
     def logits(self, theta: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _check_theta(self, theta: Tensor) -> Tensor:
-        check_tensor(theta, "theta", floating=True)
+    def _check_theta(self, theta: Tensor, name: str = "theta") -> Tensor:
+        check_tensor(theta, name, floating=True)
         if theta.shape[-1:] != (self.n_params,):
             raise ValueError(
-                f"theta: expected shape (..., {self.n_params}) for {type(self).__name__}, "
+                f"{name}: expected shape (..., {self.n_params}) for {type(self).__name__}, "
                 f"got {tuple(theta.shape)}"
             )
-        return check_finite(theta, "theta")
+        return check_finite(theta, name)
 
     def probs(self, theta: Tensor) -> Tensor:
         """π_θ(·|s) for every context, shape (..., S, A)."""

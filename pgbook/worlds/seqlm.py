@@ -225,6 +225,7 @@ class SeqSpace:
 
     def decode(self, tokens: Tensor) -> list[str]:
         """tokens (N, T) → strings, cut after the first EOS (EOS printed with its name)."""
+        check_tensor(tokens, "tokens", ndim=2)
         mask = self.response_mask(tokens.cpu())
         out = []
         for row, m in zip(tokens.cpu().tolist(), mask.tolist()):
@@ -305,6 +306,7 @@ class SeqPolicy:
                              f"got {tuple(theta.shape)}")
         self.space.check(x, tokens)
         check_same_device(theta=theta, x=x)
+        check_finite(theta, "theta")
 
     def token_logprobs(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
         """log π_θ(y_t | x, y_<t) at every position, (*B, T) (:func:`pgbook.trajectory.tokens.token_logprobs`:
