@@ -117,7 +117,8 @@ def k1_in_reward(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """The per-token term sg[log π_θ − log π_ref] that :func:`kl_in_reward` sums and
     subtracts from R (detached: a number, not a loss)."""
     check_tensor(logp, "logp")
-    return kl_estimate(logp.detach(), ref_logp, "k1")
+    check_tensor(ref_logp, "ref_logp")
+    return kl_estimate(logp.detach(), ref_logp.detach(), "k1")
 
 
 @register("kl", "k1_loss", side="trajectory", form="token", summary="+β·(log π_θ − log π_ref) in the loss")

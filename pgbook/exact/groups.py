@@ -37,6 +37,7 @@ from .._validate import (
     check_positive_int,
     check_same_device,
     check_tensor,
+    to_work,
 )
 from ..registry import resolve
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
@@ -279,10 +280,10 @@ def group_estimates(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch:
     n, G = batch.r.shape
     adv = _estimator(estimator, options)(batch.r.reshape(-1), G).view(n, G)
     with torch.no_grad():
-        sc = policy.scores(theta.detach())                             # (S, A, P)
-        coef = torch.einsum("ng,nga->na", adv, torch.nn.functional.one_hot(
+        sc = policy.scores(to_work(theta.detach()))                    # (S, A, P)
+        coef = torch.einsum("ng,nga->na", adv.to(sc.dtype), torch.nn.functional.one_hot(
             batch.a, policy.n_actions).to(sc.dtype)) / G                     # (n, A)
-        return torch.einsum("na,nap->np", coef, sc[batch.s[:, 0]])
+        return torch.einsum("na,nap->np", coef, sc[batch.s[:, 0]]).to(theta.dtype)
 
 
 def binomial_zero_variance(p: Tensor, group_size: int) -> Tensor:

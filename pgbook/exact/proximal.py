@@ -173,11 +173,12 @@ def preconditioned_step(theta: Tensor, grad: Tensor, M: Tensor, eta: float) -> T
 
 def proximal_gradient_step(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, eta: float) -> Tensor:
     """θ_k + η ∇J(θ_k): the proximal step with J replaced by its first-order expansion and
-    D = ½‖θ − θ_k‖² (Euclidean). This is plain gradient ascent on the exact J."""
+    D = ½‖θ − θ_k‖² (Euclidean). This is plain gradient ascent on the exact J. The new θ is
+    detached (a step, not a differentiable map of θ_k)."""
     check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
     eta = check_positive(eta, "eta")
-    return theta + eta * exact_gradient(bandit, policy, theta)
+    return theta.detach() + eta * exact_gradient(bandit, policy, theta)
 
 
 def natural_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
@@ -284,13 +285,16 @@ def proximal_point_step(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, 
     A penalty weaker than the objective's curvature may admit no maximiser; the solver then
     stops at ``max_iter`` wherever it got.
     """
-    f = proximal_objective(bandit, policy, theta_k, eta, divergence, linearise)
+    check_world(bandit, policy, theta_k, "theta_k")
+    # the objective is built in the working dtype (float32 for bfloat16 θ): solving a
+    # bfloat16-rounded objective would stop far from its maximiser
+    f = proximal_objective(bandit, policy, to_work(theta_k.detach()), eta, divergence, linearise)
     check_option(solver, "solver", ("lbfgs", "ascent"))
     check_positive_int(max_iter, "max_iter")
     tol = check_positive(tol, "tol")
     check_nonnegative_int(polish, "polish")
     x = to_work(theta_k.detach()).clone()
-    obj = (lambda t: f(t.to(theta_k.dtype)).to(x.dtype)) if x.dtype != theta_k.dtype else f
+    obj = f
     if solver == "ascent":
         lr = check_positive(lr, "lr")
         grad = torch.func.grad(obj)
@@ -409,18 +413,17 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
     check_positive_int(rounds, "rounds")
     if check_positive_int(points, "points") < 2:
         raise ValueError(f"points: expected at least 2 grid points, got {points}")
-    t, d = theta.detach(), direction.detach()
+    t = to_work(theta.detach())   # float32 for bfloat16 θ; the step is returned in θ's dtype
+    d = direction.detach().to(t.dtype)
     quad = d @ (fisher_information(bandit, policy, t) @ d)
-    if _is_meta(t):
-        return quad.new_zeros(())
-    if not float(quad) > 0:
-        return quad.new_zeros(())
+    if _is_meta(t) or not float(quad) > 0:
+        return quad.new_zeros(()).to(theta.dtype)
     s0 = torch.sqrt(2 * delta / quad)
     grid = s0 * 2.0 ** torch.arange(-30, 31, dtype=t.dtype, device=t.device)
     kl = _kl(bandit, policy, t, t + grid[:, None] * d)
     above = (kl >= delta).nonzero()
     if above.numel() == 0:  # the KL saturates below δ along this ray: take the largest step
-        return grid[-1]
+        return grid[-1].to(theta.dtype)
     k = int(above[0])
     lo, hi = (grid[k - 1] if k > 0 else grid.new_zeros(())), grid[k]
     for _ in range(rounds):
@@ -428,7 +431,7 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
         kl = _kl(bandit, policy, t, t + grid[:, None] * d)
         k = int((kl >= delta).nonzero()[0])
         lo, hi = grid[max(k - 1, 0)], grid[k]
-    return hi
+    return hi.to(theta.dtype)
 
 
 def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: float,
