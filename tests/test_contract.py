@@ -269,6 +269,7 @@ SW = torch.ones_like(SEQS.mask)   # per-token weights over the enumeration
 TASK = WT.Reverse(min_len=2, max_len=3)
 CFG = WT.policy_config(TASK, n_embd=8, n_head=1)
 MODEL = WG.GPT(CFG)
+META_MODEL = WG.GPT(CFG).to("meta")
 PROB = TASK.sample(2, pg.make_generator(6))
 DEMO, DEMO_MASK = TASK.demonstrations(PROB)
 TOKENIZER = TASK.tokenizer
@@ -1154,8 +1155,9 @@ spec("pgbook.worlds.tasks.Task.demonstrations", TASK.demonstrations, dict(proble
 spec("pgbook.worlds.tasks.demonstration_loss", WT.demonstration_loss,
      dict(model=MODEL, seq=DEMO, mask=DEMO_MASK)).mask("mask").shape("mask").bad(
     "an empty batch", dict(seq=DEMO[:0], mask=DEMO_MASK[:0]), "mask").bad(
-    "a token past the vocabulary", dict(seq=_with(DEMO, 99)), "idx").device("mask").skip_meta(
-    "the GPT's meta runs are in tests/test_gpt.py").skip_bf16("a model-level loss: see GPT")
+    "a token past the vocabulary", dict(seq=_with(DEMO, 99)), "idx").device("mask").meta(
+    model=META_MODEL, seq=DEMO.to("meta"), mask=DEMO_MASK.to("meta")).skip_bf16(
+    "the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
 spec("pgbook.worlds.tasks.policy_config", WT.policy_config, dict(task=TASK)).bad(
     "an unknown field", dict(n_layers=2), "overrides").bad("not a task", dict(task=None), "task").bad(
     "a bad field value", dict(n_head=3), "n_embd")
@@ -1187,8 +1189,8 @@ spec("pgbook.worlds.gpt.GPT.forward", MODEL.forward, dict(idx=DEMO)).bad(
     "a negative token", dict(idx=_with(DEMO, -1)), "idx").bad(
     "more positions than block_size", dict(idx=torch.zeros(1, 99, dtype=torch.long)),
     "block_size").bad("float ids", dict(idx=DEMO.double()), "idx").bad(
-    "1-D", dict(idx=DEMO[0]), "idx").device("idx").skip_meta(
-    "a module: GPT.to('meta') is covered by tests/test_gpt.py").skip_bf16(
+    "1-D", dict(idx=DEMO[0]), "idx").device("idx").meta(
+    _fn=META_MODEL.forward, idx=DEMO.to("meta")).skip_bf16(
     "a module: GPT.to(torch.bfloat16) is covered by tests/test_gpt.py")
 spec("pgbook.worlds.gpt.CharTokenizer", WG.CharTokenizer, dict(chars="abc")).bad(
     "empty", dict(chars=""), "chars").bad("repeated", dict(chars="aa"), "chars").bad(
@@ -1223,8 +1225,8 @@ spec("pgbook.worlds.gpt.logprobs", WG.logprobs, dict(model=MODEL, tokens=DEMO)).
     "one position", dict(tokens=DEMO[:, :1]), "tokens").bad(
     "a token past the vocabulary", dict(tokens=_with(DEMO, 99)), "idx").number(
     "temperature", positive=True).bad("zero temperature", dict(temperature=0.0), "temperature").count(
-    "chunk_size").skip_meta("a module: GPT.to('meta') is covered by tests/test_gpt.py").skip_bf16(
-    "a module: covered by tests/test_gpt.py")
+    "chunk_size").meta(model=META_MODEL, tokens=DEMO.to("meta")).skip_bf16(
+    "the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
 
 # -- pgbook.train.reinforce -------------------------------------------------------------------
 spec("pgbook.train.reinforce.weighted_log_likelihood", TR.weighted_log_likelihood,
