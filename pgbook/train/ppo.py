@@ -117,11 +117,16 @@ def _check_batch(policy: SoftmaxPolicy, batch: PPOBatch) -> PPOBatch:
         raise ValueError(f"policy: expected a SoftmaxPolicy, got {type(policy).__name__}")
     if not isinstance(batch, PPOBatch):
         raise ValueError(f"batch: expected a PPOBatch (see ppo.collect), got {type(batch).__name__}")
+    key = (policy.n_contexts, policy.n_actions, policy.n_params)
+    if getattr(batch, "_checked_for", None) == key:  # the epochs reuse one batch: check it once
+        return batch
     check_index(batch.s, "batch.s", policy.n_contexts)
     check_index(batch.a, "batch.a", policy.n_actions)
-    policy._check_theta(batch.theta_old)
+    policy._check_theta(batch.theta_old, "batch.theta_old")
     check_finite(batch.adv, "batch.adv")
     check_finite(batch.old_logp, "batch.old_logp")
+    if not _is_meta(batch.s):
+        object.__setattr__(batch, "_checked_for", key)
     return batch
 
 
