@@ -219,3 +219,44 @@ def test_dual_clip_convention_matches_verl_vanilla():
     assert bool(differs.any())
     assert torch.equal(plain[~differs], want[~differs])
     assert bool((plain[differs] > want[differs]).all())
+
+
+# -- singleton groups and all-masked rows elsewhere ---------------------------------------------
+def test_singleton_groups_get_zero_advantage_where_verl_keeps_the_reward():
+    R = torch.tensor([1.0, 0.0, 0.5], dtype=torch.float64)
+    for name in ("grpo", "grpo_mean", "group_mean_batch_std_seq"):
+        assert torch.equal(pg.reward.advantages.compute_advantages(R, name, group_size=1),
+                           torch.zeros(3, dtype=torch.float64)), name
+    # verl/trainer/ppo/core_algos.py, compute_grpo_outcome_advantage: a singleton has mean 0
+    # and std 1, so its advantage is its reward
+    verl_singleton = (R - 0.0) / (1.0 + 1e-6)
+    assert float(verl_singleton.abs().max()) > 0.5
+
+
+def verl_agg_loss(loss_mat, loss_mask, loss_agg_mode):
+    """verl/trainer/ppo/core_algos.py, agg_loss (dp_size = 1, no global sizes)."""
+    if loss_agg_mode == "token-mean":
+        return (loss_mat * loss_mask).sum() / loss_mask.sum()
+    if loss_agg_mode == "seq-mean-token-sum":
+        seq_losses = torch.sum(loss_mat * loss_mask, dim=-1)
+        seq_mask = (torch.sum(loss_mask, dim=-1) > 0).float()
+        return (seq_losses * seq_mask).sum() / seq_mask.sum()
+    seq_mask = torch.sum(loss_mask, dim=-1)
+    seq_losses = torch.sum(loss_mat * loss_mask, dim=-1) / (seq_mask + 1e-8)
+    seq_mask = (seq_mask > 0).float()
+    return (seq_losses * seq_mask).sum() / seq_mask.sum()
+
+
+def test_all_masked_rows_are_left_out_of_the_sequence_means_as_in_verl():
+    g = pg.make_generator(5)
+    loss = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    mask = (torch.arange(6)[None, :] < torch.tensor([[6], [0], [2], [4]])).double()
+    loss[1] = float("nan")   # an all-masked (padding) row may hold anything
+    clean = torch.where(mask > 0, loss, torch.zeros_like(loss))
+    for ours, theirs in (("token_mean", "token-mean"), ("seq_mean_token_sum", "seq-mean-token-sum"),
+                         ("seq_mean_token_mean", "seq-mean-token-mean")):
+        torch.testing.assert_close(pg.aggregation.aggregate(loss, mask, ours),
+                                   verl_agg_loss(clean, mask, theirs), rtol=1e-7, atol=1e-12)
+    # "constant" (Dr. GRPO) divides by every row, the padding row included
+    torch.testing.assert_close(pg.aggregation.aggregate(loss, mask, "constant"),
+                               clean.sum() / (4 * 6))

@@ -27,7 +27,9 @@ produces). For rewards in any order with a group id per response, use
 
 Zero-variance groups (all G rewards equal, e.g. every response correct) carry no signal:
 their advantage is exactly 0 for every estimator with a baseline (never 0/0 = NaN);
-:func:`zero_variance_groups` says which groups they are so they can be counted.
+:func:`zero_variance_groups` says which groups they are so they can be counted. A group of
+one response is zero-variance, so its advantage is 0 (as in OpenRLHF); verl instead gives a
+singleton the baseline 0 and the scale 1 (Â = R), and TRL needs G ≥ 2.
 
 Registered estimators (kind ``"advantage"``, side ``"reward"``) share the signature
 ``fn(rewards (N,), group_size: int, *, std_eps: float = 1e-6, **options) -> (N,)``; they
