@@ -488,7 +488,7 @@ spec("pgbook.methods.policy_loss", ME.policy_loss,
     "logp").mask("mask").shape("mask").shape("old_logp").shape("advantages_tok").device(
     "mask").device("old_logp").option("loss").option("aggregation").option("kl").bad(
     "beta without a KL", dict(beta=0.1), "beta").bad(
-    "an option the loss does not take", dict(dual_klip=2.0), "takes no option").bad(
+    "an option the loss does not take", dict(dual_klip=2.0), "dual_klip").bad(
     "k3 with beta but no reference", dict(kl="k3_loss", beta=0.1), "ref_logp").bad(
     "the KL in the reward", dict(kl="k1_in_reward", beta=0.1, ref_logp=REF), "kl").bad(
     "NaN advantage on a response token", dict(advantages_tok=_with(ADV, NAN)), "advantages").grad(
@@ -539,7 +539,7 @@ spec("pgbook.reward.advantages.group_by_index", RA.group_by_index,
 spec("pgbook.reward.advantages.compute_advantages", RA.compute_advantages,
      dict(rewards=R4, estimator="grpo", group_size=2)).option("estimator").bad(
     "a token estimator", dict(estimator="reward_to_go"), "estimator").bad(
-    "an option the estimator does not take", dict(temperature=1.0), "takes no option").bad(
+    "an option the estimator does not take", dict(temperature=1.0), "temperature").bad(
     "both group_size and group_index", dict(group_index=torch.tensor([0, 0, 1, 1])),
     "exactly one").bad("group_index of another length",
                        dict(group_size=None, group_index=torch.tensor([0, 0, 1])),
@@ -760,7 +760,7 @@ world("pgbook.exact.groups.exact_group_moments", EG.exact_group_moments,
       out=lambda r: r["cov"], group_size=3).count("group_size").option("estimator").bad(
     "a batch estimator", dict(estimator="group_mean_batch_std_seq"), "estimator").option(
     "enumerate").bad("an option the estimator does not take", dict(temperature=2.0),
-                     "takes no option").bad("a noisy bandit", dict(bandit=WB.noisy_bandit()),
+                     "temperature").bad("a noisy bandit", dict(bandit=WB.noisy_bandit()),
                                             "bandit").meta(
     enumerate="sequences", **META_WORLD).bf16("theta")   # counts: no meta kernel for combinations
 world("pgbook.exact.groups.context_gradients", EG.context_gradients).meta(**META_WORLD).bf16(
