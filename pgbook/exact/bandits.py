@@ -21,6 +21,8 @@ Everything runs on the device and dtype of θ and the bandit.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -266,13 +268,14 @@ def state_kl(logp_ref: Tensor, logp: Tensor) -> Tensor:
             f"logp_ref and logp: expected tables (..., S, A) with the same contexts S and actions A, got "
             f"{tuple(logp_ref.shape)} and {tuple(logp.shape)}"
         )
-    try:
-        torch.broadcast_shapes(logp_ref.shape, logp.shape)
-    except RuntimeError:
+    if any(a != b and a != 1 and b != 1
+           for a, b in zip(reversed(logp_ref.shape[:-2]), reversed(logp.shape[:-2]))):
         raise ValueError(f"logp_ref and logp: leading dimensions do not broadcast, got "
-                         f"{tuple(logp_ref.shape)} and {tuple(logp.shape)}") from None
+                         f"{tuple(logp_ref.shape)} and {tuple(logp.shape)}")
     for name, t in (("logp_ref", logp_ref), ("logp", logp)):
-        if not _is_meta(t) and bool((torch.isnan(t) | (t == torch.inf)).any()):
+        # a NaN or +inf entry makes the sum NaN or +inf (−inf entries alone give −inf)
+        if not _is_meta(t) and t.numel() and not float(t.detach().sum()) < math.inf and \
+                bool((torch.isnan(t) | (t == torch.inf)).any()):
             raise ValueError(f"{name}: expected log-probabilities (−inf allowed), got NaN or +inf")
     p_ref = logp_ref.exp()
     terms = p_ref * (logp_ref - logp)
