@@ -32,7 +32,10 @@ import torch
 from torch import Tensor
 
 from ._validate import (
+    LOG_RATIO_CLAMP,
     check_finite,
+    check_mask,
+    check_option,
     check_pair,
     check_positive,
     check_same_device,
@@ -59,19 +62,26 @@ register_label("kl", "kl_penalty", side="trajectory",
 def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
     """Per-element KL(π_θ‖π_ref) estimator k1, k2 or k3 on samples from π_θ.
 
-    ``logp`` = log π_θ(y), ``ref_logp`` = log π_ref(y), same shape. Differentiable in
+    ``logp`` = log π_θ(y), ``ref_logp`` = log π_ref(y), same shape, finite. Differentiable in
     ``logp`` (use it as a loss) — detach it to use the value in the reward.
+
+    Overflow convention for k3: log r is clamped to [−20, 20] before the exp, as in verl's
+    ``kl_penalty_forward`` ("low_var_kl"), so k3 ≤ e²⁰ − 21 is never inf (beyond the clamp
+    its gradient is zero). verl also clamps k3 itself to [−10, 10]; pgbook does not (TRL's
+    GRPO k3 has no clamp at all): that clamp would bias the estimate wherever
+    π_ref/π_θ > ~13 on a token. Within |log r| ≤ 20 this is TRL's k3 exactly.
     """
+    check_option(kind, "kind", ("k1", "k2", "k3"))
     check_pair(logp, ref_logp, "logp", "ref_logp")
+    check_finite(logp, "logp")
     check_finite(ref_logp, "ref_logp")
     lr = ref_logp.to(logp.dtype) - logp
     if kind == "k1":
         return -lr
     if kind == "k2":
         return 0.5 * lr * lr
-    if kind == "k3":
-        return torch.expm1(lr) - lr
-    raise ValueError(f"kind: expected 'k1', 'k2' or 'k3', got {kind!r}")
+    lr = lr.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return torch.expm1(lr) - lr
 
 
 def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float,
@@ -84,7 +94,10 @@ def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, 
     score-function gradient of E[R − β log π_θ/π_ref] is the exact gradient of
     J − β·KL(π_θ‖π_ref) (chapter 12). The KL is detached: it changes the weight of
     ∇log p_θ(τ), not p_θ. Factor of J(θ): reward. Returned in the rewards' dtype.
+    Positions where the mask is 0 may hold anything in ``logp``/``ref_logp`` (NaN, −inf);
+    an all-zero mask is an error (rows of zeros, padding responses, are fine).
     """
+    check_option(kind, "kind", ("k1", "k2", "k3"))
     check_tensor(rewards, "rewards", ndim=1, floating=True)
     check_tensor(mask, "mask", ndim=2)
     check_pair(logp, ref_logp, "logp", "ref_logp")
@@ -93,6 +106,7 @@ def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, 
     if logp.dim() != 2 or logp.shape[0] != rewards.shape[0]:
         raise ValueError(f"logp: expected shape ({rewards.shape[0]}, T) (one row per reward), "
                          f"got {tuple(logp.shape)}")
+    check_mask(mask, "mask")
     check_finite(rewards, "rewards")
     beta = check_positive(beta, "beta", allow_zero=True)
     m = mask.to(torch.bool)
@@ -108,7 +122,9 @@ def kl_in_reward(rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, 
 def k1_in_reward(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """The per-token term sg[log π_θ − log π_ref] that :func:`kl_in_reward` sums and
     subtracts from R (detached: a number, not a loss)."""
-    return kl_estimate(logp.detach(), ref_logp, "k1")
+    check_tensor(logp, "logp")
+    check_tensor(ref_logp, "ref_logp")
+    return kl_estimate(logp.detach(), ref_logp.detach(), "k1")
 
 
 @register("kl", "k1_loss", side="trajectory", form="token", summary="+β·(log π_θ − log π_ref) in the loss")

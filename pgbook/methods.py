@@ -33,6 +33,7 @@ from torch import Tensor
 from . import aggregation as _agg
 from . import kl as _kl
 from ._validate import (
+    check_mask,
     check_positive,
     check_same_device,
     check_tensor,
@@ -117,6 +118,7 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
     check_tensor(logp, "logp", ndim=2, floating=True)
     _check_bt(advantages_tok, "advantages_tok", logp)
     _check_bt(mask, "mask", logp)
+    check_mask(mask, "mask")
     check_same_device(logp=logp, advantages_tok=advantages_tok, mask=mask)
     if old_logp is None:
         old_logp = logp.detach()
@@ -228,6 +230,9 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     """
     cfg = method_config(name)
     check_tensor(logp, "logp", ndim=2, floating=True)
+    _check_bt(mask, "mask", logp)
+    check_mask(mask, "mask")
+    check_same_device(logp=logp, mask=mask)
     beta = check_positive(beta, "beta", allow_zero=True)
     kl = cfg["kl"]
     if kl == "none" and beta > 0:
@@ -370,11 +375,11 @@ register_method("Dr. GRPO", "GRPO", advantage="grpo_mean", aggregation="constant
                 fixes="std division reweights prompts by difficulty; per-sequence means bias "
                       "length",
                 chapter="13", reference="Liu et al. 2025 (arXiv:2503.20783)")
-register_method("REINFORCE++-baseline", "GRPO", advantage="grpo_batch_std",
+register_method("REINFORCE++-baseline", "GRPO", advantage="reinforce_pp_baseline",
                 fixes="per-group std over-weights nearly solved and nearly impossible prompts; "
-                      "one batch-wide scale keeps the group-mean baseline without that "
-                      "reweighting",
-                chapter="13", reference="Hu 2025 (arXiv:2501.03262)")
+                      "one batch-wide scale (whitening over the batch's tokens) keeps the "
+                      "group-mean baseline without that reweighting",
+                chapter="13", reference="Hu et al. 2025 (arXiv:2501.03262)")
 
 # -- Part III: the reward side after GRPO (chapter 13) ------------------------------------------
 # Each method names the method whose failure it fixes; the pieces it changes say which factor

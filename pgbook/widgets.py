@@ -34,16 +34,23 @@ A callback should take well under a second.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+if TYPE_CHECKING:  # ipywidgets is imported when a widget is built
+    import ipywidgets
+
 __all__ = ["control", "explore", "static_panels"]
 
 
-def control(name: str, spec, initial=None):
+def control(name: str, spec: object, initial: object = None) -> ipywidgets.Widget:
     """An ipywidgets control for ``spec`` (see the module docstring), labelled ``name``."""
     import ipywidgets as w
+
+    if not isinstance(name, str):
+        raise ValueError(f"name: expected a string, got {name!r}")
 
     if isinstance(spec, w.Widget):
         return spec
@@ -83,11 +90,18 @@ def _title(setting: Mapping) -> str:
 
 def static_panels(draw: Callable, settings: Sequence[Mapping], *, defaults: Mapping | None = None,
                   panel_size: tuple[float, float] = (3.6, 2.8), ncols: int | None = None,
-                  sharey: bool = True, titles: bool = True):
+                  sharey: bool = True, titles: bool = True) -> Figure:
     """``draw(ax, **setting)`` at each setting, as one row (or grid) of panels; returns the
     pyplot figure (shown by the notebook as the static twin of a widget)."""
+    if not callable(draw):
+        raise ValueError(f"draw: expected a function draw(ax, **setting), got "
+                         f"{type(draw).__name__}")
     if not settings:
         raise ValueError("settings: expected at least one setting to draw")
+    if not all(isinstance(x, Mapping) for x in settings):
+        raise ValueError(f"settings: expected a list of dicts {{name: value}}, got {settings!r}")
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1):
+        raise ValueError(f"ncols: expected an integer ≥ 1, got {ncols!r}")
     n = len(settings)
     cols = min(n, ncols or n)
     rows = -(-n // cols)
@@ -106,7 +120,7 @@ def static_panels(draw: Callable, settings: Sequence[Mapping], *, defaults: Mapp
 def explore(draw: Callable, controls: Mapping, static: Sequence[Mapping] | None = None, *,
             initial: Mapping | None = None, figsize: tuple[float, float] = (5.2, 3.3),
             panel_size: tuple[float, float] = (3.6, 2.8), ncols: int | None = None,
-            sharey: bool = True, on_change: Callable | None = None):
+            sharey: bool = True, on_change: Callable | None = None) -> ipywidgets.VBox:
     """Show the static panels (``static`` settings, if any), then the controls and a live
     panel that ``draw(ax, **values)`` redraws on every change.
 
@@ -117,6 +131,14 @@ def explore(draw: Callable, controls: Mapping, static: Sequence[Mapping] | None 
     import ipywidgets as w
     from IPython.display import display
 
+    if not callable(draw):
+        raise ValueError(f"draw: expected a function draw(ax, **values), got "
+                         f"{type(draw).__name__}")
+    if not isinstance(controls, Mapping) or not controls:
+        raise ValueError(f"controls: expected a non-empty dict {{name: spec}}, got {controls!r}")
+    if on_change is not None and not callable(on_change):
+        raise ValueError(f"on_change: expected a function or None, got "
+                         f"{type(on_change).__name__}")
     init = dict(initial or {})
     ctl = {name: control(name, spec, init.get(name)) for name, spec in controls.items()}
     if static:

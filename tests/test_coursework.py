@@ -388,8 +388,8 @@ def test_an_unknown_option_name_is_a_value_error_naming_the_argument(arg):
 def test_a_piece_of_another_form_is_named_as_such():
     with pytest.raises(ValueError, match="estimator: 'value' is not a group estimator"):
         compute_advantages(torch.zeros(4), "value", group_size=2)   # a bandit baseline
-    with pytest.raises(ValueError, match=r"form 'group'.*got 'grpo_batch_std'"):
-        Gp.exact_group_moments(*_names_world(), 2, "grpo_batch_std")  # reads the whole batch
+    with pytest.raises(ValueError, match=r"form 'group'.*got 'reinforce_pp_baseline'"):
+        Gp.exact_group_moments(*_names_world(), 2, "reinforce_pp_baseline")  # reads the whole batch
 
 
 def test_a_misspelt_option_gets_the_close_names():

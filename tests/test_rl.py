@@ -167,7 +167,7 @@ def test_method_configs_and_sides():
     assert rl.method_config("Dr. GRPO") == dict(cfg, advantage="grpo_mean", aggregation="constant")
     assert rl.method_config("RLOO") == dict(cfg, advantage="rloo", aggregation="seq_mean_token_sum",
                                             kl="k1_in_reward")
-    assert rl.method_config("REINFORCE++-baseline")["advantage"] == "grpo_batch_std"
+    assert rl.method_config("REINFORCE++-baseline")["advantage"] == "reinforce_pp_baseline"
     # relative to PPO-clip GRPO changes the advantage and the aggregation (reward side) and
     # adds a KL term to the loss (trajectory side)
     assert pg.method("GRPO").sides() == {"reward", "trajectory"}

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .._validate import (
     check_finite,
+    check_index,
     check_positive_int,
     check_probs,
     check_same_device,
@@ -26,11 +27,32 @@ from .._validate import (
     check_tensor,
     to_work,
 )
-from ..reward.baselines import sample_weights
+from ..reward.baselines import BaselineSpec, sample_weights
 from ..trajectory.importance import check_positive_probs, importance_weights, is_estimate
 from ..trajectory.losses import importance_weighted_loss, ratio
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
+from .bandits import check_world
 from .stats import estimates_from_loss
+
+
+def _check_flag(value: bool, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
+def _check_tables(probs: Tensor, behaviour_probs: Tensor) -> None:
+    """Two probability tables (..., S, A) with the same (S, A) whose leading dims broadcast."""
+    check_tensor(probs, "probs", floating=True)
+    check_tensor(behaviour_probs, "behaviour_probs", floating=True)
+    if probs.dim() < 2 or behaviour_probs.dim() < 2 or probs.shape[-2:] != behaviour_probs.shape[-2:]:
+        raise ValueError(f"probs and behaviour_probs: expected tables (..., S, A) with the same "
+                         f"S and A, got {tuple(probs.shape)} and {tuple(behaviour_probs.shape)}")
+    try:
+        torch.broadcast_shapes(probs.shape, behaviour_probs.shape)
+    except RuntimeError:
+        raise ValueError(f"probs and behaviour_probs: leading dimensions do not broadcast, got "
+                         f"{tuple(probs.shape)} and {tuple(behaviour_probs.shape)}") from None
 
 __all__ = [
     "exact_is_J_variance",
@@ -43,12 +65,16 @@ __all__ = [
 
 # -- IS estimates on a bandit -------------------------------------------------------------------
 def _batch_weights(probs: Tensor, behaviour_probs: Tensor, batch: BanditBatch) -> Tensor:
+    if not isinstance(batch, BanditBatch):
+        raise ValueError(f"batch: expected a BanditBatch, got {type(batch).__name__}")
     check_positive_probs(probs, "probs")
     check_positive_probs(behaviour_probs, "behaviour_probs")
     check_same_shape(probs, behaviour_probs, "probs", "behaviour_probs")
     if probs.dim() != 2:
         raise ValueError(f"probs: expected a table of shape (S, A), got {tuple(probs.shape)}")
     check_same_device(probs=probs, behaviour_probs=behaviour_probs, s=batch.s)
+    check_index(batch.s, "batch.s", probs.shape[0])
+    check_index(batch.a, "batch.a", probs.shape[1])
     lp, lq = to_work(probs).log(), to_work(behaviour_probs).log()
     return importance_weights(lp[batch.s, batch.a], lq[batch.s, batch.a])
 
@@ -61,13 +87,18 @@ def off_policy_J(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor, batch: 
     ``probs`` π and ``behaviour_probs`` μ are (S, A) tables, μ > 0 everywhere; the batch
     (``bandit.sample(behaviour_probs, ...)``) has fields (..., N); returns (...).
     """
+    if not isinstance(bandit, Bandit):
+        raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
+    bandit._check_probs(probs)
+    _check_flag(self_normalised, "self_normalised")
     w = _batch_weights(probs, behaviour_probs, batch)
     check_finite(batch.r, "rewards")
     return is_estimate(batch.r.to(w.dtype), w, self_normalised).to(probs.dtype)
 
 
 def off_policy_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
-                        behaviour_probs: Tensor, batch: BanditBatch, baseline="none",
+                        behaviour_probs: Tensor, batch: BanditBatch,
+                        baseline: BaselineSpec = "none",
                         self_normalised: bool = False) -> Tensor:
     """Estimate ∇J(θ) from a batch drawn from μ, as minus the gradient of the importance-
     weighted surrogate (:func:`pgbook.trajectory.losses.importance_weighted_loss`, ℓ_i = −w_i A_i):
@@ -80,7 +111,9 @@ def off_policy_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
     (P,), (M, N) give (M, P) (one vectorised call). ``behaviour_probs`` is μ as an (S, A)
     table, > 0 everywhere. Trajectory factor of J(θ).
     """
-    check_tensor(theta, "theta", floating=True)
+    check_world(bandit, policy, theta)
+    _check_flag(self_normalised, "self_normalised")
+    check_tensor(behaviour_probs, "behaviour_probs", floating=True)
     check_same_device(theta=theta, bandit=bandit.means, behaviour_probs=behaviour_probs)
     if batch.s.dim() not in (1, 2):
         raise ValueError(
@@ -123,16 +156,23 @@ def exact_weight_second_moment(probs: Tensor, behaviour_probs: Tensor,
     ≥ 1, equal to 1 iff π = μ. The ESS of N samples is ≈ N / E_μ[w²] for large N, and the
     variance of ordinary IS scales with it.
     """
+    _check_tables(probs, behaviour_probs)
     check_probs(probs, "probs")
     check_positive_probs(behaviour_probs, "behaviour_probs")
     check_same_device(probs=probs, behaviour_probs=behaviour_probs)
+    if rho is not None:
+        check_tensor(rho, "rho", floating=True)
+        check_same_device(rho=rho, probs=probs)
     p, q = to_work(probs), to_work(behaviour_probs).to(to_work(probs).dtype)
     return ((p * p / q).sum(-1) * _rho(rho, p)).sum(-1).to(probs.dtype)
 
 
 def _bandit_tables(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor):
+    if not isinstance(bandit, Bandit):
+        raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
+    _check_tables(probs, behaviour_probs)
     bandit._check_probs(probs)
-    bandit._check_probs(behaviour_probs)
+    bandit._check_probs(behaviour_probs, "behaviour_probs")
     check_probs(probs, "probs")
     check_positive_probs(behaviour_probs, "behaviour_probs")
     p = to_work(probs)
@@ -155,6 +195,7 @@ def exact_is_J_variance(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor,
     ``probs``, ``behaviour_probs``: (..., S, A).
     """
     check_positive_int(n_samples, "n_samples")
+    _check_flag(self_normalised, "self_normalised")
     p, q, r, rho, J = _bandit_tables(bandit, probs, behaviour_probs)
     w2 = p * p / q  # μ w² = π² / μ
     s2 = bandit.noise_std ** 2

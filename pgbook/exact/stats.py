@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .._validate import (
     check_finite,
+    check_positive,
     check_same_device,
     check_shape,
     check_tensor,
@@ -42,12 +43,28 @@ __all__ = [
 ]
 
 
-def estimates_from_loss(loss_fn, theta: Tensor, batches) -> Tensor:
+def estimates_from_loss(loss_fn: Callable[..., Tensor], theta: Tensor,
+                        batches: Tensor | tuple[Tensor, ...]) -> Tensor:
     """−∇_θ loss_fn(θ, batch_m) for each of M batches stacked along dim 0 → (M, P).
 
     ``batches`` is a tensor or a tuple of tensors, each with a leading dimension M;
     ``loss_fn`` sees one batch (the same structure without that dimension) at a time.
+    Inside the transform the batches' values cannot be read, so ids in them must be checked
+    before (the library's callers do).
     """
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn: expected a callable loss_fn(theta, batch), got "
+                         f"{type(loss_fn).__name__}")
+    check_tensor(theta, "theta", floating=True)
+    parts = batches if isinstance(batches, tuple) else (batches,)
+    if not parts:
+        raise ValueError("batches: expected a tensor or a tuple of tensors, got ()")
+    for k, b in enumerate(parts):
+        check_tensor(b, f"batches[{k}]")
+        if b.dim() < 1 or b.shape[0] != parts[0].shape[0] or b.shape[0] == 0:
+            raise ValueError(f"batches: expected tensors with one leading dimension M ≥ 1, got "
+                             f"shapes {[tuple(x.shape) for x in parts]}")
+    check_same_device(theta=theta, **{f"batches[{k}]": b for k, b in enumerate(parts)})
     grad = torch.func.grad(loss_fn)
     return -torch.func.vmap(grad, in_dims=(None, 0))(theta.detach(), batches)
 
@@ -64,6 +81,7 @@ class EstimatorStats:
             raise ValueError(
                 f"estimates: expected at least 2 estimates, got {self.estimates.shape[0]}"
             )
+        check_finite(self.estimates, "estimates")
 
     @property
     def n(self) -> int:
@@ -106,6 +124,8 @@ class EstimatorStats:
         """(mean − exact) / stderr per coordinate; coordinates with zero spread give 0 when
         the mean matches exactly and ±inf otherwise."""
         check_shape(exact, "exact", self.mean.shape)
+        check_finite(exact, "exact")
+        check_same_device(estimates=self.estimates, exact=exact)
         diff = self.mean - exact.to(self.mean.dtype)
         se = self.stderr
         tiny = 1e3 * torch.finfo(se.dtype).eps * (1 + exact.abs().max())
@@ -115,11 +135,12 @@ class EstimatorStats:
                                                    torch.sign(diff) * math.inf))
 
     def max_abs_z(self, exact: Tensor) -> float:
-        return float(self.z_scores(exact).abs().max())
+        return float(self.z_scores(exact).detach().abs().max())
 
     def is_unbiased(self, exact: Tensor, z: float = 4.0) -> bool:
         """True when every coordinate of the mean lies within ``z`` standard errors of
         ``exact``. With P coordinates and z = 4 the false-alarm rate is below P·6e-5."""
+        z = check_positive(z, "z")
         return self.max_abs_z(exact) < z
 
     def _sq_errors(self, exact: Tensor) -> Tensor:
@@ -152,7 +173,7 @@ class EstimatorStats:
 
     def relative_error(self, exact: Tensor) -> float:
         """‖mean − exact‖ / ‖exact‖."""
-        return float((self.mean - exact).norm() / exact.norm())
+        return float(relative_error(self.mean, exact).detach())
 
     def summary(self, exact: Tensor | None = None) -> str:
         s = f"M={self.n}  total variance={float(self.total_variance):.4g}"
@@ -171,6 +192,9 @@ def variance_difference(a: EstimatorStats, b: EstimatorStats) -> tuple[Tensor, T
     two estimators are strongly correlated, so small variance gaps can be resolved.
     Returns two scalars.
     """
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, EstimatorStats):
+            raise ValueError(f"{name}: expected an EstimatorStats, got {type(x).__name__}")
     if a.estimates.shape != b.estimates.shape:
         raise ValueError(
             f"a and b: expected estimates of the same shape (paired batches), got "
@@ -183,7 +207,16 @@ def variance_difference(a: EstimatorStats, b: EstimatorStats) -> tuple[Tensor, T
 
 
 def cosine(u: Tensor, v: Tensor) -> Tensor:
-    """Cosine similarity of two vectors (or of each row of u with v)."""
+    """Cosine similarity of two vectors (or of each row of u with v), shape ``u.shape[:-1]``
+    (0 where either vector is zero, torch's convention)."""
+    check_tensor(u, "u", floating=True)
+    check_tensor(v, "v", floating=True)
+    check_same_device(u=u, v=v)
+    if u.dim() < 1 or v.dim() < 1 or u.shape[-1] != v.shape[-1] or v.dim() > u.dim():
+        raise ValueError(f"v: expected a vector of u's last dimension (or rows that broadcast "
+                         f"against u), got shapes {tuple(u.shape)} and {tuple(v.shape)}")
+    check_finite(u, "u")
+    check_finite(v, "v")
     return torch.nn.functional.cosine_similarity(u, v.expand_as(u), dim=-1)
 
 
@@ -193,11 +226,13 @@ def relative_error(estimate: Tensor, exact: Tensor) -> Tensor:
     check_tensor(estimate, "estimate", floating=True)
     check_tensor(exact, "exact", floating=True)
     check_same_device(estimate=estimate, exact=exact)
-    if estimate.shape[-1:] != exact.shape[-1:]:
+    check_finite(estimate, "estimate")
+    check_finite(exact, "exact")
+    if estimate.dim() < 1 or exact.dim() != 1 or estimate.shape[-1:] != exact.shape[-1:]:
         raise ValueError(f"estimate: expected last dimension {exact.shape[-1]} (that of exact), "
                          f"got shape {tuple(estimate.shape)}")
     den = exact.norm(dim=-1)
-    if bool((den == 0).any()):
+    if den.device.type != "meta" and bool((den == 0).any()):
         raise ValueError("exact: the relative error of an estimate of a zero vector is undefined")
     return (estimate - exact.to(estimate.dtype)).norm(dim=-1) / den.to(estimate.dtype)
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..exact.bandits import softmax_score
 from ..worlds.bandits import TabularSoftmax, context_bandit
 from . import Wrong, exercise, expect_close
 
+__all__: list[str] = []  # the checkers are reached through pgbook.exercises.check("02.k", fn)
+
 
 @exercise("02.1", "The score of a softmax policy")
-def check_softmax_score(fn):
+def check_softmax_score(fn: Callable) -> str:
     """``fn(probs, a)`` with ``probs`` (A,) the policy π(·|s) of one context and ``a`` an
     action index (int) must return ∇_z log π(a|s) = e_a − π (A,): the gradient of the
     log-probability with respect to that context's logits z."""

@@ -5,15 +5,20 @@ R_1 … R_G. Instead of a learned critic V(x), the baseline comes from the group
 
     grpo            Â_i = (R_i − μ_G) / (σ_G + ε)          (GRPO, Shao et al. 2024)
     grpo_mean       Â_i =  R_i − μ_G                        (Dr. GRPO, Liu et al. 2025)
-    grpo_batch_std  Â_i = (R_i − μ_G) / (σ_batch + ε)       (REINFORCE++-baseline, Hu 2025)
+    reinforce_pp_baseline
+                    Â_i = (c_i − μ_tok) / (σ_tok + ε),  c_i = R_i − μ_G
+                                                            (REINFORCE++-baseline, Hu et al. 2025)
+    group_mean_batch_std_seq
+                    Â_i = (R_i − μ_G) / (σ_seq + ε)         (a sequence-level simplification)
     rloo            Â_i =  R_i − (1/(G−1)) Σ_{j≠i} R_j      (RLOO, Kool et al. 2019)
                         =  G/(G−1) · (R_i − μ_G)
     plain           Â_i =  R_i                               (no baseline)
 
 with μ_G the group mean and σ_G the group standard deviation (Bessel-corrected, dividing by
-G − 1, as in TRL and verl; ``unbiased=False`` divides by G; σ_batch is the standard
-deviation of all N centred rewards R_i − μ_G). Factor of J(θ): reward (they change the scalar that weights
-∇log p_θ(τ), never p_θ).
+G − 1, as in TRL and verl; ``unbiased=False`` divides by G); μ_tok and σ_tok the mean and
+standard deviation of the centred rewards over every valid *token* of the batch (a
+response of L_i tokens counts L_i times), σ_seq that of the N centred rewards (each response
+once). Factor of J(θ): reward (they change the scalar that weights ∇log p_θ(τ), never p_θ).
 
 Convention: ``rewards`` is (N,) with N = (number of prompts) × G and the responses of one
 prompt **contiguous**: rewards[k·G:(k+1)·G] is group k (what ``prompts.repeat_interleave(G)``
@@ -22,7 +27,9 @@ produces). For rewards in any order with a group id per response, use
 
 Zero-variance groups (all G rewards equal, e.g. every response correct) carry no signal:
 their advantage is exactly 0 for every estimator with a baseline (never 0/0 = NaN);
-:func:`zero_variance_groups` says which groups they are so they can be counted.
+:func:`zero_variance_groups` says which groups they are so they can be counted. A group of
+one response is zero-variance, so its advantage is 0 (as in OpenRLHF); verl instead gives a
+singleton the baseline 0 and the scale 1 (Â = R), and TRL needs G ≥ 2.
 
 Registered estimators (kind ``"advantage"``, side ``"reward"``) share the signature
 ``fn(rewards (N,), group_size: int, *, std_eps: float = 1e-6, **options) -> (N,)``; they
@@ -44,6 +51,8 @@ from torch import Tensor
 from .._validate import (
     _is_meta,
     check_finite,
+    check_finite_where,
+    check_mask,
     check_options,
     check_positive,
     check_positive_int,
@@ -108,6 +117,7 @@ def grpo_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6,
     the expected gradient of a prompt is scaled by ≈ 1/√(p(1−p)) (chapter 08).
     """
     check_positive(std_eps, "std_eps", allow_zero=True)
+    _check_unbiased(unbiased)
     r = _grouped(rewards, group_size)
     c, zero = _centred(r)
     sd = _std(c, 1, unbiased)
@@ -127,17 +137,86 @@ def grpo_mean_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e
     return c.reshape(-1).to(rewards.dtype)
 
 
-@register("advantage", "grpo_batch_std", side="reward", form="batch",
-          summary="Â = (R − mean_G)/(std_batch + ε) (REINFORCE++-baseline)",
-          reference="Hu 2025 (arXiv:2501.03262)")
-def grpo_batch_std_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6,
-                             unbiased: bool = True) -> Tensor:
-    """Â_i = (R_i − μ_G) / (σ_batch + ε), shape (N,): the group mean as baseline, then one
-    scale for the whole batch (σ_batch: std of all N centred rewards, ÷ (N − 1) unless
-    ``unbiased=False``), so
-    prompts are *not* reweighted by their own difficulty. All zeros if every group is
-    zero-variance."""
+def _check_unbiased(unbiased: bool) -> bool:
+    if not isinstance(unbiased, bool):
+        raise ValueError(f"unbiased: expected True or False, got {unbiased!r}")
+    return unbiased
+
+
+@register("advantage", "reinforce_pp_baseline", side="reward", form="batch",
+          summary="Â = whiten over the batch's tokens of (R − mean_G) (REINFORCE++-baseline)",
+          reference="Hu et al. 2025 (arXiv:2501.03262)")
+def reinforce_pp_baseline_advantage(rewards: Tensor, group_size: int, *, mask: Tensor | None = None,
+                                    std_eps: float = 1e-6, unbiased: bool = True) -> Tensor:
+    """REINFORCE++-baseline as its authors' code computes it, shape (N,):
+
+        c_i   = R_i − μ_G                                  (the group-mean baseline)
+        L_i   = Σ_t m_it                                   (response i's tokens)
+        μ_tok = Σ_i L_i c_i / Σ_i L_i                      (mean over the batch's tokens)
+        σ²_tok = Σ_i L_i (c_i − μ_tok)² / (Σ_i L_i − 1)    (÷ Σ_i L_i with unbiased=False)
+        Â_i   = (c_i − μ_tok) / (σ_tok + ε)                 (0 for a row with no token)
+
+    Every valid token of response i carries Â_i, so ``broadcast_to_tokens(Â, mask)`` is the
+    token-level advantage. A long response counts once per token in μ_tok and σ_tok: that is
+    the difference from ``group_mean_batch_std_seq`` (every response once, no re-centring).
+    The group mean keeps the baseline of GRPO; one batch-wide scale replaces the per-group
+    σ_G, so prompts are not reweighted by their own difficulty. Needs ``mask`` (N, T)
+    (0/1, bool or float, not all zero).
+
+    References and conventions (checked in tests/test_contract.py):
+
+    * verl ``compute_reinforce_plus_plus_baseline_outcome_advantage`` (then
+      ``masked_whiten``): Bessel-corrected token variance (``unbiased=True``, the default)
+      and (c − μ_tok)·rsqrt(σ²_tok + 1e-8) instead of / (σ_tok + ε); a group of one response
+      keeps its raw reward there (its baseline is 0).
+    * OpenRLHF ``reinforce_baseline`` (``compute_advantages_and_returns``): the token
+      variance divides by Σ L_i (``unbiased=False``) and uses rsqrt(max(σ²_tok, 1e-8)); a
+      group of one is centred to 0.
+    * pgbook: a group of one (or any zero-variance group) has c = 0, as in OpenRLHF and every
+      other group estimator here; rows whose mask is all zero still count in their group's
+      mean μ_G but carry no token, so they enter neither μ_tok nor σ_tok, and get Â = 0. If
+      σ_tok = 0 (e.g. every group zero-variance, or a single token) every Â is 0 (no 0/0).
+      With ``std_eps=0`` the result equals verl's (``unbiased=True``) or OpenRLHF's
+      (``unbiased=False``) to ~1e-8/σ²_tok relative.
+    """
     check_positive(std_eps, "std_eps", allow_zero=True)
+    _check_unbiased(unbiased)
+    r = _grouped(rewards, group_size)
+    if mask is None:
+        raise ValueError("mask: reinforce_pp_baseline whitens over the batch's tokens and needs "
+                         "the response mask (N, T)")
+    check_tensor(mask, "mask", ndim=2)
+    if mask.shape[0] != rewards.shape[0]:
+        raise ValueError(f"mask: expected shape ({rewards.shape[0]}, T) (one row per reward), "
+                         f"got {tuple(mask.shape)}")
+    check_same_device(rewards=rewards, mask=mask)
+    check_mask(mask, "mask")
+    c, _ = _centred(r)
+    c = c.reshape(-1)                                             # (N,)
+    L = (mask != 0).sum(-1).to(c.dtype)                            # (N,) tokens per response
+    n_tok = L.sum()
+    mu = (L * c).sum() / n_tok
+    d = c - mu
+    den = (n_tok - 1).clamp_min(1) if unbiased else n_tok
+    sd = ((L * d * d).sum() / den).sqrt()
+    adv = d / torch.where(sd > 0, sd + std_eps, torch.ones_like(sd))
+    adv = torch.where((L > 0) & (sd > 0), adv, torch.zeros_like(adv))
+    return adv.to(rewards.dtype)
+
+
+@register("advantage", "group_mean_batch_std_seq", side="reward", form="batch",
+          summary="Â = (R − mean_G)/(std over the batch's N sequences + ε)")
+def group_mean_batch_std_seq_advantage(rewards: Tensor, group_size: int, *,
+                                       std_eps: float = 1e-6, unbiased: bool = True) -> Tensor:
+    """Â_i = (R_i − μ_G) / (σ_seq + ε), shape (N,): the group mean as baseline, then one
+    scale for the whole batch, σ_seq the standard deviation of the N centred rewards (each
+    *response* counts once, whatever its length; ÷ (N − 1) unless ``unbiased=False``); the
+    centred rewards are not re-centred. A sequence-level simplification of
+    REINFORCE++-baseline (:func:`reinforce_pp_baseline_advantage`, which whitens over
+    tokens): the two agree only when every response has the same length. All zeros if every
+    group is zero-variance."""
+    check_positive(std_eps, "std_eps", allow_zero=True)
+    _check_unbiased(unbiased)
     c, _ = _centred(_grouped(rewards, group_size))
     sd = _std(c.reshape(-1), 0, unbiased)
     # sd = 0 only when every centred reward is 0: divide by 1 there (no 0/0)
@@ -203,8 +282,8 @@ def compute_advantages(rewards: Tensor, estimator: str = "grpo", *, group_size: 
     token-level estimator.
 
     ``estimator`` is any advantage registered with form ``"group"`` or ``"batch"``
-    ("grpo", "grpo_mean", "rloo", "plain", "grpo_batch_std", or yours): the registry is the
-    one list. Give either ``group_size`` (contiguous groups) or ``group_index`` (N,) (any
+    ("grpo", "grpo_mean", "rloo", "plain", "reinforce_pp_baseline",
+    "group_mean_batch_std_seq", or yours): the registry is the one list. Give either ``group_size`` (contiguous groups) or ``group_index`` (N,) (any
     order; regrouped with :func:`group_by_index` and scattered back). ``mask`` (N, T) is
     passed to estimators that take it (and ignored by the others, which read only the
     sequence rewards); ``**options`` (e.g. ``std_eps``, ``unbiased``) go to the estimator,
@@ -254,6 +333,7 @@ def broadcast_to_tokens(advantages: Tensor, mask: Tensor) -> Tensor:
         raise ValueError(f"mask: expected {advantages.shape[0]} rows (one per advantage), "
                          f"got shape {tuple(mask.shape)}")
     check_same_device(advantages=advantages, mask=mask)
+    check_mask(mask, "mask")
     check_finite(advantages, "advantages")
     m = mask.to(torch.bool)
     a = advantages.unsqueeze(1).expand(mask.shape)
@@ -267,13 +347,21 @@ def reward_to_go(token_rewards: Tensor, mask: Tensor) -> Tensor:
     """G_t = m_t Σ_{t' ≥ t} m_t' r_t', shape (*B, T): the reward still to come at token t.
 
     Causality: the action y_t cannot affect rewards paid before it, so dropping them from
-    token t's weight keeps the estimator unbiased. Zero on padding. Factor of J(θ): reward.
+    token t's weight keeps the estimator unbiased. Zero on padding, where ``token_rewards``
+    may hold anything (NaN included); the mask is 0/1 (bool, integer or float) and not all
+    zero. Factor of J(θ): reward.
     """
     check_tensor(token_rewards, "token_rewards", floating=True)
+    if token_rewards.dim() < 1:
+        raise ValueError("token_rewards: expected shape (*B, T), got a scalar")
     check_shape(mask, "mask", tuple(token_rewards.shape))
-    m = mask.to(token_rewards.dtype)
-    r = token_rewards * m
-    return m * torch.flip(torch.cumsum(torch.flip(r, [-1]), -1), [-1])
+    check_same_device(token_rewards=token_rewards, mask=mask)
+    check_mask(mask, "mask")
+    check_finite_where(token_rewards, mask, "token_rewards")
+    m = mask.to(torch.bool)
+    r = torch.where(m, token_rewards, torch.zeros_like(token_rewards))
+    g = torch.flip(torch.cumsum(torch.flip(r, [-1]), -1), [-1])
+    return torch.where(m, g, torch.zeros_like(g))
 
 
 def advantage_stats(rewards: Tensor, group_size: int) -> dict:
@@ -295,10 +383,11 @@ __all__ = [
     "broadcast_to_tokens",
     "compute_advantages",
     "group_by_index",
+    "group_mean_batch_std_seq_advantage",
     "grpo_advantage",
-    "grpo_batch_std_advantage",
     "grpo_mean_advantage",
     "plain_advantage",
+    "reinforce_pp_baseline_advantage",
     "reward_to_go",
     "rloo_advantage",
     "zero_variance_groups",

@@ -34,7 +34,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .._validate import check_finite, check_same_device, check_tensor
+from .._validate import (
+    check_finite,
+    check_index,
+    check_number,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+)
 from ..registry import register, register_label, resolve
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 
@@ -52,19 +59,41 @@ __all__ = [
 ]
 
 Baseline = Callable[[Bandit, SoftmaxPolicy, Tensor, BanditBatch], Tensor]
+#: a baseline spec (module docstring): a name, a number, a table, a callable, or None
+BaselineSpec = str | float | Tensor | Baseline | None
+
+
+def _check_call(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                batch: BanditBatch | None = None) -> None:
+    """The world matches, θ is a finite (P,) tensor on its device, the batch's ids index it
+    (value checks are skipped inside torch.func transforms: the callers check first)."""
+    if not isinstance(bandit, Bandit):
+        raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
+    if not isinstance(policy, SoftmaxPolicy):
+        raise ValueError(f"policy: expected a SoftmaxPolicy, got {type(policy).__name__}")
+    if (policy.n_contexts, policy.n_actions) != (bandit.n_contexts, bandit.n_actions):
+        raise ValueError(f"policy: expected {bandit.n_contexts} contexts × {bandit.n_actions} "
+                         f"actions (the bandit's), got {policy.n_contexts} × {policy.n_actions}")
+    policy._check_theta(theta)
+    check_same_device(theta=theta, bandit=bandit.means)
+    if batch is not None:
+        if not isinstance(batch, BanditBatch):
+            raise ValueError(f"batch: expected a BanditBatch, got {type(batch).__name__}")
+        check_index(batch.s, "batch.s", bandit.n_contexts)
+        check_index(batch.a, "batch.a", bandit.n_actions)
+        check_same_device(batch=batch.s, bandit=bandit.means)
 
 
 @register("advantage", "none", side="reward", form="baseline", summary="w = R (no baseline)")
 def no_baseline(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch) -> Tensor:
     """b = 0: the weight is the raw reward."""
+    _check_call(bandit, policy, theta, batch)
     return torch.zeros_like(batch.r)
 
 
 def constant_baseline(c: float) -> Baseline:
     """b = c for every sample (a state baseline that ignores the state): unbiased."""
-    c = float(c)
-    if c != c or c in (float("inf"), float("-inf")):
-        raise ValueError(f"baseline: expected a finite constant, got {c}")
+    c = check_number(c, "baseline")
 
     def baseline(bandit, policy, theta, batch):
         return torch.full_like(batch.r, c)
@@ -81,6 +110,7 @@ register_label("advantage", "unit", side="reward",
 @register("advantage", "value", side="reward", form="baseline", summary="w = R − V(s) = A(s, a)")
 def value_baseline(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch) -> Tensor:
     """b(s) = V_θ(s) = Σ_a π_θ(a|s) r(s, a) (exact), so the weight is the advantage A(s, a)."""
+    _check_call(bandit, policy, theta, batch)
     with torch.no_grad():
         return bandit.values(policy.probs(theta))[batch.s]
 
@@ -96,6 +126,7 @@ def optimal_baseline_table(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor)
     2008). Where every score is zero (a deterministic policy) any baseline is optimal:
     V(s) is returned there.
     """
+    _check_call(bandit, policy, theta)
     with torch.no_grad():
         probs = policy.probs(theta)
         sq = policy.scores(theta).pow(2).sum(-1)  # (S, A)
@@ -109,6 +140,7 @@ def optimal_baseline_table(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor)
           summary="w = R − b*(s), b* = E[‖∇log π‖² r]/E[‖∇log π‖²]")
 def optimal_baseline(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch) -> Tensor:
     """b*(s_i) from :func:`optimal_baseline_table`."""
+    _check_call(bandit, policy, theta, batch)
     return optimal_baseline_table(bandit, policy, theta)[batch.s]
 
 
@@ -121,7 +153,7 @@ def optimal_constant_baseline(bandit: Bandit, policy: SoftmaxPolicy, theta: Tens
     has the same norm. Returns J(θ) where every score is zero. Computed in float32 for
     half-precision θ and returned in θ's dtype.
     """
-    check_same_device(theta=theta, bandit=bandit.means)
+    _check_call(bandit, policy, theta)
     th = theta.detach().to(torch.promote_types(theta.dtype, torch.float32))
     with torch.no_grad():
         probs = policy.probs(th)
@@ -151,7 +183,7 @@ def _table_baseline(table: Tensor, S: int, A: int) -> Baseline:
     return baseline
 
 
-def get_baseline(baseline, bandit: Bandit | None = None) -> Baseline:
+def get_baseline(baseline: BaselineSpec, bandit: Bandit | None = None) -> Baseline:
     """The baseline callable ``fn(bandit, policy, theta, batch) -> b`` for a spec (module
     docstring). A tensor spec needs ``bandit`` (for its shape)."""
     if baseline is None:
@@ -171,8 +203,9 @@ def get_baseline(baseline, bandit: Bandit | None = None) -> Baseline:
 
 
 def sample_weights(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch,
-                   baseline="none") -> Tensor:
+                   baseline: BaselineSpec = "none") -> Tensor:
     """w_i = r_i − b_i for the baseline spec ``baseline``; shape of the batch."""
+    _check_call(bandit, policy, theta, batch)
     check_finite(batch.r, "rewards")
     b = get_baseline(baseline, bandit)(bandit, policy, theta, batch)
     check_tensor(b, "baseline(...)")
@@ -183,10 +216,11 @@ def sample_weights(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: 
     return batch.r - b
 
 
-def baseline_table(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, baseline="none"
-                   ) -> Tensor:
+def baseline_table(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                   baseline: BaselineSpec = "none") -> Tensor:
     """b(s, a) for every pair, (S, A) in θ's dtype: the spec evaluated on the enumerated batch
     (s, a) of all S·A pairs with r = r(s, a) (what the exact tools need)."""
+    _check_call(bandit, policy, theta)
     S, A = bandit.n_contexts, bandit.n_actions
     dev = bandit.means.device
     s = torch.arange(S, device=dev).repeat_interleave(A)
@@ -202,5 +236,7 @@ def baseline_table(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, baselin
 
 def state_table(values: Tensor, n_actions: int) -> Tensor:
     """Broadcast a per-context baseline (S,) to an (S, A) table (constant along a)."""
-    check_tensor(values, "values", ndim=1)
+    check_tensor(values, "values", ndim=1, floating=True)
+    check_finite(values, "values")
+    check_positive_int(n_actions, "n_actions")
     return values[:, None].expand(-1, n_actions)

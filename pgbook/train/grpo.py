@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,7 @@ from .._validate import (
     _is_meta,
     check_generator,
     check_mask,
+    check_number,
     check_pair,
     check_positive,
     check_positive_int,
@@ -54,6 +56,9 @@ from ..reward import advantages as _adv
 from ..reward.shaping import truncated_responses
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
 from ..worlds.gpt import EOS, logprobs, sample
+
+if TYPE_CHECKING:
+    from ..worlds.tasks import Task
 
 #: what :class:`GRPOHistory` records per step, in this order
 METRICS = ("reward", "kl_ref", "clip_fraction", "entropy", "zero_variance_groups", "loss",
@@ -117,7 +122,7 @@ class GRPOHistory:
     def first_step(self, target: float, window: int = 5, name: str = "reward") -> int | None:
         """The first step k (0-based) at which the ``window``-step moving average of
         ``name`` is ≥ ``target``, or None if it never is."""
-        hit = (self.smoothed(name, window) >= float(target)).nonzero()
+        hit = (self.smoothed(name, window) >= check_number(target, "target")).nonzero()
         return int(hit[0]) if hit.numel() else None
 
     def time_to(self, target: float, window: int = 5, name: str = "reward") -> float | None:
@@ -219,14 +224,15 @@ def _on_policy_atol(dtype: torch.dtype) -> float:
 
 
 @reject_unknown_options
-def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: int,
+def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: int, group_size: int,
                generator: torch.Generator, method: str = "GRPO", advantage: str | None = None,
                loss: str | None = None, aggregation: str | None = None, kl: str | None = None,
-               beta: float = 0.0, ref_model=None, epochs_per_batch: int = 1,
+               beta: float = 0.0, ref_model: nn.Module | None = None, epochs_per_batch: int = 1,
                minibatches: int = 1, eps_low: float | None = None, eps_high: float | None = None,
                lr: float = 1e-3, max_grad_norm: float | None = 1.0,
                temperature: float = 1.0, std_eps: float | None = None, partial_reward: bool = False,
-               stop_at: float | None = None, window: int = 5, optimizer=None,
+               stop_at: float | None = None, window: int = 5,
+               optimizer: torch.optim.Optimizer | None = None,
                progress: bool = True, desc: str | None = None, shaping=None,
                token_credit=None, advantage_options: dict | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
@@ -318,7 +324,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
         raise ValueError(f"generator: expected a generator on the model's device {device}, "
                          f"got one on {generator.device}")
     if stop_at is not None:
-        stop_at = float(stop_at)
+        stop_at = check_number(stop_at, "stop_at")
 
     cfg = _resolve(method, {"advantage": advantage, "policy_loss": loss,
                             "aggregation": aggregation, "kl": kl})

@@ -33,16 +33,18 @@ from tqdm.auto import trange
 
 from .._validate import (
     check_finite,
+    check_float_dtype,
     check_generator,
     check_index,
+    check_number,
     check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
     work_dtype,
 )
-from ..exact.bandits import reinforce_surrogate
-from ..reward.baselines import sample_weights
+from ..exact.bandits import check_world, reinforce_surrogate
+from ..reward.baselines import BaselineSpec, sample_weights
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 
 
@@ -70,12 +72,14 @@ def sft_loss(policy: SoftmaxPolicy, theta: Tensor, s: Tensor, a: Tensor) -> Tens
     their weights, A = 1 (reward side).
     """
     check_tensor(theta, "theta", floating=True)
+    check_tensor(s, "s", nonempty=True)
+    check_tensor(a, "a", nonempty=True)
     ones = torch.ones(s.shape, dtype=theta.dtype, device=theta.device)
     return -weighted_log_likelihood(policy, theta, BanditBatch(s, a, ones), ones)
 
 
 def empirical_policy(s: Tensor, a: Tensor, n_contexts: int, n_actions: int,
-                     dtype=torch.float64) -> Tensor:
+                     dtype: torch.dtype = torch.float64) -> Tensor:
     """Empirical action frequencies n(s, a) / n(s), shape (S, A), from pairs (s_i, a_i).
 
     For a tabular softmax this is the maximum-likelihood policy, the point SFT converges to
@@ -85,6 +89,7 @@ def empirical_policy(s: Tensor, a: Tensor, n_contexts: int, n_actions: int,
     """
     check_positive_int(n_contexts, "n_contexts")
     check_positive_int(n_actions, "n_actions")
+    check_float_dtype(dtype)
     check_index(s, "s", n_contexts)
     check_index(a, "a", n_actions)
     if s.shape != a.shape:
@@ -119,10 +124,19 @@ def fit_weighted_mle(policy: SoftmaxPolicy, theta0: Tensor, batch: BanditBatch,
     Trajectory factor of J(θ) with fixed reward-side weights.
     """
     check_tensor(theta0, "theta0", floating=True)
+    policy._check_theta(theta0, "theta0")
     check_positive_int(steps, "steps")
     check_positive(lr, "lr")
+    if not isinstance(batch, BanditBatch):
+        raise ValueError(f"batch: expected a BanditBatch, got {type(batch).__name__}")
+    check_index(batch.s, "batch.s", policy.n_contexts)
+    check_index(batch.a, "batch.a", policy.n_actions)
     if weights is None:
         weights = torch.ones(batch.s.shape, dtype=theta0.dtype, device=theta0.device)
+    check_tensor(weights, "weights", floating=True)
+    if weights.shape != batch.s.shape:
+        raise ValueError(f"weights: expected shape {tuple(batch.s.shape)} (the batch's), got "
+                         f"{tuple(weights.shape)}")
     check_finite(weights, "weights")
     out_dtype = theta0.dtype
     theta = theta0.detach().to(work_dtype(out_dtype))
@@ -176,7 +190,8 @@ class History:
 
 
 def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
-              batch_size: int, lr, baseline="none", generator: torch.Generator | None = None,
+              batch_size: int, lr: float | Tensor, baseline: BaselineSpec = "none",
+              generator: torch.Generator | None = None,
               progress: bool = True, desc: str | None = None) -> History:
     """On-policy REINFORCE: for k = 0..steps−1, draw N = ``batch_size`` samples from π_θk,
 
@@ -194,6 +209,7 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     weight r − b; the baseline does not change E[ĝ], only its variance.
     """
     check_tensor(theta0, "theta0", floating=True)
+    check_world(bandit, policy, theta0, "theta0")
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
     check_generator(generator, theta0.device)
@@ -201,8 +217,8 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     out_dtype = theta0.dtype
     dtype = work_dtype(out_dtype)
     P = theta0.shape[-1]
-    lr_t = torch.as_tensor(lr, dtype=dtype, device=theta0.device) if not isinstance(lr, Tensor) \
-        else lr.to(dtype)
+    lr_t = torch.as_tensor(check_number(lr, "lr"), dtype=dtype, device=theta0.device) \
+        if not isinstance(lr, Tensor) else check_tensor(lr, "lr", floating=True).to(dtype)
     check_same_device(lr=lr_t, theta0=theta0)
     check_finite(lr_t, "lr")
     if theta0.device.type != "meta" and bool((lr_t <= 0).any()):

@@ -98,6 +98,10 @@ def importance_weights(logp: Tensor, behaviour_logp: Tensor) -> Tensor:
     ≤ 0. Not differentiated (a weight, not a loss; for the differentiable ratio use
     :func:`pgbook.trajectory.losses.ratio`). Trajectory factor of J(θ): it corrects for sampling
     p_μ(τ) instead of p_θ(τ).
+
+    Overflow: a weight too large for the output dtype (π/μ > ~1.8e308 in float64, ~3.4e38 in
+    float32/bfloat16) raises ValueError rather than returning inf (a clamp, as the policy
+    losses use, would bias the estimate without a word).
     """
     check_log_probs(logp, "logp")
     check_log_probs(behaviour_logp, "behaviour_logp")
@@ -105,7 +109,11 @@ def importance_weights(logp: Tensor, behaviour_logp: Tensor) -> Tensor:
     check_same_device(logp=logp, behaviour_logp=behaviour_logp)
     out = torch.promote_types(logp.dtype, behaviour_logp.dtype)
     lw = to_work(logp.detach()) - to_work(behaviour_logp.detach())
-    return torch.exp(lw).to(out)
+    w = torch.exp(lw).to(out)
+    if not _is_meta(w) and not bool(torch.isfinite(w).all()):
+        raise ValueError(f"logp, behaviour_logp: an importance weight π/μ overflows {out} "
+                         f"(largest log-weight {float(lw.max()):.4g}); μ must cover π")
+    return w
 
 
 def is_estimate(values: Tensor, weights: Tensor, self_normalised: bool = False) -> Tensor:
@@ -120,6 +128,8 @@ def is_estimate(values: Tensor, weights: Tensor, self_normalised: bool = False) 
     """
     check_weights(weights)
     check_tensor(values, "values", floating=True)
+    if not isinstance(self_normalised, bool):
+        raise ValueError(f"self_normalised: expected True or False, got {self_normalised!r}")
     check_same_device(values=values, weights=weights)
     vector = values.dim() == weights.dim() + 1
     if tuple(values.shape[: weights.dim()]) != tuple(weights.shape) or \
@@ -144,4 +154,5 @@ def effective_sample_size(weights: Tensor) -> Tensor:
     """
     check_weights(weights)
     w = to_work(weights)
+    w = w / w.amax(-1, keepdim=True)  # ESS is scale-free; this keeps Σ w² from overflowing
     return (w.sum(-1).pow(2) / w.pow(2).sum(-1)).to(weights.dtype)

@@ -34,7 +34,10 @@ from torch import Tensor
 
 from .._validate import (
     _is_meta,
+    _is_transformed,
+    check_index,
     check_mask,
+    check_nonnegative_int,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -57,11 +60,18 @@ def _check_logits_tokens(logits: Tensor, tokens: Tensor) -> None:
             f"dimension), got {tuple(tokens.shape)}"
         )
     check_same_device(logits=logits, tokens=tokens)
-    V = logits.shape[-1]
-    if not _is_meta(tokens) and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= V):
+    check_index(tokens, "tokens", logits.shape[-1])
+
+
+def _check_normaliser(lse: Tensor) -> None:
+    """Every position needs a finite logsumexp: no NaN or +inf logit, and at least one logit
+    above −inf (−inf is how a token is forbidden; a position with every token forbidden has
+    no distribution). Checked on the (…,) logsumexp, not the (…, V) logits."""
+    if not _is_meta(lse) and not bool(torch.isfinite(lse).all()):
         raise ValueError(
-            f"tokens: expected ids in [0, {V}), got range [{int(tokens.min())}, {int(tokens.max())}]"
-        )
+            "logits: expected finite logits (−inf forbids a token, but NaN, +inf, or −inf for "
+            f"every token of a position leave no distribution), got "
+            f"{int((~torch.isfinite(lse)).sum())} such position(s)")
 
 
 def _chunks(n: int, chunk_size: int | None) -> list[tuple[int, int]]:
@@ -148,10 +158,12 @@ def token_logprobs(logits: Tensor, tokens: Tensor, chunk_size: int | None = None
     _check_logits_tokens(logits, tokens)
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    if _is_meta(logits) and logits.device.type != "meta":  # inside torch.func: composite
+    if _is_transformed(logits) or _is_transformed(tokens):  # inside torch.func: composite
         lse, picked = _lse_and_picked(logits, tokens, None)
         return picked - lse
-    return _TokenLogprobs.apply(logits, tokens, chunk_size)[0]
+    logp, lse = _TokenLogprobs.apply(logits, tokens, chunk_size)
+    _check_normaliser(lse)
+    return logp
 
 
 def naive_token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -162,7 +174,9 @@ def naive_token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     Same dtype rule as :func:`token_logprobs` (float32 log-softmax for low-precision logits).
     """
     _check_logits_tokens(logits, tokens)
-    logp = torch.log_softmax(logits.to(work_dtype(logits.dtype)), dim=-1)
+    z = logits.to(work_dtype(logits.dtype))
+    _check_normaliser(torch.logsumexp(z.detach(), dim=-1))
+    logp = torch.log_softmax(z, dim=-1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
@@ -172,8 +186,7 @@ def _check_mask_like(mask: Tensor, ref: Tensor, name_ref: str) -> None:
         raise ValueError(f"mask: expected shape {tuple(ref.shape)} (that of {name_ref}), "
                          f"got {tuple(mask.shape)}")
     check_same_device(mask=mask, **{name_ref: ref})
-    if not _is_meta(mask) and mask.is_floating_point() and bool(((mask != 0) & (mask != 1)).any()):
-        raise ValueError("mask: expected a 0/1 mask, got values other than 0 and 1")
+    check_mask(mask, "mask")
 
 
 def sequence_logprob(token_logp: Tensor, mask: Tensor) -> Tensor:
@@ -181,11 +194,17 @@ def sequence_logprob(token_logp: Tensor, mask: Tensor) -> Tensor:
 
     ``mask`` (B, T) is 1 on response tokens (see :func:`response_mask`) and 0 on prompt and
     padding. Masked positions contribute exactly zero, even where ``token_logp`` is −inf
-    or NaN there (padding). Factor of J(θ): trajectory (log p_θ(τ) up to log ρ(x)).
+    or NaN there (padding); on response tokens a log-prob may be −inf (a token of probability
+    zero) but not NaN or +inf. A mask that is zero everywhere is an error. Factor of J(θ):
+    trajectory (log p_θ(τ) up to log ρ(x)).
     """
     check_tensor(token_logp, "token_logp", floating=True)
     _check_mask_like(mask, token_logp, "token_logp")
     m = mask.to(torch.bool)
+    if not _is_meta(token_logp) and not _is_meta(m) and \
+            bool(((torch.isnan(token_logp) | (token_logp == torch.inf)) & m).any()):
+        raise ValueError("token_logp: expected log-probabilities (≤ 0, −inf allowed) where the "
+                         "mask is 1, got NaN or +inf there")
     return torch.where(m, token_logp, torch.zeros_like(token_logp)).sum(-1)
 
 
@@ -200,12 +219,11 @@ def response_mask(tokens: Tensor, eos_id: int, prompt_len: int = 0,
     Factor of J(θ): trajectory (only tokens the policy sampled belong to log p_θ(τ)).
     """
     check_tensor(tokens, "tokens", ndim=2)
-    if tokens.is_floating_point():
-        raise ValueError(f"tokens: expected an integer tensor, got dtype {tokens.dtype}")
-    if isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0:
-        raise ValueError(f"eos_id: expected a non-negative integer, got {eos_id!r}")
-    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 0:
-        raise ValueError(f"prompt_len: expected a non-negative integer, got {prompt_len!r}")
+    check_index(tokens, "tokens", 2 ** 62)  # integer ids ≥ 0 (the vocabulary is not known here)
+    check_nonnegative_int(eos_id, "eos_id")
+    check_nonnegative_int(prompt_len, "prompt_len")
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: expected a torch.dtype, got {dtype!r}")
     T = tokens.shape[1]
     if prompt_len >= T:
         raise ValueError(f"prompt_len: expected less than T = {T}, got {prompt_len}")
@@ -219,8 +237,10 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
     """Per-position entropy H_t = logsumexp(z_t) − Σ_v softmax(z_t)_v z_{t,v}, shape (…,) = (B, T).
 
     Same dtype rule as :func:`token_logprobs` (float32 for low-precision logits); chunked
-    on dim 0 like it. Differentiable (plain autograd). A diagnostic of the trajectory
-    factor: how spread π_θ(·|h_t) is (entropy collapse, chapter 14).
+    on dim 0 like it. Differentiable (plain autograd). A logit of −inf (a forbidden token)
+    contributes 0 · (−inf) := 0 to the sum, in the value and in the gradient; NaN or +inf
+    logits, or a position whose every logit is −inf, raise ValueError. A diagnostic of the
+    trajectory factor: how spread π_θ(·|h_t) is (entropy collapse, chapter 14).
     """
     check_tensor(logits, "logits", floating=True)
     if logits.dim() < 1:
@@ -233,7 +253,11 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
     parts = []
     for a, b in _chunks(logits.shape[0], chunk_size):
         z = logits[a:b].to(out_dtype)
-        parts.append(torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1))
+        lse = torch.logsumexp(z, dim=-1)
+        _check_normaliser(lse.detach())
+        # a forbidden token (z = −inf) has p = 0: its term p·z is 0, with a zero gradient
+        z_fin = torch.where(z == -torch.inf, torch.zeros((), dtype=z.dtype, device=z.device), z)
+        parts.append(lse - (torch.softmax(z, dim=-1) * z_fin).sum(-1))
     return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
 
