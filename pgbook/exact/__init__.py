@@ -9,10 +9,12 @@
   (chapter 06);
 * :mod:`~pgbook.exact.groups`: exact moments of group estimators (chapter 08);
 * :mod:`~pgbook.exact.seqlm`: J, ∇J, KLs and estimator moments on the enumerable LM
-  (chapters 09 on).
+  (chapters 09 on);
+* :mod:`~pgbook.exact.trajectory`: entropy along a run, batched loss gradients from the
+  score table, the exact update under a mismatched sampler (chapter 14).
 """
 
-from . import bandits, groups, offpolicy, proximal, seqlm, stats
+from . import bandits, groups, offpolicy, proximal, seqlm, stats, trajectory
 from .stats import EstimatorStats, cosine, estimates_from_loss, relative_error, variance_difference
 
 __all__ = [
@@ -26,5 +28,6 @@ __all__ = [
     "relative_error",
     "seqlm",
     "stats",
+    "trajectory",
     "variance_difference",
 ]

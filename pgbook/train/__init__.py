@@ -4,10 +4,14 @@
   the weighted-MLE view and SFT (chapter 04);
 * :mod:`~pgbook.train.ppo`: PPO's epochs on one batch, and its outer loop, on bandits
   (chapter 07);
-* :mod:`~pgbook.train.grpo`: the GRPO-family trainer for a language model (chapter 12 on).
+* :mod:`~pgbook.train.grpo`: the GRPO-family trainer for a language model (chapter 12 on);
+* :mod:`~pgbook.train.seqlm`: the same loop on the enumerable LM, R runs at once, with
+  exact J along the way (chapter 14).
 """
 
-from . import grpo, ppo, reinforce
+from . import grpo, ppo, reinforce, seqlm
 from .grpo import GRPOHistory, check_on_policy, grpo_train
+from .seqlm import SeqLMHistory, grpo_seqlm
 
-__all__ = ["GRPOHistory", "check_on_policy", "grpo", "grpo_train", "ppo", "reinforce"]
+__all__ = ["GRPOHistory", "SeqLMHistory", "check_on_policy", "grpo", "grpo_seqlm", "grpo_train",
+           "ppo", "reinforce", "seqlm"]

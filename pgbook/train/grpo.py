@@ -47,16 +47,20 @@ from .._validate import (
     check_positive_int,
     check_same_device,
     check_tensor,
+    keyword_names,
     reject_unknown_options,
 )
 from ..registry import components, get, resolve
+from ..registry import method as method_registry
 from ..reward import advantages as _adv
+from ..trajectory.selection import dynamic_sampling_order, informative_groups
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
-from ..worlds.gpt import logprobs, sample
+from ..worlds.gpt import Sample, logprobs, sample
+from ..worlds.tasks import Problems
 
 #: what :class:`GRPOHistory` records per step, in this order
 METRICS = ("reward", "kl_ref", "clip_fraction", "entropy", "zero_variance_groups", "loss",
-           "ratio_max", "length", "logprob_gap", "first_epoch_ratio_error", "seconds")
+           "ratio_max", "length", "logprob_gap", "first_epoch_ratio_error", "rollouts", "seconds")
 
 
 @dataclass
@@ -81,6 +85,8 @@ class GRPOHistory:
       this also needs the pass to give the same numbers on a subset of rows, as it does on
       the CPU); above :func:`check_on_policy`'s tolerance training stops with an error
       naming the likely causes (e.g. a model with dropout left in train mode).
+    * ``rollouts``: responses generated in the step: B, or more with dynamic sampling
+      (every resampled batch counts, the discarded groups included).
     * ``seconds``: wall time since the start of training, at the end of each step.
 
     ``config`` holds the settings of the run.
@@ -96,6 +102,7 @@ class GRPOHistory:
     length: Tensor
     logprob_gap: Tensor
     first_epoch_ratio_error: Tensor
+    rollouts: Tensor
     seconds: Tensor
     config: dict = field(default_factory=dict)
 
@@ -139,6 +146,36 @@ def _trainer_logprobs(model, tokens: Tensor, temperature: float) -> tuple[Tensor
     ent = entropy_from_logits(z)
     pad = lp.new_zeros(lp.shape[0], 1)
     return torch.cat([pad, lp], 1), torch.cat([pad, ent], 1)
+
+
+def _rollout(roller, task, n_prompts: int, G: int, N: int, generator, tau: float,
+             partial: bool):
+    """n_prompts problems, G responses each (groups contiguous), and their rewards."""
+    prob = task.sample(n_prompts, generator).repeat_interleave(G)
+    s = sample(roller, prob.prompts, N, generator, tau)
+    R = task.reward(s.tokens, prob.targets, partial=partial, dtype=s.logprobs.dtype)
+    return prob, s, R
+
+
+def _dynamic_batch(roller, task, n_prompts, G, N, generator, tau, partial, first,
+                   max_gen_batches: int):
+    """DAPO's dynamic sampling: batches of ``n_prompts`` groups until ``n_prompts``
+    informative ones are found (or ``max_gen_batches`` were drawn); returns the kept
+    batch (informative groups first, then zero-variance ones if short) and the number of
+    responses generated."""
+    batches = [first]
+    found = int(informative_groups(first[2], G).sum())
+    while found < n_prompts and len(batches) < max_gen_batches:
+        batches.append(_rollout(roller, task, n_prompts, G, N, generator, tau, partial))
+        found += int(informative_groups(batches[-1][2], G).sum())
+    if len(batches) == 1 and found == n_prompts:
+        return (*first, n_prompts * G)
+    R = torch.cat([b[2] for b in batches])
+    groups = dynamic_sampling_order(informative_groups(R, G), n_prompts)
+    rows = (groups[:, None] * G + torch.arange(G, device=groups.device)).reshape(-1)
+    prob = Problems(*(torch.cat([b[0][k] for b in batches])[rows] for k in range(2)))
+    s = Sample(*(torch.cat([b[1][k] for b in batches])[rows] for k in range(3)))
+    return prob, s, R[rows], len(batches) * n_prompts * G
 
 
 def _resolve(method: str, overrides: dict) -> dict:
@@ -219,7 +256,10 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                lr: float = 1e-3, max_grad_norm: float | None = 1.0,
                temperature: float = 1.0, std_eps: float | None = None, partial_reward: bool = False,
                stop_at: float | None = None, window: int = 5, optimizer=None,
-               progress: bool = True, desc: str | None = None) -> GRPOHistory:
+               progress: bool = True, desc: str | None = None, sampler=None,
+               correction: str | None = None, correction_max: float | None = 2.0,
+               correction_min: float | None = None, dynamic_sampling: bool | None = None,
+               max_gen_batches: int = 10, loss_options: dict | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
 
     Each of ``steps`` steps samples B = ``prompts_per_step`` × G responses (G =
@@ -252,6 +292,25 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             ``partial_reward``: the task's partial reward.
         stop_at: stop once the ``window``-step moving average of the reward reaches it.
         progress: a tqdm bar (``desc`` its label) showing the reward and KL.
+        sampler: the rollout engine, when it is not the trained model (chapter 14): a module
+            with the model's state-dict layout (e.g. ``copy.deepcopy(model).to(
+            torch.bfloat16)``), loaded with the model's weights before every rollout
+            (``sampler.load_state_dict(model.state_dict())``) and used to sample; its
+            recorded log-probs are the sampler's log μ, passed to
+            :func:`pgbook.methods.policy_loss` as ``sampler_logp``. Default: the model
+            samples itself.
+        correction, correction_max, correction_min: the sampler/trainer correction
+            (:mod:`pgbook.trajectory.corrections`: "none", "token_truncate",
+            "token_mask", "sequence_truncate", "sequence_mask") and its bounds; default:
+            the method's (e.g. "GRPO + TIS"), else "none".
+        dynamic_sampling: DAPO's filter-and-resample: groups whose G rewards are all equal
+            are dropped and fresh prompts sampled until ``prompts_per_step`` informative
+            groups are found or ``max_gen_batches`` batches have been drawn (verl's
+            ``filter_groups``); then the batch is filled up with zero-variance groups (verl
+            stops with an error instead). Every generated response counts in
+            ``rollouts``. Default: the method's choice (on for "DAPO").
+        loss_options: further options of the policy loss (e.g. ``{"clip_cov_ratio":
+            0.02}``); a loss that takes a ``generator`` gets this run's.
     """
     from tqdm.auto import trange
 
@@ -297,6 +356,23 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                          f"got one on {generator.device}")
     if stop_at is not None:
         stop_at = float(stop_at)
+    if sampler is not None:
+        if not isinstance(sampler, nn.Module) or sampler is model:
+            raise ValueError(f"sampler: expected a separate module with the model's layout "
+                             f"(e.g. copy.deepcopy(model)), got "
+                             f"{'the model itself' if sampler is model else type(sampler).__name__}")
+        sp = next(sampler.parameters(), None)
+        if sp is not None and sp.device != device:
+            raise ValueError(f"sampler: expected it on the model's device {device}, got {sp.device}")
+    max_gen_batches = check_positive_int(max_gen_batches, "max_gen_batches")
+    if loss_options is not None and not isinstance(loss_options, dict):
+        raise ValueError(f"loss_options: expected a dict, got {type(loss_options).__name__}")
+    parts = method_registry(method).resolved_parts()
+    correction = parts.get("correction", "none") if correction is None else correction
+    if correction != "none":
+        resolve("correction", correction, "weights", what="correction")
+    dyn = parts.get("data") == "dynamic_sampling" if dynamic_sampling is None \
+        else bool(dynamic_sampling)
 
     cfg = _resolve(method, {"advantage": advantage, "policy_loss": loss,
                             "aggregation": aggregation, "kl": kl})
@@ -311,6 +387,12 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     adv_options = {} if std_eps is None else {"std_eps": check_positive(std_eps, "std_eps",
                                                                         allow_zero=True)}
     kl_loss = "none" if in_reward else kl_name
+    extra = dict(loss_options or {})
+    if "generator" in keyword_names(resolve("policy_loss", cfg["policy_loss"], "token"), 3)[0]:
+        extra.setdefault("generator", generator)
+    if sampler is not None:
+        extra.update(sampler_logp=None, correction=correction, correction_max=correction_max,
+                     correction_min=correction_min)
 
     if ref_model is None:
         ref_model = copy.deepcopy(model)
@@ -332,13 +414,18 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     rec = {name: [] for name in METRICS}
     bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
     t0 = time.perf_counter()
+    roller = model if sampler is None else sampler
     for _ in bar:
-        # 1. rollout: G responses per prompt, groups contiguous
-        prob = task.sample(n_prompts, generator).repeat_interleave(G)
-        s = sample(model, prob.prompts, N, generator, tau)
+        # 1. rollout: G responses per prompt, groups contiguous (by the sampler if one is given)
+        if sampler is not None:
+            sampler.load_state_dict(model.state_dict())
+        prob, s, R = _rollout(roller, task, n_prompts, G, N, generator, tau, partial_reward)
+        n_rollouts = B
+        if dyn:   # DAPO: keep informative groups, resample until the batch is full
+            prob, s, R, n_rollouts = _dynamic_batch(roller, task, n_prompts, G, N, generator, tau,
+                                                    partial_reward, (prob, s, R), max_gen_batches)
         mask = s.mask
         m = mask.to(torch.bool)
-        R = task.reward(s.tokens, prob.targets, partial=partial_reward, dtype=s.logprobs.dtype)
         # 2. old (trainer-recomputed) and reference log-probs
         with torch.no_grad():
             old, ent = _trainer_logprobs(model, s.tokens, tau)
@@ -364,11 +451,13 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                 lp = logprobs(model, s.tokens[idx], tau)
                 if first_err is None:  # on-policy before the first update: ratios are 1
                     first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
+                if sampler is not None:
+                    extra["sampler_logp"] = s.logprobs[idx].to(old.dtype)
                 value, met = _methods.policy_loss(
                     lp, old[idx], adv_tok[idx], mask[idx], loss=cfg["policy_loss"],
                     aggregation=cfg["aggregation"], eps_low=eps_low, eps_high=eps_high,
                     ref_logp=ref[idx] if kl_loss != "none" else None, kl=kl_loss,
-                    beta=beta if kl_loss != "none" else 0.0, max_tokens=N)
+                    beta=beta if kl_loss != "none" else 0.0, max_tokens=N, **extra)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 if max_grad_norm is not None:
@@ -391,6 +480,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                 "length": n_tok / B,
                 "logprob_gap": gap,
                 "first_epoch_ratio_error": first_err,
+                "rollouts": n_rollouts,
             }
         for name, v in row.items():
             rec[name].append(float(v))
@@ -405,7 +495,8 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     bar.close()
     config = dict(method=method, **cfg, beta=beta, group_size=G, prompts_per_step=n_prompts,
                   epochs_per_batch=mu, minibatches=n_mb, eps_low=eps_low, eps_high=eps_high, lr=lr,
-                  max_grad_norm=max_grad_norm, temperature=tau, task=repr(task))
+                  max_grad_norm=max_grad_norm, temperature=tau, task=repr(task),
+                  correction=correction, dynamic_sampling=dyn, sampler=sampler is not None)
     return GRPOHistory(**{k: torch.tensor(v, dtype=torch.float64) for k, v in rec.items()},
                        config=config)
 

@@ -4,10 +4,12 @@
 * :mod:`~pgbook.trajectory.losses`: policy losses (score function, importance-weighted,
   PPO clip and dual clip), ratios and the clip fraction;
 * :mod:`~pgbook.trajectory.importance`: importance weights, IS estimates, effective
-  sample size.
+  sample size;
+* :mod:`~pgbook.trajectory.corrections`: sampler/trainer mismatch corrections (TIS, MIS,
+  sequence-level IS), chapter 14.
 """
 
-from . import importance, losses, tokens
+from . import corrections, importance, losses, tokens
 from .importance import effective_sample_size, importance_weights, is_estimate
 from .losses import (
     clip_fraction,
@@ -31,6 +33,7 @@ from .tokens import (
 __all__ = [
     "causal_logprobs",
     "clip_fraction",
+    "corrections",
     "effective_sample_size",
     "entropy_from_logits",
     "importance",
