@@ -42,11 +42,15 @@ advantage       ``baseline`` ``fn(bandit, policy, theta, batch) -> b`` (batch sh
                              the weight is r − b (Part I)
 advantage       ``token``    ``fn(token_rewards (B, T), mask (B, T)) -> (B, T)``
 policy_loss     ``token``    ``fn(logp, advantages, old_logp, **options) -> per-token loss``
+                             (a loss may take ``mask`` and ``generator`` keywords and carry
+                             a ``clip_mask`` attribute: see :func:`pgbook.methods.policy_loss`)
 aggregation     ``token``    ``fn(per_token_loss (B, T), mask (B, T), max_tokens=None)
                              -> scalar``
 kl              ``token``    ``fn(logp, ref_logp) -> per-token term`` (in the loss), or
                 ``reward``   the reward-side placement applied before the advantages
 reward          ``response`` ``fn(responses (n, N), targets (n, N), dtype) -> (n,)``
+correction      ``weights``  ``fn(old_logp, sampler_logp, mask, *, c_max, c_min) -> (B, T)``
+                             sampler/trainer importance weights (chapter 14)
 ==============  ===========  =======================================================
 
 A component registered with :func:`register_label` has no function: it names a choice that

@@ -300,6 +300,15 @@ def _call_method_loss(**kw):
     return method_loss("GRPO", lp, old, r, mask, 2, **kw)
 
 
+def _call_batch_updates(**kw):
+    from pgbook.exact.trajectory import batch_updates
+    from pgbook.worlds.seqlm import MLPPolicy, SeqSpace, contains
+    space = SeqSpace(tokens=("a",), max_len=2)
+    policy = MLPPolicy(space, hidden=2)
+    return batch_updates(policy, policy.init(), contains(space, "a"), loss="ppo_clip", n_batches=1,
+                         prompts_per_batch=1, group_size=2, generator=pg.make_generator(0), **kw)
+
+
 def _call_group_estimates(**kw):
     b, pol, th = _bandit_world()
     batch = W.sample_groups(b, pol.probs(th), 2, 3, pg.make_generator(0))
@@ -328,6 +337,7 @@ CALLS = {   # name: (call with one bad keyword, the bad keyword)
                                                       method=["a"]), "method"),
     "policy_config": (lambda: tasks.policy_config(TASK, n_embed=8), "n_embed"),
     "pretrained_policy": (lambda: tasks.pretrained_policy(TASK, steps=1, n_embed=8), "n_embed"),
+    "batch_updates": (lambda: _call_batch_updates(eps=0.2), "eps"),          # chapter 14
 }
 
 

@@ -4,11 +4,10 @@ Every response can be listed (:mod:`pgbook.worlds.seqlm`), so for a policy π_θ
 
 * the **entropy** of whole responses, H(θ) = −Σ_x ρ(x) Σ_y p_θ(y|x) log p_θ(y|x), and J(θ),
   along a whole training run (:func:`path_stats`);
-* the **score table** S[n, t] = ∇_θ log π_θ(y_nt|h_nt) of every enumerated response and
-  position (:func:`token_scores`): the gradient of *any* token-level loss on a batch of
-  enumerated responses is Σ_{b,t} (∂L/∂log π_bt) S[idx_b, t], so thousands of sampled
-  batches, each with its own noise, clip and ratio, cost one batched autograd call
-  (:func:`batch_updates`);
+* the update of *any* registered loss on many sampled batches at once, each batch with its
+  own noise, clip and ratio, exact given the batch (:func:`batch_updates`: one vmapped
+  forward and backward pass), and the score table S[n, t] = ∇_θ log π_θ(y_nt|h_nt) of every
+  enumerated response and position (:func:`token_scores`);
 * the **expected update under a mismatched sampler** μ with a correction (TIS, MIS,
   sequence IS), exactly, with its effective sample size (:func:`corrected_gradient`).
 
