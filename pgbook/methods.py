@@ -256,7 +256,8 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
                 group_size: int, *, ref_logp: Tensor | None = None, beta: float = 0.0,
                 eps_low: float | None = None, eps_high: float | None = None,
                 max_tokens: int | None = None, std_eps: float | None = None,
-                **loss_options) -> tuple[Tensor, dict]:
+                sampler_logp: Tensor | None = None, correction_max: float | None = 2.0,
+                correction_min: float | None = None, **loss_options) -> tuple[Tensor, dict]:
     """The loss of a named method (e.g. ``"GRPO"``, ``"Dr. GRPO"``, ``"RLOO"``, or one you
     registered) from sequence rewards, by the pipeline of the module docstring.
 
@@ -268,6 +269,9 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     ("k1_in_reward") the shaping uses the *sampling* policy's log-probs ``old_logp`` (the
     rollout's, as verl and TRL do), falling back to ``logp`` on-policy. ``metrics`` adds
     ``zero_variance_fraction`` and ``advantage_abs_mean`` to :func:`policy_loss`'s.
+    A method with a sampler/trainer correction (e.g. "GRPO + TIS") needs the sampler's
+    log-probs ``sampler_logp`` (B, T) (bounds ``correction_max``/``correction_min``); given
+    to any other method they are only measured (:func:`policy_loss`).
     """
     cfg = method_config(name)
     check_tensor(logp, "logp", ndim=2, floating=True)
@@ -297,10 +301,17 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
                                   **adv_options)
     adv_tok = adv.to(logp.dtype) * mask.to(logp.dtype) if adv.dim() == 2 else \
         _adv.broadcast_to_tokens(adv.to(logp.dtype), mask)
+    correction = method(name).resolved_parts().get("correction", "none")
+    if correction != "none" and sampler_logp is None:
+        raise ValueError(f"sampler_logp: method {name!r} corrects for the sampler "
+                         f"({correction!r}) and needs the sampler's log-probs")
     loss, metrics = policy_loss(logp, old_logp, adv_tok, mask, loss=cfg["policy_loss"],
                                 aggregation=cfg["aggregation"], eps_low=eps_low,
                                 eps_high=eps_high, ref_logp=ref_logp if kl != "none" else None,
-                                kl=kl, beta=beta_loss, max_tokens=max_tokens, **loss_options)
+                                kl=kl, beta=beta_loss, max_tokens=max_tokens,
+                                sampler_logp=sampler_logp, correction=correction,
+                                correction_max=correction_max, correction_min=correction_min,
+                                **loss_options)
     with torch.no_grad():
         metrics["zero_variance_fraction"] = _adv.zero_variance_groups(rewards, group_size).to(
             logp.dtype).mean()

@@ -374,6 +374,21 @@ def test_policy_loss_applies_the_weights_to_the_policy_term_only():
     assert "sampler_mismatch_kl" in met0
 
 
+def test_method_loss_applies_the_methods_correction():
+    logp, old, _, mask = _batch()
+    g = torch.Generator().manual_seed(8)
+    sampler = old + 0.5 * torch.randn(old.shape, generator=g, dtype=F64)
+    R = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0], dtype=F64)
+    with pytest.raises(ValueError, match="sampler_logp"):
+        methods.method_loss("GRPO + TIS", logp, old, R, mask, 2)
+    L, _ = methods.method_loss("GRPO + TIS", logp, old, R, mask, 2, sampler_logp=sampler)
+    A = pg.reward.advantages.broadcast_to_tokens(pg.reward.advantages.grpo_advantage(R, 2), mask)
+    ref, _ = methods.policy_loss(logp, old, A, mask, loss=methods.method_config("GRPO")["policy_loss"],
+                                 aggregation=methods.method_config("GRPO")["aggregation"],
+                                 sampler_logp=sampler, correction="token_truncate")
+    assert float(L) == pytest.approx(float(ref), abs=1e-15)
+
+
 def test_correction_bad_inputs():
     logp, old, adv, mask = _batch()
     with pytest.raises(ValueError, match="sampler_logp"):
