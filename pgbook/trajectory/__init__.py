@@ -6,10 +6,11 @@
 * :mod:`~pgbook.trajectory.importance`: importance weights, IS estimates, effective
   sample size;
 * :mod:`~pgbook.trajectory.corrections`: sampler/trainer mismatch corrections (TIS, MIS,
-  sequence-level IS), chapter 14.
+  sequence-level IS), and :mod:`~pgbook.trajectory.selection`: which samples enter (dynamic
+  sampling, PODS down-sampling), chapter 14.
 """
 
-from . import corrections, importance, losses, tokens
+from . import corrections, importance, losses, selection, tokens
 from .importance import effective_sample_size, importance_weights, is_estimate
 from .losses import (
     clip_fraction,
@@ -48,6 +49,7 @@ __all__ = [
     "ratio",
     "response_mask",
     "score_function_loss",
+    "selection",
     "sequence_logprob",
     "token_logprobs",
     "token_pg_loss",
