@@ -43,6 +43,7 @@ from ._validate import (
 from .registry import get, method, register_label, register_method, resolve
 from .reward import advantages as _adv
 from .reward import baselines as _baselines  # noqa: F401  (registers the Part I baselines)
+from .trajectory import corrections as _corr
 from .trajectory import losses as _losses
 from .worlds import tasks as _tasks  # noqa: F401  (registers the verifiable rewards)
 
@@ -54,7 +55,8 @@ __all__ = ["loss_table", "method_config", "method_loss", "policy_loss", "shaped_
 _AGG_ALIASES = {"sample_mean": "seq_mean_token_sum"}
 # the options of policy_loss / method_loss themselves (suggested when one is misspelt)
 _CALLER_OPTIONS = ("eps_low", "eps_high", "std_eps", "beta", "ref_logp", "max_tokens",
-                   "aggregation", "kl", "loss")
+                   "aggregation", "kl", "loss", "sampler_logp", "correction",
+                   "correction_max", "correction_min")
 
 
 def _check_bt(x: Tensor, name: str, ref: Tensor) -> None:
@@ -82,7 +84,9 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
                 loss: str = "ppo_clip", aggregation: str = "seq_mean_token_mean",
                 eps_low: float | None = None, eps_high: float | None = None,
                 ref_logp: Tensor | None = None, kl: str = "none", beta: float = 0.0,
-                max_tokens: int | None = None, **loss_options) -> tuple[Tensor, dict]:
+                max_tokens: int | None = None, sampler_logp: Tensor | None = None,
+                correction: str = "none", correction_max: float | None = 2.0,
+                correction_min: float | None = None, **loss_options) -> tuple[Tensor, dict]:
     """The per-token policy loss, plus an optional KL term, aggregated to a scalar.
 
         L = aggregate( ℓ_loss(logp, Â, old_logp) + β · k_kl(logp, ref_logp),  mask,  aggregation )
@@ -107,13 +111,30 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
             "k3_loss" (or "none"). KL in the reward ("k1_in_reward") is applied to the
             rewards before the advantages: use :func:`pgbook.kl.kl_in_reward` or
             :func:`method_loss`.
+        sampler_logp, correction, correction_max, correction_min: the rollout engine's own
+            log-probs log μ(y_t|h_t) (B, T), when the sampler is not the trainer (chapter
+            14), and the registered correction that reweights the policy term by
+            ρ = π_old/μ: "none" (default: only the mismatch is measured),
+            "token_truncate" (TIS), "token_mask" (MIS/IcePop), "sequence_truncate",
+            "sequence_mask" (:mod:`pgbook.trajectory.corrections`; bounds [C_min, C_max] =
+            [``correction_min``, ``correction_max``]). The weights multiply ℓ_loss, not the
+            KL term.
+
+    The loss protocol: a registered loss is called as ``fn(logp, Â, old_logp,
+    **options)`` on masked-to-zero inputs; one that takes a ``mask`` keyword also gets the
+    (B, T) bool mask (losses with a sequence structure, e.g. "gspo", "gmpo", "clip_cov");
+    ``generator`` (a ``torch.Generator``) is an ordinary option, for losses that choose
+    tokens at random ("clip_cov"). A loss with a ``clip_mask`` attribute (a function of the
+    same arguments returning where its gradient is cut) reports that as ``clip_fraction``.
 
     Returns ``(loss, metrics)``: the scalar loss (dtype of ``logp``) and a dict of detached
     0-dim tensors, all token means over the mask: ``pg_loss`` (the policy term alone,
     aggregated like the loss), ``kl`` (the KL term's estimate, when a reference is given),
     ``clip_fraction`` (PPO clip active: the share of tokens whose gradient is zero),
     ``ratio_mean``, ``ratio_max``, ``approx_kl_old`` (k3 estimate between π_θ and π_old),
-    ``tokens``.
+    ``tokens``; with ``sampler_logp``, the correction's diagnostics prefixed ``sampler_``
+    (:func:`pgbook.trajectory.corrections.correction_stats`: ``sampler_mismatch_kl``,
+    ``sampler_weight_ess``, ...).
     """
     check_tensor(logp, "logp", ndim=2, floating=True)
     _check_bt(advantages_tok, "advantages_tok", logp)
@@ -138,8 +159,19 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
         raise ValueError(f"beta: expected 0 when kl='none', got {beta} (choose kl='k3_loss', ...)")
     options = _options_for(loss_fn, loss, {"eps_low": eps_low, "eps_high": eps_high,
                                            **loss_options}, policy_loss)
+    if correction != "none" and sampler_logp is None:
+        raise ValueError(f"sampler_logp: correction={correction!r} needs the sampler's log-probs")
+    if sampler_logp is not None:
+        _check_bt(sampler_logp, "sampler_logp", logp)
+        check_same_device(logp=logp, sampler_logp=sampler_logp)
+        if correction != "none":
+            resolve("correction", correction, "weights", what="correction")
 
     m = mask.to(torch.bool)
+    if "mask" in keyword_names(loss_fn, skip=3)[0]:
+        options["mask"] = m
+    gen = options.get("generator")
+    gen_state = gen.get_state() if isinstance(gen, torch.Generator) else None
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
     # masked positions are replaced by harmless values *before* any exp/ratio, so that a
     # padded −inf or NaN can produce neither a NaN loss nor a NaN gradient
@@ -148,9 +180,15 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
     adv = torch.where(m, advantages_tok.detach().to(logp.dtype), zero)
 
     per_token = loss_fn(lp, adv, old, **options)
+    metrics: dict = {}
+    if sampler_logp is not None:
+        w = _corr.correction_weights(old, sampler_logp, m, correction, correction_max,
+                                     correction_min)
+        per_token = per_token * w.to(per_token.dtype)
+        metrics.update({f"sampler_{k}": v for k, v in
+                        _corr.correction_stats(w, old, sampler_logp, m).items()})
     pg = agg_fn(per_token, m, max_tokens)
     loss_value = pg
-    metrics: dict = {}
     if kl != "none" and (beta > 0 or ref_logp is not None):
         if ref_logp is None:
             raise ValueError(f"ref_logp: kl={kl!r} with beta > 0 needs the reference log-probs")
@@ -164,7 +202,13 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
     with torch.no_grad():
         r = _losses.ratio(lp.detach(), old)
         params = inspect.signature(loss_fn).parameters
-        if "eps_low" in params:  # the clip range the loss used (its defaults where not given)
+        if hasattr(loss_fn, "clip_mask"):   # the loss says where its gradient is cut
+            opts = dict(options)
+            if gen_state is not None:       # the same random choice as the loss made
+                opts["generator"] = torch.Generator(device=gen.device)
+                opts["generator"].set_state(gen_state)
+            clipped = loss_fn.clip_mask(lp.detach(), adv, old, **opts)
+        elif "eps_low" in params:  # the clip range the loss used (its defaults where not given)
             el = options.get("eps_low", params["eps_low"].default)
             eh = options.get("eps_high", params["eps_high"].default if "eps_high" in params
                              else None)
@@ -215,7 +259,8 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
                 group_size: int, *, ref_logp: Tensor | None = None, beta: float = 0.0,
                 eps_low: float | None = None, eps_high: float | None = None,
                 max_tokens: int | None = None, std_eps: float | None = None,
-                **loss_options) -> tuple[Tensor, dict]:
+                sampler_logp: Tensor | None = None, correction_max: float | None = 2.0,
+                correction_min: float | None = None, **loss_options) -> tuple[Tensor, dict]:
     """The loss of a named method (e.g. ``"GRPO"``, ``"Dr. GRPO"``, ``"RLOO"``, or one you
     registered) from sequence rewards, by the pipeline of the module docstring.
 
@@ -227,6 +272,9 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     ("k1_in_reward") the shaping uses the *sampling* policy's log-probs ``old_logp`` (the
     rollout's, as verl and TRL do), falling back to ``logp`` on-policy. ``metrics`` adds
     ``zero_variance_fraction`` and ``advantage_abs_mean`` to :func:`policy_loss`'s.
+    A method with a sampler/trainer correction (e.g. "GRPO + TIS") needs the sampler's
+    log-probs ``sampler_logp`` (B, T) (bounds ``correction_max``/``correction_min``); given
+    to any other method they are only measured (:func:`policy_loss`).
     """
     cfg = method_config(name)
     check_tensor(logp, "logp", ndim=2, floating=True)
@@ -259,10 +307,17 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
                                   **adv_options)
     adv_tok = adv.to(logp.dtype) * mask.to(logp.dtype) if adv.dim() == 2 else \
         _adv.broadcast_to_tokens(adv.to(logp.dtype), mask)
+    correction = method(name).resolved_parts().get("correction", "none")
+    if correction != "none" and sampler_logp is None:
+        raise ValueError(f"sampler_logp: method {name!r} corrects for the sampler "
+                         f"({correction!r}) and needs the sampler's log-probs")
     loss, metrics = policy_loss(logp, old_logp, adv_tok, mask, loss=cfg["policy_loss"],
                                 aggregation=cfg["aggregation"], eps_low=eps_low,
                                 eps_high=eps_high, ref_logp=ref_logp if kl != "none" else None,
-                                kl=kl, beta=beta_loss, max_tokens=max_tokens, **loss_options)
+                                kl=kl, beta=beta_loss, max_tokens=max_tokens,
+                                sampler_logp=sampler_logp, correction=correction,
+                                correction_max=correction_max, correction_min=correction_min,
+                                **loss_options)
     with torch.no_grad():
         metrics["zero_variance_fraction"] = _adv.zero_variance_groups(rewards, group_size).to(
             logp.dtype).mean()
@@ -441,6 +496,61 @@ register_method("GTPO (entropy-weighted)", "DAPO (token-level loss)",
                 fixes="the same uniform credit: a response's advantage is shared out over its "
                       "tokens in proportion to their entropy",
                 chapter="13", reference="Tan et al. 2025 (arXiv:2508.04349)")
+
+
+
+# -- Part III: the trajectory side after GRPO (chapter 14) ------------------------------------
+# DAPO's overlong reward shaping (a reward-side piece) is registered with chapter 13's
+# reward-side methods and joins this composition there.
+register_label("data", "dynamic_sampling", side="trajectory",
+               summary="groups whose G rewards are all equal are dropped and the batch refilled "
+                       "with fresh ones (DAPO's dynamic sampling)")
+register_method("DAPO", "GRPO", policy_loss="clip_higher", aggregation="token_mean", kl="none",
+                data="dynamic_sampling",
+                fixes="the symmetric clip caps how fast unlikely tokens can grow (entropy "
+                      "collapse); zero-variance groups shrink the batch; per-sequence means "
+                      "under-weight long responses; the KL to π_ref holds back long reasoning",
+                chapter="14", reference="Yu et al. 2025 (DAPO, arXiv:2503.14476)")
+register_method("GSPO", "GRPO", policy_loss="gspo", aggregation="seq_mean_token_mean",
+                fixes="a ratio per token weighs each token by one sample of π_θ/π_old, whose "
+                      "noise (MoE routing, numerics) compounds along a response; one "
+                      "length-normalised sequence ratio per response, clipped as a whole",
+                chapter="14", reference="Zheng et al. 2025 (GSPO, arXiv:2507.18071)")
+register_method("GSPO-token", "GSPO", policy_loss="gspo_token",
+                fixes="GSPO shares one advantage across a response; GSPO-token keeps the "
+                      "sequence ratio's value with a per-token gradient, so advantages may vary "
+                      "by token",
+                chapter="14", reference="Zheng et al. 2025 (GSPO, arXiv:2507.18071), §4.3")
+register_method("GMPO", "GRPO", policy_loss="gmpo", aggregation="seq_mean_token_mean",
+                fixes="an arithmetic mean of token ratios is dominated by outliers, so the clip "
+                      "must be narrow; a geometric mean tolerates a wider (log-space) clip",
+                chapter="14", reference="Zhao et al. 2025 (GMPO, arXiv:2507.20673)")
+register_method("CISPO", "GRPO", policy_loss="cispo", aggregation="token_mean",
+                fixes="after a few epochs PPO's clip zeroes the gradient of rare tokens whose "
+                      "ratio has grown; a clipped, detached IS weight bounds the step but keeps "
+                      "every token's gradient",
+                chapter="14", reference="MiniMax 2025 (MiniMax-M1, arXiv:2506.13585)")
+register_method("Clip-Cov", "GRPO", policy_loss="clip_cov",
+                fixes="entropy falls when likely tokens get positive advantages "
+                      "(Cov(log π, A) > 0); detaching a few high-covariance tokens keeps it",
+                chapter="14", reference="Cui et al. 2025 (arXiv:2505.22617)")
+register_method("KL-Cov", "GRPO", policy_loss="kl_cov",
+                fixes="the same entropy collapse; a KL-like penalty on the highest-covariance "
+                      "tokens holds them near π_old",
+                chapter="14", reference="Cui et al. 2025 (arXiv:2505.22617)")
+register_method("SAPO", "GRPO", policy_loss="sapo", aggregation="seq_mean_token_mean",
+                fixes="a hard clip cuts a token's gradient at a threshold (and GSPO's cuts a "
+                      "whole response); a sigmoid gate fades it smoothly",
+                chapter="14", reference="Gao et al. 2025 (SAPO, arXiv:2511.20347)")
+register_method("GRPO + TIS", "GRPO", correction="token_truncate",
+                fixes="the inference engine samples from μ ≠ π_old (precision, kernels, "
+                      "routing): the 'on-policy' update is off-policy; token weights "
+                      "min(π_old/μ, C) correct it, partly",
+                chapter="14", reference="Yao, Liu et al. 2025 (truncated importance sampling)")
+register_method("GRPO + IcePop", "GRPO", correction="token_mask",
+                fixes="the same mismatch; tokens whose π_old/μ leaves [C_min, C_max] are masked "
+                      "out instead of truncated",
+                chapter="14", reference="Ring-1T (IcePop, arXiv:2510.18855)")
 
 
 # =============================================================================================

@@ -319,3 +319,19 @@ def method_map(ax: Axes | None = None, methods: Iterable | None = None,
         ax.spines[sp].set_visible(False)
     ax.set_title("The map: each method and the factor of J(θ) it changes")
     return ax
+
+
+# -- chapter 14 ---------------------------------------------------------------------------------
+def runs_band(xs, runs, ax=None, label=None, color="C0", alpha: float = 0.2, ls="-"):
+    """The mean of several runs as a line and ±1 standard error as a band: ``runs`` (K, R)
+    (K points on ``xs`` (K,), R runs; R = 1 draws the line alone). Returns the axes."""
+    ax = _ax(ax)
+    y = _np(runs)
+    if y.ndim == 1:
+        y = y[:, None]
+    mean = y.mean(1)
+    ax.plot(_np(xs), mean, ls, color=color, label=label)
+    if y.shape[1] > 1:
+        se = y.std(1, ddof=1) / np.sqrt(y.shape[1])
+        ax.fill_between(_np(xs), mean - se, mean + se, color=color, alpha=alpha, lw=0)
+    return ax

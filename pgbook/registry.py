@@ -46,11 +46,20 @@ advantage       ``critic``   ``fn(token_rewards (B, T), values (B, T) or (B, T+1
                              returns)``, each (B, T): a learned V(h_t) as baseline
                              (GAE, :mod:`pgbook.reward.critic`)
 policy_loss     ``token``    ``fn(logp, advantages, old_logp, **options) -> per-token loss``
+                             (a loss may take ``mask`` and ``generator`` keywords and carry
+                             a ``clip_mask`` attribute: see :func:`pgbook.methods.policy_loss`)
 aggregation     ``token``    ``fn(per_token_loss (B, T), mask (B, T), max_tokens=None)
                              -> scalar``
 kl              ``token``    ``fn(logp, ref_logp) -> per-token term`` (in the loss), or
                 ``reward``   the reward-side placement applied before the advantages
 reward          ``response`` ``fn(responses (n, N), targets (n, N), dtype) -> (n,)``
+correction      ``weights``  ``fn(old_logp, sampler_logp, mask, *, c_max, c_min) -> (B, T)``
+                             sampler/trainer importance weights (chapter 14)
+shaping         ``rollout``  ``fn(rewards (B,), mask (B, T), *, truncated, max_tokens)
+                             -> (rewards, mask)``: reward shaping after the verifier
+                             (chapter 13)
+token_credit    ``entropy``  ``fn(advantages_tok, entropy, mask, *, group_size)
+                             -> advantages_tok``: token-level credit (chapter 13)
 ==============  ============ =======================================================
 
 A component registered with :func:`register_label` has no function: it names a choice that

@@ -300,6 +300,15 @@ def _call_method_loss(**kw):
     return method_loss("GRPO", lp, old, r, mask, 2, **kw)
 
 
+def _call_batch_updates(**kw):
+    from pgbook.exact.trajectory import batch_updates
+    from pgbook.worlds.seqlm import MLPPolicy, SeqSpace, contains
+    space = SeqSpace(tokens=("a",), max_len=2)
+    policy = MLPPolicy(space, hidden=2)
+    return batch_updates(policy, policy.init(), contains(space, "a"), loss="ppo_clip", n_batches=1,
+                         prompts_per_batch=1, group_size=2, generator=pg.make_generator(0), **kw)
+
+
 def _call_group_estimates(**kw):
     b, pol, th = _bandit_world()
     batch = W.sample_groups(b, pol.probs(th), 2, 3, pg.make_generator(0))
@@ -334,6 +343,7 @@ CALLS = {   # name: (call with one bad keyword, the bad keyword)
                            "std_epsilon"),
     "exact_group_training": (lambda: _call_reward_side("exact_group_training", std_epsilon=0.1),
                              "std_epsilon"),
+    "batch_updates": (lambda: _call_batch_updates(eps=0.2), "eps"),          # chapter 14
 }
 
 

@@ -15,9 +15,11 @@
 * :mod:`~pgbook.exact.reward_side`: the expected update of any group advantage under any
   aggregation, greedy responses, prefix values, pass@k and Monte-Carlo group estimates on
   the enumerable LM (chapter 13).
+* :mod:`~pgbook.exact.trajectory`: entropy along a run, batched loss gradients from the
+  score table, the exact update under a mismatched sampler (chapter 14).
 """
 
-from . import bandits, critic, groups, offpolicy, proximal, reward_side, seqlm, stats
+from . import bandits, critic, groups, offpolicy, proximal, reward_side, seqlm, stats, trajectory
 from .stats import EstimatorStats, cosine, estimates_from_loss, relative_error, variance_difference
 
 __all__ = [
@@ -33,5 +35,6 @@ __all__ = [
     "reward_side",
     "seqlm",
     "stats",
+    "trajectory",
     "variance_difference",
 ]

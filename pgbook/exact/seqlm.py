@@ -160,7 +160,10 @@ def exact_gradient(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
     _check_policy(policy, theta)
     _check_reward(reward)
     seqs = _seqs(policy, seqs)
-    return torch.func.grad(lambda t: exact_J(policy, t, reward, seqs))(theta.detach())
+    t = theta.detach().requires_grad_(True)    # torch.autograd, not torch.func.grad: the
+    with torch.enable_grad():                  # latter imports torch._dynamo (seconds)
+        (g,) = torch.autograd.grad(exact_J(policy, t, reward, seqs), t)
+    return g
 
 
 def exact_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor, ref_policy: SeqPolicy | None = None,

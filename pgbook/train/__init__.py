@@ -9,10 +9,13 @@
   runs at once, with exact learning curves (chapter 10);
 * :mod:`~pgbook.train.ppo_llm`: PPO with a value head (GAE, clipped value loss) on the tiny
   GPT, and its comparison with GRPO (chapter 12).
+* :mod:`~pgbook.train.seqlm`: the same loop on the enumerable LM, R runs at once, with
+  exact J along the way (chapter 14).
 """
 
-from . import actor_critic, grpo, ppo, ppo_llm, reinforce
+from . import actor_critic, grpo, ppo, ppo_llm, reinforce, seqlm
 from .grpo import GRPOHistory, check_on_policy, grpo_train
+from .seqlm import SeqLMHistory, grpo_seqlm
 
-__all__ = ["GRPOHistory", "actor_critic", "check_on_policy", "grpo", "grpo_train", "ppo",
-           "ppo_llm", "reinforce"]
+__all__ = ["GRPOHistory", "SeqLMHistory", "actor_critic", "check_on_policy", "grpo", "grpo_seqlm",
+           "grpo_train", "ppo", "ppo_llm", "reinforce", "seqlm"]

@@ -49,20 +49,24 @@ from .._validate import (
     check_positive_int,
     check_same_device,
     check_tensor,
+    keyword_names,
     reject_unknown_options,
 )
 from ..registry import components, get, resolve
+from ..registry import method as method_registry
 from ..reward import advantages as _adv
 from ..reward.shaping import truncated_responses
+from ..trajectory.selection import dynamic_sampling_order, informative_groups
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
-from ..worlds.gpt import EOS, logprobs, sample
+from ..worlds.gpt import EOS, Sample, logprobs, sample
+from ..worlds.tasks import Problems
 
 if TYPE_CHECKING:
     from ..worlds.tasks import Task
 
 #: what :class:`GRPOHistory` records per step, in this order
 METRICS = ("reward", "kl_ref", "clip_fraction", "entropy", "zero_variance_groups", "loss",
-           "ratio_max", "length", "logprob_gap", "first_epoch_ratio_error", "seconds")
+           "ratio_max", "length", "logprob_gap", "first_epoch_ratio_error", "rollouts", "seconds")
 
 
 @dataclass
@@ -87,6 +91,8 @@ class GRPOHistory:
       this also needs the pass to give the same numbers on a subset of rows, as it does on
       the CPU); above :func:`check_on_policy`'s tolerance training stops with an error
       naming the likely causes (e.g. a model with dropout left in train mode).
+    * ``rollouts``: responses generated in the step: B, or more with dynamic sampling
+      (every resampled batch counts, the discarded groups included).
     * ``seconds``: wall time since the start of training, at the end of each step.
 
     ``config`` holds the settings of the run.
@@ -102,6 +108,7 @@ class GRPOHistory:
     length: Tensor
     logprob_gap: Tensor
     first_epoch_ratio_error: Tensor
+    rollouts: Tensor
     seconds: Tensor
     config: dict = field(default_factory=dict)
 
@@ -145,6 +152,36 @@ def _trainer_logprobs(model, tokens: Tensor, temperature: float) -> tuple[Tensor
     ent = entropy_from_logits(z)
     pad = lp.new_zeros(lp.shape[0], 1)
     return torch.cat([pad, lp], 1), torch.cat([pad, ent], 1)
+
+
+def _rollout(roller, task, n_prompts: int, G: int, N: int, generator, tau: float,
+             partial: bool):
+    """n_prompts problems, G responses each (groups contiguous), and their rewards."""
+    prob = task.sample(n_prompts, generator).repeat_interleave(G)
+    s = sample(roller, prob.prompts, N, generator, tau)
+    R = task.reward(s.tokens, prob.targets, partial=partial, dtype=s.logprobs.dtype)
+    return prob, s, R
+
+
+def _dynamic_batch(roller, task, n_prompts, G, N, generator, tau, partial, first,
+                   max_gen_batches: int):
+    """DAPO's dynamic sampling: batches of ``n_prompts`` groups until ``n_prompts``
+    informative ones are found (or ``max_gen_batches`` were drawn); returns the kept
+    batch (informative groups first, then zero-variance ones if short) and the number of
+    responses generated."""
+    batches = [first]
+    found = int(informative_groups(first[2], G).sum())
+    while found < n_prompts and len(batches) < max_gen_batches:
+        batches.append(_rollout(roller, task, n_prompts, G, N, generator, tau, partial))
+        found += int(informative_groups(batches[-1][2], G).sum())
+    if len(batches) == 1 and found == n_prompts:
+        return (*first, n_prompts * G)
+    R = torch.cat([b[2] for b in batches])
+    groups = dynamic_sampling_order(informative_groups(R, G), n_prompts)
+    rows = (groups[:, None] * G + torch.arange(G, device=groups.device)).reshape(-1)
+    prob = Problems(*(torch.cat([b[0][k] for b in batches])[rows] for k in range(2)))
+    s = Sample(*(torch.cat([b[1][k] for b in batches])[rows] for k in range(3)))
+    return prob, s, R[rows], len(batches) * n_prompts * G
 
 
 def _resolve(method: str, overrides: dict) -> dict:
@@ -234,7 +271,11 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                stop_at: float | None = None, window: int = 5,
                optimizer: torch.optim.Optimizer | None = None,
                progress: bool = True, desc: str | None = None, shaping=None,
-               token_credit=None, advantage_options: dict | None = None) -> GRPOHistory:
+               token_credit=None, advantage_options: dict | None = None,
+               sampler: nn.Module | None = None, correction: str | None = None,
+               correction_max: float | None = 2.0, correction_min: float | None = None,
+               dynamic_sampling: bool | None = None, max_gen_batches: int = 10,
+               loss_options: dict | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
 
     Each of ``steps`` steps samples B = ``prompts_per_step`` × G responses (G =
@@ -280,6 +321,25 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
             sampling policy's per-token entropy; default: the method's own part, if any.
         advantage_options: keyword options for the advantage estimator (e.g. ``{"k": 4}``
             for "pkpo" or "passk_analytic").
+        sampler: the rollout engine, when it is not the trained model (chapter 14): a module
+            with the model's state-dict layout (e.g. ``copy.deepcopy(model).to(
+            torch.bfloat16)``), loaded with the model's weights before every rollout
+            (``sampler.load_state_dict(model.state_dict())``) and used to sample; its
+            recorded log-probs are the sampler's log μ, passed to
+            :func:`pgbook.methods.policy_loss` as ``sampler_logp``. Default: the model
+            samples itself.
+        correction, correction_max, correction_min: the sampler/trainer correction
+            (:mod:`pgbook.trajectory.corrections`: "none", "token_truncate",
+            "token_mask", "sequence_truncate", "sequence_mask") and its bounds; default:
+            the method's (e.g. "GRPO + TIS"), else "none".
+        dynamic_sampling: DAPO's filter-and-resample: groups whose G rewards are all equal
+            are dropped and fresh prompts sampled until ``prompts_per_step`` informative
+            groups are found or ``max_gen_batches`` batches have been drawn (verl's
+            ``filter_groups``); then the batch is filled up with zero-variance groups (verl
+            stops with an error instead). Every generated response counts in
+            ``rollouts``. Default: the method's choice (on for "DAPO").
+        loss_options: further options of the policy loss (e.g. ``{"clip_cov_ratio":
+            0.02}``); a loss that takes a ``generator`` gets this run's.
     """
     from tqdm.auto import trange
 
@@ -325,6 +385,23 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                          f"got one on {generator.device}")
     if stop_at is not None:
         stop_at = check_number(stop_at, "stop_at")
+    if sampler is not None:
+        if not isinstance(sampler, nn.Module) or sampler is model:
+            raise ValueError(f"sampler: expected a separate module with the model's layout "
+                             f"(e.g. copy.deepcopy(model)), got "
+                             f"{'the model itself' if sampler is model else type(sampler).__name__}")
+        sp = next(sampler.parameters(), None)
+        if sp is not None and sp.device != device:
+            raise ValueError(f"sampler: expected it on the model's device {device}, got {sp.device}")
+    max_gen_batches = check_positive_int(max_gen_batches, "max_gen_batches")
+    if loss_options is not None and not isinstance(loss_options, dict):
+        raise ValueError(f"loss_options: expected a dict, got {type(loss_options).__name__}")
+    parts = method_registry(method).resolved_parts()
+    correction = parts.get("correction", "none") if correction is None else correction
+    if correction != "none":
+        resolve("correction", correction, "weights", what="correction")
+    dyn = parts.get("data") == "dynamic_sampling" if dynamic_sampling is None \
+        else bool(dynamic_sampling)
 
     cfg = _resolve(method, {"advantage": advantage, "policy_loss": loss,
                             "aggregation": aggregation, "kl": kl})
@@ -339,7 +416,6 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     adv_options = {} if std_eps is None else {"std_eps": check_positive(std_eps, "std_eps",
                                                                         allow_zero=True)}
     kl_loss = "none" if in_reward else kl_name
-    parts = _methods.method(method).resolved_parts()
     shaping_fn = _piece("shaping", shaping if shaping is not None else parts.get("shaping"),
                         "rollout")
     credit_fn = _piece("token_credit", token_credit if token_credit is not None
@@ -349,6 +425,12 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
             raise ValueError(f"advantage_options: expected a dict of estimator options (std_eps "
                              f"has its own argument), got {advantage_options!r}")
         adv_options.update(advantage_options)
+    extra = dict(loss_options or {})
+    if "generator" in keyword_names(resolve("policy_loss", cfg["policy_loss"], "token"), 3)[0]:
+        extra.setdefault("generator", generator)
+    if sampler is not None:
+        extra.update(sampler_logp=None, correction=correction, correction_max=correction_max,
+                     correction_min=correction_min)
 
     if ref_model is None:
         ref_model = copy.deepcopy(model)
@@ -370,13 +452,18 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     rec = {name: [] for name in METRICS}
     bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
     t0 = time.perf_counter()
+    roller = model if sampler is None else sampler
     for _ in bar:
-        # 1. rollout: G responses per prompt, groups contiguous
-        prob = task.sample(n_prompts, generator).repeat_interleave(G)
-        s = sample(model, prob.prompts, N, generator, tau)
+        # 1. rollout: G responses per prompt, groups contiguous (by the sampler if one is given)
+        if sampler is not None:
+            sampler.load_state_dict(model.state_dict())
+        prob, s, R = _rollout(roller, task, n_prompts, G, N, generator, tau, partial_reward)
+        n_rollouts = B
+        if dyn:   # DAPO: keep informative groups, resample until the batch is full
+            prob, s, R, n_rollouts = _dynamic_batch(roller, task, n_prompts, G, N, generator, tau,
+                                                    partial_reward, (prob, s, R), max_gen_batches)
         mask = s.mask
         m = mask.to(torch.bool)
-        R = task.reward(s.tokens, prob.targets, partial=partial_reward, dtype=s.logprobs.dtype)
         R_used, loss_mask = R, mask
         if shaping_fn is not None:
             R_used, loss_mask = shaping_fn(R, mask, truncated=truncated_responses(
@@ -410,11 +497,13 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                 lp = logprobs(model, s.tokens[idx], tau)
                 if first_err is None:  # on-policy before the first update: ratios are 1
                     first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
+                if sampler is not None:
+                    extra["sampler_logp"] = s.logprobs[idx].to(old.dtype)
                 value, met = _methods.policy_loss(
                     lp, old[idx], adv_tok[idx], loss_mask[idx], loss=cfg["policy_loss"],
                     aggregation=cfg["aggregation"], eps_low=eps_low, eps_high=eps_high,
                     ref_logp=ref[idx] if kl_loss != "none" else None, kl=kl_loss,
-                    beta=beta if kl_loss != "none" else 0.0, max_tokens=N)
+                    beta=beta if kl_loss != "none" else 0.0, max_tokens=N, **extra)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 if max_grad_norm is not None:
@@ -437,6 +526,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                 "length": n_tok / B,
                 "logprob_gap": gap,
                 "first_epoch_ratio_error": zero if first_err is None else first_err,
+                "rollouts": n_rollouts,
             }
         for name, v in row.items():
             rec[name].append(float(v))
@@ -451,7 +541,8 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     bar.close()
     config = dict(method=method, **cfg, beta=beta, group_size=G, prompts_per_step=n_prompts,
                   epochs_per_batch=mu, minibatches=n_mb, eps_low=eps_low, eps_high=eps_high, lr=lr,
-                  max_grad_norm=max_grad_norm, temperature=tau, task=repr(task))
+                  max_grad_norm=max_grad_norm, temperature=tau, task=repr(task),
+                  correction=correction, dynamic_sampling=dyn, sampler=sampler is not None)
     return GRPOHistory(**{k: torch.tensor(v, dtype=torch.float64) for k, v in rec.items()},
                        config=config)
 

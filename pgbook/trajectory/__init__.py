@@ -4,10 +4,13 @@
 * :mod:`~pgbook.trajectory.losses`: policy losses (score function, importance-weighted,
   PPO clip and dual clip), ratios and the clip fraction;
 * :mod:`~pgbook.trajectory.importance`: importance weights, IS estimates, effective
-  sample size.
+  sample size;
+* :mod:`~pgbook.trajectory.corrections`: sampler/trainer mismatch corrections (TIS, MIS,
+  sequence-level IS), and :mod:`~pgbook.trajectory.selection`: which samples enter (dynamic
+  sampling, PODS down-sampling), chapter 14.
 """
 
-from . import importance, losses, tokens
+from . import corrections, importance, losses, selection, tokens
 from .importance import effective_sample_size, importance_weights, is_estimate
 from .losses import (
     clip_fraction,
@@ -31,6 +34,7 @@ from .tokens import (
 __all__ = [
     "causal_logprobs",
     "clip_fraction",
+    "corrections",
     "effective_sample_size",
     "entropy_from_logits",
     "importance",
@@ -45,6 +49,7 @@ __all__ = [
     "ratio",
     "response_mask",
     "score_function_loss",
+    "selection",
     "sequence_logprob",
     "token_logprobs",
     "token_pg_loss",
