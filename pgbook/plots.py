@@ -11,6 +11,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+__all__ = [
+    "SIDE_COLORS",
+    "curves",
+    "gradient_cloud",
+    "landscape",
+    "map_geometry",
+    "map_layout",
+    "method_map",
+    "panel_grid",
+    "path",
+    "policy_bars",
+    "scaling",
+    "setup",
+    "variance_curve",
+]
+
 SIDE_COLORS = {"reward": "#d95f02", "trajectory": "#1b9e77", "both": "#7570b3",
                "objective": "#444444", "none": "#999999"}
 
@@ -187,47 +203,131 @@ def policy_bars(probs, ax=None, action_names=None, context_names=None, title=Non
     return ax
 
 
-def method_map(ax=None, methods=None, figsize=(9, 5.5)):
-    """The book's map, drawn from :func:`pgbook.registry.methods`: each method is a node,
-    placed by generation (how many modifications from J(θ)) and coloured by the factor of
-    J(θ) it changes relative to its parent; edges point from parent to child."""
+def map_layout(methods) -> dict:
+    """Positions of the map's nodes as a tidy tree: ``{name: (depth, row)}``.
+
+    ``depth`` is the generation (modifications from the root J(θ)); the leaves of the tree,
+    taken depth first in registration order, get the rows 0, 1, 2, …, and every other method
+    sits at the middle of its children's rows. Two methods of one generation never share a
+    row, and a parent's subtree occupies a contiguous band of rows, so parent→child edges
+    drawn between adjacent columns cross neither each other nor any box, however many
+    methods are registered (the map grows one row per leaf).
+    """
+    ms = list(methods)
+    names = [m.name for m in ms]
+    children: dict = {n: [] for n in names}
+    roots = []
+    for m in ms:
+        if m.parent in children:
+            children[m.parent].append(m.name)
+        else:
+            roots.append(m.name)
+    out: dict = {}
+    next_row = [0.0]
+
+    def place(name, depth):
+        kids = children[name]
+        if not kids:
+            out[name] = (depth, next_row[0])
+            next_row[0] += 1.0
+            return
+        for k in kids:
+            place(k, depth + 1)
+        out[name] = (depth, (out[kids[0]][1] + out[kids[-1]][1]) / 2)
+
+    for r in roots:
+        place(r, 0)
+    return out
+
+
+def method_map(ax=None, methods=None, figsize=None, wrap: int = 14,
+               cell: tuple[float, float] = (1.3, 0.42)):
+    """The book's map, drawn from :func:`pgbook.registry.methods`: each method is a box,
+    coloured by the factor of J(θ) it changes relative to its parent, placed as a tidy tree
+    (:func:`map_layout`: one column per generation, one row per leaf), with an elbow arrow
+    from each parent to each child that ends on the child's border (boxes are opaque and
+    drawn above the edges, so no box hides an arrow and no edge crosses a box).
+
+    The layout scales with the registry: a method adds at most one row, and the figure
+    size follows from the grid (``cell`` inches per column and row) unless ``figsize`` is
+    given. Names are wrapped at ``wrap`` characters; the chapter that derives a method is
+    printed under its box. Every box carries the gid ``"method:<name>"`` and every arrow
+    ``"edge:<parent>-><child>"``, so :func:`map_geometry` can measure the drawn figure.
+    Returns the axes.
+    """
+    import textwrap
+
     from .registry import methods as all_methods
 
     ms = list(methods) if methods is not None else all_methods()
+    layout = map_layout(ms)
+    n_cols = max((d for d, _ in layout.values()), default=0) + 1
+    n_rows = max((r for _, r in layout.values()), default=0) + 1
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    depth, order = {}, {}
+        size = figsize or (cell[0] * n_cols + 1.7, cell[1] * n_rows + 0.8)
+        _, ax = plt.subplots(figsize=size)
+    x_of = {name: d for name, (d, _) in layout.items()}
+    y_of = {name: -r for name, (_, r) in layout.items()}
+    by_name = {m.name: m for m in ms}
     for m in ms:
-        depth[m.name] = 0 if m.parent is None or m.parent not in depth else depth[m.parent] + 1
-    rows: dict[int, list] = {}
+        x, y = x_of[m.name], y_of[m.name]
+        box = ax.text(x, y, textwrap.fill(m.name, wrap), ha="left", va="center", fontsize=7,
+                      color="white", zorder=3, gid=f"method:{m.name}",
+                      bbox=dict(boxstyle="round,pad=0.3", fc=SIDE_COLORS[m.axis], ec="none"))
+        if m.chapter:
+            ax.annotate(m.chapter, xy=(1, 1), xycoords=box, xytext=(3, 1),
+                        textcoords="offset points", ha="left", va="bottom", fontsize=6,
+                        color="#888888", zorder=3)
     for m in ms:
-        rows.setdefault(depth[m.name], []).append(m.name)
-    for d, names in rows.items():
-        for k, name in enumerate(names):
-            order[name] = (1.6 * d, -(k - (len(names) - 1) / 2))
-    for m in ms:
-        if m.parent in order:
-            (x0, y0), (x1, y1) = order[m.parent], order[m.name]
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                        arrowprops=dict(arrowstyle="->", color="#888888", lw=0.8,
-                                        shrinkA=14, shrinkB=14))
-    for m in ms:
-        x, y = order[m.name]
-        ax.text(x, y, m.name, ha="center", va="center", fontsize=8,
-                bbox=dict(boxstyle="round,pad=0.3", fc=SIDE_COLORS[m.axis], ec="none",
-                          alpha=0.85), color="white")
+        if m.parent not in by_name:
+            continue
+        x0, y0, x1, y1 = x_of[m.parent], y_of[m.parent], x_of[m.name], y_of[m.name]
+        xm = x1 - 0.2          # the elbow: in the gap before the child's column
+        color = SIDE_COLORS[m.axis]
+        ax.plot([x0 + 0.05, xm, xm], [y0, y0, y1], color=color, lw=0.9, alpha=0.8, zorder=1,
+                solid_capstyle="butt")
+        ax.annotate("", xy=(x1 - 0.01, y1), xytext=(xm, y1), zorder=2,
+                    gid=f"edge:{m.parent}->{m.name}",
+                    arrowprops=dict(arrowstyle="-|>", color=color, lw=0.9, alpha=0.8,
+                                    shrinkA=0, shrinkB=0, mutation_scale=8))
     for side in ("objective", "trajectory", "reward", "both"):
         ax.plot([], [], "s", color=SIDE_COLORS[side], label=f"changes: {side}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    max_d = max(rows) if rows else 0
-    max_k = max(len(v) for v in rows.values()) if rows else 1
-    ax.set_xlim(-0.8, 1.6 * max_d + 0.8)
-    ax.set_ylim(-(max_k / 2) - 0.2, max_k / 2 + 0.2)
-    ax.set_xlabel("modifications from J(θ)")
-    ax.set_xticks([1.6 * d for d in range(max_d + 1)], [str(d) for d in range(max_d + 1)])
+    ax.set_xlim(-0.25, n_cols - 0.05)
+    ax.set_ylim(-(n_rows - 0.5), 0.6)
+    ax.set_xticks(range(n_cols), [str(d) for d in range(n_cols)], fontsize=7)
+    ax.set_xlabel("generation: modifications from J(θ)   (grey: the chapter that derives it)",
+                  fontsize=8)
     ax.set_yticks([])
     ax.grid(False)
-    for sp in ("left",):
-        ax.spines[sp].set_visible(False)
-    ax.set_title("The map: each method and the factor of J(θ) it changes")
+    for name in ("top", "right", "left"):
+        ax.spines[name].set_visible(False)
+    ax.set_title("The map: each method, the method whose failure it fixes, and the factor of "
+                 "J(θ) it changes", fontsize=10)
     return ax
+
+
+def map_geometry(ax) -> dict:
+    """Measure a drawn :func:`method_map` (draws the figure first), in display pixels:
+    ``{"boxes": {name: Bbox}, "arrows": {(parent, child): (tip_gap, tip_inside)}}``, where
+    ``tip_gap`` is the distance from the arrow's tip to the child's box (0 when the tip
+    touches it) and ``tip_inside`` says whether the tip lies inside the box (hidden)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    boxes, arrows = {}, {}
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if gid.startswith("method:"):
+            boxes[gid[len("method:"):]] = t.get_bbox_patch().get_window_extent()
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if gid.startswith("edge:") and getattr(t, "arrow_patch", None) is not None:
+            parent, child = gid[len("edge:"):].split("->")
+            v = t.arrow_patch.get_transform().transform(t.arrow_patch.get_path().vertices)
+            box = boxes[child]
+            tip = v[np.argmax(v[:, 0])]                    # the arrow points right
+            dx = max(box.x0 - tip[0], 0.0, tip[0] - box.x1)
+            dy = max(box.y0 - tip[1], 0.0, tip[1] - box.y1)
+            inside = bool(box.padded(-1).contains(*tip))
+            arrows[(parent, child)] = (float(np.hypot(dx, dy)), inside)
+    return {"boxes": boxes, "arrows": arrows}

@@ -121,5 +121,66 @@ def test_policy_bars_draws_one_bar_per_context_and_action():
 
 def test_method_map_draws_registered_methods():
     ax = plots.method_map()
-    names = {t.get_text() for t in ax.texts}
+    names = {(t.get_gid() or "").removeprefix("method:") for t in ax.texts}   # names wrap
     assert {"J(θ)", "REINFORCE", "REINFORCE + baseline"} <= names
+
+
+def test_method_map_scales_without_overlaps_or_hidden_arrows():
+    from pgbook import registry
+
+    ax = plots.method_map()
+    geo = plots.map_geometry(ax)
+    assert set(geo["boxes"]) == {m.name for m in registry.methods()}
+    assert len(geo["arrows"]) == len(registry.methods()) - 1
+    # 30 more methods (as later chapters add them): still no overlap, every arrow visible
+    added = []
+    advantages = ["grpo", "rloo", "grpo_mean", "value"]
+    try:
+        parents = ["GRPO", "REINFORCE + baseline", "PPO-clip"]
+        for k in range(30):
+            parent = parents[k % len(parents)] if k < 6 else added[(k * 7) % len(added)]
+            old = registry.method(parent).resolved_parts().get("advantage")
+            adv = next(a for a in advantages[k % 4:] + advantages if a != old)
+            registry.register_method(f"test method number {k}", parent, advantage=adv,
+                                     chapter=f"{13 + k % 5}")
+            added.append(f"test method number {k}")
+        _, ax = plt.subplots()
+        plt.close(ax.figure)
+        ax = plots.method_map()
+        geo = plots.map_geometry(ax)
+        boxes = list(geo["boxes"].values())
+        assert len(boxes) == len(registry.methods())
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), "two boxes of the map overlap"
+        for edge, (gap, inside) in geo["arrows"].items():
+            assert gap < 2.0 and not inside, edge
+        depth_rows = plots.map_layout(registry.methods())
+        assert len(set(depth_rows.values())) == len(depth_rows)
+    finally:
+        for name in reversed(added):
+            registry.unregister_method(name)
+
+
+def test_explore_static_panels_with_several_axes():
+    from pgbook import widgets
+
+    seen = []
+
+    def draw(axes, a=1.0):
+        seen.append((len(axes), a))
+        axes[0].plot([0, 1], [0, a])
+        axes[1].plot([0, 1], [a, 0])
+
+    fig = widgets.static_panels(draw, [{"a": 0.5}, {"a": 2.0}], axes=2)
+    assert seen == [(2, 0.5), (2, 2.0)] and len(fig.axes) == 4
+    assert fig.axes[0].get_title(loc="left") == "a = 0.5"
+    with pytest.raises(ValueError, match="axes"):
+        widgets.static_panels(draw, [{"a": 1.0}], axes=0)
+
+
+def test_progress_outside_a_kernel_is_a_plain_tqdm():
+    from pgbook import widgets
+
+    bar = widgets.progress(range(3), desc="x", disable=True)
+    assert list(bar) == [0, 1, 2]
