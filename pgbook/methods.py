@@ -261,7 +261,8 @@ register_label("kl", "kl_constraint", side="trajectory",
 register_method("J(θ)", None, policy_loss="exact", advantage="none",
                 aggregation="sample_mean", kl="none",
                 fixes="the objective itself: exact but needs every trajectory", chapter="01")
-register_method("REINFORCE", "J(θ)", policy_loss="score_function",
+register_method("REINFORCE", "J(θ)", policy_loss="score_function", data="on_policy",
+                step="gradient",
                 fixes="∇J needs a sum over all trajectories: the log-derivative trick makes it "
                       "an expectation under p_θ that samples can estimate",
                 chapter="02", reference="Williams 1992")
