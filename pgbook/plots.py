@@ -13,6 +13,7 @@ from torch import Tensor
 
 __all__ = [
     "SIDE_COLORS",
+    "coordinate_errorbars",
     "curves",
     "gradient_cloud",
     "landscape",
@@ -146,6 +147,26 @@ def scaling(ns, values, reference=None, stderr=None, ax=None, label="Monte Carlo
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("samples per estimate N")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def coordinate_errorbars(reference, mean, stderr, ax=None, labels=None,
+                         ref_label="exact", mc_label="Monte Carlo: mean ± 2 se", color="C0",
+                         ylabel="gradient"):
+    """Compare a vector estimate with an exact one, coordinate by coordinate: the exact
+    ``reference`` (P,) as grey bars, the Monte-Carlo ``mean`` (P,) as dots with ±2 ``stderr``
+    bars. ``labels`` names the coordinates (default: their indices). Returns the axes."""
+    ax = _ax(ax)
+    ref, m, se = _np(reference), _np(mean), _np(stderr)
+    if not (ref.shape == m.shape == se.shape) or ref.ndim != 1:
+        raise ValueError(f"reference, mean, stderr: expected three vectors of one shape (P,), got "
+                         f"{ref.shape}, {m.shape}, {se.shape}")
+    k = np.arange(len(ref))
+    ax.bar(k, ref, color="#bbbbbb", label=ref_label)
+    ax.errorbar(k, m, yerr=2 * se, fmt="o", color=color, ms=4, capsize=2, label=mc_label)
+    ax.set_xticks(k, labels if labels is not None else [str(i) for i in k], fontsize=8)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return ax

@@ -184,3 +184,12 @@ def test_progress_outside_a_kernel_is_a_plain_tqdm():
 
     bar = widgets.progress(range(3), desc="x", disable=True)
     assert list(bar) == [0, 1, 2]
+
+
+def test_coordinate_errorbars():
+    ax = plots.coordinate_errorbars(torch.tensor([1.0, -0.5]), [0.9, -0.4], np.array([0.05, 0.05]),
+                                    labels=["a", "b"])
+    assert len(ax.patches) == 2 and len(ax.containers) == 2       # bars + error bars
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    with pytest.raises(ValueError, match="reference"):
+        plots.coordinate_errorbars([1.0, 2.0], [1.0], [0.1])
