@@ -15,8 +15,10 @@ __all__ = [
     "SIDE_COLORS",
     "coordinate_errorbars",
     "curves",
+    "ellipse",
     "gradient_cloud",
     "landscape",
+    "level_line",
     "map_geometry",
     "map_layout",
     "method_map",
@@ -169,6 +171,41 @@ def coordinate_errorbars(reference, mean, stderr, ax=None, labels=None,
     ax.set_xticks(k, labels if labels is not None else [str(i) for i in k], fontsize=8)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
+    return ax
+
+
+def ellipse(center, M, level: float, ax=None, n: int = 100, **kw):
+    """Draw the ellipse {θ : (θ − c)ᵀ M (θ − c) = level} in two dimensions (``M`` (2, 2)
+    positive definite, ``center`` (2,)); ``kw`` go to ``ax.plot``. Returns the axes."""
+    ax = _ax(ax)
+    Mn, c = _np(M), _np(center)
+    if Mn.shape != (2, 2) or c.shape != (2,):
+        raise ValueError(f"M, center: expected shapes (2, 2) and (2,), got {Mn.shape} and {c.shape}")
+    if not float(level) > 0:
+        raise ValueError(f"level: expected a number > 0, got {level}")
+    L = np.linalg.cholesky(np.linalg.inv(Mn))        # δ = √level · L u with |u| = 1
+    angle = np.linspace(0, 2 * np.pi, n)
+    pts = (np.sqrt(float(level)) * L @ np.stack([np.cos(angle), np.sin(angle)])).T + c
+    ax.plot(pts[:, 0], pts[:, 1], **kw)
+    return ax
+
+
+def level_line(point, normal, ax=None, **kw):
+    """Draw the straight line through ``point`` (2,) perpendicular to ``normal`` (2,) across
+    the axes' current limits: the level line of the linear function θ ↦ normalᵀθ (e.g. the
+    first-order expansion of J, whose normal is ∇J). Returns the axes."""
+    ax = _ax(ax)
+    p, g = _np(point), _np(normal)
+    if p.shape != (2,) or g.shape != (2,) or not np.linalg.norm(g) > 0:
+        raise ValueError(f"point, normal: expected two 2-vectors with a non-zero normal, got "
+                         f"{p.shape} and {g.shape}")
+    direction = np.array([-g[1], g[0]]) / np.linalg.norm(g)
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    span = 2 * np.hypot(x1 - x0, y1 - y0)
+    ends = p + np.outer([-span, span], direction)
+    ax.plot(ends[:, 0], ends[:, 1], **kw)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     return ax
 
 

@@ -193,3 +193,21 @@ def test_coordinate_errorbars():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
     with pytest.raises(ValueError, match="reference"):
         plots.coordinate_errorbars([1.0, 2.0], [1.0], [0.1])
+
+
+def test_ellipse_and_level_line():
+    M = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=F64)
+    ax = plots.ellipse(torch.zeros(2, dtype=F64), M, 1.0)
+    pts = np.column_stack(ax.lines[0].get_data())
+    q = np.einsum("ni,ij,nj->n", pts, M.numpy(), pts)
+    assert np.allclose(q, 1.0)                                     # every point on δᵀMδ = 1
+    ax.set_xlim(-2, 2)
+    ax.set_ylim(-2, 2)
+    plots.level_line([0.5, 0.5], [1.0, 2.0], ax=ax)
+    x, y = ax.lines[1].get_data()
+    assert np.allclose(np.array(x) * 1.0 + np.array(y) * 2.0, 1.5)  # gᵀθ constant along the line
+    assert ax.get_xlim() == (-2, 2)
+    with pytest.raises(ValueError, match="level"):
+        plots.ellipse([0.0, 0.0], M, 0.0)
+    with pytest.raises(ValueError, match="normal"):
+        plots.level_line([0.0, 0.0], [0.0, 0.0], ax=ax)
