@@ -15,6 +15,7 @@ __all__ = [
     "SIDE_COLORS",
     "coordinate_errorbars",
     "curves",
+    "curves_with_derivative",
     "ellipse",
     "gradient_cloud",
     "landscape",
@@ -172,6 +173,27 @@ def coordinate_errorbars(reference, mean, stderr, ax=None, labels=None,
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return ax
+
+
+def curves_with_derivative(x, curves: dict, derivative, ax=None, vlines=(), xlabel="",
+                           ylabel="", dlabel="derivative (right axis)", styles: dict | None = None):
+    """Several curves y(x) on ``ax`` and one ``derivative`` dy/dx on a twin right axis (thin
+    black), with vertical guides at ``vlines``; ``styles`` maps a label to ``ax.plot`` keywords.
+    Returns ``(ax, twin)``."""
+    ax = _ax(ax)
+    xs = _np(x)
+    for label, y in curves.items():
+        ax.plot(xs, _np(y), label=label, **(styles or {}).get(label, {}))
+    twin = ax.twinx()
+    twin.plot(xs, _np(derivative), color="k", lw=0.8, alpha=0.6)
+    twin.set_ylabel("d / dx" if not xlabel else f"d / d{xlabel.split()[-1]}", fontsize=8)
+    twin.grid(False)
+    ax.plot([], [], color="k", lw=0.8, alpha=0.6, label=dlabel)
+    for v in vlines:
+        ax.axvline(float(v), color="gray", lw=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax, twin
 
 
 def ellipse(center, M, level: float, ax=None, n: int = 100, **kw):

@@ -211,3 +211,12 @@ def test_ellipse_and_level_line():
         plots.ellipse([0.0, 0.0], M, 0.0)
     with pytest.raises(ValueError, match="normal"):
         plots.level_line([0.0, 0.0], [0.0, 0.0], ax=ax)
+
+
+def test_curves_with_derivative():
+    x = torch.linspace(0, 1, 11, dtype=F64)
+    ax, twin = plots.curves_with_derivative(x, {"a": x ** 2, "b": x}, 2 * x, vlines=[0.5],
+                                            xlabel="ratio r", styles={"b": dict(ls=":")})
+    labels = [ln.get_label() for ln in ax.lines]
+    assert labels[:2] == ["a", "b"] and ax.lines[1].get_linestyle() == ":"
+    assert len(twin.lines) == 1 and twin.get_ylabel() == "d / dr"

@@ -47,7 +47,7 @@ def check_reinforce_estimate(fn):
     """``fn(probs (S, A), s (N,), a (N,), r (N,))`` must return the (S, A) table
     ĝ = (1/N) Σ_i r_i ∇_θ log π(a_i|s_i) for a tabular softmax (θ laid out as (S, A))."""
     for seed in (0, 7):
-        bandit, policy, theta, probs, batch = _batch(seed)
+        _, _, _, probs, batch = _batch(seed)
         want = (batch.r[:, None, None] * softmax_score(probs, batch.s, batch.a)).mean(0)
         got = fn(probs.clone(), batch.s.clone(), batch.a.clone(), batch.r.clone())
         expect_shape(got, tuple(probs.shape), "ĝ")
