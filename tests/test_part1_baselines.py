@@ -260,3 +260,14 @@ def test_trpo_and_rejection_sampling_on_the_map():
     # the LLM loss of the PPO family is unchanged by the new parent
     assert pg.methods.method_config("PPO-clip")["policy_loss"] == "ppo_clip"
     assert pg.methods.method_config("PPO-clip")["kl"] == "none"
+
+
+def test_new_exact_tools_on_meta():
+    meta = bandits.Bandit(torch.full((3,), 1 / 3, device="meta"), torch.zeros(3, 4, device="meta"))
+    pol = TabularSoftmax(3, 4)
+    th = torch.zeros(12, device="meta")
+    assert BL.optimal_coordinate_baseline_table(meta, pol, th).shape == (3, 12)
+    v = XB.exact_coordinate_baseline_variance(meta, pol, th, torch.zeros(3, 12, device="meta"))
+    assert v.shape == () and v.device.type == "meta"
+    mean, cov = XB.exact_control_variate_moments(meta, pol, th, torch.zeros(3, 4, device="meta"))
+    assert mean.shape == (12,) and cov.shape == (12, 12) and cov.device.type == "meta"

@@ -199,3 +199,15 @@ def test_prefix_weight_moment_float32_and_bad_inputs():
     other = MLPPolicy(SeqSpace(tokens=("a", "b", "c"), max_len=3), hidden=4)
     with pytest.raises(ValueError, match="behaviour_policy"):
         O.exact_prefix_weight_second_moment(pol, th, other.init(), behaviour_policy=other)
+
+
+def test_tis_and_prefix_moments_on_meta():
+    meta = bandits.Bandit(torch.full((3,), 1 / 3, device="meta"), torch.zeros(3, 4, device="meta"))
+    p = torch.full((3, 4), 0.25, device="meta")
+    bias, var = O.exact_tis_J_moments(meta, p, p, 2.0, 4)
+    assert bias.shape == var.shape == () and var.device.type == "meta"
+    space = SeqSpace(tokens=("a", "b"), max_len=3, rho=torch.tensor([0.5, 0.5], device="meta"))
+    pol = MLPPolicy(space, hidden=2)
+    th = torch.zeros(pol.n_params, device="meta")
+    out = O.exact_prefix_weight_second_moment(pol, th, th)
+    assert out.shape == (3,) and out.device.type == "meta"
