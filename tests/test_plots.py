@@ -220,3 +220,30 @@ def test_curves_with_derivative():
     labels = [ln.get_label() for ln in ax.lines]
     assert labels[:2] == ["a", "b"] and ax.lines[1].get_linestyle() == ":"
     assert len(twin.lines) == 1 and twin.get_ylabel() == "d / dr"
+
+
+def test_explore_redraws_once_per_change_with_on_change():
+    from pgbook import widgets
+
+    calls = []
+
+    def draw(axes, which="a", b=0.0):
+        calls.append((which, b, len(axes)))
+
+    def follow(values, controls):      # moving the dropdown shifts the slider's range by 10
+        shift = 0.0 if values["which"] == "a" else 10.0
+        s = controls["b"]
+        if s.min != shift:
+            s.min, s.max = -1e9, 1e9
+            s.value = s.value + (10.0 if shift else -10.0)
+            s.min, s.max = shift, shift + 1.0
+
+    box = widgets.explore(draw, {"which": ["a", "b"], "b": (0.0, 1.0, 0.1)}, on_change=follow, axes=2)
+    dropdown, slider = box.children[0].children
+    assert calls == [("a", 0.0, 2)]
+    calls.clear()
+    slider.value = 0.5
+    assert calls == [("a", 0.5, 2)]
+    calls.clear()
+    dropdown.value = "b"
+    assert calls == [("b", 10.5, 2)] and (slider.min, slider.max) == (10.0, 11.0)
