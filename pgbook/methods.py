@@ -344,12 +344,16 @@ register_label("step", "gradient", side="trajectory",
                summary="θ ← θ + η ∇J: the Euclidean proximal step")
 register_label("step", "natural", side="trajectory",
                summary="θ ← θ + η F⁻¹∇J: the KL proximal step (natural gradient)")
+register_label("kl", "kl_constraint", side="trajectory",
+               summary="maximise the surrogate subject to KL(π_old‖π_θ) ≤ δ (a trust region: "
+                       "the natural direction scaled to KL = δ, then a backtracking line search)")
 
 # -- Part I: one step, contextual bandits ------------------------------------------------------
 register_method("J(θ)", None, policy_loss="exact", advantage="none",
                 aggregation="sample_mean", kl="none",
                 fixes="the objective itself: exact but needs every trajectory", chapter="01")
-register_method("REINFORCE", "J(θ)", policy_loss="score_function",
+register_method("REINFORCE", "J(θ)", policy_loss="score_function", data="on_policy",
+                step="gradient",
                 fixes="∇J needs a sum over all trajectories: the log-derivative trick makes it "
                       "an expectation under p_θ that samples can estimate",
                 chapter="02", reference="Williams 1992")
@@ -374,14 +378,32 @@ register_method("Natural PG", "REINFORCE + baseline", step="natural",
                 fixes="a Euclidean step in θ moves p_θ by very different amounts in different "
                       "directions: measure the step by the KL it causes (Fisher metric)",
                 chapter="06", reference="Kakade 2001; Amari 1998")
-register_method("PPO-KL", "Off-policy PG (IS)", kl="kl_penalty",
-                fixes="reusing one batch for many epochs drifts far from π_old, where the "
-                      "importance-sampled surrogate no longer tracks J",
-                chapter="07", reference="Schulman et al. 2017 (adaptive KL penalty)")
-register_method("PPO-clip", "Off-policy PG (IS)", policy_loss="ppo_clip",
-                fixes="the same drift, bounded without a β to tune: the ratio's gradient is "
-                      "cut once it leaves [1 − ε, 1 + ε]",
-                chapter="07", reference="Schulman et al. 2017")
+register_method("Rejection-sampling FT", "SFT (weighted MLE, A = 1)",
+                advantage="success", data="on_policy",
+                fixes="SFT needs demonstrations: the policy's own samples, filtered by the "
+                      "reward (keep R = 1, weight 1), make the data; one SFT step on them is a "
+                      "REINFORCE step on the binary reward rescaled by N/K",
+                chapter="04", reference="Anthony et al. 2017 (expert iteration); Zelikman et al. "
+                                        "2022 (STaR, arXiv:2203.14465); Yuan et al. 2023 (RFT, "
+                                        "arXiv:2308.01825)")
+# TRPO: the natural-gradient step of ch 06 on an importance-sampled surrogate of θ_old's
+# batch, with the KL as a hard constraint; PPO is its first-order version (ch 07).
+register_method("TRPO", "Natural PG", data="behaviour_policy", policy_loss="importance_weighted",
+                kl="kl_constraint",
+                fixes="a fixed natural step η F⁻¹∇J can still move the policy too far: fix the "
+                      "distance instead, KL(π_old‖π_θ) ≤ δ, and reuse π_old's samples through the "
+                      "importance-sampled surrogate",
+                chapter="06", reference="Schulman et al. 2015 (arXiv:1502.05477)")
+register_method("PPO-KL", "TRPO", step="gradient", kl="kl_penalty",
+                fixes="TRPO needs F⁻¹∇J (conjugate gradient, a second-order solve) and a line "
+                      "search: first-order steps (many epochs of Adam on one batch) with the KL "
+                      "as a penalty β·KL instead of a constraint",
+                chapter="07", reference="Schulman et al. 2017 (arXiv:1707.06347; adaptive KL "
+                                        "penalty)")
+register_method("PPO-clip", "TRPO", step="gradient", kl="none", policy_loss="ppo_clip",
+                fixes="the same first-order TRPO, bounded without a β to tune: the ratio's "
+                      "gradient is cut once it leaves [1 − ε, 1 + ε]",
+                chapter="07", reference="Schulman et al. 2017 (arXiv:1707.06347)")
 register_method("PPO dual-clip", "PPO-clip", policy_loss="ppo_dual_clip",
                 fixes="for A < 0 the clipped term min(rA, clip(r)A) = rA is unbounded as r grows",
                 chapter="07", reference="Ye et al. 2020")

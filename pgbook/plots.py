@@ -16,9 +16,15 @@ from torch import Tensor
 
 __all__ = [
     "SIDE_COLORS",
+    "coordinate_errorbars",
     "curves",
+    "curves_with_derivative",
+    "ellipse",
     "gradient_cloud",
     "landscape",
+    "level_line",
+    "map_geometry",
+    "map_layout",
     "method_map",
     "panel_grid",
     "path",
@@ -208,6 +214,82 @@ def scaling(ns: ArrayLike, values: ArrayLike, reference: ArrayLike | None = None
     return ax
 
 
+def coordinate_errorbars(reference, mean, stderr, ax=None, labels=None,
+                         ref_label="exact", mc_label="Monte Carlo: mean ± 2 se", color="C0",
+                         ylabel="gradient"):
+    """Compare a vector estimate with an exact one, coordinate by coordinate: the exact
+    ``reference`` (P,) as grey bars, the Monte-Carlo ``mean`` (P,) as dots with ±2 ``stderr``
+    bars. ``labels`` names the coordinates (default: their indices). Returns the axes."""
+    ax = _ax(ax)
+    ref, m, se = _np(reference), _np(mean), _np(stderr)
+    if not (ref.shape == m.shape == se.shape) or ref.ndim != 1:
+        raise ValueError(f"reference, mean, stderr: expected three vectors of one shape (P,), got "
+                         f"{ref.shape}, {m.shape}, {se.shape}")
+    k = np.arange(len(ref))
+    ax.bar(k, ref, color="#bbbbbb", label=ref_label)
+    ax.errorbar(k, m, yerr=2 * se, fmt="o", color=color, ms=4, capsize=2, label=mc_label)
+    ax.set_xticks(k, labels if labels is not None else [str(i) for i in k], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def curves_with_derivative(x, curves: dict, derivative, ax=None, vlines=(), xlabel="",
+                           ylabel="", dlabel="derivative (right axis)", styles: dict | None = None):
+    """Several curves y(x) on ``ax`` and one ``derivative`` dy/dx on a twin right axis (thin
+    black), with vertical guides at ``vlines``; ``styles`` maps a label to ``ax.plot`` keywords.
+    Returns ``(ax, twin)``."""
+    ax = _ax(ax)
+    xs = _np(x)
+    for label, y in curves.items():
+        ax.plot(xs, _np(y), label=label, **(styles or {}).get(label, {}))
+    twin = ax.twinx()
+    twin.plot(xs, _np(derivative), color="k", lw=0.8, alpha=0.6)
+    twin.set_ylabel("d / dx" if not xlabel else f"d / d{xlabel.split()[-1]}", fontsize=8)
+    twin.grid(False)
+    ax.plot([], [], color="k", lw=0.8, alpha=0.6, label=dlabel)
+    for v in vlines:
+        ax.axvline(float(v), color="gray", lw=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax, twin
+
+
+def ellipse(center, M, level: float, ax=None, n: int = 100, **kw):
+    """Draw the ellipse {θ : (θ − c)ᵀ M (θ − c) = level} in two dimensions (``M`` (2, 2)
+    positive definite, ``center`` (2,)); ``kw`` go to ``ax.plot``. Returns the axes."""
+    ax = _ax(ax)
+    Mn, c = _np(M), _np(center)
+    if Mn.shape != (2, 2) or c.shape != (2,):
+        raise ValueError(f"M, center: expected shapes (2, 2) and (2,), got {Mn.shape} and {c.shape}")
+    if not float(level) > 0:
+        raise ValueError(f"level: expected a number > 0, got {level}")
+    L = np.linalg.cholesky(np.linalg.inv(Mn))        # δ = √level · L u with |u| = 1
+    angle = np.linspace(0, 2 * np.pi, n)
+    pts = (np.sqrt(float(level)) * L @ np.stack([np.cos(angle), np.sin(angle)])).T + c
+    ax.plot(pts[:, 0], pts[:, 1], **kw)
+    return ax
+
+
+def level_line(point, normal, ax=None, **kw):
+    """Draw the straight line through ``point`` (2,) perpendicular to ``normal`` (2,) across
+    the axes' current limits: the level line of the linear function θ ↦ normalᵀθ (e.g. the
+    first-order expansion of J, whose normal is ∇J). Returns the axes."""
+    ax = _ax(ax)
+    p, g = _np(point), _np(normal)
+    if p.shape != (2,) or g.shape != (2,) or not np.linalg.norm(g) > 0:
+        raise ValueError(f"point, normal: expected two 2-vectors with a non-zero normal, got "
+                         f"{p.shape} and {g.shape}")
+    direction = np.array([-g[1], g[0]]) / np.linalg.norm(g)
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    span = 2 * np.hypot(x1 - x0, y1 - y0)
+    ends = p + np.outer([-span, span], direction)
+    ax.plot(ends[:, 0], ends[:, 1], **kw)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    return ax
+
+
 def panel_grid(draw: Callable[[Axes, object, object], object], rows: Iterable, cols: Iterable,
                row_name: str = "", col_name: str = "", figsize: tuple[float, float] | None = None,
                sharex: bool = True, sharey: bool = True) -> np.ndarray:
@@ -269,55 +351,110 @@ def policy_bars(probs: ArrayLike, ax: Axes | None = None,
     return ax
 
 
-def method_map(ax: Axes | None = None, methods: Iterable | None = None,
-               figsize: tuple[float, float] = (9, 5.5)) -> Axes:
-    """The book's map, drawn from :func:`pgbook.registry.methods`: each method is a node,
-    placed by generation (how many modifications from J(θ)) and coloured by the factor of
-    J(θ) it changes relative to its parent; edges point from parent to child."""
-    from .registry import Method
+def map_layout(methods) -> dict:
+    """Positions of the map's nodes as a tidy tree: ``{name: (depth, row)}``.
+
+    ``depth`` is the generation (modifications from the root J(θ)); the leaves of the tree,
+    taken depth first in registration order, get the rows 0, 1, 2, …, and every other method
+    sits at the middle of its children's rows. Two methods of one generation never share a
+    row, and a parent's subtree occupies a contiguous band of rows, so parent→child edges
+    drawn between adjacent columns cross neither each other nor any box, however many
+    methods are registered (the map grows one row per leaf).
+    """
+    ms = list(methods)
+    names = [m.name for m in ms]
+    children: dict = {n: [] for n in names}
+    roots = []
+    for m in ms:
+        if m.parent in children:
+            children[m.parent].append(m.name)
+        else:
+            roots.append(m.name)
+    out: dict = {}
+    next_row = [0.0]
+
+    def place(name, depth):
+        kids = children[name]
+        if not kids:
+            out[name] = (depth, next_row[0])
+            next_row[0] += 1.0
+            return
+        for k in kids:
+            place(k, depth + 1)
+        out[name] = (depth, (out[kids[0]][1] + out[kids[-1]][1]) / 2)
+
+    for r in roots:
+        place(r, 0)
+    return out
+
+
+def method_map(ax=None, methods=None, figsize=None, wrap: int = 14,
+               cell: tuple[float, float] = (1.3, 0.42)):
+    """The book's map, drawn from :func:`pgbook.registry.methods`: each method is a box,
+    coloured by the factor of J(θ) it changes relative to its parent, placed as a tidy tree
+    (:func:`map_layout`: one column per generation, one row per leaf), with an elbow arrow
+    from each parent to each child that ends on the child's border (boxes are opaque and
+    drawn above the edges, so no box hides an arrow and no edge crosses a box).
+
+    The layout scales with the registry: a method adds at most one row, and the figure
+    size follows from the grid (``cell`` inches per column and row) unless ``figsize`` is
+    given. Names are wrapped at ``wrap`` characters; the chapter that derives a method is
+    printed under its box. Every box carries the gid ``"method:<name>"`` and every arrow
+    ``"edge:<parent>-><child>"``, so :func:`map_geometry` can measure the drawn figure.
+    Returns the axes.
+    """
+    import textwrap
+
     from .registry import methods as all_methods
 
     ms = list(methods) if methods is not None else all_methods()
-    bad = [m for m in ms if not isinstance(m, Method)]
-    if bad:
-        raise ValueError(f"methods: expected registry Method objects (pgbook.registry.methods()), "
-                         f"got {type(bad[0]).__name__}")
+    layout = map_layout(ms)
+    n_cols = max((d for d, _ in layout.values()), default=0) + 1
+    n_rows = max((r for _, r in layout.values()), default=0) + 1
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    depth, order = {}, {}
+        # a row must hold the tallest wrapped name: cell[1] inches fits two lines of 7 pt
+        lines = max((textwrap.fill(m.name, wrap).count("\n") + 1 for m in ms), default=1)
+        row_h = cell[1] * max(1.0, lines / 2)
+        size = figsize or (cell[0] * n_cols + 1.7, row_h * n_rows + 0.8)
+        _, ax = plt.subplots(figsize=size)
+    x_of = {name: d for name, (d, _) in layout.items()}
+    y_of = {name: -r for name, (_, r) in layout.items()}
+    by_name = {m.name: m for m in ms}
     for m in ms:
-        depth[m.name] = 0 if m.parent is None or m.parent not in depth else depth[m.parent] + 1
-    rows: dict[int, list] = {}
+        x, y = x_of[m.name], y_of[m.name]
+        box = ax.text(x, y, textwrap.fill(m.name, wrap), ha="left", va="center", fontsize=7,
+                      color="white", zorder=3, gid=f"method:{m.name}",
+                      bbox=dict(boxstyle="round,pad=0.3", fc=SIDE_COLORS[m.axis], ec="none"))
+        if m.chapter:
+            ax.annotate(m.chapter, xy=(1, 1), xycoords=box, xytext=(3, 1),
+                        textcoords="offset points", ha="left", va="bottom", fontsize=6,
+                        color="#888888", zorder=3)
     for m in ms:
-        rows.setdefault(depth[m.name], []).append(m.name)
-    for d, names in rows.items():
-        for k, name in enumerate(names):
-            order[name] = (1.6 * d, -(k - (len(names) - 1) / 2))
-    for m in ms:
-        if m.parent in order:
-            (x0, y0), (x1, y1) = order[m.parent], order[m.name]
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                        arrowprops=dict(arrowstyle="->", color="#888888", lw=0.8,
-                                        shrinkA=14, shrinkB=14))
-    for m in ms:
-        x, y = order[m.name]
-        ax.text(x, y, m.name, ha="center", va="center", fontsize=8,
-                bbox=dict(boxstyle="round,pad=0.3", fc=SIDE_COLORS[m.axis], ec="none",
-                          alpha=0.85), color="white")
+        if m.parent not in by_name:
+            continue
+        x0, y0, x1, y1 = x_of[m.parent], y_of[m.parent], x_of[m.name], y_of[m.name]
+        xm = x1 - 0.2          # the elbow: in the gap before the child's column
+        color = SIDE_COLORS[m.axis]
+        ax.plot([x0 + 0.05, xm, xm], [y0, y0, y1], color=color, lw=0.9, alpha=0.8, zorder=1,
+                solid_capstyle="butt")
+        ax.annotate("", xy=(x1 - 0.01, y1), xytext=(xm, y1), zorder=2,
+                    gid=f"edge:{m.parent}->{m.name}",
+                    arrowprops=dict(arrowstyle="-|>", color=color, lw=0.9, alpha=0.8,
+                                    shrinkA=0, shrinkB=0, mutation_scale=8))
     for side in ("objective", "trajectory", "reward", "both"):
         ax.plot([], [], "s", color=SIDE_COLORS[side], label=f"changes: {side}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    max_d = max(rows) if rows else 0
-    max_k = max(len(v) for v in rows.values()) if rows else 1
-    ax.set_xlim(-0.8, 1.6 * max_d + 0.8)
-    ax.set_ylim(-(max_k / 2) - 0.2, max_k / 2 + 0.2)
-    ax.set_xlabel("modifications from J(θ)")
-    ax.set_xticks([1.6 * d for d in range(max_d + 1)], [str(d) for d in range(max_d + 1)])
+    ax.set_xlim(-0.25, n_cols - 0.05)
+    ax.set_ylim(-(n_rows - 0.5), 0.6)
+    ax.set_xticks(range(n_cols), [str(d) for d in range(n_cols)], fontsize=7)
+    ax.set_xlabel("generation: modifications from J(θ)   (grey: the chapter that derives it)",
+                  fontsize=8)
     ax.set_yticks([])
     ax.grid(False)
-    for sp in ("left",):
-        ax.spines[sp].set_visible(False)
-    ax.set_title("The map: each method and the factor of J(θ) it changes")
+    for name in ("top", "right", "left"):
+        ax.spines[name].set_visible(False)
+    ax.set_title("The map: each method, the method whose failure it fixes, and the factor of "
+                 "J(θ) it changes", fontsize=10)
     return ax
 
 
@@ -335,3 +472,29 @@ def runs_band(xs, runs, ax=None, label=None, color="C0", alpha: float = 0.2, ls=
         se = y.std(1, ddof=1) / np.sqrt(y.shape[1])
         ax.fill_between(_np(xs), mean - se, mean + se, color=color, alpha=alpha, lw=0)
     return ax
+
+
+def map_geometry(ax) -> dict:
+    """Measure a drawn :func:`method_map` (draws the figure first), in display pixels:
+    ``{"boxes": {name: Bbox}, "arrows": {(parent, child): (tip_gap, tip_inside)}}``, where
+    ``tip_gap`` is the distance from the arrow's tip to the child's box (0 when the tip
+    touches it) and ``tip_inside`` says whether the tip lies inside the box (hidden)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    boxes, arrows = {}, {}
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if gid.startswith("method:"):
+            boxes[gid[len("method:"):]] = t.get_bbox_patch().get_window_extent()
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if gid.startswith("edge:") and getattr(t, "arrow_patch", None) is not None:
+            parent, child = gid[len("edge:"):].split("->")
+            v = t.arrow_patch.get_transform().transform(t.arrow_patch.get_path().vertices)
+            box = boxes[child]
+            tip = v[np.argmax(v[:, 0])]                    # the arrow points right
+            dx = max(box.x0 - tip[0], 0.0, tip[0] - box.x1)
+            dy = max(box.y0 - tip[1], 0.0, tip[1] - box.y1)
+            inside = bool(box.padded(-1).contains(*tip))
+            arrows[(parent, child)] = (float(np.hypot(dx, dy)), inside)
+    return {"boxes": boxes, "arrows": arrows}

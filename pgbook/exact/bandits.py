@@ -45,6 +45,8 @@ __all__ = [
     "baseline_bias",
     "check_world",
     "exact_J",
+    "exact_control_variate_moments",
+    "exact_coordinate_baseline_variance",
     "exact_estimator_moments",
     "exact_gradient",
     "exact_kl",
@@ -225,6 +227,69 @@ def baseline_bias(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
     table = baseline_table(bandit, policy, theta, baseline)
     f = lambda t: bandit.J(policy.probs(t), rewards=table.to(t.dtype))
     return -torch.func.grad(f)(theta.detach())
+
+
+def exact_coordinate_baseline_variance(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                                       table: Tensor, n_samples: int = 1) -> Tensor:
+    """tr Cov[ĝ] exactly when coordinate k of each sample uses its own state baseline,
+    ĝ_k = ∂_k log π(a|s) (r − b_k(s)), with ``table`` b of shape (S, P) (e.g.
+    :func:`pgbook.reward.baselines.optimal_coordinate_baseline_table`):
+
+        tr Cov = (1/N) Σ_k ( Σ_{s,a} ρ π (∂_k log π)² ((r − b_k(s))² + σ²) − (∂_k J)² ).
+
+    A table constant along k is an ordinary state baseline (the value of
+    :func:`exact_total_variance`). Reward side of J(θ). Returns a 0-dim tensor.
+    """
+    check_world(bandit, policy, theta)
+    check_tensor(table, "table", floating=True)
+    if tuple(table.shape) != (bandit.n_contexts, policy.n_params):
+        raise ValueError(f"table: expected shape ({bandit.n_contexts}, {policy.n_params}) "
+                         f"(one baseline per context and coordinate), got {tuple(table.shape)}")
+    check_finite(table, "table")
+    check_same_device(table=table, theta=theta)
+    check_positive_int(n_samples, "n_samples")
+    with torch.no_grad():
+        probs = policy.probs(theta)
+        sc = policy.scores(theta)  # (S, A, P)
+        joint = bandit.rho.to(probs.dtype)[:, None] * probs
+        w = bandit.means.to(probs.dtype)[:, :, None] - table.to(probs.dtype)[:, None, :]
+        mean = torch.einsum("sa,sap->p", joint * bandit.means.to(probs.dtype), sc)
+        second = torch.einsum("sa,sap->p", joint, sc.pow(2) * (w * w + bandit.noise_std ** 2))
+        return (second - mean.pow(2)).sum() / n_samples
+
+
+def exact_control_variate_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                                  table: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact mean (P,) and covariance (P, P) of the one-sample estimator with an
+    action-dependent control variate whose expectation is added back (Q-Prop, Gu et al.
+    2017; Tucker et al. 2018; Liu et al. 2018):
+
+        g(s, a) = ∇log π(a|s) (r − b(s, a)) + Σ_{a'} π(a'|s) ∇log π(a'|s) b(s, a'),
+
+    with ``table`` b (S, A) held fixed. The added term is E_{a'~π}[∇log π(a'|s) b(s, a')],
+    computed exactly for the sampled context, so E[g] = ∇J for *any* b (the bias of
+    :func:`baseline_bias` is cancelled); the variance is what b changes. With b = r the
+    action's randomness drops out entirely and only the context's remains. Reward side of
+    J(θ) (the weight r − b) plus an exact correction term.
+    """
+    check_world(bandit, policy, theta)
+    check_tensor(table, "table", floating=True)
+    if tuple(table.shape) != (bandit.n_contexts, bandit.n_actions):
+        raise ValueError(f"table: expected shape ({bandit.n_contexts}, {bandit.n_actions}), "
+                         f"got {tuple(table.shape)}")
+    check_finite(table, "table")
+    check_same_device(table=table, theta=theta)
+    with torch.no_grad():
+        probs = policy.probs(theta)
+        sc = policy.scores(theta)  # (S, A, P)
+        b = table.to(probs.dtype)
+        corr = torch.einsum("sa,sap->sp", probs * b, sc)  # (S, P): Σ_a' π b ∇log π
+        g = sc * (bandit.means.to(probs.dtype) - b)[..., None] + corr[:, None, :]
+        joint = bandit.rho.to(probs.dtype)[:, None] * probs
+        mean = torch.einsum("sa,sap->p", joint, g)
+        second = torch.einsum("sa,sap,saq->pq", joint, g, g) + bandit.noise_std ** 2 * \
+            torch.einsum("sa,sap,saq->pq", joint, sc, sc)
+        return mean, second - torch.outer(mean, mean)
 
 
 # -- Monte-Carlo estimates to compare with ------------------------------------------------------

@@ -359,7 +359,11 @@ def update_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: floa
     the exact J (near the optimum a full KL step would overshoot). Under the quadratic model
     of that KL, ½ s² dᵀFd = δ, the direction d = F⁻¹∇J maximises the first-order gain
     ∇Jᵀ(s d) (Cauchy–Schwarz in the F inner product), which is how chapter 06 compares the
-    two rules fairly.
+    two rules fairly. With ``rule="natural"`` this is TRPO's step (Schulman et al. 2015) on
+    exact quantities, and it differs from TRPO's code in two places, both because the world
+    is exact: TRPO scales d by the quadratic model s = √(2δ / dᵀFd) and its line search
+    checks the *sampled* KL and surrogate, while here the exact KL sets the length and the
+    exact J decides the backtracking.
     """
     check_world(bandit, policy, theta0, "theta0")
     _check_theta(policy, theta0, "theta0")
