@@ -1264,4 +1264,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module's main, so that what the ranks pickle (DDPHistory, _worker)
+    # is pgbook.train.distributed's and not __main__'s
+    from pgbook.train.distributed import main as _main
+
+    sys.exit(_main())
