@@ -276,7 +276,8 @@ def test_two_processes_equal_one(tmp_path):
     methods = ["DAPO (token-level loss)", "GRPO", "Dr. GRPO"]
     cmd = [sys.executable, "-m", "pgbook.train.distributed", "--nproc", "2", "--steps", "2",
            "--prompts", "4", "--group-size", "4", "--micro-batches", "2", "--dtype", "float64",
-           "--beta", "0.04", "--partial-reward", "--out", str(out), "--method", *methods]
+           "--beta", "0.04", "--partial-reward", "--pretrain-steps", "30", "--out", str(out),
+           "--method", *methods]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
