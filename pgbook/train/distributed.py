@@ -22,9 +22,9 @@ is, over the B rows of the batch, L = Σ_i num_i / Σ_i cnt_i (:func:`row_terms`
 (:func:`global_normaliser`, :func:`shard_loss`). Summed over a rank's micro-batches and averaged
 over ranks by DDP, that is Σ_i num_i / C: the single-process loss, and so the single-process
 gradient, up to the order of floating-point sums. This is what the trainers do: verl's
-``agg_loss`` divides by the all-reduced ``batch_num_tokens`` and multiplies by ``dp_size``,
-OpenRLHF's ``aggregate_loss`` likewise, and TRL's ``loss_type="dapo"`` divides by the gathered
-``num_items_in_batch`` over ``num_processes``.
+``agg_loss`` in its engine workers divides by the all-reduced ``batch_num_tokens`` and
+multiplies by ``dp_size``, OpenRLHF's ``aggregate_loss`` likewise, and TRL's
+``loss_type="dapo"`` divides by the gathered ``num_items_in_batch`` over ``num_processes``.
 
 **The pitfall: per-rank means.** If each micro-batch divides by its *own* count (``aggregate`` on
 the local rows) and the results are averaged (DDP) or divided by M (accumulation), the rows of
@@ -35,7 +35,8 @@ their coefficient of variation; :func:`data_parallel_loss` computes both losses 
 process, so their gradients can be compared exactly. The per-sequence mean
 (``seq_mean_token_mean``) survives per-rank averaging when every shard holds the same number
 of non-empty responses (then C_k = C/(W·M)); the constant normaliser when every shard holds
-the same number of rows. TRL's ``loss_type="bnpo"`` is the per-process token mean.
+the same number of rows. TRL's ``loss_type="bnpo"`` is the per-process token mean, and verl's
+legacy FSDP worker (``dp_actor.py``) divides each micro-batch by its own token count.
 
 **The trainer.** :func:`ddp_grpo_train` is the GRPO-family step of
 :func:`pgbook.train.grpo.grpo_train` on W ranks, with the engine users already have: a
@@ -889,12 +890,21 @@ _OPTIONS: dict[str, dict[tuple[str, str], _Opt]] = {
         ("policy_loss", "score_function"): _Opt({_ACT + "policy_loss.loss_mode": "gpg"},
                                                 "verl's gpg loss is −Â·log π_θ"),
         ("aggregation", "token_mean"): _Opt(
-            {_ACT + "loss_agg_mode": "token-mean"}, "divides by the all-reduced "
-            "batch_num_tokens and multiplies by dp_size: the global token mean"),
-        ("aggregation", "seq_mean_token_mean"): _Opt({_ACT + "loss_agg_mode":
-                                                      "seq-mean-token-mean"}),
-        ("aggregation", "seq_mean_token_sum"): _Opt({_ACT + "loss_agg_mode":
-                                                     "seq-mean-token-sum"}),
+            {_ACT + "loss_agg_mode": "token-mean", "trainer.use_legacy_worker_impl": "disable"},
+            "the engine workers (use_legacy_worker_impl=disable) divide by the all-reduced "
+            "batch_num_tokens times dp_size: the global token mean; the legacy FSDP worker (the "
+            "default 'auto' in the version read, January 2026) divides each micro-batch by its own "
+            "token count: the per-rank mean"),
+        ("aggregation", "seq_mean_token_mean"): _Opt(
+            {_ACT + "loss_agg_mode": "seq-mean-token-mean",
+             "trainer.use_legacy_worker_impl": "disable"},
+            "the legacy FSDP worker averages each micro-batch over its own responses: exact only "
+            "when every micro-batch holds as many responses in the loss"),
+        ("aggregation", "seq_mean_token_sum"): _Opt(
+            {_ACT + "loss_agg_mode": "seq-mean-token-sum",
+             "trainer.use_legacy_worker_impl": "disable"},
+            "the legacy FSDP worker averages each micro-batch over its own responses: exact only "
+            "when every micro-batch holds as many responses in the loss"),
         ("aggregation", "constant"): _Opt(
             {_ACT + "loss_agg_mode": "seq-mean-token-sum-norm",
              _ACT + "loss_scale_factor": "$max_tokens"},
