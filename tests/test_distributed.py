@@ -57,6 +57,29 @@ def test_row_terms_alias_dtypes_and_meta():
     out = D.data_parallel_loss(loss.to("meta"), mask.to("meta"), "token_mean", shards.to("meta"),
                                world_size=2, micro_batches=3)
     assert out.shape == () and out.device.type == "meta"
+    assert D.shard_loss(loss.to("meta"), mask.to("meta"), "constant", 3.0).device.type == "meta"
+    assert D.global_normaliser(mask.to("meta"), "token_mean").device.type == "meta"
+    lp = -torch.ones(4, 5, dtype=torch.float64)
+    per = D.token_losses(lp.to("meta"), None, lp.to("meta"), torch.ones(4, 5, device="meta"),
+                         kl="k3_loss", ref_logp=lp.to("meta"), beta=0.1)
+    assert per.shape == (4, 5) and per.device.type == "meta"
+    with pytest.raises(ValueError, match="device"):
+        D.row_terms(loss, mask.to("meta"), "token_mean")
+
+
+def test_bfloat16_inputs():
+    _, mask = _batch()
+    g = pg.make_generator(2)
+    lp = (-torch.rand(12, 7, generator=g) - 0.1).to(torch.bfloat16).requires_grad_()
+    per = D.token_losses(lp, None, torch.ones(12, 7, dtype=torch.bfloat16) * mask, mask)
+    assert per.dtype == torch.bfloat16
+    shards = D.group_layout(6, 2, 2)
+    out = D.data_parallel_loss(per, mask, "token_mean", shards, world_size=2)
+    assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out))
+    want = aggregate(per.float(), mask, "token_mean")
+    assert abs(float((out.float() - want).detach())) < 1e-2
+    out.backward()
+    assert lp.grad is not None and lp.grad.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("agg", AGGS)
