@@ -392,3 +392,68 @@ def test_options_of_a_users_method_and_bad_names():
         D.trainer_options("GRPO", beta=-1.0)
     with pytest.raises(ValueError, match="names"):
         D.trainer_table("GRPO")
+
+
+# -- the trainers' own normalisers, transcribed ----------------------------------------------------
+def _verl_agg_loss(loss_mat, loss_mask, mode, dp_size=1, batch_num_tokens=None,
+                   global_batch_size=None):
+    """verl/trainer/ppo/core_algos.py, agg_loss (token-mean, seq-mean-token-mean,
+    seq-mean-token-sum), with verl_F.masked_sum = (x * mask).sum()."""
+    if mode == "token-mean":
+        if batch_num_tokens is None:
+            batch_num_tokens = loss_mask.sum()
+        return (loss_mat * loss_mask).sum() / batch_num_tokens * dp_size
+    seq_mask = torch.sum(loss_mask, dim=-1)
+    if mode == "seq-mean-token-sum":
+        seq_losses = torch.sum(loss_mat * loss_mask, dim=-1)
+    else:
+        seq_losses = torch.sum(loss_mat * loss_mask, dim=-1) / (seq_mask + 1e-8)
+    seq_mask = (seq_mask > 0).float()
+    if global_batch_size is None:
+        global_batch_size = seq_mask.sum()
+    return (seq_losses * seq_mask).sum() / global_batch_size * dp_size
+
+
+def _openrlhf_aggregate_loss(loss, loss_mask, token_level_loss=True, dp_size=1,
+                             batch_num_tokens=None):
+    """openrlhf/models/loss.py, aggregate_loss (token_level_loss=True, global counts given)."""
+    return (loss * loss_mask).sum() / batch_num_tokens * dp_size
+
+
+def _trl_dapo(per_token_loss, mask, num_items_in_batch, num_processes):
+    """trl/trainer/grpo_trainer.py, GRPOTrainer._compute_loss, loss_type in (dapo, cispo)."""
+    normalizer = num_items_in_batch.clamp(min=1.0) / num_processes
+    return (per_token_loss * mask).sum() / normalizer
+
+
+def _trl_bnpo(per_token_loss, mask, gradient_accumulation_steps):
+    """trl/trainer/grpo_trainer.py, GRPOTrainer._compute_loss, loss_type == "bnpo"."""
+    return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0) / gradient_accumulation_steps
+
+
+@pytest.mark.parametrize("W,M", [(2, 1), (2, 2), (4, 1)])
+def test_shard_loss_is_what_verl_openrlhf_and_trl_compute_per_rank(W, M):
+    loss, mask = _batch(B=16, seed=6, empty_rows=(2,))
+    loss = torch.nan_to_num(loss)                  # the transcriptions multiply by the mask
+    shards = D.group_layout(8, 2, W, M)
+    N = mask.sum()
+    n_seq = (mask.sum(1) > 0).sum().double()
+    for k in range(W * M):
+        x, m = loss[shards == k], mask[shards == k]
+        mine = D.shard_loss(x, m, "token_mean", N, world_size=W)
+        # the rank's part of an optimiser step, before DDP's average: verl's engine workers and
+        # OpenRLHF get the all-reduced count; both multiply by the data-parallel size
+        assert abs(float(mine - _verl_agg_loss(x, m, "token-mean", W, N))) < 1e-14
+        assert abs(float(mine - _openrlhf_aggregate_loss(x, m, True, W, N))) < 1e-14
+        assert abs(float(mine - _trl_dapo(x, m, N, W))) < 1e-14
+        for agg, mode in (("seq_mean_token_mean", "seq-mean-token-mean"),
+                          ("seq_mean_token_sum", "seq-mean-token-sum")):
+            mine = D.shard_loss(x, m, agg, n_seq, world_size=W)
+            ref = _verl_agg_loss(x, m, mode, W, global_batch_size=n_seq)
+            assert abs(float(mine - ref)) <= 1e-7 * max(1.0, abs(float(ref))), agg  # verl's 1e-8
+    # TRL's bnpo (per micro-batch token mean over the accumulation steps), averaged over the
+    # ranks, is the pitfall: the "local" normalisation
+    bnpo = sum(_trl_bnpo(loss[shards == k], mask[shards == k], M) for k in range(W * M)) / W
+    local = D.data_parallel_loss(loss, mask, "token_mean", shards, world_size=W, micro_batches=M,
+                                 normalisation="local")
+    assert abs(float(bnpo - local)) < 1e-14

@@ -42,8 +42,8 @@ legacy FSDP worker (``dp_actor.py``) divides each micro-batch by its own token c
 :func:`pgbook.train.grpo.grpo_train` on W ranks, with the engine users already have: a
 ``torch.distributed`` process group (gloo on CPUs, NCCL on GPUs) and DDP. Groups stay whole on
 a rank (each rank holds ``prompts_per_step / W`` prompts and all G responses of each). Each
-group's responses are sampled with their own generator, seeded from (``seed``, step, group), so
-the batch does not depend on how the groups are split; the rewards, masks and log-probs are
+group's responses are sampled with a generator of their own, whose seed every rank draws alike
+from one seeded with ``seed``, so the batch does not depend on how the groups are split; the rewards, masks and log-probs are
 all-gathered so that batch-level pieces (a batch-std advantage, KL shaping, a batch entropy
 quantile) see the whole batch, as TRL does with its rewards. The result equals one process
 running the same function (:func:`launch` starts the processes; ``python -m
