@@ -283,6 +283,12 @@ def test_trainer_bad_inputs(start):
         D.launch(model, task, [dict(kw, lr_typo=1.0)], nproc=2)
     with pytest.raises(ValueError, match="nproc"):
         D.launch(model, task, [kw], nproc=0)
+    with pytest.raises(ValueError, match="device"):
+        D.launch(model, task, [kw], nproc=2, device="gpu")
+    with pytest.raises(ValueError, match="device"):
+        D.launch(model, task, [kw], nproc=2, device="meta")
+    with pytest.raises(ValueError, match="start_method"):
+        D.launch(model, task, [kw], nproc=2, start_method="thread")
 
 
 # -- two processes against one -----------------------------------------------------------------

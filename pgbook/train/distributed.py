@@ -742,7 +742,12 @@ def launch(model: nn.Module, task, runs: list[dict], *, nproc: int, ref_model=No
     nproc = check_positive_int(nproc, "nproc")
     if not dist.is_available():
         raise ValueError("nproc: torch.distributed is not available in this build of torch")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'cpu' (gloo) or 'cuda' (NCCL), got {device!r}")
     if dev.type == "cpu" and not dist.is_gloo_available():
         raise ValueError("device: the gloo backend (CPU) is not available in this build of torch")
     if dev.type == "cuda" and (not torch.cuda.is_available() or torch.cuda.device_count() < nproc):
