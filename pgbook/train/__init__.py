@@ -8,9 +8,13 @@
 * :mod:`~pgbook.train.actor_critic`: actor–critic and REINFORCE on the enumerable LM, many
   runs at once, with exact learning curves (chapter 10);
 * :mod:`~pgbook.train.ppo_llm`: PPO with a value head (GAE, clipped value loss) on the tiny
-  GPT, and its comparison with GRPO (chapter 12).
+  GPT, and its comparison with GRPO (chapter 12);
 * :mod:`~pgbook.train.seqlm`: the same loop on the enumerable LM, R runs at once, with
-  exact J along the way (chapter 14).
+  exact J along the way (chapter 14);
+* :mod:`~pgbook.train.distributed`: the same losses on several processes with
+  torch.distributed and DDP, the global token normaliser, and the options of TRL, verl and
+  OpenRLHF (appendix A1; imported on use, so that ``python -m pgbook.train.distributed``
+  runs it as a script).
 """
 
 from . import actor_critic, grpo, ppo, ppo_llm, reinforce, seqlm
