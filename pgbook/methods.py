@@ -42,6 +42,7 @@ from ._validate import (
 from .registry import get, method, register_label, register_method, resolve
 from .reward import advantages as _adv
 from .reward import baselines as _baselines  # noqa: F401  (registers the Part I baselines)
+from .reward import teacher as _teacher
 from .trajectory import losses as _losses
 from .worlds import tasks as _tasks  # noqa: F401  (registers the verifiable rewards)
 
@@ -213,6 +214,7 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
                 group_size: int, *, ref_logp: Tensor | None = None, beta: float = 0.0,
                 eps_low: float | None = None, eps_high: float | None = None,
                 max_tokens: int | None = None, std_eps: float | None = None,
+                teacher_logp: Tensor | None = None, teacher_coef: float = 1.0,
                 **loss_options) -> tuple[Tensor, dict]:
     """The loss of a named method (e.g. ``"GRPO"``, ``"Dr. GRPO"``, ``"RLOO"``, or one you
     registered) from sequence rewards, by the pipeline of the module docstring.
@@ -225,8 +227,21 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     ("k1_in_reward") the shaping uses the *sampling* policy's log-probs ``old_logp`` (the
     rollout's, as verl and TRL do), falling back to ``logp`` on-policy. ``metrics`` adds
     ``zero_variance_fraction`` and ``advantage_abs_mean`` to :func:`policy_loss`'s.
+
+    A method with a ``teacher`` part (chapter 16: "OPD", "GRPO-OPD", ...) needs
+    ``teacher_logp`` (B, T), the teacher's log-probs of the sampled tokens: its per-token
+    advantage (from the sampling policy's log-probs) is added to the group advantage after
+    the normalisation, times ``teacher_coef`` λ and the method's ``teacher_gate``
+    (:func:`pgbook.reward.teacher.mix_teacher`).
     """
     cfg = method_config(name)
+    parts = method(name).resolved_parts()
+    if parts.get("teacher") is None and teacher_logp is not None:
+        raise ValueError(f"teacher_logp: method {name!r} has no teacher signal; use a method "
+                         f"with one (e.g. 'OPD', 'GRPO-OPD')")
+    if parts.get("teacher") is not None and teacher_logp is None:
+        raise ValueError(f"teacher_logp: method {name!r} adds a teacher's per-token term "
+                         f"({parts['teacher']!r}); it needs the teacher's log-probs (B, T)")
     check_tensor(logp, "logp", ndim=2, floating=True)
     beta = check_positive(beta, "beta", allow_zero=True)
     kl = cfg["kl"]
@@ -254,6 +269,12 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
                                   **adv_options)
     adv_tok = adv.to(logp.dtype) * mask.to(logp.dtype) if adv.dim() == 2 else \
         _adv.broadcast_to_tokens(adv.to(logp.dtype), mask)
+    if teacher_logp is not None:
+        sampler = logp.detach() if old_logp is None else old_logp
+        signal = resolve("teacher", parts["teacher"], "token", what="teacher")
+        gate = _teacher.teacher_gate(rewards, group_size, parts.get("teacher_gate") or "always")
+        adv_tok = _teacher.mix_teacher(adv_tok, signal(sampler, teacher_logp, mask), mask,
+                                       coef=teacher_coef, gate=gate)
     loss, metrics = policy_loss(logp, old_logp, adv_tok, mask, loss=cfg["policy_loss"],
                                 aggregation=cfg["aggregation"], eps_low=eps_low,
                                 eps_high=eps_high, ref_logp=ref_logp if kl != "none" else None,
@@ -385,6 +406,8 @@ def _call(name: str, cfg: dict) -> str:
     form = get("advantage", cfg["advantage"]).form
     if form in ("group", "batch"):
         kl = "" if cfg["kl"] == "none" else ", ref_logp=ref_logp, beta=β"
+        if method(name).resolved_parts().get("teacher") is not None:
+            kl += ", teacher_logp=teacher_logp, teacher_coef=λ"
         return f'method_loss("{name}", logp, old_logp, R, mask, G{kl})'
     old = "None" if cfg["policy_loss"] == "score_function" else "old_logp"
     kl = "" if get("kl", cfg["kl"]).form != "token" else \
@@ -436,3 +459,36 @@ def loss_table(names: list[str] | None = None, *, markdown: bool = False) -> lis
         return f"`{v}`" if k == "call" else v
 
     return head + "\n".join("| " + " | ".join(cell(k, r[k]) for k in cols) + " |" for r in rows)
+
+# -- Part III: on-policy distillation (chapter 16) ----------------------------------------------
+# A teacher π_T scores every token the student samples; its log-ratio is a dense, stop-gradient
+# reward (pgbook.reward.teacher), so each of these methods changes only the reward factor of
+# J(θ). grpo_train adds the teacher's term when a method has a "teacher" part (and a teacher
+# model is given). Divergence distillation (GKD, MiniLLM; pgbook.trajectory.distill) replaces R
+# by a divergence and is left off the map: the boundary case of chapter 16.
+
+# OPD as the Thinking Machines / Tinker recipe runs it (tinker-cookbook
+# distillation/train_on_policy.py): no verifier term, A_t = −(log π_θ − log π_T)(y_t) with
+# discount 0, an importance-sampled policy-gradient loss summed over tokens. pgbook keeps
+# GRPO's per-token clip (inactive on the first epoch, the only one Tinker's default takes) and
+# its k3 KL to π_ref (β = 0 gives Tinker's loss).
+register_method("OPD", "GRPO", advantage="zero", teacher="reverse_kl",
+                aggregation="seq_mean_token_sum",
+                fixes="a verifier gives one bit per response, and nothing at all in a group "
+                      "whose responses all fail: a teacher's log-ratio "
+                      "r_t = sg[log π_T − log π_θ](y_t) scores every token the student samples",
+                chapter="16", reference="Agarwal et al. 2023 (arXiv:2306.13649); Thinking "
+                                        "Machines, on-policy distillation (2025); Qwen3 "
+                                        "(arXiv:2505.09388)")
+register_method("GRPO-OPD", "OPD", advantage="grpo",
+                fixes="under pure distillation the student converges to its teacher: it cannot "
+                      "pass it and copies its errors; the verifier's group advantage is added "
+                      "back, Â_t = Â^GRPO + λ r_t",
+                chapter="16", reference="Thinking Machines, on-policy distillation (2025): "
+                                        "Tinker adds the teacher's term to the group-centred "
+                                        "environment reward")
+register_method("GRPO-OPD (all-fail gate)", "GRPO-OPD", teacher_gate="all_fail",
+                fixes="the teacher's term pulls towards the teacher wherever it is added, also "
+                      "where the verifier already has a signal (and the teacher is wrong): it is "
+                      "added only to groups in which every response failed, where GRPO has none",
+                chapter="16")

@@ -5,10 +5,12 @@
 * :mod:`~pgbook.reward.advantages`: group advantages (GRPO, Dr. GRPO, RLOO, ...), their
   broadcast to tokens, and token-level returns (reward-to-go);
 * :mod:`~pgbook.reward.critic`: a critic V(h_t) as the baseline: TD residuals, GAE(λ) and
-  the (clipped) value loss of PPO trainers.
+  the (clipped) value loss of PPO trainers;
+* :mod:`~pgbook.reward.teacher`: a teacher's per-token log-ratio as a dense reward, mixed
+  with group advantages, gated (on-policy distillation, chapter 16).
 """
 
-from . import advantages, baselines, critic
+from . import advantages, baselines, critic, teacher
 from .advantages import (
     advantage_stats,
     broadcast_to_tokens,
@@ -54,6 +56,7 @@ __all__ = [
     "sample_weights",
     "state_table",
     "td_residuals",
+    "teacher",
     "value_loss",
     "whiten",
     "zero_variance_groups",

@@ -8,11 +8,13 @@
 * :mod:`~pgbook.train.actor_critic`: actor–critic and REINFORCE on the enumerable LM, many
   runs at once, with exact learning curves (chapter 10);
 * :mod:`~pgbook.train.ppo_llm`: PPO with a value head (GAE, clipped value loss) on the tiny
-  GPT, and its comparison with GRPO (chapter 12).
+  GPT, and its comparison with GRPO (chapter 12);
+* :mod:`~pgbook.train.distill`: GRPO, on-policy distillation and their hybrids on the
+  enumerable LM, many runs at once, with exact J and KL to the teacher (chapter 16).
 """
 
-from . import actor_critic, grpo, ppo, ppo_llm, reinforce
+from . import actor_critic, distill, grpo, ppo, ppo_llm, reinforce
 from .grpo import GRPOHistory, check_on_policy, grpo_train
 
-__all__ = ["GRPOHistory", "actor_critic", "check_on_policy", "grpo", "grpo_train", "ppo",
-           "ppo_llm", "reinforce"]
+__all__ = ["GRPOHistory", "actor_critic", "check_on_policy", "distill", "grpo", "grpo_train",
+           "ppo", "ppo_llm", "reinforce"]

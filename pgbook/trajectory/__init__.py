@@ -4,10 +4,12 @@
 * :mod:`~pgbook.trajectory.losses`: policy losses (score function, importance-weighted,
   PPO clip and dual clip), ratios and the clip fraction;
 * :mod:`~pgbook.trajectory.importance`: importance weights, IS estimates, effective
-  sample size.
+  sample size;
+* :mod:`~pgbook.trajectory.distill`: distillation losses, a divergence to a teacher
+  differentiated through π_θ (GKD's generalized JSD, MiniLLM; chapter 16).
 """
 
-from . import importance, losses, tokens
+from . import distill, importance, losses, tokens
 from .importance import effective_sample_size, importance_weights, is_estimate
 from .losses import (
     clip_fraction,
@@ -31,6 +33,7 @@ from .tokens import (
 __all__ = [
     "causal_logprobs",
     "clip_fraction",
+    "distill",
     "effective_sample_size",
     "entropy_from_logits",
     "importance",

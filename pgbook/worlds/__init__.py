@@ -3,10 +3,11 @@
 * :mod:`~pgbook.worlds.bandits`: contextual bandits (Part I): J and ∇J by enumeration;
 * :mod:`~pgbook.worlds.seqlm`: an autoregressive tiny LM whose responses can all be listed;
 * :mod:`~pgbook.worlds.gpt`: a tiny GPT, a character tokenizer and batched sampling;
-* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT.
+* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT;
+* :mod:`~pgbook.worlds.teachers`: teachers for both LMs (chapter 16).
 """
 
-from . import bandits, gpt, seqlm, tasks
+from . import bandits, gpt, seqlm, tasks, teachers
 from .bandits import (
     Bandit,
     BanditBatch,
@@ -32,5 +33,6 @@ __all__ = [
     "offset_bandit",
     "seqlm",
     "tasks",
+    "teachers",
     "two_param_bandit",
 ]
