@@ -255,6 +255,7 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     _options_for(resolve("policy_loss", cfg["policy_loss"], "token", what="loss"),
                  cfg["policy_loss"], {"eps_low": eps_low, "eps_high": eps_high, **loss_options},
                  method_loss)
+    verifier_rewards = rewards                           # the teacher's gate reads them unshaped
     if get("kl", kl).form == "reward":
         if beta > 0:
             if ref_logp is None:
@@ -272,7 +273,8 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     if teacher_logp is not None:
         sampler = logp.detach() if old_logp is None else old_logp
         signal = resolve("teacher", parts["teacher"], "token", what="teacher")
-        gate = _teacher.teacher_gate(rewards, group_size, parts.get("teacher_gate") or "always")
+        gate = _teacher.teacher_gate(verifier_rewards, group_size,
+                                     parts.get("teacher_gate") or "always")
         adv_tok = _teacher.mix_teacher(adv_tok, signal(sampler, teacher_logp, mask), mask,
                                        coef=teacher_coef, gate=gate)
     loss, metrics = policy_loss(logp, old_logp, adv_tok, mask, loss=cfg["policy_loss"],

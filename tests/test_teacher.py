@@ -471,7 +471,7 @@ def test_seqlm_opd_train_records_exact_quantities(small_world):
     h = seqlm_opd_train(policy, theta, reward, policy, torch.stack([right, wrong, right]),
                         steps=30, prompts_per_step=4, group_size=4, lr=0.1,
                         generator=pg.make_generator(0), coef=torch.tensor([1.0, 1.0, 0.1]),
-                        verifier=torch.tensor([False, False, True]), eval_every=10)
+                        use_verifier=torch.tensor([False, False, True]), eval_every=10)
     assert h.runs == 3 and h.step.tolist() == [0, 10, 20, 30]
     assert h.J.shape == (4, 3) and h.kl_teacher.shape == (4, 3)
     assert h.zero_variance.shape == (30, 3) and h.teacher_fraction.shape == (30, 3)
@@ -485,7 +485,7 @@ def test_seqlm_opd_train_records_exact_quantities(small_world):
     h2 = seqlm_opd_train(policy, theta, reward, policy, torch.stack([right, wrong, right]),
                          steps=30, prompts_per_step=4, group_size=4, lr=0.1,
                          generator=pg.make_generator(0), coef=torch.tensor([1.0, 1.0, 0.1]),
-                         verifier=torch.tensor([False, False, True]), eval_every=10)
+                         use_verifier=torch.tensor([False, False, True]), eval_every=10)
     assert torch.equal(h.J, h2.J)                                            # deterministic
 
 
@@ -498,9 +498,9 @@ def test_seqlm_opd_train_gate_and_bad_input(small_world):
                         runs=2)
     assert bool((h.teacher_fraction <= 1).all()) and h.runs == 2
     kw = dict(steps=2, prompts_per_step=2, group_size=2, lr=0.1, generator=pg.make_generator(0))
-    for bad, match in [(dict(coef=-1.0), "coef"), (dict(coef=torch.ones(2), verifier=torch.ones(3)),
+    for bad, match in [(dict(coef=-1.0), "coef"), (dict(coef=torch.ones(2), use_verifier=torch.ones(3)),
                                                     "runs"),
-                       (dict(verifier=torch.tensor([0.5])), "verifier"),
+                       (dict(use_verifier=torch.tensor([0.5])), "use_verifier"),
                        (dict(discount=2.0), "discount"), (dict(gate="never"), "gate"),
                        (dict(runs=2, coef=torch.ones(3)), "runs")]:
         with pytest.raises(ValueError, match=match):

@@ -84,7 +84,8 @@ def _per_run(value, R: int, name: str, dtype, device) -> Tensor:
 def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
                     teacher_policy: SeqPolicy, teacher_theta: Tensor, *, steps: int,
                     prompts_per_step: int, group_size: int, lr: float,
-                    generator: torch.Generator, coef=1.0, verifier=True, gate: str = "always",
+                    generator: torch.Generator, coef=1.0, use_verifier=True,
+                    gate: str = "always",
                     discount: float = 0.0, runs: int | None = None, eval_every: int = 10,
                     std_eps: float = 1e-6, progress: bool = False,
                     desc: str | None = None) -> SeqOPDHistory:
@@ -96,7 +97,8 @@ def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
         reward: the verifier R(x, y) (a :class:`~pgbook.worlds.seqlm.SeqReward`).
         teacher_policy, teacher_theta: the teacher π_T; θ_T (P_T,) for every run or
             (R, P_T), one per run (e.g. teachers of different quality).
-        coef: λ ≥ 0, a number or one per run (R,). verifier: v, a bool or one per run.
+        coef: λ ≥ 0, a number or one per run (R,). use_verifier: v, a bool or one per run
+            (False: pure distillation).
         gate: a registered ``"teacher_gate"`` ("always", "zero_variance", "all_fail").
         discount: γ ∈ [0, 1] of the teacher's advantage (0: the Tinker recipe; 1: the
             reward-to-go, the exact gradient of −KL(π_θ‖π_T)).
@@ -132,22 +134,22 @@ def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
             policy.space.V, policy.space.T, policy.space.X):
         raise ValueError("teacher_policy: expected a policy on the same space (X, V, T) as "
                          "the student")
-    sizes = {int(torch.as_tensor(v).numel()) for v in (coef, verifier)} | (
+    sizes = {int(torch.as_tensor(v).numel()) for v in (coef, use_verifier)} | (
         {teacher_theta.shape[0]} if teacher_theta.dim() == 2 else set())
     sizes.discard(1)
     if runs is not None:
         sizes.add(check_positive_int(runs, "runs"))
     if len(sizes) > 1:
-        raise ValueError(f"coef, verifier, teacher_theta, runs: expected one number of runs, "
+        raise ValueError(f"coef, use_verifier, teacher_theta, runs: expected one number of runs, "
                          f"got {sorted(sizes)}")
     R = sizes.pop() if sizes else 1
     dev, dt = theta.device, theta.dtype
     lam = _per_run(coef, R, "coef", dt, dev)
     if bool((lam < 0).any()) or not bool(torch.isfinite(lam).all()):
         raise ValueError(f"coef: expected finite values ≥ 0, got {lam.tolist()}")
-    v = _per_run(verifier, R, "verifier", dt, dev)
+    v = _per_run(use_verifier, R, "use_verifier", dt, dev)
     if not bool(((v == 0) | (v == 1)).all()):
-        raise ValueError(f"verifier: expected booleans, got {v.tolist()}")
+        raise ValueError(f"use_verifier: expected booleans, got {v.tolist()}")
     tth = teacher_theta.detach().to(dt)
     tth = tth.expand(R, -1) if tth.dim() == 1 else tth
 
@@ -208,7 +210,7 @@ def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
     bar.close()
     config = dict(steps=steps, prompts_per_step=n_prompts, group_size=G, lr=lr, gate=gate,
                   discount=gamma, runs=R, eval_every=eval_every, coef=lam.tolist(),
-                  verifier=v.tolist())
+                  use_verifier=v.tolist())
     return SeqOPDHistory(torch.tensor(when), torch.stack(J_hist).to(torch.float64).cpu(),
                          torch.stack(kl_hist).to(torch.float64).cpu(),
                          torch.stack(zv_hist).to(torch.float64).cpu(),
