@@ -328,6 +328,7 @@ CALLS = {   # name: (call with one bad keyword, the bad keyword)
                                                       method=["a"]), "method"),
     "policy_config": (lambda: tasks.policy_config(TASK, n_embed=8), "n_embed"),
     "pretrained_policy": (lambda: tasks.pretrained_policy(TASK, steps=1, n_embed=8), "n_embed"),
+    "train_teacher": (lambda: pg.worlds.teachers.train_teacher(TASK, steps=1, n_embed=8), "n_embed"),
 }
 
 

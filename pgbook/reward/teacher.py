@@ -24,8 +24,8 @@ responses. Two ways to turn it into a per-token advantage, both registered (kind
 :func:`teacher_advantages` takes any discount γ ∈ [0, 1] (Tinker's ``kl_discount_factor``).
 
 Mixed with a verifier's group advantage (the GRPO-OPD hybrid), the teacher's term is added
-*after* the group normalisation, per token (Tinker adds it to the group-centred advantage;
-MiMo-V2-Flash's MOPD and slime write the same sum):
+*after* the group normalisation, per token (tinker-cookbook adds it to the group-centred
+environment advantage in ``incorporate_kl_penalty``):
 
     Â_{i,t} = Â_i^GRPO + λ · g_i · A_t,                               (:func:`mix_teacher`)
 
