@@ -43,6 +43,7 @@ from ._validate import (
 from .registry import get, method, register_label, register_method, resolve
 from .reward import advantages as _adv
 from .reward import baselines as _baselines  # noqa: F401  (registers the Part I baselines)
+from .reward import teacher as _teacher
 from .trajectory import corrections as _corr
 from .trajectory import losses as _losses
 from .worlds import tasks as _tasks  # noqa: F401  (registers the verifiable rewards)
@@ -260,7 +261,8 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
                 eps_low: float | None = None, eps_high: float | None = None,
                 max_tokens: int | None = None, std_eps: float | None = None,
                 sampler_logp: Tensor | None = None, correction_max: float | None = 2.0,
-                correction_min: float | None = None, **loss_options) -> tuple[Tensor, dict]:
+                correction_min: float | None = None, teacher_logp: Tensor | None = None,
+                teacher_coef: float = 1.0, **loss_options) -> tuple[Tensor, dict]:
     """The loss of a named method (e.g. ``"GRPO"``, ``"Dr. GRPO"``, ``"RLOO"``, or one you
     registered) from sequence rewards, by the pipeline of the module docstring.
 
@@ -275,8 +277,21 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     A method with a sampler/trainer correction (e.g. "GRPO + TIS") needs the sampler's
     log-probs ``sampler_logp`` (B, T) (bounds ``correction_max``/``correction_min``); given
     to any other method they are only measured (:func:`policy_loss`).
+
+    A method with a ``teacher`` part (chapter 16: "OPD", "GRPO-OPD", ...) needs
+    ``teacher_logp`` (B, T), the teacher's log-probs of the sampled tokens: its per-token
+    advantage (from the sampling policy's log-probs) is added to the group advantage after
+    the normalisation, times ``teacher_coef`` λ and the method's ``teacher_gate``
+    (:func:`pgbook.reward.teacher.mix_teacher`).
     """
     cfg = method_config(name)
+    parts = method(name).resolved_parts()
+    if parts.get("teacher") is None and teacher_logp is not None:
+        raise ValueError(f"teacher_logp: method {name!r} has no teacher signal; use a method "
+                         f"with one (e.g. 'OPD', 'GRPO-OPD')")
+    if parts.get("teacher") is not None and teacher_logp is None:
+        raise ValueError(f"teacher_logp: method {name!r} adds a teacher's per-token term "
+                         f"({parts['teacher']!r}); it needs the teacher's log-probs (B, T)")
     check_tensor(logp, "logp", ndim=2, floating=True)
     _check_bt(mask, "mask", logp)
     check_mask(mask, "mask")
@@ -293,6 +308,7 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     _options_for(resolve("policy_loss", cfg["policy_loss"], "token", what="loss"),
                  cfg["policy_loss"], {"eps_low": eps_low, "eps_high": eps_high, **loss_options},
                  method_loss)
+    verifier_rewards = rewards                           # the teacher's gate reads them unshaped
     if get("kl", kl).form == "reward":
         if beta > 0:
             if ref_logp is None:
@@ -311,6 +327,13 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     if correction != "none" and sampler_logp is None:
         raise ValueError(f"sampler_logp: method {name!r} corrects for the sampler "
                          f"({correction!r}) and needs the sampler's log-probs")
+    if teacher_logp is not None:
+        sampler = logp.detach() if old_logp is None else old_logp
+        signal = resolve("teacher", parts["teacher"], "token", what="teacher")
+        gate = _teacher.teacher_gate(verifier_rewards, group_size,
+                                     parts.get("teacher_gate") or "always")
+        adv_tok = _teacher.mix_teacher(adv_tok, signal(sampler, teacher_logp, mask), mask,
+                                       coef=teacher_coef, gate=gate)
     loss, metrics = policy_loss(logp, old_logp, adv_tok, mask, loss=cfg["policy_loss"],
                                 aggregation=cfg["aggregation"], eps_low=eps_low,
                                 eps_high=eps_high, ref_logp=ref_logp if kl != "none" else None,
@@ -522,16 +545,17 @@ register_method("GTPO (entropy-weighted)", "DAPO (token-level loss)",
 
 
 # -- Part III: the trajectory side after GRPO (chapter 14) ------------------------------------
-# DAPO's overlong reward shaping (a reward-side piece) is registered with chapter 13's
-# reward-side methods and joins this composition there.
+# DAPO as its authors run it (Yu et al. 2025): clip-higher, the token mean, dynamic sampling,
+# no KL, and the soft overlong penalty of chapter 13 (a reward-side piece).
 register_label("data", "dynamic_sampling", side="trajectory",
                summary="groups whose G rewards are all equal are dropped and the batch refilled "
                        "with fresh ones (DAPO's dynamic sampling)")
 register_method("DAPO", "GRPO", policy_loss="clip_higher", aggregation="token_mean", kl="none",
-                data="dynamic_sampling",
+                data="dynamic_sampling", shaping="overlong_soft",
                 fixes="the symmetric clip caps how fast unlikely tokens can grow (entropy "
                       "collapse); zero-variance groups shrink the batch; per-sequence means "
-                      "under-weight long responses; the KL to π_ref holds back long reasoning",
+                      "under-weight long responses; the KL to π_ref holds back long reasoning; "
+                      "truncated responses are scored as wrong",
                 chapter="14", reference="Yu et al. 2025 (DAPO, arXiv:2503.14476)")
 register_method("GSPO", "GRPO", policy_loss="gspo", aggregation="seq_mean_token_mean",
                 fixes="a ratio per token weighs each token by one sample of π_θ/π_old, whose "
@@ -575,6 +599,40 @@ register_method("GRPO + IcePop", "GRPO", correction="token_mask",
                 chapter="14", reference="Ring-1T (IcePop, arXiv:2510.18855)")
 
 
+# -- Part III: on-policy distillation (chapter 16) ----------------------------------------------
+# A teacher π_T scores every token the student samples; its log-ratio is a dense, stop-gradient
+# reward (pgbook.reward.teacher), so each of these methods changes only the reward factor of
+# J(θ). grpo_train adds the teacher's term when a method has a "teacher" part (and a teacher
+# model is given). Divergence distillation (GKD, MiniLLM; pgbook.trajectory.distill) replaces R
+# by a divergence and is left off the map: the boundary case of chapter 16.
+
+# OPD as the Thinking Machines / Tinker recipe runs it (tinker-cookbook
+# distillation/train_on_policy.py): no verifier term, A_t = −(log π_θ − log π_T)(y_t) with
+# discount 0, an importance-sampled policy-gradient loss summed over tokens. pgbook keeps
+# GRPO's per-token clip (inactive on the first epoch, the only one Tinker's default takes) and
+# its k3 KL to π_ref (β = 0 gives Tinker's loss).
+register_method("OPD", "GRPO", advantage="zero", teacher="reverse_kl",
+                aggregation="seq_mean_token_sum",
+                fixes="a verifier gives one bit per response, and nothing at all in a group "
+                      "whose responses all fail: a teacher's log-ratio "
+                      "r_t = sg[log π_T − log π_θ](y_t) scores every token the student samples",
+                chapter="16", reference="Agarwal et al. 2023 (arXiv:2306.13649); Thinking "
+                                        "Machines, on-policy distillation (2025); Qwen3 "
+                                        "(arXiv:2505.09388)")
+register_method("GRPO-OPD", "OPD", advantage="grpo",
+                fixes="under pure distillation the student converges to its teacher: it cannot "
+                      "pass it and copies its errors; the verifier's group advantage is added "
+                      "back, Â_t = Â^GRPO + λ r_t",
+                chapter="16", reference="Thinking Machines, on-policy distillation (2025): "
+                                        "Tinker adds the teacher's term to the group-centred "
+                                        "environment reward")
+register_method("GRPO-OPD (all-fail gate)", "GRPO-OPD", teacher_gate="all_fail",
+                fixes="the teacher's term pulls towards the teacher wherever it is added, also "
+                      "where the verifier already has a signal (and the teacher is wrong): it is "
+                      "added only to groups in which every response failed, where GRPO has none",
+                chapter="16")
+
+
 # =============================================================================================
 # Every loss on one page, drawn from the registry
 # =============================================================================================
@@ -583,6 +641,8 @@ def _call(name: str, cfg: dict) -> str:
     form = get("advantage", cfg["advantage"]).form
     if form in ("group", "batch"):
         kl = "" if cfg["kl"] == "none" else ", ref_logp=ref_logp, beta=β"
+        if method(name).resolved_parts().get("teacher") is not None:
+            kl += ", teacher_logp=teacher_logp, teacher_coef=λ"
         return f'method_loss("{name}", logp, old_logp, R, mask, G{kl})'
     old = "None" if cfg["policy_loss"] == "score_function" else "old_logp"
     kl = "" if get("kl", cfg["kl"]).form != "token" else \

@@ -344,6 +344,7 @@ CALLS = {   # name: (call with one bad keyword, the bad keyword)
     "exact_group_training": (lambda: _call_reward_side("exact_group_training", std_epsilon=0.1),
                              "std_epsilon"),
     "batch_updates": (lambda: _call_batch_updates(eps=0.2), "eps"),          # chapter 14
+    "train_teacher": (lambda: pg.worlds.teachers.train_teacher(TASK, steps=1, n_embed=8), "n_embed"),
 }
 
 

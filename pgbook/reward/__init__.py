@@ -7,10 +7,12 @@
 * :mod:`~pgbook.reward.critic`: a critic V(h_t) as the baseline: TD residuals, GAE(λ) and
   the (clipped) value loss of PPO trainers;
 * :mod:`~pgbook.reward.shaping`: reward shaping after the rollout (overlong responses) and
-  token-level credit from the entropy (chapter 13).
+  token-level credit from the entropy (chapter 13);
+* :mod:`~pgbook.reward.teacher`: a teacher's per-token log-ratio as a dense reward, mixed
+  with group advantages, gated (on-policy distillation, chapter 16).
 """
 
-from . import advantages, baselines, critic, shaping
+from . import advantages, baselines, critic, shaping, teacher
 from .advantages import (
     advantage_stats,
     broadcast_to_tokens,
@@ -59,6 +61,7 @@ __all__ = [
     "shaping",
     "state_table",
     "td_residuals",
+    "teacher",
     "value_loss",
     "whiten",
     "zero_variance_groups",

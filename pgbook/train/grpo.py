@@ -55,6 +55,7 @@ from .._validate import (
 from ..registry import components, get, resolve
 from ..registry import method as method_registry
 from ..reward import advantages as _adv
+from ..reward import teacher as _teacher
 from ..reward.shaping import truncated_responses
 from ..trajectory.selection import dynamic_sampling_order, informative_groups
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
 #: what :class:`GRPOHistory` records per step, in this order
 METRICS = ("reward", "kl_ref", "clip_fraction", "entropy", "zero_variance_groups", "loss",
            "ratio_max", "length", "logprob_gap", "first_epoch_ratio_error", "rollouts", "seconds")
+#: what it records in addition when training with a teacher (chapter 16)
+TEACHER_METRICS = ("kl_teacher", "teacher_fraction")
 
 
 @dataclass
@@ -95,7 +98,11 @@ class GRPOHistory:
       (every resampled batch counts, the discarded groups included).
     * ``seconds``: wall time since the start of training, at the end of each step.
 
-    ``config`` holds the settings of the run.
+    ``config`` holds the settings of the run. With a ``teacher`` (chapter 16) two more
+    records, None otherwise: ``kl_teacher``, (1/B) Σ_i Σ_t m_it k3 with π_T in place of
+    π_ref (an unbiased estimate of KL(π_θk‖π_T) of whole responses), and
+    ``teacher_fraction``, the share of the step's responses whose group the gate let the
+    teacher's term into.
     """
 
     reward: Tensor
@@ -111,6 +118,8 @@ class GRPOHistory:
     rollouts: Tensor
     seconds: Tensor
     config: dict = field(default_factory=dict)
+    kl_teacher: Tensor | None = None
+    teacher_fraction: Tensor | None = None
 
     @property
     def steps(self) -> int:
@@ -119,8 +128,9 @@ class GRPOHistory:
     def smoothed(self, name: str = "reward", window: int = 5) -> Tensor:
         """Trailing moving average over ``window`` steps (shorter at the start), (steps,)."""
         check_positive_int(window, "window")
-        if name not in METRICS:
-            raise ValueError(f"name: expected one of {METRICS}, got {name!r}")
+        have = METRICS + tuple(n for n in TEACHER_METRICS if getattr(self, n) is not None)
+        if name not in have:
+            raise ValueError(f"name: expected one of {have}, got {name!r}")
         x = getattr(self, name).to(torch.float64)
         padded = torch.cat([x.new_zeros(window - 1), x])
         counts = torch.arange(1, x.shape[0] + 1, dtype=x.dtype).clamp(max=window)
@@ -260,6 +270,47 @@ def _on_policy_atol(dtype: torch.dtype) -> float:
     return 5e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
 
 
+def _teacher_setup(method: str, teacher, coef, signal, gate, device) -> dict | None:
+    """Validate the teacher options of :func:`grpo_train`; None without a teacher."""
+    parts = _methods.method(method).resolved_parts()
+    signal = signal if signal is not None else parts.get("teacher")
+    gate = gate if gate is not None else parts.get("teacher_gate")
+    if teacher is None:
+        if signal is not None or gate is not None:
+            raise ValueError(f"teacher: method {method!r} (teacher signal {signal!r}, gate "
+                             f"{gate!r}) needs a teacher model, got None")
+        return None
+    if not isinstance(teacher, nn.Module):
+        raise ValueError(f"teacher: expected a torch.nn.Module (a pgbook.worlds.gpt.GPT), got "
+                         f"{type(teacher).__name__}")
+    t_param = next(teacher.parameters(), None)
+    if t_param is not None and t_param.device != device:
+        raise ValueError(f"teacher: expected it on the model's device {device}, got "
+                         f"{t_param.device}")
+    signal = signal or "reverse_kl"
+    gate = gate or "always"
+    resolve("teacher", signal, "token", what="teacher_signal")
+    resolve("teacher_gate", gate, "group", what="teacher_gate")
+    coef = check_positive(coef, "teacher_coef", allow_zero=True)
+    teacher.requires_grad_(False)
+    return {"model": teacher, "coef": coef, "signal": signal, "gate": gate}
+
+
+def _teacher_term(teach: dict, adv_tok: Tensor, old: Tensor, tokens: Tensor, mask: Tensor,
+                  R: Tensor, G: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Â_it + λ g_i A_it with the teacher's log-probs of the sampled tokens; also the k3
+    estimate of KL(π_θ‖π_T) per response (mean over B) and the share of gated responses."""
+    m = mask.to(torch.bool)
+    zero = old.new_zeros(())
+    lt = logprobs(teach["model"], tokens).to(old.dtype)
+    ta = resolve("teacher", teach["signal"], "token")(old, lt, mask)
+    g = _teacher.teacher_gate(R, G, teach["gate"])
+    mixed = _teacher.mix_teacher(adv_tok, ta, mask, coef=teach["coef"], gate=g)
+    k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero), torch.where(m, lt, zero),
+                                        "k3"), zero)
+    return mixed, k3.sum() / mask.shape[0], g.to(old.dtype).mean()
+
+
 @reject_unknown_options
 def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: int, group_size: int,
                generator: torch.Generator, method: str = "GRPO", advantage: str | None = None,
@@ -275,7 +326,9 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                sampler: nn.Module | None = None, correction: str | None = None,
                correction_max: float | None = 2.0, correction_min: float | None = None,
                dynamic_sampling: bool | None = None, max_gen_batches: int = 10,
-               loss_options: dict | None = None) -> GRPOHistory:
+               loss_options: dict | None = None, teacher=None, teacher_coef: float = 1.0,
+               teacher_signal: str | None = None,
+               teacher_gate: str | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
 
     Each of ``steps`` steps samples B = ``prompts_per_step`` × G responses (G =
@@ -340,6 +393,16 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
             ``rollouts``. Default: the method's choice (on for "DAPO").
         loss_options: further options of the policy loss (e.g. ``{"clip_cov_ratio":
             0.02}``); a loss that takes a ``generator`` gets this run's.
+        teacher: a frozen teacher model π_T (same tokenizer; chapter 16). Its log-probs of
+            the sampled tokens (at temperature 1) give the per-token reward
+            r_t = log π_T(y_t|h_t) − log π_θold(y_t|h_t), turned into A_t by
+            ``teacher_signal`` ("reverse_kl": A_t = r_t, the Thinking Machines / Tinker
+            recipe; "reverse_kl_to_go": Σ_{t'≥t} r_t'; default: the method's ``teacher``
+            part, else "reverse_kl") and added to the verifier's token advantages after the
+            group normalisation, Â_it ← Â_it + λ g_i A_it (:func:`pgbook.reward.teacher.mix_teacher`),
+            λ = ``teacher_coef`` ≥ 0, g_i from ``teacher_gate`` ("always", "zero_variance",
+            "all_fail"; default: the method's ``teacher_gate`` part, else "always").
+            A method with a teacher part (e.g. "OPD", "GRPO-OPD") needs one.
     """
     from tqdm.auto import trange
 
@@ -431,6 +494,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     if sampler is not None:
         extra.update(sampler_logp=None, correction=correction, correction_max=correction_max,
                      correction_min=correction_min)
+    teach = _teacher_setup(method, teacher, teacher_coef, teacher_signal, teacher_gate, device)
 
     if ref_model is None:
         ref_model = copy.deepcopy(model)
@@ -450,6 +514,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     per_mb = n_prompts // n_mb
     on_policy_atol = _on_policy_atol(param.dtype)
     rec = {name: [] for name in METRICS}
+    rec_t = {name: [] for name in TEACHER_METRICS}
     bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
     t0 = time.perf_counter()
     roller = model if sampler is None else sampler
@@ -484,6 +549,10 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                 _adv.broadcast_to_tokens(adv.to(old.dtype), loss_mask)
             if credit_fn is not None and bool(loss_mask.any()):
                 adv_tok = credit_fn(adv_tok, ent, loss_mask, group_size=G)
+            if teach is not None:  # the teacher's per-token term, after the group normalisation
+                adv_tok, kl_t, gated = _teacher_term(teach, adv_tok, old, s.tokens, loss_mask, R, G)
+                rec_t["kl_teacher"].append(float(kl_t))
+                rec_t["teacher_fraction"].append(float(gated))
         # 4. μ epochs of minibatch updates on the clipped per-token loss
         losses, clips, rmax, first_err = [], [], [], None
         for _epoch in range(mu):
@@ -543,8 +612,14 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                   epochs_per_batch=mu, minibatches=n_mb, eps_low=eps_low, eps_high=eps_high, lr=lr,
                   max_grad_norm=max_grad_norm, temperature=tau, task=repr(task),
                   correction=correction, dynamic_sampling=dyn, sampler=sampler is not None)
+    if teach is not None:
+        config.update(teacher_coef=teach["coef"], teacher_signal=teach["signal"],
+                      teacher_gate=teach["gate"])
+        rec_t = {k: torch.tensor(v, dtype=torch.float64) for k, v in rec_t.items()}
+    else:
+        rec_t = {}
     return GRPOHistory(**{k: torch.tensor(v, dtype=torch.float64) for k, v in rec.items()},
-                       config=config)
+                       config=config, **rec_t)
 
 
-__all__ = ["METRICS", "GRPOHistory", "check_on_policy", "grpo_train"]
+__all__ = ["METRICS", "TEACHER_METRICS", "GRPOHistory", "check_on_policy", "grpo_train"]

@@ -7,10 +7,12 @@
   sample size;
 * :mod:`~pgbook.trajectory.corrections`: sampler/trainer mismatch corrections (TIS, MIS,
   sequence-level IS), and :mod:`~pgbook.trajectory.selection`: which samples enter (dynamic
-  sampling, PODS down-sampling), chapter 14.
+  sampling, PODS down-sampling), chapter 14;
+* :mod:`~pgbook.trajectory.distill`: distillation losses, a divergence to a teacher
+  differentiated through π_θ (GKD's generalized JSD, MiniLLM; chapter 16).
 """
 
-from . import corrections, importance, losses, selection, tokens
+from . import corrections, distill, importance, losses, selection, tokens
 from .importance import effective_sample_size, importance_weights, is_estimate
 from .losses import (
     clip_fraction,
@@ -35,6 +37,7 @@ __all__ = [
     "causal_logprobs",
     "clip_fraction",
     "corrections",
+    "distill",
     "effective_sample_size",
     "entropy_from_logits",
     "importance",

@@ -5,10 +5,11 @@
 * :mod:`~pgbook.worlds.answers`: a one-prompt tiny LM whose first token is the answer, so a
   response has an answer and a length (chapter 13);
 * :mod:`~pgbook.worlds.gpt`: a tiny GPT, a character tokenizer and batched sampling;
-* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT.
+* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT;
+* :mod:`~pgbook.worlds.teachers`: teachers for both LMs (chapter 16).
 """
 
-from . import answers, bandits, gpt, seqlm, tasks
+from . import answers, bandits, gpt, seqlm, tasks, teachers
 from .bandits import (
     Bandit,
     BanditBatch,
@@ -35,5 +36,6 @@ __all__ = [
     "offset_bandit",
     "seqlm",
     "tasks",
+    "teachers",
     "two_param_bandit",
 ]

@@ -121,9 +121,16 @@ def _check_prompt(prompt: str, chars: str, sep: str) -> str:
     return body
 
 
+_TASK_INTERFACE = ("sample", "reward", "demonstrations", "tokenizer", "prompt_len",
+                   "max_new_tokens")
+
+
 def _check_task(task: Task) -> Task:
-    if not isinstance(task, Task):
-        raise ValueError(f"task: expected a pgbook.worlds.tasks.Task, got {type(task).__name__}")
+    """A :class:`Task`, or an object with its interface (e.g. a wrapper that changes the
+    demonstrations, :class:`pgbook.worlds.teachers.SystematicErrors`)."""
+    if not isinstance(task, Task) and not all(hasattr(task, a) for a in _TASK_INTERFACE):
+        raise ValueError(f"task: expected a pgbook.worlds.tasks.Task (or an object with its "
+                         f"methods {list(_TASK_INTERFACE)}), got {type(task).__name__}")
     return task
 
 
