@@ -357,6 +357,26 @@ spec("pgbook._validate.to_work", V.to_work, dict(x=LP)).bad("a list", dict(x=[1.
     "x").meta().bf16("x")
 spec("pgbook._validate.work_dtype", V.work_dtype, dict(dtype=F64)).bad(
     "a string", dict(dtype="float32"), "dtype")
+_OPT_FN = lambda r, g, *, std_eps=1e-6: r   # an advantage estimator's signature
+spec("pgbook._validate.check_options", V.check_options,
+     dict(fn=_OPT_FN, options={"std_eps": 0.1}, what="f", skip=2)).bad(
+    "an unknown option", dict(options={"temperature": 1.0}), "temperature").bad(
+    "a positional parameter the library fills", dict(options={"g": 2}), "'g'").bad(
+    "fn not callable", dict(fn=3), "fn").bad("options a list", dict(options=["std_eps"]),
+                                             "options").count("skip", zero=False)
+spec("pgbook._validate.keyword_names", V.keyword_names, dict(fn=_OPT_FN, skip=1)).bad(
+    "fn not callable", dict(fn="f"), "fn").count("skip", zero=False)
+spec("pgbook._validate.reject_unknown_options", V.reject_unknown_options, dict(fn=_OPT_FN)).bad(
+    "a function with **kwargs", dict(fn=lambda **kw: 0), "kwargs").bad(
+    "fn not callable", dict(fn=3), "fn").bad(
+    "the wrapped function called with an unknown keyword",
+    lambda: V.reject_unknown_options(_OPT_FN)(1, 2, temperature=1.0), "temperature")
+spec("pgbook._validate.unknown_options", V.unknown_options,
+     dict(what="f()", given=["b"], accepted=["a", "b"])).bad(
+    "an unknown name", dict(given=["c"]), "'c'").bad(
+    "given a string, not names", dict(given="ab"), "given").bad(
+    "accepted a string", dict(accepted="ab"), "accepted").bad("what not a string", dict(what=3),
+                                                              "what")
 
 # -- pgbook.aggregation -----------------------------------------------------------------------
 for _name in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"):
@@ -487,7 +507,7 @@ spec("pgbook.methods.policy_loss", ME.policy_loss,
      dict(logp=LP, old_logp=OLD, advantages_tok=ADV, mask=MASK), out=lambda r: r[0]).floats(
     "logp").mask("mask").shape("mask").shape("old_logp").shape("advantages_tok").device(
     "mask").device("old_logp").option("loss").option("aggregation").option("kl").bad(
-    "beta without a KL", dict(beta=0.1), "beta").bad(
+    "beta without a KL", dict(beta=0.1, kl="none"), "beta").bad(
     "an option the loss does not take", dict(dual_klip=2.0), "dual_klip").bad(
     "k3 with beta but no reference", dict(kl="k3_loss", beta=0.1), "ref_logp").bad(
     "the KL in the reward", dict(kl="k1_in_reward", beta=0.1, ref_logp=REF), "kl").bad(
@@ -500,8 +520,9 @@ spec("pgbook.methods.method_loss", ME.method_loss,
      out=lambda r: r[0]).bad("unknown method", dict(name="nope"), "method").floats(
     "rewards").mask("mask").shape("mask").device("mask").count("group_size").bad(
     "group_size not dividing N", dict(group_size=3), "group_size").number(
-    "beta", positive=True).bad("beta for a method without KL", dict(beta=0.1), "beta").bad(
-    "KL method without ref_logp", dict(name="GRPO (DeepSeekMath)", beta=0.1), "ref_logp").grad(
+    "beta", positive=True).bad("beta for a method without KL", dict(name="DAPO", beta=0.1),
+                               "beta").bad(
+    "KL method without ref_logp", dict(beta=0.1), "ref_logp").grad(
     "logp").meta().bf16("logp", "old_logp", "rewards")
 
 # -- pgbook.reward.advantages -----------------------------------------------------------------
@@ -1159,7 +1180,7 @@ spec("pgbook.worlds.tasks.demonstration_loss", WT.demonstration_loss,
     model=META_MODEL, seq=DEMO.to("meta"), mask=DEMO_MASK.to("meta")).skip_bf16(
     "the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
 spec("pgbook.worlds.tasks.policy_config", WT.policy_config, dict(task=TASK)).bad(
-    "an unknown field", dict(n_layers=2), "overrides").bad("not a task", dict(task=None), "task").bad(
+    "an unknown field", dict(n_layers=2), "n_layers").bad("not a task", dict(task=None), "task").bad(
     "a bad field value", dict(n_head=3), "n_embd")
 spec("pgbook.worlds.tasks.pretrain", WT.pretrain,
      dict(model=MODEL, task=TASK, steps=1, batch_size=2, lr=1e-3, generator=pg.make_generator(9),
@@ -1172,7 +1193,7 @@ SPECS["pgbook.worlds.tasks.pretrain"].kw["model"] = WG.GPT(CFG)   # trained in p
 spec("pgbook.worlds.tasks.pretrained_policy", WT.pretrained_policy,
      dict(task=TASK, steps=1, batch_size=2, progress=False, n_embd=8, n_head=1),
      out=lambda r: r[1]).bad("a float seed", dict(seed=0.5), "seed").count("steps").bad(
-    "an unknown config field", dict(width=3), "overrides")
+    "an unknown config field", dict(width=3), "width")
 spec("pgbook.worlds.tasks.success_rate", WT.success_rate,
      dict(model=MODEL, task=TASK, n=2, generator=G0)).count("n").bad(
     "not a task", dict(task="reverse"), "task").number("temperature", positive=True).flag("partial")
@@ -1343,7 +1364,7 @@ spec("pgbook.train.grpo.grpo_train", TG.grpo_train,
     "minibatches").bad("minibatches not dividing the prompts", dict(minibatches=3),
                        "minibatches").option("method").option("advantage").option("loss").option(
     "aggregation").option("kl").bad("a critic advantage", dict(advantage="value"), "advantage").bad(
-    "beta without a KL", dict(beta=0.1), "beta").number("beta", positive=True).number(
+    "beta without a KL", dict(beta=0.1, kl="none"), "beta").number("beta", positive=True).number(
     "lr", positive=True).number("temperature", positive=True).bad(
     "eps_low = 1", dict(eps_low=1.0), "eps_low").number("stop_at").bad(
     "not a model", dict(model="gpt"), "model").bad("not a task", dict(task=None), "task").bad(
@@ -1387,10 +1408,10 @@ spec("pgbook.registry.register_label", RG.register_label,
                                                dict(kind="advantage", name="grpo"),
                                                "already registered").bad(
     "a summary that is not a string", dict(summary=None), "summary")
+_GRPO = RG.method("GRPO")   # the good call registers GRPO again, exactly as methods.py does
 spec("pgbook.registry.register_method", RG.register_method,
-     dict(name="GRPO", parent="PPO-clip", advantage="grpo",
-          fixes=RG.method("GRPO").fixes, chapter=RG.method("GRPO").chapter,
-          reference=RG.method("GRPO").reference)).bad(
+     dict(name="GRPO", parent=_GRPO.parent, **_GRPO.parts, fixes=_GRPO.fixes,
+          chapter=_GRPO.chapter, reference=_GRPO.reference)).bad(
     "an unknown parent", dict(parent="nope"), "parent").bad(
     "an unknown component", dict(advantage="nope"), "advantage/nope").bad(
     "a component name that is not a string", dict(advantage=3), "advantage").bad(
@@ -1464,7 +1485,45 @@ spec("pgbook.plots.policy_bars", PL.policy_bars, dict(probs=PROBS)).values_only(
     "action names of the wrong length", dict(action_names=["a"]), "action_names").bad(
     "context names of the wrong length", dict(context_names=["s"]), "context_names")
 spec("pgbook.plots.method_map", PL.method_map, dict(methods=RG.methods()[:3])).bad(
-    "names instead of methods", dict(methods=["GRPO"]), "methods")
+    "names instead of methods", dict(methods=["GRPO"]), "methods").bad(
+    "a name instead of a list", dict(methods="GRPO"), "methods").bad(
+    "wrap = 0", dict(wrap=0), "wrap").bad("ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.plots.map_layout", PL.map_layout, dict(methods=RG.methods()[:4])).bad(
+    "names instead of methods", dict(methods=["GRPO", "RLOO"]), "methods").bad(
+    "a number", dict(methods=3), "methods")
+spec("pgbook.plots.map_geometry", PL.map_geometry, None).bad(
+    "not an Axes", lambda: PL.map_geometry("the map"), "ax")
+spec("pgbook.plots.coordinate_errorbars", PL.coordinate_errorbars,
+     dict(reference=EXACT3, mean=EXACT3, stderr=EXACT3.abs())).values_only("draws").bad(
+    "mean of another length", dict(mean=EXACT3[:2]), "mean").bad(
+    "2-D vectors", dict(reference=ESTIMATES, mean=ESTIMATES, stderr=ESTIMATES), "reference").bad(
+    "labels of the wrong length", dict(labels=["a"]), "labels").bad(
+    "strings", dict(stderr=["a", "b", "c"]), "stderr").bad("ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.plots.curves_with_derivative", PL.curves_with_derivative,
+     dict(x=[0.0, 1.0, 2.0], curves={"J": [0.0, 1.0, 1.5]}, derivative=[1.0, 0.75, 0.5])).bad(
+    "curves not a dict", dict(curves=[[0.0, 1.0, 1.5]]), "curves").bad(
+    "a curve of another length", dict(curves={"J": [0.0]}), "curves['J']").bad(
+    "derivative of another length", dict(derivative=[1.0]), "derivative").bad(
+    "styles not a dict", dict(styles=["--"]), "styles").bad("ax not an Axes", dict(ax=1), "ax")
+spec("pgbook.plots.ellipse", PL.ellipse,
+     dict(center=[0.0, 0.0], M=[[2.0, 0.0], [0.0, 1.0]], level=1.0)).bad(
+    "level = 0", dict(level=0.0), "level").bad("level NaN", dict(level=NAN), "level").bad(
+    "M not positive definite", dict(M=[[-1.0, 0.0], [0.0, 1.0]]), "M").bad(
+    "M not symmetric", dict(M=[[1.0, 0.5], [0.0, 1.0]]), "M").bad(
+    "a 3-D center", dict(center=[0.0, 0.0, 0.0]), "center").bad("n = 2", dict(n=2), "n").bad(
+    "ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.plots.level_line", PL.level_line, dict(point=[0.0, 0.0], normal=[1.0, 1.0])).bad(
+    "a zero normal", dict(normal=[0.0, 0.0]), "normal").bad(
+    "a 3-vector", dict(point=[0.0, 0.0, 0.0]), "point").bad(
+    "NaN point", dict(point=[NAN, 0.0]), "point").bad("ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.plots.runs_band", PL.runs_band, dict(xs=[0, 1, 2], runs=torch.zeros(3, 2))
+     ).values_only("draws").bad("runs of another length", dict(runs=torch.zeros(2, 2)), "runs").bad(
+    "2-D xs", dict(xs=[[0, 1, 2]]), "xs").bad("3-D runs", dict(runs=torch.zeros(3, 2, 1)),
+                                              "runs").bad("ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.widgets.progress", WI.progress, dict(iterable=range(2), desc="x", disable=True)).bad(
+    "desc not a string", dict(desc=3), "desc").bad("total = -1", dict(total=-1), "total").bad(
+    "an option tqdm does not take", dict(bar_colour="red"), "bar_colour").bad(
+    "not an iterable", dict(iterable=3), "iterable")
 spec("pgbook.widgets.control", WI.control, dict(name="b", spec=(0.0, 1.0, 0.1))).bad(
     "an empty list", dict(spec=[]), "b").bad("an initial value not offered",
                                              dict(spec=["x", "y"], initial="z"), "b").bad(
@@ -1486,6 +1545,7 @@ EXEMPT = {
     "pgbook.worlds.seqlm.SeqPolicy.logits": "abstract (MLPPolicy, TabularPolicy, Tempered)",
     "pgbook.worlds.tasks.Task.solve": "abstract (Reverse, SortDigits, Add)",
     "pgbook.exercises.Wrong": "an exception type: any message is a message",
+    "pgbook._validate.UnknownOptionError": "an exception type: any message is a message",
 }
 
 
