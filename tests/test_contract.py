@@ -43,19 +43,30 @@ from pgbook import plots as PL
 from pgbook import registry as RG
 from pgbook import widgets as WI
 from pgbook.exact import bandits as EB
+from pgbook.exact import critic as EC
 from pgbook.exact import groups as EG
 from pgbook.exact import offpolicy as EO
 from pgbook.exact import proximal as EP
+from pgbook.exact import reward_side as ER
 from pgbook.exact import seqlm as ES
 from pgbook.exact import stats as EST
+from pgbook.exact import trajectory as ETJ
 from pgbook.reward import advantages as RA
 from pgbook.reward import baselines as RB
+from pgbook.reward import critic as RC
+from pgbook.reward import shaping as RS
+from pgbook.train import actor_critic as TAC
 from pgbook.train import grpo as TG
 from pgbook.train import ppo as TP
+from pgbook.train import ppo_llm as TPL
 from pgbook.train import reinforce as TR
+from pgbook.train import seqlm as TS
+from pgbook.trajectory import corrections as TC
 from pgbook.trajectory import importance as TI
 from pgbook.trajectory import losses as TL
+from pgbook.trajectory import selection as TSEL
 from pgbook.trajectory import tokens as TT
+from pgbook.worlds import answers as WA
 from pgbook.worlds import bandits as WB
 from pgbook.worlds import gpt as WG
 from pgbook.worlds import seqlm as WS
@@ -577,6 +588,95 @@ spec("pgbook.reward.advantages.reward_to_go", RA.reward_to_go,
     "mask").device("mask").bad("a scalar", dict(token_rewards=torch.tensor(1.0, dtype=F64),
                                                 mask=torch.tensor(1.0)), "token_rewards").grad(
     "token_rewards").meta().bf16("token_rewards")
+
+# -- pgbook.reward.critic ---------------------------------------------------------------------
+VALUES = OLD.clone()                                   # V̂(h_t), (B, T)
+for _name in ("gae", "td_residuals"):
+    s = spec(f"pgbook.reward.critic.{_name}", getattr(RC, _name),
+             dict(token_rewards=ADV, values=VALUES, mask=MASK),
+             out=(lambda r: r[0]) if _name == "gae" else None).floats("token_rewards").floats(
+        "values").mask("mask").shape("mask").device("mask").device("values").bad(
+        "values two columns too wide", dict(values=_wider(_wider(VALUES))), "values").bad(
+        "1-D rewards", dict(token_rewards=ADV[0]), "token_rewards").bad(
+        "no position", dict(token_rewards=ADV[:, :0], values=VALUES[:, :0], mask=MASK[:, :0]),
+        "token_rewards").number("gamma", positive=True).bad(
+        "gamma = 1.5", dict(gamma=1.5), "gamma").grad("token_rewards", "values").meta().bf16(
+        "token_rewards", "values")
+    if _name == "gae":
+        s.number("lam", positive=True).bad("lam = 2", dict(lam=2.0), "lam").flag("whiten").bad(
+            "var_eps = -1", dict(whiten=True, var_eps=-1.0), "var_eps")
+SPECS["pgbook.reward.critic.gae"].bad(
+    "a bootstrap column (B, T + 1) with NaN", dict(values=_with(_wider(VALUES), NAN)), "values")
+spec("pgbook.reward.critic.whiten", RC.whiten, dict(x=ADV, mask=MASK)).floats("x").mask(
+    "mask").shape("mask").device("mask").flag("shift_mean").number("var_eps", positive=True).bad(
+    "one unmasked entry", dict(mask=torch.zeros_like(MASK).index_fill(1, torch.tensor([0]), 0.0)
+                               .index_put((torch.tensor([0]), torch.tensor([0])),
+                                          torch.tensor(1.0, dtype=F64))), "mask").grad(
+    "x").meta().bf16("x")
+spec("pgbook.reward.critic.value_loss", RC.value_loss,
+     dict(values=VALUES, returns=ADV, mask=MASK, old_values=OLD + 0.05, eps_value=0.2),
+     out=lambda r: r[0]).floats("values").floats("returns", dtype=False).floats(
+    "old_values", dtype=False).mask("mask").shape("mask").shape("returns").shape(
+    "old_values").device("returns").device("old_values").device("mask").option(
+    "aggregation").number("eps_value", positive=True).bad(
+    "old_values without eps_value", dict(eps_value=None), "old_values").bad(
+    "eps_value without old_values", dict(old_values=None), "old_values").grad("values").meta().bf16(
+    "values", "returns", "old_values")
+
+# -- pgbook.reward.shaping --------------------------------------------------------------------
+TRUNC = torch.tensor([True, False, False, True])
+LENS = MASK.sum(-1).long()
+SHAPING = dict(rewards=R4, mask=MASK, truncated=TRUNC, max_tokens=5)
+for _name, _extra in (("overlong_punish", {"value": -0.5}), ("overlong_mask", {}),
+                      ("overlong_soft", {"cache": 2})):
+    s = spec(f"pgbook.reward.shaping.{_name}", getattr(RS, _name), dict(SHAPING, **_extra),
+             out=lambda r: r[0]).floats("rewards").bad(
+        "mask with another number of rows", dict(mask=MASK[:3]), "mask").bad(
+        "1-D mask", dict(mask=MASK[0]), "mask").bad(
+        "truncated as 0/1 integers", dict(truncated=TRUNC.long()), "truncated").bad(
+        "truncated of another length", dict(truncated=TRUNC[:3]), "truncated").device(
+        "truncated").device("mask").count("max_tokens").skip_grad(
+        "the shaped reward is R plus a constant (or R itself): nothing to gradcheck").meta(
+    ).bf16("rewards").mask("mask", allzero=False)   # every response may be cut: an empty mask
+SPECS["pgbook.reward.shaping.overlong_punish"].number("value")
+SPECS["pgbook.reward.shaping.overlong_soft"].count("cache", zero=False).bad(
+    "cache above max_tokens", dict(cache=6), "cache")
+spec("pgbook.reward.shaping.soft_overlong_penalty", RS.soft_overlong_penalty,
+     dict(lengths=LENS, max_tokens=5, cache=2)).bad("a negative length", dict(lengths=-LENS),
+                                                    "lengths").bad(
+    "NaN length", dict(lengths=_with(LENS, NAN, F64)), "lengths").bad(
+    "a list", dict(lengths=LENS.tolist()), "lengths").count("max_tokens").count(
+    "cache", zero=False).bad("cache above max_tokens", dict(cache=6), "cache").meta().bf16(
+    "lengths", close=False)   # a step function: rounded lengths land on other steps
+spec("pgbook.reward.shaping.response_lengths", RS.response_lengths, dict(mask=MASK)).mask(
+    "mask", allzero=False).bad("1-D", dict(mask=MASK[0]), "mask").meta().bf16("mask")
+spec("pgbook.reward.shaping.truncated_responses", RS.truncated_responses,
+     dict(tokens=TOK, mask=MASK, eos_id=2)).mask("mask", allzero=False).shape("mask").device(
+    "mask").bad("1-D tokens", dict(tokens=TOK[0], mask=MASK[0]), "tokens").bad(
+    "float tokens", dict(tokens=TOK.double()), "tokens").bad(
+    "eos_id = -1", dict(eos_id=-1), "eos_id").bad("eos_id = 2.0", dict(eos_id=2.0), "eos_id").meta(
+    ).skip_bf16("takes token ids and a mask")
+ENT = LP.abs()                                                       # entropies ≥ 0, (B, T)
+spec("pgbook.reward.shaping.high_entropy_mask", RS.high_entropy_mask,
+     dict(entropy=ENT, mask=MASK)).floats("entropy").mask("mask").shape("mask").device(
+    "mask").number("top_fraction", positive=True).bad(
+    "top_fraction = 1.5", dict(top_fraction=1.5), "top_fraction").bad(
+    "a negative entropy", dict(entropy=-ENT), "entropy").meta().bf16("entropy", close=False)
+for _name in ("top_entropy_advantages", "low_entropy_advantages", "entropy_weighted_advantages"):
+    s = spec(f"pgbook.reward.shaping.{_name}", getattr(RS, _name),
+             dict(advantages_tok=ADV, entropy=ENT, mask=MASK, group_size=2)).floats(
+        "advantages_tok").floats("entropy").mask("mask").shape("mask").shape("entropy").device(
+        "mask").device("entropy").bad("a negative entropy", dict(entropy=-ENT), "entropy").bad(
+        "1-D", dict(advantages_tok=ADV[0], entropy=ENT[0], mask=MASK[0]), "advantages_tok").count(
+        "group_size").grad("advantages_tok").meta().bf16(
+        "advantages_tok", "entropy", close=_name == "entropy_weighted_advantages")
+    if _name == "entropy_weighted_advantages":
+        s.number("strength", positive=True).bad("strength = 2", dict(strength=2.0), "strength").bad(
+            "group_size not dividing B", dict(group_size=3), "group_size").grad(
+            "advantages_tok", "entropy")
+    else:
+        s.number("top_fraction", positive=True).bad("top_fraction = 0", dict(top_fraction=0.0),
+                                                     "top_fraction")
 
 # -- pgbook.reward.baselines ------------------------------------------------------------------
 WORLD = dict(bandit=BANDIT, policy=POL, theta=TH)
