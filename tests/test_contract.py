@@ -556,6 +556,60 @@ for _name in ("grpo", "grpo_mean", "rloo", "plain", "group_mean_batch_std_seq",
         s.mask("mask").bad("no mask", dict(mask=None), "mask").bad(
             "mask with another number of rows", dict(mask=MASK[:3]), "mask").device("mask")
     s.grad("rewards")
+# the reward side after GRPO (chapter 13)
+R01 = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0], dtype=F64)   # 0/1, G = 4
+GREEDY_R = torch.tensor([0.5, 0.25], dtype=F64)                        # R of the greedy rollout
+spec("pgbook.reward.advantages.remax_advantage", RA.remax_advantage,
+     dict(rewards=R4, group_size=2, reward_baselines=GREEDY_R)).floats("rewards").floats(
+    "reward_baselines").count("group_size").bad(
+    "one baseline too many", dict(reward_baselines=torch.zeros(3, dtype=F64)),
+    "reward_baselines").bad("2-D baselines", dict(reward_baselines=GREEDY_R[None]),
+                            "reward_baselines").device("reward_baselines").number(
+    "std_eps", positive=True).grad("rewards", "reward_baselines").meta().bf16(
+    "rewards", "reward_baselines")
+spec("pgbook.reward.advantages.reinforce_plus_plus_advantage", RA.reinforce_plus_plus_advantage,
+     dict(rewards=R4, group_size=2, mask=MASK, token_rewards=-0.1 * ADV.abs(), gamma=0.9)
+     ).floats("rewards").floats("token_rewards").mask("mask").bad(
+    "mask with another number of rows", dict(mask=MASK[:3]), "mask").bad(
+    "an empty response", dict(mask=MASK * torch.tensor([[1.0], [1.0], [0.0], [1.0]], dtype=F64)),
+    "mask").shape("token_rewards").device("mask").device("token_rewards").count(
+    "group_size").number("gamma", positive=True).bad("gamma = 1.5", dict(gamma=1.5), "gamma").number(
+    "var_eps", positive=True).grad("rewards", "token_rewards").meta().bf16(
+    "rewards", "token_rewards")
+spec("pgbook.reward.advantages.opo_advantage", RA.opo_advantage,
+     dict(rewards=R4, group_size=2, mask=MASK)).floats("rewards").mask("mask").bad(
+    "a group without tokens", dict(mask=MASK * torch.tensor([[0.0], [0.0], [1.0], [1.0]],
+                                                            dtype=F64)), "mask").bad(
+    "mask with another number of rows", dict(mask=MASK[:2]), "mask").device("mask").count(
+    "group_size").number("std_eps", positive=True).grad("rewards").meta().bf16("rewards")
+spec("pgbook.reward.advantages.gpg_advantage", RA.gpg_advantage,   # α counts R ≠ 0: none is 0
+     dict(rewards=R4 + 1, group_size=2)).floats("rewards").count("group_size").option("alpha").number("f_norm", positive=True).bad(
+    "f_norm = 0", dict(f_norm=0.0), "f_norm").number("std_eps", positive=True).grad(
+    "rewards").meta().bf16("rewards")
+spec("pgbook.reward.advantages.grpo_passk_advantage", RA.grpo_passk_advantage,
+     dict(rewards=R4, group_size=2)).floats("rewards").count("group_size").bad(
+    "groups of one", dict(group_size=1), "group_size").flag("norm_by_std").number(
+    "std_eps", positive=True).grad("rewards").meta().bf16("rewards")
+for _name, _k in (("passk_analytic", 2), ("pkpo", 2)):
+    s = spec(f"pgbook.reward.advantages.{_name}_advantage", getattr(RA, f"{_name}_advantage"),
+             dict(rewards=R01, group_size=4, k=_k)).floats("rewards").bad(
+        "rewards other than 0/1", dict(rewards=R01 * 0.5), "rewards").count("group_size").count(
+        "k").bad("k above G", dict(k=5), "k").number("std_eps", positive=True).skip_grad(
+        "defined on 0/1 rewards: a perturbed reward is refused").meta().bf16("rewards")
+SPECS["pgbook.reward.advantages.pkpo_advantage"].option("baseline").bad(
+    "k = G with the leave-one-out baseline", dict(k=4), "k")
+spec("pgbook.reward.advantages.comb_ratio", RA.comb_ratio,
+     dict(a=torch.tensor([2.0, 3.0, 5.0], dtype=F64), b=torch.tensor([5.0, 5.0, 6.0], dtype=F64),
+          k=2)).floats("a").floats("b", dtype=False).bad(
+    "a above b", dict(a=torch.tensor([6.0, 3.0, 5.0], dtype=F64)), "a").bad(
+    "b below k", dict(k=6), "b").count("k", zero=False).device("b").grad("a").meta().bf16(
+    "a", "b")
+spec("pgbook.reward.advantages.pass_at_k_estimate", RA.pass_at_k_estimate,
+     dict(n=torch.full((3,), 5.0, dtype=F64), c=torch.tensor([1.0, 2.0, 3.0], dtype=F64), k=2)
+     ).floats("n").floats("c", dtype=False).bad(
+    "c above n", dict(c=torch.tensor([0.0, 6.0, 2.0], dtype=F64)), "c").bad(
+    "negative c", dict(c=torch.tensor([-1.0, 1.0, 2.0], dtype=F64)), "c").bad(
+    "n below k", dict(k=6), "n").count("k", zero=False).device("c").grad("c").meta().bf16("n", "c")
 spec("pgbook.reward.advantages.zero_variance_groups", RA.zero_variance_groups,
      dict(rewards=R4, group_size=2)).floats("rewards").count("group_size").meta().bf16("rewards")
 spec("pgbook.reward.advantages.advantage_stats", RA.advantage_stats,
