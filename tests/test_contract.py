@@ -778,6 +778,40 @@ spec("pgbook.reward.baselines.state_table", RB.state_table,
     "n_actions").bad("2-D values", dict(values=PROBS), "values").grad("values").meta().bf16(
     "values")
 
+spec("pgbook.reward.baselines.optimal_coordinate_baseline_table",
+     RB.optimal_coordinate_baseline_table, dict(WORLD)).bad(
+    "NaN theta", dict(theta=NAN_TH), "theta").bad("theta of the wrong size", dict(theta=TH[:5]),
+                                                   "theta").bad(
+    "not a bandit", dict(bandit=PROBS), "bandit").bad(
+    "a policy of another world", dict(policy=WB.TabularSoftmax(2, 4)), "policy").bad(
+    "theta on another device", dict(theta=TH.to("meta")), "device").meta(
+    bandit=BANDIT.to("meta"), theta=TH.to("meta")).bf16("theta")
+spec("pgbook.reward.baselines.success_weights", RB.success_weights, dict(rewards=BATCH.r)
+     ).floats("rewards").bad("a scalar", dict(rewards=BATCH.r[0]), "rewards").number(
+    "success").flag("normalise").meta().bf16("rewards")
+RUN = dict(table=torch.tensor([0.1, 0.2, 0.3], dtype=F64), counts=torch.tensor([1.0, 0.0, 2.0],
+                                                                               dtype=F64),
+           s=S_IDS, r=BATCH.r)
+spec("pgbook.reward.baselines.RunningMean", RB.RunningMean, dict(decay=0.1)).number(
+    "decay", positive=True).bad("decay = 2", dict(decay=2.0), "decay").bad(
+    "an unknown init", dict(init="zero"), "init").bad("init NaN", dict(init=NAN), "init").bad(
+    "init True", dict(init=True), "init")
+for _q, _fn in (("RunningMean.weights", RB.RunningMean().weights),
+                ("running_mean_update", RB.running_mean_update)):
+    s = spec(f"pgbook.reward.baselines.{_q}", _fn, dict(RUN),
+             out=(lambda r: r[0]) if _q == "running_mean_update" else None).floats("r").floats(
+        "table").ids("s", 3).bad("counts of another shape", dict(counts=RUN["counts"][:2]),
+                                 "counts").bad(
+        "a negative count", dict(counts=-RUN["counts"]), "counts").bad(
+        "NaN count", dict(counts=_with(RUN["counts"], NAN)), "counts").bad(
+        "r of another shape", dict(r=BATCH.r[:3]), "s and r").bad(
+        "a scalar table", dict(table=RUN["table"][0]), "table").device("r").device(
+        "counts").grad("table", "r").meta().bf16("table", "r")
+SPECS["pgbook.reward.baselines.RunningMean.weights"].bad(
+    "a leave-one-out start from one sample", dict(s=S_IDS[:1], r=BATCH.r[:1]), "batch_size")
+SPECS["pgbook.reward.baselines.running_mean_update"].number("decay", positive=True).bad(
+    "decay = 2", dict(decay=2.0), "decay")
+
 # -- pgbook.worlds.bandits --------------------------------------------------------------------
 RHO, MEANS = BANDIT.rho, BANDIT.means
 spec("pgbook.worlds.bandits.Bandit", WB.Bandit, dict(rho=RHO, means=MEANS)).floats(
