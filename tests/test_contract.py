@@ -458,6 +458,61 @@ spec("pgbook.trajectory.losses.token_pg_loss", TL.token_pg_loss,
     "mask").bad("1-D", dict(token_logp=LP[0], weights=ADV[0], mask=MASK[0]), "token_logp").grad(
     "token_logp").meta().bf16("token_logp", "weights")
 
+# the trajectory side after GRPO (chapter 14): per-token losses over (B, T) with a mask
+MPAIR = dict(PAIR, mask=MASK)
+
+
+def _clip_cov(seed: object = 0, **kw: object) -> torch.Tensor:
+    """Clip-Cov with a fresh generator per call (its random choice is then a function of the
+    inputs, which gradcheck needs); ``seed`` a torch.Generator is passed through."""
+    g = pg.make_generator(seed) if isinstance(seed, int) and not isinstance(seed, bool) else seed
+    return TL.clip_cov_loss(**kw, generator=g)
+
+
+for _name, _fn, _kw in (("gspo_loss", TL.gspo_loss, {}), ("gspo_token_loss", TL.gspo_token_loss, {}),
+                        ("gmpo_loss", TL.gmpo_loss, {}),
+                        ("clip_cov_loss", _clip_cov, {"clip_cov_lb": -5.0, "clip_cov_ratio": 0.2}),
+                        ("kl_cov_loss", TL.kl_cov_loss, {"kl_cov_ratio": 0.2})):
+    s = spec(f"pgbook.trajectory.losses.{_name}", _fn, dict(MPAIR, **_kw)).floats("logp").floats(
+        "advantages", dtype=False).floats("old_logp", dtype=False).mask(
+        "mask", allzero=False).shape("mask").shape("advantages", match="logp and advantages").shape(
+        "old_logp", match="logp and old_logp").device("mask").device("old_logp").bad(
+        "NaN logp on a response token", dict(logp=_with(LP, NAN)), "logp").grad("logp").meta(
+    ).bf16("logp", "advantages", "old_logp", close=_name not in ("clip_cov_loss", "kl_cov_loss"))
+    if _name != "kl_cov_loss":
+        s.number("eps_low", positive=True)
+    if _name != "gmpo_loss" and _name != "kl_cov_loss":
+        s.bad("eps_low = 1", dict(eps_low=1.0), "eps_low")
+    if _name in ("gspo_loss", "gspo_token_loss", "gmpo_loss"):
+        s.number("eps_high", positive=True)
+SPECS["pgbook.trajectory.losses.clip_cov_loss"].number("clip_cov_ratio", positive=True).number(
+    "clip_cov_lb").number("clip_cov_ub").bad("lb above ub", dict(clip_cov_lb=6.0), "clip_cov_lb").bad(
+    "no generator", dict(seed=None), "generator").bad("a seed, not a generator", dict(seed="0"),
+                                                      "generator")
+SPECS["pgbook.trajectory.losses.kl_cov_loss"].number("kl_cov_ratio", positive=True).number(
+    "ppo_kl_coef", positive=True)
+# a masked position may hold anything, NaN included: it reaches neither the value nor a gradient
+SPECS["pgbook.trajectory.losses.gspo_loss"].bad(
+    "NaN advantage on a response token", dict(advantages=_with(ADV, NAN)), "advantages")
+for _name, _opts in (("cispo_loss", ("eps_low", "eps_high")), ("sapo_loss", ("tau_pos", "tau_neg")),
+                     ("clip_higher_loss", ("eps_low", "eps_high", "dual_clip"))):
+    s = spec(f"pgbook.trajectory.losses.{_name}", getattr(TL, _name), dict(PAIR)).floats(
+        "logp").floats("advantages", dtype=False).floats("old_logp", dtype=False).shape(
+        "advantages", match="logp and advantages").shape("old_logp", match="logp and old_logp").device(
+        "old_logp").device("advantages").grad("logp").meta().bf16("logp", "advantages", "old_logp")
+    for _o in _opts:
+        s.number(_o, positive=True)
+_SG = "a stop-gradient surrogate: by design its gradient is not the derivative of its value"
+SPECS["pgbook.trajectory.losses.gspo_token_loss"].grad().skip_grad(_SG)
+SPECS["pgbook.trajectory.losses.cispo_loss"].grad().skip_grad(_SG)
+SPECS["pgbook.trajectory.losses.clip_higher_loss"].bad("eps_low = 1", dict(eps_low=1.0),
+                                                       "eps_low").bad(
+    "dual_clip = 1", dict(dual_clip=1.0), "dual_clip")
+spec("pgbook.trajectory.losses.sequence_log_ratio", TL.sequence_log_ratio,
+     dict(logp=LP, old_logp=OLD, mask=MASK)).floats("logp").floats("old_logp", dtype=False).mask(
+    "mask", allzero=False).shape("mask").shape("old_logp", match="logp and old_logp").device(
+    "mask").device("old_logp").grad("logp").meta().bf16("logp", "old_logp")
+
 # -- pgbook.trajectory.tokens -----------------------------------------------------------------
 for _name in ("token_logprobs", "naive_token_logprobs"):
     s = spec(f"pgbook.trajectory.tokens.{_name}", getattr(TT, _name),
