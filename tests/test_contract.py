@@ -260,6 +260,7 @@ REF = LP + 0.2 * torch.randn(4, 5, generator=_g, dtype=F64)
 ADV = torch.randn(4, 5, generator=_g, dtype=F64)
 MASK = (torch.arange(5)[None, :] < torch.tensor([[5], [3], [1], [4]])).to(F64)
 R4 = torch.tensor([1.0, 0.0, 0.5, 0.25], dtype=F64)
+R01 = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0], dtype=F64)   # 0/1, G = 4
 LOGITS = torch.randn(4, 5, 6, generator=_g, dtype=F64)
 TOK = torch.randint(0, 6, (4, 5), generator=_g)
 NEG_INF_ROW = LOGITS.clone()
@@ -568,6 +569,54 @@ spec("pgbook.trajectory.importance.effective_sample_size", TI.effective_sample_s
      dict(weights=W)).floats("weights").bad("negative", dict(weights=-W), "weights").grad(
     "weights").meta().bf16("weights")
 
+spec("pgbook.trajectory.importance.truncate_weights", TI.truncate_weights, dict(weights=W, c=1.2)
+     ).floats("weights").bad("negative", dict(weights=-W), "weights").number(
+    "c", positive=True).bad("c = 0", dict(c=0.0), "c").grad("weights").meta().bf16("weights")
+SPECS["pgbook.trajectory.importance.is_estimate"].number("truncate", positive=True)
+
+# -- pgbook.trajectory.corrections ------------------------------------------------------------
+SMP = OLD - 0.05 * ADV.abs()                                         # the sampler's log μ, (B, T)
+CORR = dict(old_logp=OLD, sampler_logp=SMP, mask=MASK)
+spec("pgbook.trajectory.corrections.mismatch_log_ratio", TC.mismatch_log_ratio, dict(CORR)
+     ).floats("old_logp").floats("sampler_logp", dtype=False).mask("mask").shape("mask").shape(
+    "sampler_logp", match="old_logp and sampler_logp").device("mask").device(
+    "sampler_logp").meta().bf16("old_logp", "sampler_logp")
+for _name in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):
+    spec(f"pgbook.trajectory.corrections.{_name}", getattr(TC, _name), dict(CORR)).floats(
+        "old_logp").floats("sampler_logp", dtype=False).mask("mask").shape("mask").device(
+        "sampler_logp").number("c_max", positive=True).number("c_min", positive=True).bad(
+        "c_min above c_max", dict(c_max=1.0, c_min=2.0), "c_min").bad(
+        "a weight that overflows", dict(sampler_logp=SMP - 800.0, c_max=None), "overflows"
+    ).meta().bf16("old_logp", "sampler_logp", close=not _name.startswith("sequence"))
+spec("pgbook.trajectory.corrections.correction_weights", TC.correction_weights,
+     dict(CORR, correction="token_mask")).option("correction").floats("old_logp").floats(
+    "sampler_logp", dtype=False).mask("mask").device("mask").number(
+    "correction_max", positive=True).bad("correction_min above correction_max",
+                                         dict(correction_min=3.0), "correction_min").meta().bf16(
+    "old_logp", "sampler_logp")
+spec("pgbook.trajectory.corrections.correction_stats", TC.correction_stats,
+     dict(CORR, weights=TC.token_truncate(OLD, SMP, MASK)),
+     out=lambda r: r["weight_ess"]).floats("weights").floats("old_logp").mask("mask").shape(
+    "weights").bad("a negative weight", dict(weights=-TC.token_truncate(OLD, SMP, MASK)),
+                   "weights").device("weights").device("mask").meta().bf16(
+    "weights", "old_logp", "sampler_logp")
+
+# -- pgbook.trajectory.selection --------------------------------------------------------------
+INFORMATIVE = torch.tensor([False, True, True, False, True])
+spec("pgbook.trajectory.selection.informative_groups", TSEL.informative_groups,
+     dict(rewards=R4, group_size=2)).floats("rewards").count("group_size").bad(
+    "group_size not dividing N", dict(group_size=3), "group_size").meta().bf16("rewards")
+spec("pgbook.trajectory.selection.dynamic_sampling_order", TSEL.dynamic_sampling_order,
+     dict(informative=INFORMATIVE, n_groups=3)).bad(
+    "0/1 integers", dict(informative=INFORMATIVE.long()), "informative").bad(
+    "2-D", dict(informative=INFORMATIVE[None]), "informative").bad(
+    "a list", dict(informative=INFORMATIVE.tolist()), "informative").count("n_groups").bad(
+    "more groups than generated", dict(n_groups=6), "n_groups").meta().skip_bf16(
+    "takes a bool tensor")
+spec("pgbook.trajectory.selection.max_variance_subset", TSEL.max_variance_subset,
+     dict(rewards=R01, group_size=4, m=2)).floats("rewards").count("group_size").count("m").bad(
+    "m = 1", dict(m=1), "m").bad("m above G", dict(m=5), "m").meta().bf16("rewards", close=False)
+
 # -- pgbook.methods ---------------------------------------------------------------------------
 spec("pgbook.methods.policy_loss", ME.policy_loss,
      dict(logp=LP, old_logp=OLD, advantages_tok=ADV, mask=MASK), out=lambda r: r[0]).floats(
@@ -612,7 +661,6 @@ for _name in ("grpo", "grpo_mean", "rloo", "plain", "group_mean_batch_std_seq",
             "mask with another number of rows", dict(mask=MASK[:3]), "mask").device("mask")
     s.grad("rewards")
 # the reward side after GRPO (chapter 13)
-R01 = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0], dtype=F64)   # 0/1, G = 4
 GREEDY_R = torch.tensor([0.5, 0.25], dtype=F64)                        # R of the greedy rollout
 spec("pgbook.reward.advantages.remax_advantage", RA.remax_advantage,
      dict(rewards=R4, group_size=2, reward_baselines=GREEDY_R)).floats("rewards").floats(
