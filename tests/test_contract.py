@@ -94,6 +94,13 @@ def _with(x: torch.Tensor, value: float, dtype: torch.dtype | None = None) -> to
     return y
 
 
+def _at(x: torch.Tensor, index: tuple, value: float) -> torch.Tensor:
+    """A copy of ``x`` holding ``value`` at ``index``."""
+    y = x.detach().clone()
+    y[index] = value
+    return y
+
+
 def _wider(x: torch.Tensor) -> torch.Tensor:
     """``x`` with one more column along its last dimension (a shape that does not fit)."""
     return torch.cat([x, x[..., :1]], -1)
@@ -540,6 +547,38 @@ spec("pgbook.trajectory.tokens.response_mask", TT.response_mask,
     "prompt_len = T", dict(prompt_len=5), "prompt_len").bad(
     "prompt_len = -1", dict(prompt_len=-1), "prompt_len").bad(
     "dtype a string", dict(dtype="float"), "dtype").meta().skip_bf16("takes no float input")
+
+record("pgbook.trajectory.tokens.CausalLogprobs", TT.CausalLogprobs, "mask", logp=LP)
+RMASK = torch.ones(4, 3, dtype=F64)                     # the response columns 2..4 of TOK
+spec("pgbook.trajectory.tokens.causal_logprobs", TT.causal_logprobs,
+     dict(logits_or_model=LOGITS, input_ids=TOK, prompt_len=2, response_mask=RMASK),
+     out=lambda r: r.logp).floats("logits_or_model", lst=False, nan=False, inf=False,
+                                  match="logits").bad(
+    "NaN logits scoring a response token", dict(logits_or_model=_at(LOGITS, (0, 2, 0), NAN)),
+    "logits").bad("inf logits scoring a response token",
+                  dict(logits_or_model=_at(LOGITS, (1, 3, 2), INF)), "logits").bad(
+    "logits as a list", dict(logits_or_model=LOGITS.tolist()), "logits_or_model").bad(
+    "logits of another length", dict(logits_or_model=LOGITS[:, :3]), "logits").bad(
+    "float input_ids", dict(input_ids=TOK.double()), "input_ids").bad(
+    "int32 input_ids", dict(input_ids=TOK.int()), "input_ids").bad(
+    "1-D input_ids", dict(input_ids=TOK[0]), "input_ids").bad(
+    "one position", dict(input_ids=TOK[:, :1]), "input_ids").bad(
+    "an id past the vocabulary", dict(input_ids=_at(TOK, (0, 3), 6)), "tokens").bad(
+    "prompt_len = 0", dict(prompt_len=0), "prompt_len").bad(
+    "prompt_len = T", dict(prompt_len=5), "prompt_len").bad(
+    "prompt_len = 1.5", dict(prompt_len=1.5), "prompt_len").bad(
+    "neither prompt_len nor a mask", dict(prompt_len=None, response_mask=None), "prompt_len").mask(
+    "response_mask").bad("a (B, T) mask with ones on the prompt",
+                         dict(response_mask=torch.ones(4, 5, dtype=F64)), "response_mask").bad(
+    "a mask of another shape", dict(response_mask=RMASK[:, :2]), "response_mask").bad(
+    "eos_id with a response_mask", dict(eos_id=2), "eos_id").bad(
+    "eos_id = -1", dict(eos_id=-1, response_mask=None), "eos_id").bad(
+    "attention_mask with logits", dict(attention_mask=torch.ones_like(TOK)), "attention_mask").bad(
+    "a model returning a string", dict(logits_or_model=lambda ids: "logits"), "logits_or_model").bad(
+    "neither logits nor a model", dict(logits_or_model="gpt"), "logits_or_model").number(
+    "temperature", positive=True).count("chunk_size").bad(
+    "a misspelt option", dict(temprature=1.0), "temprature").device("input_ids").device(
+    "response_mask").grad("logits_or_model").meta().bf16("logits_or_model")
 
 # -- pgbook.trajectory.importance -------------------------------------------------------------
 W = torch.tensor([[0.5, 1.5, 1.0], [2.0, 0.1, 0.4]], dtype=F64)
