@@ -609,8 +609,11 @@ def loss_table(names: list[str] | None = None, *, markdown: bool = False) -> lis
         names = [m.name for m in _methods()
                  if get("policy_loss", m.resolved_parts().get("policy_loss", "exact")).fn
                  is not None]
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or \
+            not all(isinstance(n, str) for n in names):
         raise ValueError(f"names: expected a list of method names, got {names!r}")
+    if not isinstance(markdown, bool):
+        raise ValueError(f"markdown: expected True or False, got {markdown!r}")
     rows = []
     for name in names:
         m = method(name)

@@ -679,6 +679,20 @@ spec("pgbook.methods.method_loss", ME.method_loss,
     "KL method without ref_logp", dict(beta=0.1), "ref_logp").grad(
     "logp").meta().bf16("logp", "old_logp", "rewards")
 
+spec("pgbook.methods.shaped_rewards", ME.shaped_rewards,
+     dict(kl="k1_in_reward", rewards=R4, logp=LP, ref_logp=REF, mask=MASK, beta=0.1)).option(
+    "kl").bad("a KL of the loss, not of the reward", dict(kl="k3_loss"), "kl").floats(
+    "rewards").mask("mask").shape("mask").device("mask").device("ref_logp").number(
+    "beta", positive=True).bad("NaN logp on a response token", dict(logp=_with(LP, NAN)),
+                               "logp").bad(
+    "rewards of the wrong length", dict(rewards=R4[:3]), "logp").grad("rewards").meta().bf16(
+    "rewards", "logp", "ref_logp")
+spec("pgbook.methods.loss_table", ME.loss_table, dict(names=["GRPO", "RLOO"])).bad(
+    "one name, not a list", dict(names="GRPO"), "names").bad(
+    "an unknown method", dict(names=["GRPOO"]), "method").bad(
+    "a method without a policy loss", dict(names=["J(θ)"]), "names").bad(
+    "a number", dict(names=3), "names").flag("markdown")
+
 # -- pgbook.reward.advantages -----------------------------------------------------------------
 for _name in ("grpo", "grpo_mean", "rloo", "plain", "group_mean_batch_std_seq",
               "reinforce_pp_baseline"):
@@ -1703,6 +1717,13 @@ spec("pgbook.train.grpo.grpo_train", TG.grpo_train,
     "PPO's KL penalty", dict(kl="kl_penalty"), "kl").skip_meta(
     "training needs values (refused on meta with a ValueError)").skip_bf16(
     "a training loop: the model's dtype decides; covered by tests/test_llm_train.py")
+
+spec("pgbook.train.grpo.check_on_policy", TG.check_on_policy,
+     dict(logp=LP, old_logp=LP.clone(), mask=MASK)).floats("logp").floats(
+    "old_logp", dtype=False).mask("mask").shape("old_logp", match="logp and old_logp").shape(
+    "mask").device("mask").device("old_logp").bad(
+    "ratios away from 1 (old log-probs of another policy)", dict(old_logp=OLD), "old_logp").number(
+    "atol", positive=True).meta().bf16("logp", "old_logp")
 
 # -- pgbook.registry --------------------------------------------------------------------------
 spec("pgbook.registry.Component", RG.Component,

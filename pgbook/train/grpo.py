@@ -41,6 +41,7 @@ from .. import kl as _kl
 from .. import methods as _methods
 from .._validate import (
     _is_meta,
+    check_finite_where,
     check_generator,
     check_mask,
     check_number,
@@ -228,6 +229,8 @@ def check_on_policy(logp: Tensor, old_logp: Tensor, mask: Tensor, atol: float = 
     check_tensor(old_logp, "old_logp", floating=True)
     check_mask(mask, "mask", tuple(logp.shape))
     check_same_device(logp=logp, mask=mask)
+    check_finite_where(logp, mask, "logp")
+    check_finite_where(old_logp, mask, "old_logp")
     atol = check_positive(atol, "atol")
     m = mask.to(torch.bool)
     with torch.no_grad():
