@@ -1472,6 +1472,65 @@ lm("pgbook.exact.seqlm.policy_gradient_estimates", ES.policy_gradient_estimates,
     "weighting").flag("mask_padding").bad("not a reward", dict(reward=None), "reward").skip_meta(
     "sampling needs values").bf16("theta", close=False)
 
+# -- pgbook.exact.critic ----------------------------------------------------------------------
+CRIT_T, CRIT_M = EC.TabularCritic(SPACE), EC.MLPCritic(SPACE, hidden=3)
+PHI_M = CRIT_M.init(pg.make_generator(13), scale=0.3)
+PHI_T = CRIT_T.init(pg.make_generator(14), scale=0.3)
+V_ENUM = EC.exact_values(MPOL, STH, REWARD).V                         # the exact V, (N, T)
+TARGETS = RA.reward_to_go(REWARD.token_rewards(SX, STOK, SMASK), SMASK)
+spec("pgbook.exact.critic.prefix_ids", EC.prefix_ids, dict(space=SPACE, x=SX, tokens=STOK)).ids(
+    "x", 2).ids("tokens", 3).bad("not a space", dict(space=MPOL), "space").device("tokens").meta(
+    x=SX.to("meta"), tokens=STOK.to("meta")).skip_bf16("takes ids")
+record("pgbook.exact.critic.ExactValues", EC.ExactValues, "A", V=V_ENUM, Q=V_ENUM)
+record("pgbook.exact.critic.GAEMoments", EC.GAEMoments, "total_variance", lams=EXACT3,
+       grad=STH, mean=STH)
+GAE_M = EC.gae_moments(MPOL, STH, REWARD, V_ENUM, [0.0, 1.0])
+spec("pgbook.exact.critic.GAEMoments.mse", GAE_M.mse, dict(n_samples=2)).count("n_samples")
+spec("pgbook.exact.critic.MLPCritic", EC.MLPCritic, dict(space=SPACE)).count("hidden").bad(
+    "not a space", dict(space=None), "space")
+spec("pgbook.exact.critic.TabularCritic", EC.TabularCritic, dict(space=SPACE)).bad(
+    "not a space", dict(space="space"), "space")
+for _crit, _phi, _cls in ((CRIT_M, PHI_M, "MLPCritic"), (CRIT_T, PHI_T, "TabularCritic")):
+    spec(f"pgbook.exact.critic.{_cls}.values", _crit.values, dict(phi=_phi, x=SX, tokens=STOK)
+         ).floats("phi", inf=False).bad("phi of the wrong size", dict(phi=_phi[:3]), "phi").bad(
+        "2-D phi", dict(phi=_phi[None]), "phi").ids("x", 2).ids("tokens", 3).bad(
+        "tokens of another length", dict(tokens=_wider(STOK)), "tokens").device("x").grad(
+        "phi").meta(phi=_phi.to("meta"), x=SX.to("meta"), tokens=STOK.to("meta")).bf16("phi")
+spec("pgbook.exact.critic.SeqCritic.init", CRIT_M.init, {}).bad(
+    "an integer dtype", dict(dtype=torch.long), "dtype").bad(
+    "an integer like", dict(like=SX), "like").bad(
+    "not a generator", dict(generator=0), "generator").bad(
+    "a negative scale", dict(generator=pg.make_generator(0), scale=-1.0), "scale").bad(
+    "a NaN scale", dict(generator=pg.make_generator(0), scale=NAN), "scale").meta(
+    device="meta").skip_bf16("takes no float input")
+lm("pgbook.exact.critic.exact_values", EC.exact_values, out=lambda r: r.V, reward=REWARD).bad(
+    "not a reward", dict(reward=TABLE), "reward").bad(
+    "a part of the enumeration", dict(seqs=WS.Sequences(SX[:3], STOK[:3], SMASK[:3])),
+    "seqs").skip_meta("checks that the pairs sum to ρ (values)").bf16("theta")
+lm("pgbook.exact.critic.critic_error", EC.critic_error, reward=REWARD, values=V_ENUM).floats(
+    "values").bad("values of another shape", dict(values=V_ENUM[:3]), "values").bad(
+    "not a reward", dict(reward=None), "reward").skip_meta(
+    "checks that the pairs sum to ρ (values)").bf16("theta", "values")
+lm("pgbook.exact.critic.gae_moments", EC.gae_moments, out=lambda r: r.total_variance,
+   reward=REWARD, values=V_ENUM, lams=[0.0, 1.0]).floats("values").bad(
+    "values of another shape", dict(values=V_ENUM[:3]), "values").bad(
+    "lam = 2", dict(lams=2.0), "lams").bad("no lam", dict(lams=[]), "lams").bad(
+    "lams a string", dict(lams="0.5"), "lams").bad("NaN lam", dict(lams=[NAN]), "lams").flag(
+    "full_cov").bad("scores of another shape", dict(scores=torch.zeros(2, 2, 2, dtype=F64)),
+                    "scores").device("values").bad("not a reward", dict(reward=None), "reward").skip_meta(
+    "exact values check that the pairs sum to ρ (values)").bf16("theta", "values")
+lm("pgbook.exact.critic.token_scores", EC.token_scores).meta(**META_LM).bf16("theta")
+spec("pgbook.exact.critic.fit_critic", EC.fit_critic,
+     dict(critic=CRIT_M, phi=PHI_M, seqs=SEQS, targets=TARGETS, mask=SMASK, steps=2),
+     out=lambda r: r[0]).bad("not a critic", dict(critic=MPOL), "critic").floats(
+    "phi", inf=False).bad("phi of the wrong size", dict(phi=PHI_M[:3]), "phi").bad(
+    "seqs that are not Sequences", dict(seqs=STOK), "seqs").bad(
+    "seqs with a negative prompt id", dict(seqs=WS.Sequences(_with(SX, -1), STOK, SMASK)),
+    "x").floats("targets").bad("targets of another shape", dict(targets=TARGETS[:3]),
+                               "targets").mask("mask").shape("mask").device("targets").count(
+    "steps").number("lr", positive=True).skip_meta("an optimiser loop on values").bf16(
+    "phi", "targets", close=False)
+
 # -- pgbook.worlds.tasks ----------------------------------------------------------------------
 RESP = TASK.responses(torch.cat([PROB.prompts, PROB.targets], 1))
 for _name in ("exact_match", "partial_credit"):
@@ -1894,6 +1953,7 @@ spec("pgbook.widgets.explore", WI.explore, None).bad(
 EXEMPT = {
     "pgbook.worlds.bandits.SoftmaxPolicy.logits": "abstract (TabularSoftmax, LinearSoftmax)",
     "pgbook.worlds.seqlm.SeqPolicy.logits": "abstract (MLPPolicy, TabularPolicy, Tempered)",
+    "pgbook.exact.critic.SeqCritic.values": "abstract (MLPCritic, TabularCritic)",
     "pgbook.worlds.tasks.Task.solve": "abstract (Reverse, SortDigits, Add)",
     "pgbook.exercises.Wrong": "an exception type: any message is a message",
     "pgbook._validate.UnknownOptionError": "an exception type: any message is a message",
