@@ -1531,6 +1531,61 @@ spec("pgbook.exact.critic.fit_critic", EC.fit_critic,
     "steps").number("lr", positive=True).skip_meta("an optimiser loop on values").bf16(
     "phi", "targets", close=False)
 
+# -- pgbook.exact.reward_side -----------------------------------------------------------------
+RN = REWARD.of(SEQS)                                          # R on the enumeration, (N,)
+RN01 = (RN > 0).to(F64)
+for _name in ("group_update_weights", "exact_group_update"):
+    lm(f"pgbook.exact.reward_side.{_name}", getattr(ER, _name), rewards=RN, group_size=2).floats(
+        "rewards").bad("rewards of another length", dict(rewards=RN[:3]), "rewards").count(
+        "group_size").option("advantage").option("aggregation").bad(
+        "an option the advantage does not take", dict(temperature=1.0), "temperature").count(
+        "n_groups").bad("max_tokens below the longest response", dict(max_tokens=1),
+                        "max_tokens").bad(
+        "a loss_mask holding 0.5", dict(aggregation="constant", loss_mask=_with(RN01, 0.5)),
+        "loss_mask").bad("a loss_mask with seq_mean_token_mean", dict(loss_mask=RN01),
+                         "loss_mask").bad(
+        "rewards other than 0/1 where the estimator needs them", dict(advantage="grpo"),
+        "rewards").bad("token_mean on two prompts", dict(rewards=RN01, aggregation="token_mean"),
+                       "aggregation").device("rewards").skip_meta(
+        "reads the responses' lengths (values)").bf16("theta", "rewards")
+SPECS["pgbook.exact.reward_side.exact_group_update"].bad(
+    "weights and the options they replace", dict(weights=RN, advantage="rloo"), "weights").bad(
+    "weights of another length", dict(weights=RN[:3]), "weights").bad(
+    "NaN weights", dict(weights=_with(RN, NAN)), "weights")
+lm("pgbook.exact.reward_side.exact_group_training", ER.exact_group_training, rewards=RN,
+   group_size=2, steps=1, lr=0.1).count("steps").number("lr", positive=True).bad(
+    "rewards as a list", dict(rewards=RN.tolist()), "rewards").bad(
+    "frozen holding 0.5", dict(frozen=_with(torch.zeros_like(STH), 0.5)), "frozen").bad(
+    "frozen of another shape", dict(frozen=torch.zeros(3, dtype=torch.bool)), "frozen").skip_meta(
+    "reads the responses' lengths (values)").bf16("theta", "rewards")
+lm("pgbook.exact.reward_side.greedy_responses", ER.greedy_responses).skip_meta(
+    "an argmax over values").skip_bf16("returns indices (bfloat16 logits may tie)")
+spec("pgbook.exact.reward_side.prefix_ids", ER.prefix_ids, dict(policy=MPOL)).bad(
+    "not a policy", dict(policy=POL), "policy").bad(
+    "seqs that are not Sequences", dict(seqs=STOK), "seqs").bad(
+    "seqs with a negative prompt id", dict(seqs=WS.Sequences(_with(SX, -1), STOK, SMASK)), "x")
+lm("pgbook.exact.reward_side.prefix_values", ER.prefix_values, rewards=RN).floats("rewards").bad(
+    "rewards of another length", dict(rewards=RN[:3]), "rewards").device("rewards").skip_meta(
+    "groups the enumeration by prefix (torch.unique on values)").bf16("theta", "rewards")
+lm("pgbook.exact.reward_side.token_scores", ER.token_scores).meta(**META_LM).bf16("theta")
+for _name in ("pass_at_k", "pass_at_k_weight"):
+    spec(f"pgbook.exact.reward_side.{_name}", getattr(ER, _name), dict(p=P_SUCC, k=3)).floats(
+        "p").bad("p = 1.5", dict(p=P_SUCC + 1), "p").bad("p = -0.1", dict(p=P_SUCC - 0.3), "p").count(
+        "k").grad("p").meta().bf16("p")
+lm("pgbook.exact.reward_side.sampled_group_estimates", ER.sampled_group_estimates,
+   out=lambda d: d["grpo"], rewards=RN, estimators=["grpo", ("RLOO", "rloo", {})], n_batches=2,
+   prompts_per_batch=2, group_size=2, generator=G0).floats("rewards").bad(
+    "rewards of another length", dict(rewards=RN[:3]), "rewards").bad(
+    "one name, not a list", dict(estimators="grpo"), "estimators").bad(
+    "a number", dict(estimators=[3]), "estimators").bad(
+    "a triple without options", dict(estimators=[("a", "grpo")]), "estimators").bad(
+    "an unknown estimator", dict(estimators=["grpoo"]), "advantage").bad(
+    "a token estimator", dict(estimators=["reward_to_go"]), "estimators").count(
+    "n_batches").count("prompts_per_batch").count("group_size").bad(
+    "no generator", dict(generator=None), "generator").bad(
+    "scores of another shape", dict(scores=torch.zeros(2, 2, 2, dtype=F64)), "scores").skip_meta(
+    "sampling needs values").bf16("theta", "rewards", close=False)
+
 # -- pgbook.worlds.tasks ----------------------------------------------------------------------
 RESP = TASK.responses(torch.cat([PROB.prompts, PROB.targets], 1))
 for _name in ("exact_match", "partial_credit"):
