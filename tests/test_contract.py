@@ -1586,6 +1586,64 @@ lm("pgbook.exact.reward_side.sampled_group_estimates", ER.sampled_group_estimate
     "scores of another shape", dict(scores=torch.zeros(2, 2, 2, dtype=F64)), "scores").skip_meta(
     "sampling needs values").bf16("theta", "rewards", close=False)
 
+# -- pgbook.exact.trajectory ------------------------------------------------------------------
+MIS = ETJ.Mismatched(MPOL, 0.5, pg.make_generator(15))
+META_MIS = ETJ.Mismatched(META_LM["policy"], 0.5, pg.make_generator(15))
+spec("pgbook.exact.trajectory.Mismatched", ETJ.Mismatched,
+     dict(policy=MPOL, scale=0.5, generator=pg.make_generator(16))).bad(
+    "not a policy", dict(policy=POL), "policy").number("scale", positive=True).bad(
+    "no generator", dict(generator=None), "generator").count("df")
+spec("pgbook.exact.trajectory.Mismatched.logits", MIS.logits, dict(theta=STH, x=SX, tokens=STOK)
+     ).floats("theta", nan=False, inf=False).bad("theta of the wrong size", dict(theta=STH[:3]),
+                                                 "theta").ids("x", 2).ids("tokens", 3).bad(
+    "tokens of another length", dict(tokens=_wider(STOK)), "tokens").device("x").grad(
+    "theta").meta(_fn=META_MIS.logits, theta=STH.to("meta"), x=SX.to("meta"),
+                  tokens=STOK.to("meta")).bf16("theta")
+lm("pgbook.exact.trajectory.sequence_entropy", ETJ.sequence_entropy).grad("theta").meta(
+    **META_LM).bf16("theta")
+lm("pgbook.exact.trajectory.token_scores", ETJ.token_scores).meta(**META_LM).bf16("theta")
+THETAS = torch.stack([STH, 0.5 * STH])
+spec("pgbook.exact.trajectory.path_stats", ETJ.path_stats,
+     dict(policy=MPOL, thetas=THETAS, reward=REWARD), out=lambda d: d["J"]).floats(
+    "thetas").bad("thetas of the wrong size", dict(thetas=THETAS[:, :3]), "thetas").bad(
+    "not a reward", dict(reward=TABLE), "reward").bad("not a policy", dict(policy=POL), "policy").bad(
+    "seqs with a negative prompt id", dict(seqs=WS.Sequences(_with(SX, -1), STOK, SMASK)),
+    "x").device("thetas").meta(policy=META_LM["policy"], thetas=THETAS.to("meta")).bf16("thetas")
+ENUM_P = ES.sequence_probs(MPOL, STH).detach()
+spec("pgbook.exact.trajectory.sample_enumerated", ETJ.sample_enumerated,
+     dict(probs=ENUM_P, rho=SPACE.rho, x_of=SX, n_batches=2, prompts_per_batch=2, group_size=3,
+          generator=G0)).floats("probs", inf=False).bad(
+    "probs not summing to one per prompt", dict(probs=ENUM_P * 2), "probs").bad(
+    "rho of another length", dict(rho=torch.ones(3, dtype=F64) / 3), "probs and x_of").bad(
+    "rho not summing to one", dict(rho=SPACE.rho * 2), "rho").bad(
+    "x_of not prompt-major", dict(x_of=SX.flip(0)), "x_of").bad(
+    "x_of past the prompts", dict(x_of=_with(SX, 2)), "x_of").bad(
+    "float x_of", dict(x_of=SX.double()), "x_of").count("n_batches").count(
+    "prompts_per_batch").count("group_size").bad("no generator", dict(generator=None),
+                                                 "generator").device("x_of").skip_meta(
+    "sampling needs values").skip_bf16(
+    "samples in float64 (probabilities rounded to bfloat16 and back no longer sum to 1)")
+lm("pgbook.exact.trajectory.batch_updates", ETJ.batch_updates, reward=REWARD, loss="ppo_clip",
+   n_batches=2, prompts_per_batch=2, group_size=2, generator=G0).option("loss").option(
+    "aggregation").option("advantage").bad("trainer_noise = -1", dict(trainer_noise=-1.0),
+                                           "trainer_noise").bad(
+    "a noise level per batch, of another length", dict(trainer_noise=[0.1, 0.1, 0.1]),
+    "trainer_noise").bad("NaN old_theta", dict(old_theta=_with(STH, NAN)), "old_theta").bad(
+    "a sampler that is no policy", dict(sampler=POL), "sampler").bad(
+    "a sampler of another space", dict(sampler=WS.MLPPolicy(WS.SeqSpace(max_len=3))),
+    "sampler").bad("an unknown correction", dict(sampler=MIS, correction="tis"), "correction").bad(
+    "not a reward", dict(reward=None), "reward").count("n_batches").count(
+    "prompts_per_batch").count("group_size").bad("no generator", dict(generator=None),
+                                                 "generator").skip_meta(
+    "sampling needs values").bf16("theta", close=False)
+lm("pgbook.exact.trajectory.corrected_gradient", ETJ.corrected_gradient,
+   out=lambda d: d["update"], reward=REWARD, sampler=MIS, correction="token_truncate").option(
+    "correction").bad("a sampler that is no policy", dict(sampler=None), "sampler").bad(
+    "not a reward", dict(reward=None), "reward").number("correction_max", positive=True).bad(
+    "grad of another shape", dict(grad=STH[:3]), "grad").bad(
+    "NaN grad", dict(grad=_with(STH, NAN)), "grad").meta(**META_LM, sampler=META_MIS).bf16(
+    "theta")
+
 # -- pgbook.worlds.tasks ----------------------------------------------------------------------
 RESP = TASK.responses(torch.cat([PROB.prompts, PROB.targets], 1))
 for _name in ("exact_match", "partial_credit"):
