@@ -1090,6 +1090,13 @@ world("pgbook.exact.bandits.policy_gradient_estimates", EB.policy_gradient_estim
     "NaN table baseline", dict(baseline=torch.full((3,), NAN, dtype=F64)), "baseline").bad(
     "no generator", dict(generator=0), "generator").skip_meta("sampling needs values").bf16(
     "theta", close=False)
+for _name, _table in (("exact_control_variate_moments", torch.full((3, 4), 0.5, dtype=F64)),
+                      ("exact_coordinate_baseline_variance", torch.full((3, 12), 0.5, dtype=F64))):
+    world(f"pgbook.exact.bandits.{_name}", getattr(EB, _name), table=_table,
+          out=(lambda r: r[1]) if _name == "exact_control_variate_moments" else None).floats(
+        "table").bad("a table of another shape", dict(table=_table[:, :2]), "table").device(
+        "table").meta(table=_table.to("meta"), **META_WORLD).bf16("theta", "table")
+SPECS["pgbook.exact.bandits.exact_coordinate_baseline_variance"].count("n_samples")
 spec("pgbook.exact.bandits.reinforce_surrogate", EB.reinforce_surrogate,
      dict(policy=POL, theta=TH, batch=BATCH, weights=BATCH.r)).floats("weights").bad(
     "weights of another shape", dict(weights=BATCH.r[:3]), "weights").bad(
@@ -1206,6 +1213,19 @@ spec("pgbook.exact.offpolicy.snis_bias_coefficient", EO.snis_bias_coefficient,
     "probs").meta(bandit=BANDIT.to("meta"), probs=PROBS.to("meta"),
                   behaviour_probs=MU.to("meta")).bf16("probs", "behaviour_probs")
 
+spec("pgbook.exact.offpolicy.exact_tis_J_moments", EO.exact_tis_J_moments,
+     dict(bandit=BANDIT, probs=PROBS, behaviour_probs=MU, c=1.5), out=lambda r: r[1]).bad(
+    "c = 0", dict(c=0.0), "c").bad("c NaN", dict(c=NAN), "c").bad("c a string", dict(c="1"), "c").bad(
+    "c True", dict(c=True), "c").bad("a negative level in a grid",
+                                     dict(c=torch.tensor([1.0, -1.0], dtype=F64)), "c").bad(
+    "levels on another device", dict(c=torch.tensor([1.0], device="meta")), "device").floats(
+    "probs", inf=False).floats("behaviour_probs", inf=False).bad(
+    "a zero in mu", dict(behaviour_probs=torch.tensor([[1.0, 0, 0, 0]] * 3, dtype=F64)),
+    "behaviour_probs").bad("not a bandit", dict(bandit=None), "bandit").count("n_samples").device(
+    "behaviour_probs").grad("probs").meta(bandit=BANDIT.to("meta"), probs=PROBS.to("meta"),
+                                          behaviour_probs=MU.to("meta")).bf16(
+    "probs", "behaviour_probs")
+
 # -- pgbook.exact.proximal --------------------------------------------------------------------
 world("pgbook.exact.proximal.fisher_information", EP.fisher_information).meta(**META_WORLD).bf16(
     "theta")
@@ -1273,6 +1293,34 @@ SPECS["pgbook.exact.stats.EstimatorStats.z_scores"].device("exact").grad("exact"
     "statistics run in the estimates' dtype (EstimatorStats's own bfloat16 run covers it)")
 SPECS["pgbook.exact.stats.EstimatorStats.relative_error"].bad(
     "a zero exact vector", dict(exact=torch.zeros(3, dtype=F64)), "exact")
+for _name in ("mse", "mse_stderr", "bias_squared"):
+    spec(f"pgbook.exact.stats.EstimatorStats.{_name}", getattr(ESTATS, _name), dict(exact=EXACT3)
+         ).floats("exact", dtype=False).bad("exact of another size", dict(exact=EXACT3[:2]),
+                                            "exact").device("exact").grad("exact").meta(
+        _fn=getattr(EST.EstimatorStats(ESTIMATES.to("meta")), _name),
+        exact=EXACT3.to("meta")).skip_bf16(
+        "statistics run in the estimates' dtype (EstimatorStats's own bfloat16 run covers it)")
+SEEDS = EST.compare_over_seeds(lambda m, s: float(s) + len(m) + 0.1 * s * s, [0, 1, 2],
+                               methods=["a", "bb"])
+record("pgbook.exact.stats.SeedComparison", EST.SeedComparison, "values", methods=("a",),
+       seeds=(0, 1))
+spec("pgbook.exact.stats.SeedComparison.difference", SEEDS.difference, dict(a="bb", b="a")).bad(
+    "an unknown method", dict(a="c"), "method").bad("a number", dict(b=1), "method")
+spec("pgbook.exact.stats.SeedComparison.summary", SEEDS.summary, dict(baseline="bb")).bad(
+    "an unknown baseline", dict(baseline="c"), "method")
+spec("pgbook.exact.stats.compare_over_seeds", EST.compare_over_seeds,
+     dict(fn=lambda m, s: s + len(m) + 0.5 * s * s, seeds=[0, 1, 2], methods=["a", "bb"]),
+     out=lambda r: r.values).bad("fn not callable", dict(fn=3), "fn").bad(
+    "one seed", dict(seeds=[0]), "seeds").bad("a repeated seed", dict(seeds=[0, 0]), "seeds").bad(
+    "a float seed", dict(seeds=[0, 1.5]), "seeds").bad("methods a string", dict(methods="ab"),
+                                                       "methods").bad(
+    "a repeated method", dict(methods=["a", "a"]), "methods").bad(
+    "fn returning NaN", dict(fn=lambda m, s: NAN), "fn returned").bad(
+    "fn returning a vector", dict(fn=lambda m, s: torch.zeros(2)), "fn returned").bad(
+    "fn returning a string", dict(fn=lambda m, s: "1"), "fn returned").bad(
+    "dicts with different methods", dict(methods=None, fn=lambda s: {f"m{s}": 1.0}),
+    "fn returned").bad("an unknown option", dict(method="a"), "method").values_only(
+    "runs Python callables; the values come back as float64 on the CPU")
 spec("pgbook.exact.stats.EstimatorStats.is_unbiased", ESTATS.is_unbiased, dict(exact=EXACT3)
      ).floats("exact", dtype=False).number("z", positive=True).values_only("returns a bool")
 spec("pgbook.exact.stats.variance_difference", EST.variance_difference,
@@ -1643,6 +1691,17 @@ lm("pgbook.exact.trajectory.corrected_gradient", ETJ.corrected_gradient,
     "grad of another shape", dict(grad=STH[:3]), "grad").bad(
     "NaN grad", dict(grad=_with(STH, NAN)), "grad").meta(**META_LM, sampler=META_MIS).bf16(
     "theta")
+
+# exact.offpolicy on the enumerable LM
+lm("pgbook.exact.offpolicy.exact_prefix_weight_second_moment",
+   EO.exact_prefix_weight_second_moment, behaviour_theta=0.5 * STH).bad(
+    "NaN behaviour_theta", dict(behaviour_theta=_with(STH, NAN)), "behaviour_theta").bad(
+    "behaviour_theta of the wrong size", dict(behaviour_theta=STH[:3]), "behaviour_theta").bad(
+    "a behaviour policy that is none", dict(behaviour_policy=POL), "behaviour_policy").bad(
+    "a behaviour policy on another space",
+    dict(behaviour_policy=WS.MLPPolicy(WS.SeqSpace(max_len=3))), "behaviour").flag(
+    "per_token").device("behaviour_theta").meta(**META_LM, behaviour_theta=STH.to("meta")).bf16(
+    "theta", "behaviour_theta")
 
 # -- pgbook.worlds.tasks ----------------------------------------------------------------------
 RESP = TASK.responses(torch.cat([PROB.prompts, PROB.targets], 1))
