@@ -1703,6 +1703,39 @@ lm("pgbook.exact.offpolicy.exact_prefix_weight_second_moment",
     "per_token").device("behaviour_theta").meta(**META_LM, behaviour_theta=STH.to("meta")).bf16(
     "theta", "behaviour_theta")
 
+# -- pgbook.worlds.answers --------------------------------------------------------------------
+ASPACE = WA.answer_space(3)
+APOL, ATH = WA.answer_policy(ASPACE)
+AREW = WA.answer_reward(ASPACE)
+AQ = ES.sequence_probs(APOL, ATH)                              # p(y) over the enumeration, (N,)
+spec("pgbook.worlds.answers.answer_space", WA.answer_space, dict(max_len=3)).count(
+    "max_len").bad("max_len = 1", dict(max_len=1), "max_len").bad(
+    "an integer dtype", dict(dtype=torch.long), "dtype").bad("a string dtype", dict(dtype="f64"),
+                                                             "dtype")
+spec("pgbook.worlds.answers.answer_reward", WA.answer_reward, dict(space=ASPACE)).bad(
+    "another world", dict(space=SPACE), "space").bad("not a space", dict(space=None), "space").flag(
+    "finished_only")
+spec("pgbook.worlds.answers.answer_policy", WA.answer_policy, dict(space=ASPACE),
+     out=lambda r: r[1]).bad("another world", dict(space=SPACE), "space")
+for _o in ("p_correct", "stop", "first_stop"):
+    SPECS["pgbook.worlds.answers.answer_policy"].number(_o).bad(
+        f"{_o} = 1", {_o: 1.0}, _o).bad(f"{_o} = 0", {_o: 0.0}, _o)
+SPECS["pgbook.worlds.answers.answer_policy"].meta(space=WA.answer_space(3, device="meta")
+                                                  ).skip_bf16("builds a world in the space's dtype")
+spec("pgbook.worlds.answers.answer_head", WA.answer_head, dict(policy=APOL)).bad(
+    "not a tabular policy", dict(policy=WS.MLPPolicy(ASPACE)), "policy").bad(
+    "a tabular policy of another world", dict(policy=TPOL), "space")
+spec("pgbook.worlds.answers.answer_stats", WA.answer_stats,
+     dict(space=ASPACE, probs=AQ, reward=AREW), out=lambda d: d["length_pmf"]).floats(
+    "probs", inf=False).bad("probs of another length", dict(probs=AQ[:3]), "probs").bad(
+    "probs not summing to one", dict(probs=AQ * 2), "probs").bad(
+    "a negative probability", dict(probs=AQ - 0.01), "probs").bad(
+    "not a reward", dict(reward=None), "reward").bad("another world", dict(space=SPACE), "space").bad(
+    "seqs that are not Sequences", dict(seqs=STOK), "seqs").grad("probs").meta(
+    space=WA.answer_space(3, device="meta"), probs=AQ.to("meta"), reward=AREW).skip_bf16(
+    "probabilities rounded to bfloat16 and back no longer sum to 1 (the float64 reference run "
+    "refuses them)")
+
 # -- pgbook.worlds.tasks ----------------------------------------------------------------------
 RESP = TASK.responses(torch.cat([PROB.prompts, PROB.targets], 1))
 for _name in ("exact_match", "partial_credit"):
