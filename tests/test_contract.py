@@ -1736,6 +1736,41 @@ spec("pgbook.worlds.answers.answer_stats", WA.answer_stats,
     "probabilities rounded to bfloat16 and back no longer sum to 1 (the float64 reference run "
     "refuses them)")
 
+# -- pgbook.train.seqlm -----------------------------------------------------------------------
+RUN_X = torch.tensor([[0, 1, 1], [1, 0, 0]])
+record("pgbook.train.seqlm.SeqLMHistory", TS.SeqLMHistory, "loss", thetas=THETAS, reward=R4,
+       clip_fraction=R4, zero_variance_groups=R4, rollouts=R4, ratio_max=R4)
+spec("pgbook.train.seqlm.sample_runs", TS.sample_runs,
+     dict(policy=MPOL, thetas=THETAS, x=RUN_X, generator=G0), out=lambda q: q.tokens).bad(
+    "not a policy", dict(policy=POL), "policy").floats("thetas", inf=False).bad(
+    "thetas of the wrong size", dict(thetas=THETAS[:, :3]), "thetas").bad(
+    "1-D thetas", dict(thetas=STH), "thetas").bad("x with another number of runs",
+                                                  dict(x=RUN_X[:1]), "x").ids("x", 2).bad(
+    "no generator", dict(generator=None), "generator").device("x").skip_meta(
+    "sampling needs values").bf16("thetas", close=False)
+spec("pgbook.train.seqlm.grpo_seqlm", TS.grpo_seqlm,
+     dict(policy=MPOL, theta0=STH, reward=REWARD, steps=1, prompts_per_step=2, group_size=2,
+          generator=pg.make_generator(17)), out=lambda h: h.thetas).bad(
+    "not a policy", dict(policy=POL), "policy").floats("theta0", inf=False).bad(
+    "theta0 of the wrong size", dict(theta0=STH[:3]), "theta0").bad(
+    "3-D theta0", dict(theta0=STH[None, None]), "theta0").bad(
+    "not a reward", dict(reward=TABLE), "reward").bad(
+    "a sampler of another space", dict(sampler=WS.MLPPolicy(WS.SeqSpace(max_len=3))),
+    "sampler").count("steps").count("prompts_per_step").count("group_size").bad(
+    "groups of one", dict(group_size=1), "group_size").count("epochs_per_batch").count(
+    "minibatches").bad("minibatches not dividing the prompts", dict(minibatches=3),
+                       "minibatches").number("lr", positive=True).bad(
+    "trainer_noise = -1", dict(trainer_noise=-1.0), "trainer_noise").option("method").option(
+    "advantage").bad("a token estimator", dict(advantage="reward_to_go"), "advantage").option(
+    "loss").option("aggregation").bad("a correction without a sampler",
+                                      dict(correction="token_truncate"), "correction").bad(
+    "an unknown correction", dict(sampler=MIS, correction="tis"), "correction").bad(
+    "dynamic_sampling = 'yes'", dict(dynamic_sampling="yes"), "dynamic_sampling").bad(
+    "loss_options a list", dict(loss_options=["eps_low"]), "loss_options").bad(
+    "a misspelt option", dict(epochs=2), "epochs").bad(
+    "no generator", dict(generator=None), "generator").skip_meta(
+    "training needs values (sampling, rewards)").bf16("theta0", close=False)
+
 # -- pgbook.worlds.tasks ----------------------------------------------------------------------
 RESP = TASK.responses(torch.cat([PROB.prompts, PROB.targets], 1))
 for _name in ("exact_match", "partial_credit"):
