@@ -1771,6 +1771,29 @@ spec("pgbook.train.seqlm.grpo_seqlm", TS.grpo_seqlm,
     "no generator", dict(generator=None), "generator").skip_meta(
     "training needs values (sampling, rewards)").bf16("theta0", close=False)
 
+# -- pgbook.train.actor_critic ----------------------------------------------------------------
+record("pgbook.train.actor_critic.ActorCriticHistory", TAC.ActorCriticHistory, "seconds",
+       step=R4, J=THETAS, critic_error=None, theta=STH, phi=None)
+lm("pgbook.train.actor_critic.actor_critic_train", TAC.actor_critic_train, takes_seqs=False,
+   out=lambda h: h.theta, reward=REWARD, steps=1, n_samples=4, lr=0.1,
+   generator=pg.make_generator(18), critic=CRIT_M, phi=PHI_M).bad(
+    "not a reward", dict(reward=TABLE), "reward").count("steps").count("n_samples").count(
+    "runs").count("eval_every").number("lr", positive=True).option("advantage").number(
+    "lam", positive=True).bad("lam = 2", dict(lam=2.0), "lam").bad(
+    "a critic that is no critic", dict(critic=MPOL), "critic").bad(
+    "a critic of another space", dict(critic=EC.MLPCritic(WS.SeqSpace(max_len=3))), "critic").bad(
+    "no critic for advantage='critic'", dict(critic=None), "critic").bad(
+    "a critic for another advantage", dict(advantage="reward_to_go"), "critic").bad(
+    "NaN phi", dict(phi=_with(PHI_M, NAN)), "phi").bad("phi of the wrong size",
+                                                      dict(phi=PHI_M[:3]), "phi").number(
+    "critic_lr", positive=True).count("critic_steps").bad(
+    "group without group_size", dict(advantage="group", critic=None, phi=None), "group_size").bad(
+    "a group size not dividing n_samples",
+    dict(advantage="group", critic=None, phi=None, group_size=3), "group_size").bad(
+    "group_size for another advantage", dict(group_size=2), "group_size").flag("progress").bad(
+    "no generator", dict(generator=None), "generator").skip_meta(
+    "training needs values (sampling)").bf16("theta", close=False)
+
 # -- pgbook.worlds.tasks ----------------------------------------------------------------------
 RESP = TASK.responses(torch.cat([PROB.prompts, PROB.targets], 1))
 for _name in ("exact_match", "partial_credit"):
@@ -1926,6 +1949,12 @@ world("pgbook.train.reinforce.reinforce", TR.reinforce, theta_as="theta0", steps
     "unknown baseline", dict(baseline="nope"), "baseline").bad(
     "no generator", dict(generator=None), "generator").skip_meta("sampling needs values").bf16(
     "theta0", close=False)
+world("pgbook.train.reinforce.rejection_sampling_ft", TR.rejection_sampling_ft, theta_as="theta0",
+      iterations=2, batch_size=4, lr=0.5, generator=G0, out=lambda h: h.J).count(
+    "iterations").count("batch_size").count("sft_steps").number("lr", positive=True).bad(
+    "a learning-rate tensor with NaN", dict(lr=torch.tensor([NAN], dtype=F64)), "lr").number(
+    "success").bad("no generator", dict(generator=None), "generator").skip_meta(
+    "sampling needs values").bf16("theta0", close=False)
 record("pgbook.train.reinforce.History", TR.History, "optimum", J=TH, theta=TH, grad_norm=TH,
        batch_reward=TH)
 record("pgbook.train.reinforce.MLEFit", TR.MLEFit, "objective", theta=TH)
