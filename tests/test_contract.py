@@ -31,6 +31,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 import pgbook
 import pgbook as pg
@@ -2052,6 +2053,67 @@ spec("pgbook.train.grpo.check_on_policy", TG.check_on_policy,
     "mask").device("mask").device("old_logp").bad(
     "ratios away from 1 (old log-probs of another policy)", dict(old_logp=OLD), "old_logp").number(
     "atol", positive=True).meta().bf16("logp", "old_logp")
+
+# -- pgbook.train.ppo_llm ---------------------------------------------------------------------
+VMODEL = TPL.ValueModel.from_policy(MODEL)
+spec("pgbook.train.ppo_llm.hidden_states", TPL.hidden_states, dict(model=MODEL, idx=DEMO)).bad(
+    "not a GPT", dict(model=VMODEL), "model").bad(
+    "a token past the vocabulary", dict(idx=_with(DEMO, 99)), "idx").bad(
+    "a negative token", dict(idx=_with(DEMO, -1)), "idx").bad(
+    "float ids", dict(idx=DEMO.double()), "idx").bad("1-D", dict(idx=DEMO[0]), "idx").bad(
+    "more positions than block_size", dict(idx=torch.zeros(1, 99, dtype=torch.long)),
+    "block_size").device("idx").meta(model=META_MODEL, idx=DEMO.to("meta")).skip_bf16(
+    "a module: the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
+spec("pgbook.train.ppo_llm.ValueModel", TPL.ValueModel, None).bad(
+    "a body that is no GPT", lambda: TPL.ValueModel(nn.Linear(2, 2)), "body")
+spec("pgbook.train.ppo_llm.ValueModel.from_policy", TPL.ValueModel.from_policy,
+     dict(policy=MODEL)).bad("not a GPT", dict(policy="gpt"), "policy")
+spec("pgbook.train.ppo_llm.ValueModel.forward", VMODEL.forward, dict(idx=DEMO)).bad(
+    "a token past the vocabulary", dict(idx=_with(DEMO, 99)), "idx").bad(
+    "float ids", dict(idx=DEMO.double()), "idx").bad("1-D", dict(idx=DEMO[0]), "idx").device(
+    "idx").meta(_fn=TPL.ValueModel.from_policy(META_MODEL).forward, idx=DEMO.to("meta")).skip_bf16(
+    "a module: the model's dtype decides")
+spec("pgbook.train.ppo_llm.state_bytes", TPL.state_bytes, None).bad(
+    "not a module", lambda: TPL.state_bytes(MODEL, "critic"), "modules").bad(
+    "optimizer_slots = -1", lambda: TPL.state_bytes(MODEL, optimizer_slots=-1), "optimizer_slots").bad(
+    "optimizer_slots = 1.5", lambda: TPL.state_bytes(MODEL, optimizer_slots=1.5), "optimizer_slots")
+spec("pgbook.train.ppo_llm.update_activation_bytes", TPL.update_activation_bytes,
+     dict(model=MODEL, tokens=DEMO, mask=DEMO_MASK.to(torch.float32), critic=VMODEL)).bad(
+    "not a GPT", dict(model=VMODEL), "model").bad("a critic that is no critic",
+                                                  dict(critic=MODEL), "critic").bad(
+    "a token past the vocabulary", dict(tokens=_with(DEMO, 99)), "idx").mask(
+    "mask").shape("mask").values_only("counts bytes (a Python int)")
+record("pgbook.train.ppo_llm.PPOHistory", TPL.PPOHistory, "seconds",
+       **{k: R4 for k in TPL.PPO_METRICS if k != "seconds"})
+PPO_KW = dict(model=WG.GPT(CFG), task=TASK, steps=1, batch_size=2, generator=pg.make_generator(19),
+              progress=False)
+spec("pgbook.train.ppo_llm.ppo_train", TPL.ppo_train, PPO_KW, out=lambda h: h.reward).bad(
+    "not a model", dict(model="gpt"), "model").bad("not a task", dict(task=None), "task").count(
+    "steps").count("batch_size").count("epochs_per_batch").count("minibatches").bad(
+    "minibatches not dividing the batch", dict(minibatches=3), "minibatches").option(
+    "critic").bad("a value model with a shared head", dict(critic="shared", value_model=VMODEL),
+                  "value_model").bad("a value model that is none", dict(value_model=MODEL),
+                                     "value_model").number("gamma", positive=True).bad(
+    "lam = 2", dict(lam=2.0), "lam").number("eps_low", positive=True).bad(
+    "eps_low = 1", dict(eps_low=1.0), "eps_low").number("eps_value", positive=True).number(
+    "vf_coef", positive=True).number("lr", positive=True).number(
+    "temperature", positive=True).option("kl").bad("beta without a KL", dict(beta=0.1), "beta").bad(
+    "a method without GAE", dict(method="GRPO"), "method").bad(
+    "the model as its own reference", dict(ref_model=PPO_KW["model"]), "ref_model").bad(
+    "a reference that is no model", dict(ref_model="frozen"), "ref_model").flag(
+    "whiten_advantages").flag("partial_reward").flag("progress").bad(
+    "no generator", dict(generator=None), "generator").skip_meta(
+    "training needs values (refused on meta with a ValueError)").skip_bf16(
+    "a training loop: the model's dtype decides; covered by tests/test_ppo_llm.py")
+spec("pgbook.train.ppo_llm.compare_ppo_grpo", TPL.compare_ppo_grpo,
+     dict(task=TASK, model=MODEL, steps=1, responses_per_step=4, group_size=2, progress=False),
+     out=lambda r: r["PPO"]["reward"]).bad("not a GPT", dict(model="gpt"), "model").bad(
+    "an unknown critic", dict(ppo_critic="joint"), "ppo_critic").bad(
+    "an unknown method", dict(grpo_method="GRPOO"), "grpo_method").count(
+    "responses_per_step").count("group_size").bad(
+    "a group size not dividing the responses", dict(group_size=3), "group_size").bad(
+    "a float seed", dict(seed=0.5), "seed").values_only(
+    "trains two models: tests/test_ppo_llm.py covers their dtypes")
 
 # -- pgbook.registry --------------------------------------------------------------------------
 spec("pgbook.registry.Component", RG.Component,
