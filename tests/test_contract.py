@@ -2339,6 +2339,14 @@ def test_every_module_has_all():
     assert not missing, f"modules without __all__: {missing}"
 
 
+def test_checker_modules_export_nothing():
+    """pgbook.exercises.chNN: checkers are reached through pgbook.exercises.check("NN.k", fn),
+    so a chapter's module exports nothing (``__all__ = []``, CONTRIBUTING.md)."""
+    exported = {m.__name__: list(m.__all__) for m in _modules()
+                if _is_checker_module(m.__name__) and getattr(m, "__all__", None)}
+    assert not exported, f"checker modules with a non-empty __all__: {exported}"
+
+
 def test_every_public_callable_has_bad_input_cases():
     missing = [q for q, obj in _public_callables()
                if q not in EXEMPT and not _takes_no_arguments(obj)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -273,8 +274,9 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                temperature: float = 1.0, std_eps: float | None = None, partial_reward: bool = False,
                stop_at: float | None = None, window: int = 5,
                optimizer: torch.optim.Optimizer | None = None,
-               progress: bool = True, desc: str | None = None, shaping=None,
-               token_credit=None, advantage_options: dict | None = None,
+               progress: bool = True, desc: str | None = None,
+               shaping: str | Callable | None = None,
+               token_credit: str | Callable | None = None, advantage_options: dict | None = None,
                sampler: nn.Module | None = None, correction: str | None = None,
                correction_max: float | None = 2.0, correction_min: float | None = None,
                dynamic_sampling: bool | None = None, max_gen_batches: int = 10,
