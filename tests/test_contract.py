@@ -666,7 +666,14 @@ spec("pgbook.methods.policy_loss", ME.policy_loss,
     "an option the loss does not take", dict(dual_klip=2.0), "dual_klip").bad(
     "k3 with beta but no reference", dict(kl="k3_loss", beta=0.1), "ref_logp").bad(
     "the KL in the reward", dict(kl="k1_in_reward", beta=0.1, ref_logp=REF), "kl").bad(
-    "NaN advantage on a response token", dict(advantages_tok=_with(ADV, NAN)), "advantages").grad(
+    "NaN advantage on a response token", dict(advantages_tok=_with(ADV, NAN)), "advantages").bad(
+    "a correction without the sampler's log-probs", dict(correction="token_truncate"),
+    "sampler_logp").bad("an unknown correction", dict(sampler_logp=OLD, correction="tis"),
+                        "correction").bad(
+    "sampler log-probs of another shape", dict(sampler_logp=OLD[:, :3],
+                                               correction="token_truncate"), "sampler_logp").bad(
+    "NaN sampler log-probs on a response token",
+    dict(sampler_logp=_with(OLD, NAN), correction="token_truncate"), "sampler_logp").grad(
     "logp").meta().bf16("logp", "old_logp", "advantages_tok")
 spec("pgbook.methods.method_config", ME.method_config, dict(name="GRPO")).bad(
     "unknown method", dict(name="GRPOO"), "method").bad("a list", dict(name=["GRPO"]), "method")
@@ -677,7 +684,9 @@ spec("pgbook.methods.method_loss", ME.method_loss,
     "group_size not dividing N", dict(group_size=3), "group_size").number(
     "beta", positive=True).bad("beta for a method without KL", dict(name="DAPO", beta=0.1),
                                "beta").bad(
-    "KL method without ref_logp", dict(beta=0.1), "ref_logp").grad(
+    "KL method without ref_logp", dict(beta=0.1), "ref_logp").bad(
+    "a corrected method without the sampler's log-probs", dict(name="GRPO + TIS"),
+    "sampler_logp").grad(
     "logp").meta().bf16("logp", "old_logp", "rewards")
 
 spec("pgbook.methods.shaped_rewards", ME.shaped_rewards,
@@ -2043,7 +2052,17 @@ spec("pgbook.train.grpo.grpo_train", TG.grpo_train,
     "not a model", dict(model="gpt"), "model").bad("not a task", dict(task=None), "task").bad(
     "the model as its own reference", dict(ref_model=MODEL, model=MODEL), "ref_model").bad(
     "no generator", dict(generator=None), "generator").bad(
-    "PPO's KL penalty", dict(kl="kl_penalty"), "kl").skip_meta(
+    "PPO's KL penalty", dict(kl="kl_penalty"), "kl").bad(
+    "the model as its own sampler", dict(sampler=MODEL, model=MODEL), "sampler").bad(
+    "a sampler that is no module", dict(sampler="vllm"), "sampler").bad(
+    "an unknown correction", dict(correction="tis"), "correction").bad(
+    "dynamic_sampling = 'yes'", dict(dynamic_sampling="yes"), "dynamic_sampling").count(
+    "max_gen_batches").bad("loss_options a list", dict(loss_options=["eps_low"]),
+                           "loss_options").bad(
+    "std_eps among the advantage options", dict(advantage_options={"std_eps": 0.1}),
+    "advantage_options").bad("an unknown shaping", dict(shaping="overlong_cut"), "shaping").bad(
+    "an unknown token credit", dict(token_credit="top"), "token_credit").bad(
+    "a misspelt option", dict(prompt_per_step=2), "prompt_per_step").skip_meta(
     "training needs values (refused on meta with a ValueError)").skip_bf16(
     "a training loop: the model's dtype decides; covered by tests/test_llm_train.py")
 
@@ -2279,6 +2298,37 @@ spec("pgbook.widgets.explore", WI.explore, None).bad(
     "no controls", lambda: WI.explore(lambda ax, **kw: None, {}), "controls").bad(
     "a control spec that is not one", lambda: WI.explore(lambda ax, **kw: None, {"b": object()}),
     "b")
+
+# parameters added by the merges (issue 8's follow-up): their bad values
+SPECS["pgbook.exact.offpolicy.off_policy_J"].number("truncate", positive=True)
+SPECS["pgbook.methods.policy_loss"].bad(
+    "a negative correction_max", dict(sampler_logp=OLD, correction="token_truncate",
+                                      correction_max=-1.0), "correction_max").bad(
+    "correction_min above correction_max", dict(sampler_logp=OLD, correction="token_mask",
+                                                correction_min=3.0), "correction_min").number(
+    "eps_low", positive=True).count("max_tokens")
+SPECS["pgbook.methods.method_loss"].number("std_eps", positive=True).number(
+    "eps_low", positive=True)
+SPECS["pgbook.train.seqlm.grpo_seqlm"].number("eps_low", positive=True).number(
+    "std_eps", positive=True).count("max_gen_batches").bad(
+    "a negative correction_max", dict(sampler=MIS, correction="token_truncate",
+                                      correction_max=-1.0), "correction_max")
+SPECS["pgbook.exact.trajectory.batch_updates"].number("eps_low", positive=True).bad(
+    "a negative correction_max", dict(sampler=MIS, correction="token_truncate",
+                                      correction_max=-1.0), "correction_max")
+SPECS["pgbook.exact.trajectory.corrected_gradient"].bad(
+    "correction_min above correction_max", dict(correction="token_mask", correction_min=3.0),
+    "correction_min")
+SPECS["pgbook.train.grpo.grpo_train"].number("eps_high", positive=True).number(
+    "max_grad_norm", positive=True).count("window").flag("partial_reward")
+SPECS["pgbook.train.ppo_llm.ppo_train"].number("eps_high", positive=True).number(
+    "max_grad_norm", positive=True).number("critic_lr", positive=True)
+SPECS["pgbook.train.ppo_llm.compare_ppo_grpo"].number("lr", positive=True).number(
+    "beta", positive=True).bad("lam = 2", dict(lam=2.0), "lam")
+for _q in ("pgbook.worlds.bandits.SoftmaxPolicy.scores",
+           "pgbook.worlds.bandits.SoftmaxPolicy.scores (linear)"):
+    SPECS[_q].flag("autograd")
+
 
 # Abstract methods and types whose every argument is acceptable: no bad input exists.
 EXEMPT = {

@@ -390,6 +390,8 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                          f"got one on {generator.device}")
     if stop_at is not None:
         stop_at = check_number(stop_at, "stop_at")
+    if not isinstance(partial_reward, bool):
+        raise ValueError(f"partial_reward: expected True or False, got {partial_reward!r}")
     if sampler is not None:
         if not isinstance(sampler, nn.Module) or sampler is model:
             raise ValueError(f"sampler: expected a separate module with the model's layout "
@@ -405,6 +407,9 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     correction = parts.get("correction", "none") if correction is None else correction
     if correction != "none":
         resolve("correction", correction, "weights", what="correction")
+    if dynamic_sampling is not None and not isinstance(dynamic_sampling, bool):
+        raise ValueError(f"dynamic_sampling: expected True, False or None (the method's "
+                         f"choice), got {dynamic_sampling!r}")
     dyn = parts.get("data") == "dynamic_sampling" if dynamic_sampling is None \
         else bool(dynamic_sampling)
 

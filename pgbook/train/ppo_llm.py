@@ -496,6 +496,7 @@ def compare_ppo_grpo(task: Task, model: GPT, *, steps: int, responses_per_step: 
                          f"got {grpo_method!r}")
     B = check_positive_int(responses_per_step, "responses_per_step")
     G = check_positive_int(group_size, "group_size")
+    beta = check_positive(beta, "beta", allow_zero=True)
     if B % G:
         raise ValueError(f"group_size: expected a divisor of responses_per_step = {B}, got {G}")
     out = {}
