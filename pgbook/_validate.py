@@ -15,7 +15,7 @@ import difflib
 import functools
 import inspect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -366,6 +366,12 @@ class UnknownOptionError(ValueError, TypeError):
 def unknown_options(what: str, given: Iterable[str], accepted: Iterable[str]) -> None:
     """Raise :class:`UnknownOptionError` if ``given`` holds a name not in ``accepted``; the
     message names the unknown options, the closest accepted names and every accepted one."""
+    if not isinstance(what, str):
+        raise ValueError(f"what: expected a string (the function's name), got {what!r}")
+    for name, names in (("given", given), ("accepted", accepted)):
+        if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+            raise ValueError(f"{name}: expected an iterable of option names (a list, a dict's "
+                             f"keys), got {names!r}")
     accepted = sorted(set(accepted))
     unknown = sorted(set(given) - set(accepted))
     if not unknown:
@@ -381,9 +387,12 @@ def unknown_options(what: str, given: Iterable[str], accepted: Iterable[str]) ->
                              f"(its options: {accepted})")
 
 
-def keyword_names(fn, skip: int = 0) -> tuple[list[str], bool]:
+def keyword_names(fn: Callable, skip: int = 0) -> tuple[list[str], bool]:
     """The names ``fn`` accepts as keywords after its first ``skip`` positional parameters
     (those the caller fills), and whether it takes ``**kwargs``."""
+    if not callable(fn):
+        raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
+    check_nonnegative_int(skip, "skip")
     params = list(inspect.signature(fn).parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     skipped = {p.name for p in positional[:skip]}
@@ -392,18 +401,21 @@ def keyword_names(fn, skip: int = 0) -> tuple[list[str], bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
-def check_options(fn, options: dict, what: str, skip: int = 0) -> dict:
+def check_options(fn: Callable, options: dict, what: str, skip: int = 0) -> dict:
     """``options`` checked against what ``fn`` takes as keywords after its first ``skip``
     positional parameters (those the library passes itself, e.g. ``rewards, group_size``
     of an advantage); returns ``options``. Used wherever pgbook forwards ``**options`` to a
     registered piece, so an option the piece does not take fails at once, by name."""
+    if not isinstance(options, dict):
+        raise ValueError(f"options: expected a dict of keyword arguments, got "
+                         f"{type(options).__name__}")
     names, takes_any = keyword_names(fn, skip)
     if not takes_any:
         unknown_options(what, options, names)
     return options
 
 
-def reject_unknown_options(fn):
+def reject_unknown_options(fn: Callable) -> Callable:
     """Decorator: a misspelt or unknown keyword argument raises :class:`UnknownOptionError`
     (a ValueError naming it, with the closest accepted names) instead of Python's bare
     TypeError. For functions with an explicit signature (no ``**kwargs``)."""

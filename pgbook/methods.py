@@ -35,6 +35,7 @@ from . import kl as _kl
 from ._validate import (
     check_mask,
     check_positive,
+    check_positive_int,
     check_same_device,
     check_tensor,
     keyword_names,
@@ -147,6 +148,8 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
     _check_bt(old_logp, "old_logp", logp)
     check_same_device(logp=logp, old_logp=old_logp)
     beta = check_positive(beta, "beta", allow_zero=True)
+    if max_tokens is not None:   # read by "constant" only, but never a bad value ignored
+        check_positive_int(max_tokens, "max_tokens")
     loss_fn = resolve("policy_loss", loss, "token", what="loss")
     aggregation = _AGG_ALIASES.get(aggregation, aggregation)
     agg_fn = resolve("aggregation", aggregation, "token", what="aggregation")
@@ -669,8 +672,11 @@ def loss_table(names: list[str] | None = None, *, markdown: bool = False) -> lis
         names = [m.name for m in _methods()
                  if get("policy_loss", m.resolved_parts().get("policy_loss", "exact")).fn
                  is not None]
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or \
+            not all(isinstance(n, str) for n in names):
         raise ValueError(f"names: expected a list of method names, got {names!r}")
+    if not isinstance(markdown, bool):
+        raise ValueError(f"markdown: expected True or False, got {markdown!r}")
     rows = []
     for name in names:
         m = method(name)

@@ -7,12 +7,16 @@ Figures are kept small (``setup()`` sets a modest DPI) so executed notebooks sta
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .registry import Method
 
 __all__ = [
     "SIDE_COLORS",
@@ -29,6 +33,7 @@ __all__ = [
     "panel_grid",
     "path",
     "policy_bars",
+    "runs_band",
     "scaling",
     "setup",
     "variance_curve",
@@ -214,17 +219,20 @@ def scaling(ns: ArrayLike, values: ArrayLike, reference: ArrayLike | None = None
     return ax
 
 
-def coordinate_errorbars(reference, mean, stderr, ax=None, labels=None,
-                         ref_label="exact", mc_label="Monte Carlo: mean ± 2 se", color="C0",
-                         ylabel="gradient"):
+def coordinate_errorbars(reference: ArrayLike, mean: ArrayLike, stderr: ArrayLike,
+                         ax: Axes | None = None, labels: Sequence[str] | None = None,
+                         ref_label: str = "exact", mc_label: str = "Monte Carlo: mean ± 2 se",
+                         color: str = "C0", ylabel: str = "gradient") -> Axes:
     """Compare a vector estimate with an exact one, coordinate by coordinate: the exact
     ``reference`` (P,) as grey bars, the Monte-Carlo ``mean`` (P,) as dots with ±2 ``stderr``
     bars. ``labels`` names the coordinates (default: their indices). Returns the axes."""
-    ax = _ax(ax)
-    ref, m, se = _np(reference), _np(mean), _np(stderr)
+    ref, m, se = _np(reference, "reference"), _np(mean, "mean"), _np(stderr, "stderr")
     if not (ref.shape == m.shape == se.shape) or ref.ndim != 1:
         raise ValueError(f"reference, mean, stderr: expected three vectors of one shape (P,), got "
                          f"{ref.shape}, {m.shape}, {se.shape}")
+    if labels is not None and (isinstance(labels, str) or len(labels) != len(ref)):
+        raise ValueError(f"labels: expected {len(ref)} names (one per coordinate), got {labels!r}")
+    ax = _ax(ax)
     k = np.arange(len(ref))
     ax.bar(k, ref, color="#bbbbbb", label=ref_label)
     ax.errorbar(k, m, yerr=2 * se, fmt="o", color=color, ms=4, capsize=2, label=mc_label)
@@ -234,17 +242,29 @@ def coordinate_errorbars(reference, mean, stderr, ax=None, labels=None,
     return ax
 
 
-def curves_with_derivative(x, curves: dict, derivative, ax=None, vlines=(), xlabel="",
-                           ylabel="", dlabel="derivative (right axis)", styles: dict | None = None):
+def curves_with_derivative(x: ArrayLike, curves: Mapping[str, ArrayLike], derivative: ArrayLike,
+                           ax: Axes | None = None, vlines: Iterable[float] = (),
+                           xlabel: str = "", ylabel: str = "",
+                           dlabel: str = "derivative (right axis)",
+                           styles: dict | None = None) -> tuple[Axes, Axes]:
     """Several curves y(x) on ``ax`` and one ``derivative`` dy/dx on a twin right axis (thin
     black), with vertical guides at ``vlines``; ``styles`` maps a label to ``ax.plot`` keywords.
     Returns ``(ax, twin)``."""
+    xs = _np(x, "x", 1)
+    if not isinstance(curves, Mapping):
+        raise ValueError(f"curves: expected a dict {{label: ys}}, got {type(curves).__name__}")
+    ys = {label: _np(y, f"curves[{label!r}]", 1) for label, y in curves.items()}
+    dy = _np(derivative, "derivative", 1)
+    for name, y in [*((f"curves[{k!r}]", v) for k, v in ys.items()), ("derivative", dy)]:
+        if y.shape != xs.shape:
+            raise ValueError(f"{name}: expected shape {xs.shape} (that of x), got {y.shape}")
+    if styles is not None and not isinstance(styles, Mapping):
+        raise ValueError(f"styles: expected a dict {{label: plot keywords}}, got {styles!r}")
     ax = _ax(ax)
-    xs = _np(x)
-    for label, y in curves.items():
-        ax.plot(xs, _np(y), label=label, **(styles or {}).get(label, {}))
+    for label, y in ys.items():
+        ax.plot(xs, y, label=label, **(styles or {}).get(label, {}))
     twin = ax.twinx()
-    twin.plot(xs, _np(derivative), color="k", lw=0.8, alpha=0.6)
+    twin.plot(xs, dy, color="k", lw=0.8, alpha=0.6)
     twin.set_ylabel("d / dx" if not xlabel else f"d / d{xlabel.split()[-1]}", fontsize=8)
     twin.grid(False)
     ax.plot([], [], color="k", lw=0.8, alpha=0.6, label=dlabel)
@@ -255,15 +275,22 @@ def curves_with_derivative(x, curves: dict, derivative, ax=None, vlines=(), xlab
     return ax, twin
 
 
-def ellipse(center, M, level: float, ax=None, n: int = 100, **kw):
+def ellipse(center: ArrayLike, M: ArrayLike, level: float, ax: Axes | None = None, n: int = 100,
+            **kw: object) -> Axes:
     """Draw the ellipse {θ : (θ − c)ᵀ M (θ − c) = level} in two dimensions (``M`` (2, 2)
     positive definite, ``center`` (2,)); ``kw`` go to ``ax.plot``. Returns the axes."""
-    ax = _ax(ax)
-    Mn, c = _np(M), _np(center)
+    Mn, c = _np(M, "M"), _np(center, "center")
     if Mn.shape != (2, 2) or c.shape != (2,):
         raise ValueError(f"M, center: expected shapes (2, 2) and (2,), got {Mn.shape} and {c.shape}")
-    if not float(level) > 0:
-        raise ValueError(f"level: expected a number > 0, got {level}")
+    if isinstance(level, (bool, str)) or not float(level) > 0 or not np.isfinite(float(level)):
+        raise ValueError(f"level: expected a finite number > 0, got {level!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 3:
+        raise ValueError(f"n: expected an integer ≥ 3 (points on the ellipse), got {n!r}")
+    if not (np.isfinite(Mn).all() and np.allclose(Mn, Mn.T)
+            and np.all(np.linalg.eigvalsh((Mn + Mn.T) / 2) > 0)):
+        raise ValueError(f"M: expected a finite symmetric positive definite (2, 2) matrix, got "
+                         f"{Mn.tolist()}")
+    ax = _ax(ax)
     L = np.linalg.cholesky(np.linalg.inv(Mn))        # δ = √level · L u with |u| = 1
     angle = np.linspace(0, 2 * np.pi, n)
     pts = (np.sqrt(float(level)) * L @ np.stack([np.cos(angle), np.sin(angle)])).T + c
@@ -271,15 +298,17 @@ def ellipse(center, M, level: float, ax=None, n: int = 100, **kw):
     return ax
 
 
-def level_line(point, normal, ax=None, **kw):
+def level_line(point: ArrayLike, normal: ArrayLike, ax: Axes | None = None,
+               **kw: object) -> Axes:
     """Draw the straight line through ``point`` (2,) perpendicular to ``normal`` (2,) across
     the axes' current limits: the level line of the linear function θ ↦ normalᵀθ (e.g. the
     first-order expansion of J, whose normal is ∇J). Returns the axes."""
+    p, g = _np(point, "point"), _np(normal, "normal")
+    if p.shape != (2,) or g.shape != (2,) or not np.linalg.norm(g) > 0 \
+            or not np.isfinite(np.concatenate([p, g])).all():
+        raise ValueError(f"point, normal: expected two finite 2-vectors with a non-zero normal, "
+                         f"got {p.tolist()} and {g.tolist()}")
     ax = _ax(ax)
-    p, g = _np(point), _np(normal)
-    if p.shape != (2,) or g.shape != (2,) or not np.linalg.norm(g) > 0:
-        raise ValueError(f"point, normal: expected two 2-vectors with a non-zero normal, got "
-                         f"{p.shape} and {g.shape}")
     direction = np.array([-g[1], g[0]]) / np.linalg.norm(g)
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     span = 2 * np.hypot(x1 - x0, y1 - y0)
@@ -351,7 +380,22 @@ def policy_bars(probs: ArrayLike, ax: Axes | None = None,
     return ax
 
 
-def map_layout(methods) -> dict:
+def _methods_list(methods: Iterable[Method]) -> list[Method]:
+    """``methods`` as a list of registered :class:`pgbook.registry.Method` records."""
+    from .registry import Method
+
+    if isinstance(methods, (str, bytes)) or not isinstance(methods, Iterable):
+        raise ValueError(f"methods: expected Method records (pgbook.registry.methods()), got "
+                         f"{methods!r}")
+    ms = list(methods)
+    bad = [m for m in ms if not isinstance(m, Method)]
+    if bad:
+        raise ValueError(f"methods: expected Method records (pgbook.registry.methods(), or "
+                         f"pgbook.registry.method(name)), got {type(bad[0]).__name__} {bad[0]!r}")
+    return ms
+
+
+def map_layout(methods: Iterable[Method]) -> dict:
     """Positions of the map's nodes as a tidy tree: ``{name: (depth, row)}``.
 
     ``depth`` is the generation (modifications from the root J(θ)); the leaves of the tree,
@@ -361,7 +405,7 @@ def map_layout(methods) -> dict:
     drawn between adjacent columns cross neither each other nor any box, however many
     methods are registered (the map grows one row per leaf).
     """
-    ms = list(methods)
+    ms = _methods_list(methods)
     names = [m.name for m in ms]
     children: dict = {n: [] for n in names}
     roots = []
@@ -388,8 +432,9 @@ def map_layout(methods) -> dict:
     return out
 
 
-def method_map(ax=None, methods=None, figsize=None, wrap: int = 14,
-               cell: tuple[float, float] = (1.3, 0.42)):
+def method_map(ax: Axes | None = None, methods: Iterable[Method] | None = None,
+               figsize: tuple[float, float] | None = None, wrap: int = 14,
+               cell: tuple[float, float] = (1.3, 0.42)) -> Axes:
     """The book's map, drawn from :func:`pgbook.registry.methods`: each method is a box,
     coloured by the factor of J(θ) it changes relative to its parent, placed as a tidy tree
     (:func:`map_layout`: one column per generation, one row per leaf), with an elbow arrow
@@ -407,7 +452,11 @@ def method_map(ax=None, methods=None, figsize=None, wrap: int = 14,
 
     from .registry import methods as all_methods
 
-    ms = list(methods) if methods is not None else all_methods()
+    ms = _methods_list(methods) if methods is not None else all_methods()
+    if isinstance(wrap, bool) or not isinstance(wrap, int) or wrap < 1:
+        raise ValueError(f"wrap: expected an integer ≥ 1 (characters per line), got {wrap!r}")
+    if ax is not None:
+        _ax(ax)
     layout = map_layout(ms)
     n_cols = max((d for d, _ in layout.values()), default=0) + 1
     n_rows = max((r for _, r in layout.values()), default=0) + 1
@@ -459,26 +508,33 @@ def method_map(ax=None, methods=None, figsize=None, wrap: int = 14,
 
 
 # -- chapter 14 ---------------------------------------------------------------------------------
-def runs_band(xs, runs, ax=None, label=None, color="C0", alpha: float = 0.2, ls="-"):
+def runs_band(xs: ArrayLike, runs: ArrayLike, ax: Axes | None = None, label: str | None = None,
+              color: str = "C0", alpha: float = 0.2, ls: str = "-") -> Axes:
     """The mean of several runs as a line and ±1 standard error as a band: ``runs`` (K, R)
     (K points on ``xs`` (K,), R runs; R = 1 draws the line alone). Returns the axes."""
-    ax = _ax(ax)
-    y = _np(runs)
+    x, y = _np(xs, "xs", 1), _np(runs, "runs")
     if y.ndim == 1:
         y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"runs: expected shape ({x.shape[0]}, R) (one row per point of xs) or "
+                         f"({x.shape[0]},), got {_np(runs).shape}")
+    ax = _ax(ax)
     mean = y.mean(1)
-    ax.plot(_np(xs), mean, ls, color=color, label=label)
+    ax.plot(x, mean, ls, color=color, label=label)
     if y.shape[1] > 1:
         se = y.std(1, ddof=1) / np.sqrt(y.shape[1])
-        ax.fill_between(_np(xs), mean - se, mean + se, color=color, alpha=alpha, lw=0)
+        ax.fill_between(x, mean - se, mean + se, color=color, alpha=alpha, lw=0)
     return ax
 
 
-def map_geometry(ax) -> dict:
+def map_geometry(ax: Axes) -> dict:
     """Measure a drawn :func:`method_map` (draws the figure first), in display pixels:
     ``{"boxes": {name: Bbox}, "arrows": {(parent, child): (tip_gap, tip_inside)}}``, where
     ``tip_gap`` is the distance from the arrow's tip to the child's box (0 when the tip
     touches it) and ``tip_inside`` says whether the tip lies inside the box (hidden)."""
+    if not isinstance(ax, Axes):
+        raise ValueError(f"ax: expected the matplotlib Axes of a method_map, got "
+                         f"{type(ax).__name__}")
     fig = ax.figure
     fig.canvas.draw()
     boxes, arrows = {}, {}

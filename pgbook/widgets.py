@@ -38,14 +38,17 @@ a tuple of k axes, and each static setting is one row of k panels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from ._validate import keyword_names, unknown_options
+
 if TYPE_CHECKING:  # ipywidgets is imported when a widget is built
     import ipywidgets
+    from tqdm.std import tqdm
 
 __all__ = ["control", "explore", "progress", "static_panels"]
 
@@ -206,7 +209,8 @@ def explore(draw: Callable, controls: Mapping, static: Sequence[Mapping] | None 
     return box
 
 
-def progress(iterable=None, *, desc: str | None = None, total: int | None = None, **kwargs):
+def progress(iterable: Iterable | None = None, *, desc: str | None = None,
+             total: float | None = None, **kwargs: object) -> tqdm:
     """A progress bar for a loop slower than a couple of seconds, whose *saved* output is
     the finished bar.
 
@@ -215,8 +219,21 @@ def progress(iterable=None, *, desc: str | None = None, total: int | None = None
     plain text (``desc: 100%|██████████| 10/10 [00:03<00:00]``), so a saved notebook never
     shows the "0%" snapshot that a widget bar leaves in its text/plain output. Outside a
     kernel it is ``tqdm.auto``'s text bar. Use it like ``tqdm``: ``for x in progress(xs,
-    desc="runs"):``; other keyword arguments go to tqdm.
+    desc="runs"):``; other keyword arguments go to tqdm (an option tqdm does not take is
+    an error naming it).
     """
+    from tqdm.std import tqdm as std_tqdm
+
+    if iterable is not None and not isinstance(iterable, Iterable):
+        raise ValueError(f"iterable: expected an iterable (or None with total), got "
+                         f"{type(iterable).__name__}")
+    if desc is not None and not isinstance(desc, str):
+        raise ValueError(f"desc: expected a string label, got {desc!r}")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, (int, float))
+                              or not 0 <= total < float("inf")):
+        raise ValueError(f"total: expected a finite number ≥ 0 of iterations, got {total!r}")
+    unknown_options("progress()", kwargs, [k for k in keyword_names(std_tqdm.__init__, 1)[0]
+                                           if k not in ("iterable", "desc", "total")])
     try:
         from IPython import get_ipython
 

@@ -31,6 +31,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 import pgbook
 import pgbook as pg
@@ -43,19 +44,30 @@ from pgbook import plots as PL
 from pgbook import registry as RG
 from pgbook import widgets as WI
 from pgbook.exact import bandits as EB
+from pgbook.exact import critic as EC
 from pgbook.exact import groups as EG
 from pgbook.exact import offpolicy as EO
 from pgbook.exact import proximal as EP
+from pgbook.exact import reward_side as ER
 from pgbook.exact import seqlm as ES
 from pgbook.exact import stats as EST
+from pgbook.exact import trajectory as ETJ
 from pgbook.reward import advantages as RA
 from pgbook.reward import baselines as RB
+from pgbook.reward import critic as RC
+from pgbook.reward import shaping as RS
+from pgbook.train import actor_critic as TAC
 from pgbook.train import grpo as TG
 from pgbook.train import ppo as TP
+from pgbook.train import ppo_llm as TPL
 from pgbook.train import reinforce as TR
+from pgbook.train import seqlm as TS
+from pgbook.trajectory import corrections as TC
 from pgbook.trajectory import importance as TI
 from pgbook.trajectory import losses as TL
+from pgbook.trajectory import selection as TSEL
 from pgbook.trajectory import tokens as TT
+from pgbook.worlds import answers as WA
 from pgbook.worlds import bandits as WB
 from pgbook.worlds import gpt as WG
 from pgbook.worlds import seqlm as WS
@@ -80,6 +92,13 @@ def _with(x: torch.Tensor, value: float, dtype: torch.dtype | None = None) -> to
     """A copy of ``x`` (in ``dtype``) whose first entry is ``value``."""
     y = x.detach().to(dtype or x.dtype).clone()
     y.view(-1)[0] = value
+    return y
+
+
+def _at(x: torch.Tensor, index: tuple, value: float) -> torch.Tensor:
+    """A copy of ``x`` holding ``value`` at ``index``."""
+    y = x.detach().clone()
+    y[index] = value
     return y
 
 
@@ -249,6 +268,7 @@ REF = LP + 0.2 * torch.randn(4, 5, generator=_g, dtype=F64)
 ADV = torch.randn(4, 5, generator=_g, dtype=F64)
 MASK = (torch.arange(5)[None, :] < torch.tensor([[5], [3], [1], [4]])).to(F64)
 R4 = torch.tensor([1.0, 0.0, 0.5, 0.25], dtype=F64)
+R01 = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0], dtype=F64)   # 0/1, G = 4
 LOGITS = torch.randn(4, 5, 6, generator=_g, dtype=F64)
 TOK = torch.randint(0, 6, (4, 5), generator=_g)
 NEG_INF_ROW = LOGITS.clone()
@@ -357,6 +377,26 @@ spec("pgbook._validate.to_work", V.to_work, dict(x=LP)).bad("a list", dict(x=[1.
     "x").meta().bf16("x")
 spec("pgbook._validate.work_dtype", V.work_dtype, dict(dtype=F64)).bad(
     "a string", dict(dtype="float32"), "dtype")
+_OPT_FN = lambda r, g, *, std_eps=1e-6: r   # an advantage estimator's signature
+spec("pgbook._validate.check_options", V.check_options,
+     dict(fn=_OPT_FN, options={"std_eps": 0.1}, what="f", skip=2)).bad(
+    "an unknown option", dict(options={"temperature": 1.0}), "temperature").bad(
+    "a positional parameter the library fills", dict(options={"g": 2}), "'g'").bad(
+    "fn not callable", dict(fn=3), "fn").bad("options a list", dict(options=["std_eps"]),
+                                             "options").count("skip", zero=False)
+spec("pgbook._validate.keyword_names", V.keyword_names, dict(fn=_OPT_FN, skip=1)).bad(
+    "fn not callable", dict(fn="f"), "fn").count("skip", zero=False)
+spec("pgbook._validate.reject_unknown_options", V.reject_unknown_options, dict(fn=_OPT_FN)).bad(
+    "a function with **kwargs", dict(fn=lambda **kw: 0), "kwargs").bad(
+    "fn not callable", dict(fn=3), "fn").bad(
+    "the wrapped function called with an unknown keyword",
+    lambda: V.reject_unknown_options(_OPT_FN)(1, 2, temperature=1.0), "temperature")
+spec("pgbook._validate.unknown_options", V.unknown_options,
+     dict(what="f()", given=["b"], accepted=["a", "b"])).bad(
+    "an unknown name", dict(given=["c"]), "'c'").bad(
+    "given a string, not names", dict(given="ab"), "given").bad(
+    "accepted a string", dict(accepted="ab"), "accepted").bad("what not a string", dict(what=3),
+                                                              "what")
 
 # -- pgbook.aggregation -----------------------------------------------------------------------
 for _name in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"):
@@ -427,6 +467,61 @@ spec("pgbook.trajectory.losses.token_pg_loss", TL.token_pg_loss,
     "mask").bad("1-D", dict(token_logp=LP[0], weights=ADV[0], mask=MASK[0]), "token_logp").grad(
     "token_logp").meta().bf16("token_logp", "weights")
 
+# the trajectory side after GRPO (chapter 14): per-token losses over (B, T) with a mask
+MPAIR = dict(PAIR, mask=MASK)
+
+
+def _clip_cov(seed: object = 0, **kw: object) -> torch.Tensor:
+    """Clip-Cov with a fresh generator per call (its random choice is then a function of the
+    inputs, which gradcheck needs); ``seed`` a torch.Generator is passed through."""
+    g = pg.make_generator(seed) if isinstance(seed, int) and not isinstance(seed, bool) else seed
+    return TL.clip_cov_loss(**kw, generator=g)
+
+
+for _name, _fn, _kw in (("gspo_loss", TL.gspo_loss, {}), ("gspo_token_loss", TL.gspo_token_loss, {}),
+                        ("gmpo_loss", TL.gmpo_loss, {}),
+                        ("clip_cov_loss", _clip_cov, {"clip_cov_lb": -5.0, "clip_cov_ratio": 0.2}),
+                        ("kl_cov_loss", TL.kl_cov_loss, {"kl_cov_ratio": 0.2})):
+    s = spec(f"pgbook.trajectory.losses.{_name}", _fn, dict(MPAIR, **_kw)).floats("logp").floats(
+        "advantages", dtype=False).floats("old_logp", dtype=False).mask(
+        "mask", allzero=False).shape("mask").shape("advantages", match="logp and advantages").shape(
+        "old_logp", match="logp and old_logp").device("mask").device("old_logp").bad(
+        "NaN logp on a response token", dict(logp=_with(LP, NAN)), "logp").grad("logp").meta(
+    ).bf16("logp", "advantages", "old_logp", close=_name not in ("clip_cov_loss", "kl_cov_loss"))
+    if _name != "kl_cov_loss":
+        s.number("eps_low", positive=True)
+    if _name != "gmpo_loss" and _name != "kl_cov_loss":
+        s.bad("eps_low = 1", dict(eps_low=1.0), "eps_low")
+    if _name in ("gspo_loss", "gspo_token_loss", "gmpo_loss"):
+        s.number("eps_high", positive=True)
+SPECS["pgbook.trajectory.losses.clip_cov_loss"].number("clip_cov_ratio", positive=True).number(
+    "clip_cov_lb").number("clip_cov_ub").bad("lb above ub", dict(clip_cov_lb=6.0), "clip_cov_lb").bad(
+    "no generator", dict(seed=None), "generator").bad("a seed, not a generator", dict(seed="0"),
+                                                      "generator")
+SPECS["pgbook.trajectory.losses.kl_cov_loss"].number("kl_cov_ratio", positive=True).number(
+    "ppo_kl_coef", positive=True)
+# a masked position may hold anything, NaN included: it reaches neither the value nor a gradient
+SPECS["pgbook.trajectory.losses.gspo_loss"].bad(
+    "NaN advantage on a response token", dict(advantages=_with(ADV, NAN)), "advantages")
+for _name, _opts in (("cispo_loss", ("eps_low", "eps_high")), ("sapo_loss", ("tau_pos", "tau_neg")),
+                     ("clip_higher_loss", ("eps_low", "eps_high", "dual_clip"))):
+    s = spec(f"pgbook.trajectory.losses.{_name}", getattr(TL, _name), dict(PAIR)).floats(
+        "logp").floats("advantages", dtype=False).floats("old_logp", dtype=False).shape(
+        "advantages", match="logp and advantages").shape("old_logp", match="logp and old_logp").device(
+        "old_logp").device("advantages").grad("logp").meta().bf16("logp", "advantages", "old_logp")
+    for _o in _opts:
+        s.number(_o, positive=True)
+_SG = "a stop-gradient surrogate: by design its gradient is not the derivative of its value"
+SPECS["pgbook.trajectory.losses.gspo_token_loss"].grad().skip_grad(_SG)
+SPECS["pgbook.trajectory.losses.cispo_loss"].grad().skip_grad(_SG)
+SPECS["pgbook.trajectory.losses.clip_higher_loss"].bad("eps_low = 1", dict(eps_low=1.0),
+                                                       "eps_low").bad(
+    "dual_clip = 1", dict(dual_clip=1.0), "dual_clip")
+spec("pgbook.trajectory.losses.sequence_log_ratio", TL.sequence_log_ratio,
+     dict(logp=LP, old_logp=OLD, mask=MASK)).floats("logp").floats("old_logp", dtype=False).mask(
+    "mask", allzero=False).shape("mask").shape("old_logp", match="logp and old_logp").device(
+    "mask").device("old_logp").grad("logp").meta().bf16("logp", "old_logp")
+
 # -- pgbook.trajectory.tokens -----------------------------------------------------------------
 for _name in ("token_logprobs", "naive_token_logprobs"):
     s = spec(f"pgbook.trajectory.tokens.{_name}", getattr(TT, _name),
@@ -453,6 +548,38 @@ spec("pgbook.trajectory.tokens.response_mask", TT.response_mask,
     "prompt_len = T", dict(prompt_len=5), "prompt_len").bad(
     "prompt_len = -1", dict(prompt_len=-1), "prompt_len").bad(
     "dtype a string", dict(dtype="float"), "dtype").meta().skip_bf16("takes no float input")
+
+record("pgbook.trajectory.tokens.CausalLogprobs", TT.CausalLogprobs, "mask", logp=LP)
+RMASK = torch.ones(4, 3, dtype=F64)                     # the response columns 2..4 of TOK
+spec("pgbook.trajectory.tokens.causal_logprobs", TT.causal_logprobs,
+     dict(logits_or_model=LOGITS, input_ids=TOK, prompt_len=2, response_mask=RMASK),
+     out=lambda r: r.logp).floats("logits_or_model", lst=False, nan=False, inf=False,
+                                  match="logits").bad(
+    "NaN logits scoring a response token", dict(logits_or_model=_at(LOGITS, (0, 2, 0), NAN)),
+    "logits").bad("inf logits scoring a response token",
+                  dict(logits_or_model=_at(LOGITS, (1, 3, 2), INF)), "logits").bad(
+    "logits as a list", dict(logits_or_model=LOGITS.tolist()), "logits_or_model").bad(
+    "logits of another length", dict(logits_or_model=LOGITS[:, :3]), "logits").bad(
+    "float input_ids", dict(input_ids=TOK.double()), "input_ids").bad(
+    "int32 input_ids", dict(input_ids=TOK.int()), "input_ids").bad(
+    "1-D input_ids", dict(input_ids=TOK[0]), "input_ids").bad(
+    "one position", dict(input_ids=TOK[:, :1]), "input_ids").bad(
+    "an id past the vocabulary", dict(input_ids=_at(TOK, (0, 3), 6)), "tokens").bad(
+    "prompt_len = 0", dict(prompt_len=0), "prompt_len").bad(
+    "prompt_len = T", dict(prompt_len=5), "prompt_len").bad(
+    "prompt_len = 1.5", dict(prompt_len=1.5), "prompt_len").bad(
+    "neither prompt_len nor a mask", dict(prompt_len=None, response_mask=None), "prompt_len").mask(
+    "response_mask").bad("a (B, T) mask with ones on the prompt",
+                         dict(response_mask=torch.ones(4, 5, dtype=F64)), "response_mask").bad(
+    "a mask of another shape", dict(response_mask=RMASK[:, :2]), "response_mask").bad(
+    "eos_id with a response_mask", dict(eos_id=2), "eos_id").bad(
+    "eos_id = -1", dict(eos_id=-1, response_mask=None), "eos_id").bad(
+    "attention_mask with logits", dict(attention_mask=torch.ones_like(TOK)), "attention_mask").bad(
+    "a model returning a string", dict(logits_or_model=lambda ids: "logits"), "logits_or_model").bad(
+    "neither logits nor a model", dict(logits_or_model="gpt"), "logits_or_model").number(
+    "temperature", positive=True).count("chunk_size").bad(
+    "a misspelt option", dict(temprature=1.0), "temprature").device("input_ids").device(
+    "response_mask").grad("logits_or_model").meta().bf16("logits_or_model")
 
 # -- pgbook.trajectory.importance -------------------------------------------------------------
 W = torch.tensor([[0.5, 1.5, 1.0], [2.0, 0.1, 0.4]], dtype=F64)
@@ -482,16 +609,71 @@ spec("pgbook.trajectory.importance.effective_sample_size", TI.effective_sample_s
      dict(weights=W)).floats("weights").bad("negative", dict(weights=-W), "weights").grad(
     "weights").meta().bf16("weights")
 
+spec("pgbook.trajectory.importance.truncate_weights", TI.truncate_weights, dict(weights=W, c=1.2)
+     ).floats("weights").bad("negative", dict(weights=-W), "weights").number(
+    "c", positive=True).bad("c = 0", dict(c=0.0), "c").grad("weights").meta().bf16("weights")
+SPECS["pgbook.trajectory.importance.is_estimate"].number("truncate", positive=True)
+
+# -- pgbook.trajectory.corrections ------------------------------------------------------------
+SMP = OLD - 0.05 * ADV.abs()                                         # the sampler's log μ, (B, T)
+CORR = dict(old_logp=OLD, sampler_logp=SMP, mask=MASK)
+spec("pgbook.trajectory.corrections.mismatch_log_ratio", TC.mismatch_log_ratio, dict(CORR)
+     ).floats("old_logp").floats("sampler_logp", dtype=False).mask("mask").shape("mask").shape(
+    "sampler_logp", match="old_logp and sampler_logp").device("mask").device(
+    "sampler_logp").meta().bf16("old_logp", "sampler_logp")
+for _name in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):
+    spec(f"pgbook.trajectory.corrections.{_name}", getattr(TC, _name), dict(CORR)).floats(
+        "old_logp").floats("sampler_logp", dtype=False).mask("mask").shape("mask").device(
+        "sampler_logp").number("c_max", positive=True).number("c_min", positive=True).bad(
+        "c_min above c_max", dict(c_max=1.0, c_min=2.0), "c_min").bad(
+        "a weight that overflows", dict(sampler_logp=SMP - 800.0, c_max=None), "overflows"
+    ).meta().bf16("old_logp", "sampler_logp", close=not _name.startswith("sequence"))
+spec("pgbook.trajectory.corrections.correction_weights", TC.correction_weights,
+     dict(CORR, correction="token_mask")).option("correction").floats("old_logp").floats(
+    "sampler_logp", dtype=False).mask("mask").device("mask").number(
+    "correction_max", positive=True).bad("correction_min above correction_max",
+                                         dict(correction_min=3.0), "correction_min").meta().bf16(
+    "old_logp", "sampler_logp")
+spec("pgbook.trajectory.corrections.correction_stats", TC.correction_stats,
+     dict(CORR, weights=TC.token_truncate(OLD, SMP, MASK)),
+     out=lambda r: r["weight_ess"]).floats("weights").floats("old_logp").mask("mask").shape(
+    "weights").bad("a negative weight", dict(weights=-TC.token_truncate(OLD, SMP, MASK)),
+                   "weights").device("weights").device("mask").meta().bf16(
+    "weights", "old_logp", "sampler_logp")
+
+# -- pgbook.trajectory.selection --------------------------------------------------------------
+INFORMATIVE = torch.tensor([False, True, True, False, True])
+spec("pgbook.trajectory.selection.informative_groups", TSEL.informative_groups,
+     dict(rewards=R4, group_size=2)).floats("rewards").count("group_size").bad(
+    "group_size not dividing N", dict(group_size=3), "group_size").meta().bf16("rewards")
+spec("pgbook.trajectory.selection.dynamic_sampling_order", TSEL.dynamic_sampling_order,
+     dict(informative=INFORMATIVE, n_groups=3)).bad(
+    "0/1 integers", dict(informative=INFORMATIVE.long()), "informative").bad(
+    "2-D", dict(informative=INFORMATIVE[None]), "informative").bad(
+    "a list", dict(informative=INFORMATIVE.tolist()), "informative").count("n_groups").bad(
+    "more groups than generated", dict(n_groups=6), "n_groups").meta().skip_bf16(
+    "takes a bool tensor")
+spec("pgbook.trajectory.selection.max_variance_subset", TSEL.max_variance_subset,
+     dict(rewards=R01, group_size=4, m=2)).floats("rewards").count("group_size").count("m").bad(
+    "m = 1", dict(m=1), "m").bad("m above G", dict(m=5), "m").meta().bf16("rewards", close=False)
+
 # -- pgbook.methods ---------------------------------------------------------------------------
 spec("pgbook.methods.policy_loss", ME.policy_loss,
      dict(logp=LP, old_logp=OLD, advantages_tok=ADV, mask=MASK), out=lambda r: r[0]).floats(
     "logp").mask("mask").shape("mask").shape("old_logp").shape("advantages_tok").device(
     "mask").device("old_logp").option("loss").option("aggregation").option("kl").bad(
-    "beta without a KL", dict(beta=0.1), "beta").bad(
+    "beta without a KL", dict(beta=0.1, kl="none"), "beta").bad(
     "an option the loss does not take", dict(dual_klip=2.0), "dual_klip").bad(
     "k3 with beta but no reference", dict(kl="k3_loss", beta=0.1), "ref_logp").bad(
     "the KL in the reward", dict(kl="k1_in_reward", beta=0.1, ref_logp=REF), "kl").bad(
-    "NaN advantage on a response token", dict(advantages_tok=_with(ADV, NAN)), "advantages").grad(
+    "NaN advantage on a response token", dict(advantages_tok=_with(ADV, NAN)), "advantages").bad(
+    "a correction without the sampler's log-probs", dict(correction="token_truncate"),
+    "sampler_logp").bad("an unknown correction", dict(sampler_logp=OLD, correction="tis"),
+                        "correction").bad(
+    "sampler log-probs of another shape", dict(sampler_logp=OLD[:, :3],
+                                               correction="token_truncate"), "sampler_logp").bad(
+    "NaN sampler log-probs on a response token",
+    dict(sampler_logp=_with(OLD, NAN), correction="token_truncate"), "sampler_logp").grad(
     "logp").meta().bf16("logp", "old_logp", "advantages_tok")
 spec("pgbook.methods.method_config", ME.method_config, dict(name="GRPO")).bad(
     "unknown method", dict(name="GRPOO"), "method").bad("a list", dict(name=["GRPO"]), "method")
@@ -500,9 +682,26 @@ spec("pgbook.methods.method_loss", ME.method_loss,
      out=lambda r: r[0]).bad("unknown method", dict(name="nope"), "method").floats(
     "rewards").mask("mask").shape("mask").device("mask").count("group_size").bad(
     "group_size not dividing N", dict(group_size=3), "group_size").number(
-    "beta", positive=True).bad("beta for a method without KL", dict(beta=0.1), "beta").bad(
-    "KL method without ref_logp", dict(name="GRPO (DeepSeekMath)", beta=0.1), "ref_logp").grad(
+    "beta", positive=True).bad("beta for a method without KL", dict(name="DAPO", beta=0.1),
+                               "beta").bad(
+    "KL method without ref_logp", dict(beta=0.1), "ref_logp").bad(
+    "a corrected method without the sampler's log-probs", dict(name="GRPO + TIS"),
+    "sampler_logp").grad(
     "logp").meta().bf16("logp", "old_logp", "rewards")
+
+spec("pgbook.methods.shaped_rewards", ME.shaped_rewards,
+     dict(kl="k1_in_reward", rewards=R4, logp=LP, ref_logp=REF, mask=MASK, beta=0.1)).option(
+    "kl").bad("a KL of the loss, not of the reward", dict(kl="k3_loss"), "kl").floats(
+    "rewards").mask("mask").shape("mask").device("mask").device("ref_logp").number(
+    "beta", positive=True).bad("NaN logp on a response token", dict(logp=_with(LP, NAN)),
+                               "logp").bad(
+    "rewards of the wrong length", dict(rewards=R4[:3]), "logp").grad("rewards").meta().bf16(
+    "rewards", "logp", "ref_logp")
+spec("pgbook.methods.loss_table", ME.loss_table, dict(names=["GRPO", "RLOO"])).bad(
+    "one name, not a list", dict(names="GRPO"), "names").bad(
+    "an unknown method", dict(names=["GRPOO"]), "method").bad(
+    "a method without a policy loss", dict(names=["J(θ)"]), "names").bad(
+    "a number", dict(names=3), "names").flag("markdown")
 
 # -- pgbook.reward.advantages -----------------------------------------------------------------
 for _name in ("grpo", "grpo_mean", "rloo", "plain", "group_mean_batch_std_seq",
@@ -524,6 +723,59 @@ for _name in ("grpo", "grpo_mean", "rloo", "plain", "group_mean_batch_std_seq",
         s.mask("mask").bad("no mask", dict(mask=None), "mask").bad(
             "mask with another number of rows", dict(mask=MASK[:3]), "mask").device("mask")
     s.grad("rewards")
+# the reward side after GRPO (chapter 13)
+GREEDY_R = torch.tensor([0.5, 0.25], dtype=F64)                        # R of the greedy rollout
+spec("pgbook.reward.advantages.remax_advantage", RA.remax_advantage,
+     dict(rewards=R4, group_size=2, reward_baselines=GREEDY_R)).floats("rewards").floats(
+    "reward_baselines").count("group_size").bad(
+    "one baseline too many", dict(reward_baselines=torch.zeros(3, dtype=F64)),
+    "reward_baselines").bad("2-D baselines", dict(reward_baselines=GREEDY_R[None]),
+                            "reward_baselines").device("reward_baselines").number(
+    "std_eps", positive=True).grad("rewards", "reward_baselines").meta().bf16(
+    "rewards", "reward_baselines")
+spec("pgbook.reward.advantages.reinforce_plus_plus_advantage", RA.reinforce_plus_plus_advantage,
+     dict(rewards=R4, group_size=2, mask=MASK, token_rewards=-0.1 * ADV.abs(), gamma=0.9)
+     ).floats("rewards").floats("token_rewards").mask("mask").bad(
+    "mask with another number of rows", dict(mask=MASK[:3]), "mask").bad(
+    "an empty response", dict(mask=MASK * torch.tensor([[1.0], [1.0], [0.0], [1.0]], dtype=F64)),
+    "mask").shape("token_rewards").device("mask").device("token_rewards").count(
+    "group_size").number("gamma", positive=True).bad("gamma = 1.5", dict(gamma=1.5), "gamma").number(
+    "var_eps", positive=True).grad("rewards", "token_rewards").meta().bf16(
+    "rewards", "token_rewards")
+spec("pgbook.reward.advantages.opo_advantage", RA.opo_advantage,
+     dict(rewards=R4, group_size=2, mask=MASK)).floats("rewards").mask("mask").bad(
+    "a group without tokens", dict(mask=MASK * torch.tensor([[0.0], [0.0], [1.0], [1.0]],
+                                                            dtype=F64)), "mask").bad(
+    "mask with another number of rows", dict(mask=MASK[:2]), "mask").device("mask").count(
+    "group_size").number("std_eps", positive=True).grad("rewards").meta().bf16("rewards")
+spec("pgbook.reward.advantages.gpg_advantage", RA.gpg_advantage,   # α counts R ≠ 0: none is 0
+     dict(rewards=R4 + 1, group_size=2)).floats("rewards").count("group_size").option("alpha").number("f_norm", positive=True).bad(
+    "f_norm = 0", dict(f_norm=0.0), "f_norm").number("std_eps", positive=True).grad(
+    "rewards").meta().bf16("rewards")
+spec("pgbook.reward.advantages.grpo_passk_advantage", RA.grpo_passk_advantage,
+     dict(rewards=R4, group_size=2)).floats("rewards").count("group_size").bad(
+    "groups of one", dict(group_size=1), "group_size").flag("norm_by_std").number(
+    "std_eps", positive=True).grad("rewards").meta().bf16("rewards")
+for _name, _k in (("passk_analytic", 2), ("pkpo", 2)):
+    s = spec(f"pgbook.reward.advantages.{_name}_advantage", getattr(RA, f"{_name}_advantage"),
+             dict(rewards=R01, group_size=4, k=_k)).floats("rewards").bad(
+        "rewards other than 0/1", dict(rewards=R01 * 0.5), "rewards").count("group_size").count(
+        "k").bad("k above G", dict(k=5), "k").number("std_eps", positive=True).skip_grad(
+        "defined on 0/1 rewards: a perturbed reward is refused").meta().bf16("rewards")
+SPECS["pgbook.reward.advantages.pkpo_advantage"].option("baseline").bad(
+    "k = G with the leave-one-out baseline", dict(k=4), "k")
+spec("pgbook.reward.advantages.comb_ratio", RA.comb_ratio,
+     dict(a=torch.tensor([2.0, 3.0, 5.0], dtype=F64), b=torch.tensor([5.0, 5.0, 6.0], dtype=F64),
+          k=2)).floats("a").floats("b", dtype=False).bad(
+    "a above b", dict(a=torch.tensor([6.0, 3.0, 5.0], dtype=F64)), "a").bad(
+    "b below k", dict(k=6), "b").count("k", zero=False).device("b").grad("a").meta().bf16(
+    "a", "b")
+spec("pgbook.reward.advantages.pass_at_k_estimate", RA.pass_at_k_estimate,
+     dict(n=torch.full((3,), 5.0, dtype=F64), c=torch.tensor([1.0, 2.0, 3.0], dtype=F64), k=2)
+     ).floats("n").floats("c", dtype=False).bad(
+    "c above n", dict(c=torch.tensor([0.0, 6.0, 2.0], dtype=F64)), "c").bad(
+    "negative c", dict(c=torch.tensor([-1.0, 1.0, 2.0], dtype=F64)), "c").bad(
+    "n below k", dict(k=6), "n").count("k", zero=False).device("c").grad("c").meta().bf16("n", "c")
 spec("pgbook.reward.advantages.zero_variance_groups", RA.zero_variance_groups,
      dict(rewards=R4, group_size=2)).floats("rewards").count("group_size").meta().bf16("rewards")
 spec("pgbook.reward.advantages.advantage_stats", RA.advantage_stats,
@@ -556,6 +808,95 @@ spec("pgbook.reward.advantages.reward_to_go", RA.reward_to_go,
     "mask").device("mask").bad("a scalar", dict(token_rewards=torch.tensor(1.0, dtype=F64),
                                                 mask=torch.tensor(1.0)), "token_rewards").grad(
     "token_rewards").meta().bf16("token_rewards")
+
+# -- pgbook.reward.critic ---------------------------------------------------------------------
+VALUES = OLD.clone()                                   # V̂(h_t), (B, T)
+for _name in ("gae", "td_residuals"):
+    s = spec(f"pgbook.reward.critic.{_name}", getattr(RC, _name),
+             dict(token_rewards=ADV, values=VALUES, mask=MASK),
+             out=(lambda r: r[0]) if _name == "gae" else None).floats("token_rewards").floats(
+        "values").mask("mask").shape("mask").device("mask").device("values").bad(
+        "values two columns too wide", dict(values=_wider(_wider(VALUES))), "values").bad(
+        "1-D rewards", dict(token_rewards=ADV[0]), "token_rewards").bad(
+        "no position", dict(token_rewards=ADV[:, :0], values=VALUES[:, :0], mask=MASK[:, :0]),
+        "token_rewards").number("gamma", positive=True).bad(
+        "gamma = 1.5", dict(gamma=1.5), "gamma").grad("token_rewards", "values").meta().bf16(
+        "token_rewards", "values")
+    if _name == "gae":
+        s.number("lam", positive=True).bad("lam = 2", dict(lam=2.0), "lam").flag("whiten").bad(
+            "var_eps = -1", dict(whiten=True, var_eps=-1.0), "var_eps")
+SPECS["pgbook.reward.critic.gae"].bad(
+    "a bootstrap column (B, T + 1) with NaN", dict(values=_with(_wider(VALUES), NAN)), "values")
+spec("pgbook.reward.critic.whiten", RC.whiten, dict(x=ADV, mask=MASK)).floats("x").mask(
+    "mask").shape("mask").device("mask").flag("shift_mean").number("var_eps", positive=True).bad(
+    "one unmasked entry", dict(mask=torch.zeros_like(MASK).index_fill(1, torch.tensor([0]), 0.0)
+                               .index_put((torch.tensor([0]), torch.tensor([0])),
+                                          torch.tensor(1.0, dtype=F64))), "mask").grad(
+    "x").meta().bf16("x")
+spec("pgbook.reward.critic.value_loss", RC.value_loss,
+     dict(values=VALUES, returns=ADV, mask=MASK, old_values=OLD + 0.05, eps_value=0.2),
+     out=lambda r: r[0]).floats("values").floats("returns", dtype=False).floats(
+    "old_values", dtype=False).mask("mask").shape("mask").shape("returns").shape(
+    "old_values").device("returns").device("old_values").device("mask").option(
+    "aggregation").number("eps_value", positive=True).bad(
+    "old_values without eps_value", dict(eps_value=None), "old_values").bad(
+    "eps_value without old_values", dict(old_values=None), "old_values").grad("values").meta().bf16(
+    "values", "returns", "old_values")
+
+# -- pgbook.reward.shaping --------------------------------------------------------------------
+TRUNC = torch.tensor([True, False, False, True])
+LENS = MASK.sum(-1).long()
+SHAPING = dict(rewards=R4, mask=MASK, truncated=TRUNC, max_tokens=5)
+for _name, _extra in (("overlong_punish", {"value": -0.5}), ("overlong_mask", {}),
+                      ("overlong_soft", {"cache": 2})):
+    s = spec(f"pgbook.reward.shaping.{_name}", getattr(RS, _name), dict(SHAPING, **_extra),
+             out=lambda r: r[0]).floats("rewards").bad(
+        "mask with another number of rows", dict(mask=MASK[:3]), "mask").bad(
+        "1-D mask", dict(mask=MASK[0]), "mask").bad(
+        "truncated as 0/1 integers", dict(truncated=TRUNC.long()), "truncated").bad(
+        "truncated of another length", dict(truncated=TRUNC[:3]), "truncated").device(
+        "truncated").device("mask").count("max_tokens").skip_grad(
+        "the shaped reward is R plus a constant (or R itself): nothing to gradcheck").meta(
+    ).bf16("rewards").mask("mask", allzero=False)   # every response may be cut: an empty mask
+SPECS["pgbook.reward.shaping.overlong_punish"].number("value")
+SPECS["pgbook.reward.shaping.overlong_soft"].count("cache", zero=False).bad(
+    "cache above max_tokens", dict(cache=6), "cache")
+spec("pgbook.reward.shaping.soft_overlong_penalty", RS.soft_overlong_penalty,
+     dict(lengths=LENS, max_tokens=5, cache=2)).bad("a negative length", dict(lengths=-LENS),
+                                                    "lengths").bad(
+    "NaN length", dict(lengths=_with(LENS, NAN, F64)), "lengths").bad(
+    "a list", dict(lengths=LENS.tolist()), "lengths").count("max_tokens").count(
+    "cache", zero=False).bad("cache above max_tokens", dict(cache=6), "cache").meta().bf16(
+    "lengths", close=False)   # a step function: rounded lengths land on other steps
+spec("pgbook.reward.shaping.response_lengths", RS.response_lengths, dict(mask=MASK)).mask(
+    "mask", allzero=False).bad("1-D", dict(mask=MASK[0]), "mask").meta().bf16("mask")
+spec("pgbook.reward.shaping.truncated_responses", RS.truncated_responses,
+     dict(tokens=TOK, mask=MASK, eos_id=2)).mask("mask", allzero=False).shape("mask").device(
+    "mask").bad("1-D tokens", dict(tokens=TOK[0], mask=MASK[0]), "tokens").bad(
+    "float tokens", dict(tokens=TOK.double()), "tokens").bad(
+    "eos_id = -1", dict(eos_id=-1), "eos_id").bad("eos_id = 2.0", dict(eos_id=2.0), "eos_id").meta(
+    ).skip_bf16("takes token ids and a mask")
+ENT = LP.abs()                                                       # entropies ≥ 0, (B, T)
+spec("pgbook.reward.shaping.high_entropy_mask", RS.high_entropy_mask,
+     dict(entropy=ENT, mask=MASK)).floats("entropy").mask("mask").shape("mask").device(
+    "mask").number("top_fraction", positive=True).bad(
+    "top_fraction = 1.5", dict(top_fraction=1.5), "top_fraction").bad(
+    "a negative entropy", dict(entropy=-ENT), "entropy").meta().bf16("entropy", close=False)
+for _name in ("top_entropy_advantages", "low_entropy_advantages", "entropy_weighted_advantages"):
+    s = spec(f"pgbook.reward.shaping.{_name}", getattr(RS, _name),
+             dict(advantages_tok=ADV, entropy=ENT, mask=MASK, group_size=2)).floats(
+        "advantages_tok").floats("entropy").mask("mask").shape("mask").shape("entropy").device(
+        "mask").device("entropy").bad("a negative entropy", dict(entropy=-ENT), "entropy").bad(
+        "1-D", dict(advantages_tok=ADV[0], entropy=ENT[0], mask=MASK[0]), "advantages_tok").count(
+        "group_size").grad("advantages_tok").meta().bf16(
+        "advantages_tok", "entropy", close=_name == "entropy_weighted_advantages")
+    if _name == "entropy_weighted_advantages":
+        s.number("strength", positive=True).bad("strength = 2", dict(strength=2.0), "strength").bad(
+            "group_size not dividing B", dict(group_size=3), "group_size").grad(
+            "advantages_tok", "entropy")
+    else:
+        s.number("top_fraction", positive=True).bad("top_fraction = 0", dict(top_fraction=0.0),
+                                                     "top_fraction")
 
 # -- pgbook.reward.baselines ------------------------------------------------------------------
 WORLD = dict(bandit=BANDIT, policy=POL, theta=TH)
@@ -602,6 +943,40 @@ spec("pgbook.reward.baselines.state_table", RB.state_table,
      dict(values=torch.tensor([0.1, 0.2, 0.3], dtype=F64), n_actions=4)).floats("values").count(
     "n_actions").bad("2-D values", dict(values=PROBS), "values").grad("values").meta().bf16(
     "values")
+
+spec("pgbook.reward.baselines.optimal_coordinate_baseline_table",
+     RB.optimal_coordinate_baseline_table, dict(WORLD)).bad(
+    "NaN theta", dict(theta=NAN_TH), "theta").bad("theta of the wrong size", dict(theta=TH[:5]),
+                                                   "theta").bad(
+    "not a bandit", dict(bandit=PROBS), "bandit").bad(
+    "a policy of another world", dict(policy=WB.TabularSoftmax(2, 4)), "policy").bad(
+    "theta on another device", dict(theta=TH.to("meta")), "device").meta(
+    bandit=BANDIT.to("meta"), theta=TH.to("meta")).bf16("theta")
+spec("pgbook.reward.baselines.success_weights", RB.success_weights, dict(rewards=BATCH.r)
+     ).floats("rewards").bad("a scalar", dict(rewards=BATCH.r[0]), "rewards").number(
+    "success").flag("normalise").meta().bf16("rewards")
+RUN = dict(table=torch.tensor([0.1, 0.2, 0.3], dtype=F64), counts=torch.tensor([1.0, 0.0, 2.0],
+                                                                               dtype=F64),
+           s=S_IDS, r=BATCH.r)
+spec("pgbook.reward.baselines.RunningMean", RB.RunningMean, dict(decay=0.1)).number(
+    "decay", positive=True).bad("decay = 2", dict(decay=2.0), "decay").bad(
+    "an unknown init", dict(init="zero"), "init").bad("init NaN", dict(init=NAN), "init").bad(
+    "init True", dict(init=True), "init")
+for _q, _fn in (("RunningMean.weights", RB.RunningMean().weights),
+                ("running_mean_update", RB.running_mean_update)):
+    s = spec(f"pgbook.reward.baselines.{_q}", _fn, dict(RUN),
+             out=(lambda r: r[0]) if _q == "running_mean_update" else None).floats("r").floats(
+        "table").ids("s", 3).bad("counts of another shape", dict(counts=RUN["counts"][:2]),
+                                 "counts").bad(
+        "a negative count", dict(counts=-RUN["counts"]), "counts").bad(
+        "NaN count", dict(counts=_with(RUN["counts"], NAN)), "counts").bad(
+        "r of another shape", dict(r=BATCH.r[:3]), "s and r").bad(
+        "a scalar table", dict(table=RUN["table"][0]), "table").device("r").device(
+        "counts").grad("table", "r").meta().bf16("table", "r")
+SPECS["pgbook.reward.baselines.RunningMean.weights"].bad(
+    "a leave-one-out start from one sample", dict(s=S_IDS[:1], r=BATCH.r[:1]), "batch_size")
+SPECS["pgbook.reward.baselines.running_mean_update"].number("decay", positive=True).bad(
+    "decay = 2", dict(decay=2.0), "decay")
 
 # -- pgbook.worlds.bandits --------------------------------------------------------------------
 RHO, MEANS = BANDIT.rho, BANDIT.means
@@ -725,6 +1100,13 @@ world("pgbook.exact.bandits.policy_gradient_estimates", EB.policy_gradient_estim
     "NaN table baseline", dict(baseline=torch.full((3,), NAN, dtype=F64)), "baseline").bad(
     "no generator", dict(generator=0), "generator").skip_meta("sampling needs values").bf16(
     "theta", close=False)
+for _name, _table in (("exact_control_variate_moments", torch.full((3, 4), 0.5, dtype=F64)),
+                      ("exact_coordinate_baseline_variance", torch.full((3, 12), 0.5, dtype=F64))):
+    world(f"pgbook.exact.bandits.{_name}", getattr(EB, _name), table=_table,
+          out=(lambda r: r[1]) if _name == "exact_control_variate_moments" else None).floats(
+        "table").bad("a table of another shape", dict(table=_table[:, :2]), "table").device(
+        "table").meta(table=_table.to("meta"), **META_WORLD).bf16("theta", "table")
+SPECS["pgbook.exact.bandits.exact_coordinate_baseline_variance"].count("n_samples")
 spec("pgbook.exact.bandits.reinforce_surrogate", EB.reinforce_surrogate,
      dict(policy=POL, theta=TH, batch=BATCH, weights=BATCH.r)).floats("weights").bad(
     "weights of another shape", dict(weights=BATCH.r[:3]), "weights").bad(
@@ -841,6 +1223,19 @@ spec("pgbook.exact.offpolicy.snis_bias_coefficient", EO.snis_bias_coefficient,
     "probs").meta(bandit=BANDIT.to("meta"), probs=PROBS.to("meta"),
                   behaviour_probs=MU.to("meta")).bf16("probs", "behaviour_probs")
 
+spec("pgbook.exact.offpolicy.exact_tis_J_moments", EO.exact_tis_J_moments,
+     dict(bandit=BANDIT, probs=PROBS, behaviour_probs=MU, c=1.5), out=lambda r: r[1]).bad(
+    "c = 0", dict(c=0.0), "c").bad("c NaN", dict(c=NAN), "c").bad("c a string", dict(c="1"), "c").bad(
+    "c True", dict(c=True), "c").bad("a negative level in a grid",
+                                     dict(c=torch.tensor([1.0, -1.0], dtype=F64)), "c").bad(
+    "levels on another device", dict(c=torch.tensor([1.0], device="meta")), "device").floats(
+    "probs", inf=False).floats("behaviour_probs", inf=False).bad(
+    "a zero in mu", dict(behaviour_probs=torch.tensor([[1.0, 0, 0, 0]] * 3, dtype=F64)),
+    "behaviour_probs").bad("not a bandit", dict(bandit=None), "bandit").count("n_samples").device(
+    "behaviour_probs").grad("probs").meta(bandit=BANDIT.to("meta"), probs=PROBS.to("meta"),
+                                          behaviour_probs=MU.to("meta")).bf16(
+    "probs", "behaviour_probs")
+
 # -- pgbook.exact.proximal --------------------------------------------------------------------
 world("pgbook.exact.proximal.fisher_information", EP.fisher_information).meta(**META_WORLD).bf16(
     "theta")
@@ -908,6 +1303,34 @@ SPECS["pgbook.exact.stats.EstimatorStats.z_scores"].device("exact").grad("exact"
     "statistics run in the estimates' dtype (EstimatorStats's own bfloat16 run covers it)")
 SPECS["pgbook.exact.stats.EstimatorStats.relative_error"].bad(
     "a zero exact vector", dict(exact=torch.zeros(3, dtype=F64)), "exact")
+for _name in ("mse", "mse_stderr", "bias_squared"):
+    spec(f"pgbook.exact.stats.EstimatorStats.{_name}", getattr(ESTATS, _name), dict(exact=EXACT3)
+         ).floats("exact", dtype=False).bad("exact of another size", dict(exact=EXACT3[:2]),
+                                            "exact").device("exact").grad("exact").meta(
+        _fn=getattr(EST.EstimatorStats(ESTIMATES.to("meta")), _name),
+        exact=EXACT3.to("meta")).skip_bf16(
+        "statistics run in the estimates' dtype (EstimatorStats's own bfloat16 run covers it)")
+SEEDS = EST.compare_over_seeds(lambda m, s: float(s) + len(m) + 0.1 * s * s, [0, 1, 2],
+                               methods=["a", "bb"])
+record("pgbook.exact.stats.SeedComparison", EST.SeedComparison, "values", methods=("a",),
+       seeds=(0, 1))
+spec("pgbook.exact.stats.SeedComparison.difference", SEEDS.difference, dict(a="bb", b="a")).bad(
+    "an unknown method", dict(a="c"), "method").bad("a number", dict(b=1), "method")
+spec("pgbook.exact.stats.SeedComparison.summary", SEEDS.summary, dict(baseline="bb")).bad(
+    "an unknown baseline", dict(baseline="c"), "method")
+spec("pgbook.exact.stats.compare_over_seeds", EST.compare_over_seeds,
+     dict(fn=lambda m, s: s + len(m) + 0.5 * s * s, seeds=[0, 1, 2], methods=["a", "bb"]),
+     out=lambda r: r.values).bad("fn not callable", dict(fn=3), "fn").bad(
+    "one seed", dict(seeds=[0]), "seeds").bad("a repeated seed", dict(seeds=[0, 0]), "seeds").bad(
+    "a float seed", dict(seeds=[0, 1.5]), "seeds").bad("methods a string", dict(methods="ab"),
+                                                       "methods").bad(
+    "a repeated method", dict(methods=["a", "a"]), "methods").bad(
+    "fn returning NaN", dict(fn=lambda m, s: NAN), "fn returned").bad(
+    "fn returning a vector", dict(fn=lambda m, s: torch.zeros(2)), "fn returned").bad(
+    "fn returning a string", dict(fn=lambda m, s: "1"), "fn returned").bad(
+    "dicts with different methods", dict(methods=None, fn=lambda s: {f"m{s}": 1.0}),
+    "fn returned").bad("an unknown option", dict(method="a"), "method").values_only(
+    "runs Python callables; the values come back as float64 on the CPU")
 spec("pgbook.exact.stats.EstimatorStats.is_unbiased", ESTATS.is_unbiased, dict(exact=EXACT3)
      ).floats("exact", dtype=False).number("z", positive=True).values_only("returns a bool")
 spec("pgbook.exact.stats.variance_difference", EST.variance_difference,
@@ -1107,6 +1530,280 @@ lm("pgbook.exact.seqlm.policy_gradient_estimates", ES.policy_gradient_estimates,
     "weighting").flag("mask_padding").bad("not a reward", dict(reward=None), "reward").skip_meta(
     "sampling needs values").bf16("theta", close=False)
 
+# -- pgbook.exact.critic ----------------------------------------------------------------------
+CRIT_T, CRIT_M = EC.TabularCritic(SPACE), EC.MLPCritic(SPACE, hidden=3)
+PHI_M = CRIT_M.init(pg.make_generator(13), scale=0.3)
+PHI_T = CRIT_T.init(pg.make_generator(14), scale=0.3)
+V_ENUM = EC.exact_values(MPOL, STH, REWARD).V                         # the exact V, (N, T)
+TARGETS = RA.reward_to_go(REWARD.token_rewards(SX, STOK, SMASK), SMASK)
+spec("pgbook.exact.critic.prefix_ids", EC.prefix_ids, dict(space=SPACE, x=SX, tokens=STOK)).ids(
+    "x", 2).ids("tokens", 3).bad("not a space", dict(space=MPOL), "space").device("tokens").meta(
+    x=SX.to("meta"), tokens=STOK.to("meta")).skip_bf16("takes ids")
+record("pgbook.exact.critic.ExactValues", EC.ExactValues, "A", V=V_ENUM, Q=V_ENUM)
+record("pgbook.exact.critic.GAEMoments", EC.GAEMoments, "total_variance", lams=EXACT3,
+       grad=STH, mean=STH)
+GAE_M = EC.gae_moments(MPOL, STH, REWARD, V_ENUM, [0.0, 1.0])
+spec("pgbook.exact.critic.GAEMoments.mse", GAE_M.mse, dict(n_samples=2)).count("n_samples")
+spec("pgbook.exact.critic.MLPCritic", EC.MLPCritic, dict(space=SPACE)).count("hidden").bad(
+    "not a space", dict(space=None), "space")
+spec("pgbook.exact.critic.TabularCritic", EC.TabularCritic, dict(space=SPACE)).bad(
+    "not a space", dict(space="space"), "space")
+for _crit, _phi, _cls in ((CRIT_M, PHI_M, "MLPCritic"), (CRIT_T, PHI_T, "TabularCritic")):
+    spec(f"pgbook.exact.critic.{_cls}.values", _crit.values, dict(phi=_phi, x=SX, tokens=STOK)
+         ).floats("phi", inf=False).bad("phi of the wrong size", dict(phi=_phi[:3]), "phi").bad(
+        "2-D phi", dict(phi=_phi[None]), "phi").ids("x", 2).ids("tokens", 3).bad(
+        "tokens of another length", dict(tokens=_wider(STOK)), "tokens").device("x").grad(
+        "phi").meta(phi=_phi.to("meta"), x=SX.to("meta"), tokens=STOK.to("meta")).bf16("phi")
+spec("pgbook.exact.critic.SeqCritic.init", CRIT_M.init, {}).bad(
+    "an integer dtype", dict(dtype=torch.long), "dtype").bad(
+    "an integer like", dict(like=SX), "like").bad(
+    "not a generator", dict(generator=0), "generator").bad(
+    "a negative scale", dict(generator=pg.make_generator(0), scale=-1.0), "scale").bad(
+    "a NaN scale", dict(generator=pg.make_generator(0), scale=NAN), "scale").meta(
+    device="meta").skip_bf16("takes no float input")
+lm("pgbook.exact.critic.exact_values", EC.exact_values, out=lambda r: r.V, reward=REWARD).bad(
+    "not a reward", dict(reward=TABLE), "reward").bad(
+    "a part of the enumeration", dict(seqs=WS.Sequences(SX[:3], STOK[:3], SMASK[:3])),
+    "seqs").skip_meta("checks that the pairs sum to ρ (values)").bf16("theta")
+lm("pgbook.exact.critic.critic_error", EC.critic_error, reward=REWARD, values=V_ENUM).floats(
+    "values").bad("values of another shape", dict(values=V_ENUM[:3]), "values").bad(
+    "not a reward", dict(reward=None), "reward").skip_meta(
+    "checks that the pairs sum to ρ (values)").bf16("theta", "values")
+lm("pgbook.exact.critic.gae_moments", EC.gae_moments, out=lambda r: r.total_variance,
+   reward=REWARD, values=V_ENUM, lams=[0.0, 1.0]).floats("values").bad(
+    "values of another shape", dict(values=V_ENUM[:3]), "values").bad(
+    "lam = 2", dict(lams=2.0), "lams").bad("no lam", dict(lams=[]), "lams").bad(
+    "lams a string", dict(lams="0.5"), "lams").bad("NaN lam", dict(lams=[NAN]), "lams").flag(
+    "full_cov").bad("scores of another shape", dict(scores=torch.zeros(2, 2, 2, dtype=F64)),
+                    "scores").device("values").bad("not a reward", dict(reward=None), "reward").skip_meta(
+    "exact values check that the pairs sum to ρ (values)").bf16("theta", "values")
+lm("pgbook.exact.critic.token_scores", EC.token_scores).meta(**META_LM).bf16("theta")
+spec("pgbook.exact.critic.fit_critic", EC.fit_critic,
+     dict(critic=CRIT_M, phi=PHI_M, seqs=SEQS, targets=TARGETS, mask=SMASK, steps=2),
+     out=lambda r: r[0]).bad("not a critic", dict(critic=MPOL), "critic").floats(
+    "phi", inf=False).bad("phi of the wrong size", dict(phi=PHI_M[:3]), "phi").bad(
+    "seqs that are not Sequences", dict(seqs=STOK), "seqs").bad(
+    "seqs with a negative prompt id", dict(seqs=WS.Sequences(_with(SX, -1), STOK, SMASK)),
+    "x").floats("targets").bad("targets of another shape", dict(targets=TARGETS[:3]),
+                               "targets").mask("mask").shape("mask").device("targets").count(
+    "steps").number("lr", positive=True).skip_meta("an optimiser loop on values").bf16(
+    "phi", "targets", close=False)
+
+# -- pgbook.exact.reward_side -----------------------------------------------------------------
+RN = REWARD.of(SEQS)                                          # R on the enumeration, (N,)
+RN01 = (RN > 0).to(F64)
+for _name in ("group_update_weights", "exact_group_update"):
+    lm(f"pgbook.exact.reward_side.{_name}", getattr(ER, _name), rewards=RN, group_size=2).floats(
+        "rewards").bad("rewards of another length", dict(rewards=RN[:3]), "rewards").count(
+        "group_size").option("advantage").option("aggregation").bad(
+        "an option the advantage does not take", dict(temperature=1.0), "temperature").count(
+        "n_groups").bad("max_tokens below the longest response", dict(max_tokens=1),
+                        "max_tokens").bad(
+        "a loss_mask holding 0.5", dict(aggregation="constant", loss_mask=_with(RN01, 0.5)),
+        "loss_mask").bad("a loss_mask with seq_mean_token_mean", dict(loss_mask=RN01),
+                         "loss_mask").bad(
+        "rewards other than 0/1 where the estimator needs them", dict(advantage="grpo"),
+        "rewards").bad("token_mean on two prompts", dict(rewards=RN01, aggregation="token_mean"),
+                       "aggregation").device("rewards").skip_meta(
+        "reads the responses' lengths (values)").bf16("theta", "rewards")
+SPECS["pgbook.exact.reward_side.exact_group_update"].bad(
+    "weights and the options they replace", dict(weights=RN, advantage="rloo"), "weights").bad(
+    "weights of another length", dict(weights=RN[:3]), "weights").bad(
+    "NaN weights", dict(weights=_with(RN, NAN)), "weights")
+lm("pgbook.exact.reward_side.exact_group_training", ER.exact_group_training, rewards=RN,
+   group_size=2, steps=1, lr=0.1).count("steps").number("lr", positive=True).bad(
+    "rewards as a list", dict(rewards=RN.tolist()), "rewards").bad(
+    "frozen holding 0.5", dict(frozen=_with(torch.zeros_like(STH), 0.5)), "frozen").bad(
+    "frozen of another shape", dict(frozen=torch.zeros(3, dtype=torch.bool)), "frozen").skip_meta(
+    "reads the responses' lengths (values)").bf16("theta", "rewards")
+lm("pgbook.exact.reward_side.greedy_responses", ER.greedy_responses).skip_meta(
+    "an argmax over values").skip_bf16("returns indices (bfloat16 logits may tie)")
+spec("pgbook.exact.reward_side.prefix_ids", ER.prefix_ids, dict(policy=MPOL)).bad(
+    "not a policy", dict(policy=POL), "policy").bad(
+    "seqs that are not Sequences", dict(seqs=STOK), "seqs").bad(
+    "seqs with a negative prompt id", dict(seqs=WS.Sequences(_with(SX, -1), STOK, SMASK)), "x")
+lm("pgbook.exact.reward_side.prefix_values", ER.prefix_values, rewards=RN).floats("rewards").bad(
+    "rewards of another length", dict(rewards=RN[:3]), "rewards").device("rewards").skip_meta(
+    "groups the enumeration by prefix (torch.unique on values)").bf16("theta", "rewards")
+lm("pgbook.exact.reward_side.token_scores", ER.token_scores).meta(**META_LM).bf16("theta")
+for _name in ("pass_at_k", "pass_at_k_weight"):
+    spec(f"pgbook.exact.reward_side.{_name}", getattr(ER, _name), dict(p=P_SUCC, k=3)).floats(
+        "p").bad("p = 1.5", dict(p=P_SUCC + 1), "p").bad("p = -0.1", dict(p=P_SUCC - 0.3), "p").count(
+        "k").grad("p").meta().bf16("p")
+lm("pgbook.exact.reward_side.sampled_group_estimates", ER.sampled_group_estimates,
+   out=lambda d: d["grpo"], rewards=RN, estimators=["grpo", ("RLOO", "rloo", {})], n_batches=2,
+   prompts_per_batch=2, group_size=2, generator=G0).floats("rewards").bad(
+    "rewards of another length", dict(rewards=RN[:3]), "rewards").bad(
+    "one name, not a list", dict(estimators="grpo"), "estimators").bad(
+    "a number", dict(estimators=[3]), "estimators").bad(
+    "a triple without options", dict(estimators=[("a", "grpo")]), "estimators").bad(
+    "an unknown estimator", dict(estimators=["grpoo"]), "advantage").bad(
+    "a token estimator", dict(estimators=["reward_to_go"]), "estimators").count(
+    "n_batches").count("prompts_per_batch").count("group_size").bad(
+    "no generator", dict(generator=None), "generator").bad(
+    "scores of another shape", dict(scores=torch.zeros(2, 2, 2, dtype=F64)), "scores").skip_meta(
+    "sampling needs values").bf16("theta", "rewards", close=False)
+
+# -- pgbook.exact.trajectory ------------------------------------------------------------------
+MIS = ETJ.Mismatched(MPOL, 0.5, pg.make_generator(15))
+META_MIS = ETJ.Mismatched(META_LM["policy"], 0.5, pg.make_generator(15))
+spec("pgbook.exact.trajectory.Mismatched", ETJ.Mismatched,
+     dict(policy=MPOL, scale=0.5, generator=pg.make_generator(16))).bad(
+    "not a policy", dict(policy=POL), "policy").number("scale", positive=True).bad(
+    "no generator", dict(generator=None), "generator").count("df")
+spec("pgbook.exact.trajectory.Mismatched.logits", MIS.logits, dict(theta=STH, x=SX, tokens=STOK)
+     ).floats("theta", nan=False, inf=False).bad("theta of the wrong size", dict(theta=STH[:3]),
+                                                 "theta").ids("x", 2).ids("tokens", 3).bad(
+    "tokens of another length", dict(tokens=_wider(STOK)), "tokens").device("x").grad(
+    "theta").meta(_fn=META_MIS.logits, theta=STH.to("meta"), x=SX.to("meta"),
+                  tokens=STOK.to("meta")).bf16("theta")
+lm("pgbook.exact.trajectory.sequence_entropy", ETJ.sequence_entropy).grad("theta").meta(
+    **META_LM).bf16("theta")
+lm("pgbook.exact.trajectory.token_scores", ETJ.token_scores).meta(**META_LM).bf16("theta")
+THETAS = torch.stack([STH, 0.5 * STH])
+spec("pgbook.exact.trajectory.path_stats", ETJ.path_stats,
+     dict(policy=MPOL, thetas=THETAS, reward=REWARD), out=lambda d: d["J"]).floats(
+    "thetas").bad("thetas of the wrong size", dict(thetas=THETAS[:, :3]), "thetas").bad(
+    "not a reward", dict(reward=TABLE), "reward").bad("not a policy", dict(policy=POL), "policy").bad(
+    "seqs with a negative prompt id", dict(seqs=WS.Sequences(_with(SX, -1), STOK, SMASK)),
+    "x").device("thetas").meta(policy=META_LM["policy"], thetas=THETAS.to("meta")).bf16("thetas")
+ENUM_P = ES.sequence_probs(MPOL, STH).detach()
+spec("pgbook.exact.trajectory.sample_enumerated", ETJ.sample_enumerated,
+     dict(probs=ENUM_P, rho=SPACE.rho, x_of=SX, n_batches=2, prompts_per_batch=2, group_size=3,
+          generator=G0)).floats("probs", inf=False).bad(
+    "probs not summing to one per prompt", dict(probs=ENUM_P * 2), "probs").bad(
+    "rho of another length", dict(rho=torch.ones(3, dtype=F64) / 3), "probs and x_of").bad(
+    "rho not summing to one", dict(rho=SPACE.rho * 2), "rho").bad(
+    "x_of not prompt-major", dict(x_of=SX.flip(0)), "x_of").bad(
+    "x_of past the prompts", dict(x_of=_with(SX, 2)), "x_of").bad(
+    "float x_of", dict(x_of=SX.double()), "x_of").count("n_batches").count(
+    "prompts_per_batch").count("group_size").bad("no generator", dict(generator=None),
+                                                 "generator").device("x_of").skip_meta(
+    "sampling needs values").skip_bf16(
+    "samples in float64 (probabilities rounded to bfloat16 and back no longer sum to 1)")
+lm("pgbook.exact.trajectory.batch_updates", ETJ.batch_updates, reward=REWARD, loss="ppo_clip",
+   n_batches=2, prompts_per_batch=2, group_size=2, generator=G0).option("loss").option(
+    "aggregation").option("advantage").bad("trainer_noise = -1", dict(trainer_noise=-1.0),
+                                           "trainer_noise").bad(
+    "a noise level per batch, of another length", dict(trainer_noise=[0.1, 0.1, 0.1]),
+    "trainer_noise").bad("NaN old_theta", dict(old_theta=_with(STH, NAN)), "old_theta").bad(
+    "a sampler that is no policy", dict(sampler=POL), "sampler").bad(
+    "a sampler of another space", dict(sampler=WS.MLPPolicy(WS.SeqSpace(max_len=3))),
+    "sampler").bad("an unknown correction", dict(sampler=MIS, correction="tis"), "correction").bad(
+    "not a reward", dict(reward=None), "reward").count("n_batches").count(
+    "prompts_per_batch").count("group_size").bad("no generator", dict(generator=None),
+                                                 "generator").skip_meta(
+    "sampling needs values").bf16("theta", close=False)
+lm("pgbook.exact.trajectory.corrected_gradient", ETJ.corrected_gradient,
+   out=lambda d: d["update"], reward=REWARD, sampler=MIS, correction="token_truncate").option(
+    "correction").bad("a sampler that is no policy", dict(sampler=None), "sampler").bad(
+    "not a reward", dict(reward=None), "reward").number("correction_max", positive=True).bad(
+    "grad of another shape", dict(grad=STH[:3]), "grad").bad(
+    "NaN grad", dict(grad=_with(STH, NAN)), "grad").meta(**META_LM, sampler=META_MIS).bf16(
+    "theta")
+
+# exact.offpolicy on the enumerable LM
+lm("pgbook.exact.offpolicy.exact_prefix_weight_second_moment",
+   EO.exact_prefix_weight_second_moment, behaviour_theta=0.5 * STH).bad(
+    "NaN behaviour_theta", dict(behaviour_theta=_with(STH, NAN)), "behaviour_theta").bad(
+    "behaviour_theta of the wrong size", dict(behaviour_theta=STH[:3]), "behaviour_theta").bad(
+    "a behaviour policy that is none", dict(behaviour_policy=POL), "behaviour_policy").bad(
+    "a behaviour policy on another space",
+    dict(behaviour_policy=WS.MLPPolicy(WS.SeqSpace(max_len=3))), "behaviour").flag(
+    "per_token").device("behaviour_theta").meta(**META_LM, behaviour_theta=STH.to("meta")).bf16(
+    "theta", "behaviour_theta")
+
+# -- pgbook.worlds.answers --------------------------------------------------------------------
+ASPACE = WA.answer_space(3)
+APOL, ATH = WA.answer_policy(ASPACE)
+AREW = WA.answer_reward(ASPACE)
+AQ = ES.sequence_probs(APOL, ATH)                              # p(y) over the enumeration, (N,)
+spec("pgbook.worlds.answers.answer_space", WA.answer_space, dict(max_len=3)).count(
+    "max_len").bad("max_len = 1", dict(max_len=1), "max_len").bad(
+    "an integer dtype", dict(dtype=torch.long), "dtype").bad("a string dtype", dict(dtype="f64"),
+                                                             "dtype")
+spec("pgbook.worlds.answers.answer_reward", WA.answer_reward, dict(space=ASPACE)).bad(
+    "another world", dict(space=SPACE), "space").bad("not a space", dict(space=None), "space").flag(
+    "finished_only")
+spec("pgbook.worlds.answers.answer_policy", WA.answer_policy, dict(space=ASPACE),
+     out=lambda r: r[1]).bad("another world", dict(space=SPACE), "space")
+for _o in ("p_correct", "stop", "first_stop"):
+    SPECS["pgbook.worlds.answers.answer_policy"].number(_o).bad(
+        f"{_o} = 1", {_o: 1.0}, _o).bad(f"{_o} = 0", {_o: 0.0}, _o)
+SPECS["pgbook.worlds.answers.answer_policy"].meta(space=WA.answer_space(3, device="meta")
+                                                  ).skip_bf16("builds a world in the space's dtype")
+spec("pgbook.worlds.answers.answer_head", WA.answer_head, dict(policy=APOL)).bad(
+    "not a tabular policy", dict(policy=WS.MLPPolicy(ASPACE)), "policy").bad(
+    "a tabular policy of another world", dict(policy=TPOL), "space")
+spec("pgbook.worlds.answers.answer_stats", WA.answer_stats,
+     dict(space=ASPACE, probs=AQ, reward=AREW), out=lambda d: d["length_pmf"]).floats(
+    "probs", inf=False).bad("probs of another length", dict(probs=AQ[:3]), "probs").bad(
+    "probs not summing to one", dict(probs=AQ * 2), "probs").bad(
+    "a negative probability", dict(probs=AQ - 0.01), "probs").bad(
+    "not a reward", dict(reward=None), "reward").bad("another world", dict(space=SPACE), "space").bad(
+    "seqs that are not Sequences", dict(seqs=STOK), "seqs").grad("probs").meta(
+    space=WA.answer_space(3, device="meta"), probs=AQ.to("meta"), reward=AREW).skip_bf16(
+    "probabilities rounded to bfloat16 and back no longer sum to 1 (the float64 reference run "
+    "refuses them)")
+
+# -- pgbook.train.seqlm -----------------------------------------------------------------------
+RUN_X = torch.tensor([[0, 1, 1], [1, 0, 0]])
+record("pgbook.train.seqlm.SeqLMHistory", TS.SeqLMHistory, "loss", thetas=THETAS, reward=R4,
+       clip_fraction=R4, zero_variance_groups=R4, rollouts=R4, ratio_max=R4)
+spec("pgbook.train.seqlm.sample_runs", TS.sample_runs,
+     dict(policy=MPOL, thetas=THETAS, x=RUN_X, generator=G0), out=lambda q: q.tokens).bad(
+    "not a policy", dict(policy=POL), "policy").floats("thetas", inf=False).bad(
+    "thetas of the wrong size", dict(thetas=THETAS[:, :3]), "thetas").bad(
+    "1-D thetas", dict(thetas=STH), "thetas").bad("x with another number of runs",
+                                                  dict(x=RUN_X[:1]), "x").ids("x", 2).bad(
+    "no generator", dict(generator=None), "generator").device("x").skip_meta(
+    "sampling needs values").bf16("thetas", close=False)
+spec("pgbook.train.seqlm.grpo_seqlm", TS.grpo_seqlm,
+     dict(policy=MPOL, theta0=STH, reward=REWARD, steps=1, prompts_per_step=2, group_size=2,
+          generator=pg.make_generator(17)), out=lambda h: h.thetas).bad(
+    "not a policy", dict(policy=POL), "policy").floats("theta0", inf=False).bad(
+    "theta0 of the wrong size", dict(theta0=STH[:3]), "theta0").bad(
+    "3-D theta0", dict(theta0=STH[None, None]), "theta0").bad(
+    "not a reward", dict(reward=TABLE), "reward").bad(
+    "a sampler of another space", dict(sampler=WS.MLPPolicy(WS.SeqSpace(max_len=3))),
+    "sampler").count("steps").count("prompts_per_step").count("group_size").bad(
+    "groups of one", dict(group_size=1), "group_size").count("epochs_per_batch").count(
+    "minibatches").bad("minibatches not dividing the prompts", dict(minibatches=3),
+                       "minibatches").number("lr", positive=True).bad(
+    "trainer_noise = -1", dict(trainer_noise=-1.0), "trainer_noise").option("method").option(
+    "advantage").bad("a token estimator", dict(advantage="reward_to_go"), "advantage").option(
+    "loss").option("aggregation").bad("a correction without a sampler",
+                                      dict(correction="token_truncate"), "correction").bad(
+    "an unknown correction", dict(sampler=MIS, correction="tis"), "correction").bad(
+    "dynamic_sampling = 'yes'", dict(dynamic_sampling="yes"), "dynamic_sampling").bad(
+    "loss_options a list", dict(loss_options=["eps_low"]), "loss_options").bad(
+    "a misspelt option", dict(epochs=2), "epochs").bad(
+    "no generator", dict(generator=None), "generator").skip_meta(
+    "training needs values (sampling, rewards)").bf16("theta0", close=False)
+
+# -- pgbook.train.actor_critic ----------------------------------------------------------------
+record("pgbook.train.actor_critic.ActorCriticHistory", TAC.ActorCriticHistory, "seconds",
+       step=R4, J=THETAS, critic_error=None, theta=STH, phi=None)
+lm("pgbook.train.actor_critic.actor_critic_train", TAC.actor_critic_train, takes_seqs=False,
+   out=lambda h: h.theta, reward=REWARD, steps=1, n_samples=4, lr=0.1,
+   generator=pg.make_generator(18), critic=CRIT_M, phi=PHI_M).bad(
+    "not a reward", dict(reward=TABLE), "reward").count("steps").count("n_samples").count(
+    "runs").count("eval_every").number("lr", positive=True).option("advantage").number(
+    "lam", positive=True).bad("lam = 2", dict(lam=2.0), "lam").bad(
+    "a critic that is no critic", dict(critic=MPOL), "critic").bad(
+    "a critic of another space", dict(critic=EC.MLPCritic(WS.SeqSpace(max_len=3))), "critic").bad(
+    "no critic for advantage='critic'", dict(critic=None), "critic").bad(
+    "a critic for another advantage", dict(advantage="reward_to_go"), "critic").bad(
+    "NaN phi", dict(phi=_with(PHI_M, NAN)), "phi").bad("phi of the wrong size",
+                                                      dict(phi=PHI_M[:3]), "phi").number(
+    "critic_lr", positive=True).count("critic_steps").bad(
+    "group without group_size", dict(advantage="group", critic=None, phi=None), "group_size").bad(
+    "a group size not dividing n_samples",
+    dict(advantage="group", critic=None, phi=None, group_size=3), "group_size").bad(
+    "group_size for another advantage", dict(group_size=2), "group_size").flag("progress").bad(
+    "no generator", dict(generator=None), "generator").skip_meta(
+    "training needs values (sampling)").bf16("theta", close=False)
+
 # -- pgbook.worlds.tasks ----------------------------------------------------------------------
 RESP = TASK.responses(torch.cat([PROB.prompts, PROB.targets], 1))
 for _name in ("exact_match", "partial_credit"):
@@ -1159,7 +1856,7 @@ spec("pgbook.worlds.tasks.demonstration_loss", WT.demonstration_loss,
     model=META_MODEL, seq=DEMO.to("meta"), mask=DEMO_MASK.to("meta")).skip_bf16(
     "the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
 spec("pgbook.worlds.tasks.policy_config", WT.policy_config, dict(task=TASK)).bad(
-    "an unknown field", dict(n_layers=2), "overrides").bad("not a task", dict(task=None), "task").bad(
+    "an unknown field", dict(n_layers=2), "n_layers").bad("not a task", dict(task=None), "task").bad(
     "a bad field value", dict(n_head=3), "n_embd")
 spec("pgbook.worlds.tasks.pretrain", WT.pretrain,
      dict(model=MODEL, task=TASK, steps=1, batch_size=2, lr=1e-3, generator=pg.make_generator(9),
@@ -1172,7 +1869,7 @@ SPECS["pgbook.worlds.tasks.pretrain"].kw["model"] = WG.GPT(CFG)   # trained in p
 spec("pgbook.worlds.tasks.pretrained_policy", WT.pretrained_policy,
      dict(task=TASK, steps=1, batch_size=2, progress=False, n_embd=8, n_head=1),
      out=lambda r: r[1]).bad("a float seed", dict(seed=0.5), "seed").count("steps").bad(
-    "an unknown config field", dict(width=3), "overrides")
+    "an unknown config field", dict(width=3), "width")
 spec("pgbook.worlds.tasks.success_rate", WT.success_rate,
      dict(model=MODEL, task=TASK, n=2, generator=G0)).count("n").bad(
     "not a task", dict(task="reverse"), "task").number("temperature", positive=True).flag("partial")
@@ -1262,6 +1959,12 @@ world("pgbook.train.reinforce.reinforce", TR.reinforce, theta_as="theta0", steps
     "unknown baseline", dict(baseline="nope"), "baseline").bad(
     "no generator", dict(generator=None), "generator").skip_meta("sampling needs values").bf16(
     "theta0", close=False)
+world("pgbook.train.reinforce.rejection_sampling_ft", TR.rejection_sampling_ft, theta_as="theta0",
+      iterations=2, batch_size=4, lr=0.5, generator=G0, out=lambda h: h.J).count(
+    "iterations").count("batch_size").count("sft_steps").number("lr", positive=True).bad(
+    "a learning-rate tensor with NaN", dict(lr=torch.tensor([NAN], dtype=F64)), "lr").number(
+    "success").bad("no generator", dict(generator=None), "generator").skip_meta(
+    "sampling needs values").bf16("theta0", close=False)
 record("pgbook.train.reinforce.History", TR.History, "optimum", J=TH, theta=TH, grad_norm=TH,
        batch_reward=TH)
 record("pgbook.train.reinforce.MLEFit", TR.MLEFit, "objective", theta=TH)
@@ -1343,15 +2046,93 @@ spec("pgbook.train.grpo.grpo_train", TG.grpo_train,
     "minibatches").bad("minibatches not dividing the prompts", dict(minibatches=3),
                        "minibatches").option("method").option("advantage").option("loss").option(
     "aggregation").option("kl").bad("a critic advantage", dict(advantage="value"), "advantage").bad(
-    "beta without a KL", dict(beta=0.1), "beta").number("beta", positive=True).number(
+    "beta without a KL", dict(beta=0.1, kl="none"), "beta").number("beta", positive=True).number(
     "lr", positive=True).number("temperature", positive=True).bad(
     "eps_low = 1", dict(eps_low=1.0), "eps_low").number("stop_at").bad(
     "not a model", dict(model="gpt"), "model").bad("not a task", dict(task=None), "task").bad(
     "the model as its own reference", dict(ref_model=MODEL, model=MODEL), "ref_model").bad(
     "no generator", dict(generator=None), "generator").bad(
-    "PPO's KL penalty", dict(kl="kl_penalty"), "kl").skip_meta(
+    "PPO's KL penalty", dict(kl="kl_penalty"), "kl").bad(
+    "the model as its own sampler", dict(sampler=MODEL, model=MODEL), "sampler").bad(
+    "a sampler that is no module", dict(sampler="vllm"), "sampler").bad(
+    "an unknown correction", dict(correction="tis"), "correction").bad(
+    "dynamic_sampling = 'yes'", dict(dynamic_sampling="yes"), "dynamic_sampling").count(
+    "max_gen_batches").bad("loss_options a list", dict(loss_options=["eps_low"]),
+                           "loss_options").bad(
+    "std_eps among the advantage options", dict(advantage_options={"std_eps": 0.1}),
+    "advantage_options").bad("an unknown shaping", dict(shaping="overlong_cut"), "shaping").bad(
+    "an unknown token credit", dict(token_credit="top"), "token_credit").bad(
+    "a misspelt option", dict(prompt_per_step=2), "prompt_per_step").skip_meta(
     "training needs values (refused on meta with a ValueError)").skip_bf16(
     "a training loop: the model's dtype decides; covered by tests/test_llm_train.py")
+
+spec("pgbook.train.grpo.check_on_policy", TG.check_on_policy,
+     dict(logp=LP, old_logp=LP.clone(), mask=MASK)).floats("logp").floats(
+    "old_logp", dtype=False).mask("mask").shape("old_logp", match="logp and old_logp").shape(
+    "mask").device("mask").device("old_logp").bad(
+    "ratios away from 1 (old log-probs of another policy)", dict(old_logp=OLD), "old_logp").number(
+    "atol", positive=True).meta().bf16("logp", "old_logp")
+
+# -- pgbook.train.ppo_llm ---------------------------------------------------------------------
+VMODEL = TPL.ValueModel.from_policy(MODEL)
+spec("pgbook.train.ppo_llm.hidden_states", TPL.hidden_states, dict(model=MODEL, idx=DEMO)).bad(
+    "not a GPT", dict(model=VMODEL), "model").bad(
+    "a token past the vocabulary", dict(idx=_with(DEMO, 99)), "idx").bad(
+    "a negative token", dict(idx=_with(DEMO, -1)), "idx").bad(
+    "float ids", dict(idx=DEMO.double()), "idx").bad("1-D", dict(idx=DEMO[0]), "idx").bad(
+    "more positions than block_size", dict(idx=torch.zeros(1, 99, dtype=torch.long)),
+    "block_size").device("idx").meta(model=META_MODEL, idx=DEMO.to("meta")).skip_bf16(
+    "a module: the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
+spec("pgbook.train.ppo_llm.ValueModel", TPL.ValueModel, None).bad(
+    "a body that is no GPT", lambda: TPL.ValueModel(nn.Linear(2, 2)), "body")
+spec("pgbook.train.ppo_llm.ValueModel.from_policy", TPL.ValueModel.from_policy,
+     dict(policy=MODEL)).bad("not a GPT", dict(policy="gpt"), "policy")
+spec("pgbook.train.ppo_llm.ValueModel.forward", VMODEL.forward, dict(idx=DEMO)).bad(
+    "a token past the vocabulary", dict(idx=_with(DEMO, 99)), "idx").bad(
+    "float ids", dict(idx=DEMO.double()), "idx").bad("1-D", dict(idx=DEMO[0]), "idx").device(
+    "idx").meta(_fn=TPL.ValueModel.from_policy(META_MODEL).forward, idx=DEMO.to("meta")).skip_bf16(
+    "a module: the model's dtype decides")
+spec("pgbook.train.ppo_llm.state_bytes", TPL.state_bytes, None).bad(
+    "not a module", lambda: TPL.state_bytes(MODEL, "critic"), "modules").bad(
+    "optimizer_slots = -1", lambda: TPL.state_bytes(MODEL, optimizer_slots=-1), "optimizer_slots").bad(
+    "optimizer_slots = 1.5", lambda: TPL.state_bytes(MODEL, optimizer_slots=1.5), "optimizer_slots")
+spec("pgbook.train.ppo_llm.update_activation_bytes", TPL.update_activation_bytes,
+     dict(model=MODEL, tokens=DEMO, mask=DEMO_MASK.to(torch.float32), critic=VMODEL)).bad(
+    "not a GPT", dict(model=VMODEL), "model").bad("a critic that is no critic",
+                                                  dict(critic=MODEL), "critic").bad(
+    "a token past the vocabulary", dict(tokens=_with(DEMO, 99)), "idx").mask(
+    "mask").shape("mask").values_only("counts bytes (a Python int)")
+record("pgbook.train.ppo_llm.PPOHistory", TPL.PPOHistory, "seconds",
+       **{k: R4 for k in TPL.PPO_METRICS if k != "seconds"})
+PPO_KW = dict(model=WG.GPT(CFG), task=TASK, steps=1, batch_size=2, generator=pg.make_generator(19),
+              progress=False)
+spec("pgbook.train.ppo_llm.ppo_train", TPL.ppo_train, PPO_KW, out=lambda h: h.reward).bad(
+    "not a model", dict(model="gpt"), "model").bad("not a task", dict(task=None), "task").count(
+    "steps").count("batch_size").count("epochs_per_batch").count("minibatches").bad(
+    "minibatches not dividing the batch", dict(minibatches=3), "minibatches").option(
+    "critic").bad("a value model with a shared head", dict(critic="shared", value_model=VMODEL),
+                  "value_model").bad("a value model that is none", dict(value_model=MODEL),
+                                     "value_model").number("gamma", positive=True).bad(
+    "lam = 2", dict(lam=2.0), "lam").number("eps_low", positive=True).bad(
+    "eps_low = 1", dict(eps_low=1.0), "eps_low").number("eps_value", positive=True).number(
+    "vf_coef", positive=True).number("lr", positive=True).number(
+    "temperature", positive=True).option("kl").bad("beta without a KL", dict(beta=0.1), "beta").bad(
+    "a method without GAE", dict(method="GRPO"), "method").bad(
+    "the model as its own reference", dict(ref_model=PPO_KW["model"]), "ref_model").bad(
+    "a reference that is no model", dict(ref_model="frozen"), "ref_model").flag(
+    "whiten_advantages").flag("partial_reward").flag("progress").bad(
+    "no generator", dict(generator=None), "generator").skip_meta(
+    "training needs values (refused on meta with a ValueError)").skip_bf16(
+    "a training loop: the model's dtype decides; covered by tests/test_ppo_llm.py")
+spec("pgbook.train.ppo_llm.compare_ppo_grpo", TPL.compare_ppo_grpo,
+     dict(task=TASK, model=MODEL, steps=1, responses_per_step=4, group_size=2, progress=False),
+     out=lambda r: r["PPO"]["reward"]).bad("not a GPT", dict(model="gpt"), "model").bad(
+    "an unknown critic", dict(ppo_critic="joint"), "ppo_critic").bad(
+    "an unknown method", dict(grpo_method="GRPOO"), "grpo_method").count(
+    "responses_per_step").count("group_size").bad(
+    "a group size not dividing the responses", dict(group_size=3), "group_size").bad(
+    "a float seed", dict(seed=0.5), "seed").values_only(
+    "trains two models: tests/test_ppo_llm.py covers their dtypes")
 
 # -- pgbook.registry --------------------------------------------------------------------------
 spec("pgbook.registry.Component", RG.Component,
@@ -1387,10 +2168,10 @@ spec("pgbook.registry.register_label", RG.register_label,
                                                dict(kind="advantage", name="grpo"),
                                                "already registered").bad(
     "a summary that is not a string", dict(summary=None), "summary")
+_GRPO = RG.method("GRPO")   # the good call registers GRPO again, exactly as methods.py does
 spec("pgbook.registry.register_method", RG.register_method,
-     dict(name="GRPO", parent="PPO-clip", advantage="grpo",
-          fixes=RG.method("GRPO").fixes, chapter=RG.method("GRPO").chapter,
-          reference=RG.method("GRPO").reference)).bad(
+     dict(name="GRPO", parent=_GRPO.parent, **_GRPO.parts, fixes=_GRPO.fixes,
+          chapter=_GRPO.chapter, reference=_GRPO.reference)).bad(
     "an unknown parent", dict(parent="nope"), "parent").bad(
     "an unknown component", dict(advantage="nope"), "advantage/nope").bad(
     "a component name that is not a string", dict(advantage=3), "advantage").bad(
@@ -1464,7 +2245,45 @@ spec("pgbook.plots.policy_bars", PL.policy_bars, dict(probs=PROBS)).values_only(
     "action names of the wrong length", dict(action_names=["a"]), "action_names").bad(
     "context names of the wrong length", dict(context_names=["s"]), "context_names")
 spec("pgbook.plots.method_map", PL.method_map, dict(methods=RG.methods()[:3])).bad(
-    "names instead of methods", dict(methods=["GRPO"]), "methods")
+    "names instead of methods", dict(methods=["GRPO"]), "methods").bad(
+    "a name instead of a list", dict(methods="GRPO"), "methods").bad(
+    "wrap = 0", dict(wrap=0), "wrap").bad("ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.plots.map_layout", PL.map_layout, dict(methods=RG.methods()[:4])).bad(
+    "names instead of methods", dict(methods=["GRPO", "RLOO"]), "methods").bad(
+    "a number", dict(methods=3), "methods")
+spec("pgbook.plots.map_geometry", PL.map_geometry, None).bad(
+    "not an Axes", lambda: PL.map_geometry("the map"), "ax")
+spec("pgbook.plots.coordinate_errorbars", PL.coordinate_errorbars,
+     dict(reference=EXACT3, mean=EXACT3, stderr=EXACT3.abs())).values_only("draws").bad(
+    "mean of another length", dict(mean=EXACT3[:2]), "mean").bad(
+    "2-D vectors", dict(reference=ESTIMATES, mean=ESTIMATES, stderr=ESTIMATES), "reference").bad(
+    "labels of the wrong length", dict(labels=["a"]), "labels").bad(
+    "strings", dict(stderr=["a", "b", "c"]), "stderr").bad("ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.plots.curves_with_derivative", PL.curves_with_derivative,
+     dict(x=[0.0, 1.0, 2.0], curves={"J": [0.0, 1.0, 1.5]}, derivative=[1.0, 0.75, 0.5])).bad(
+    "curves not a dict", dict(curves=[[0.0, 1.0, 1.5]]), "curves").bad(
+    "a curve of another length", dict(curves={"J": [0.0]}), "curves['J']").bad(
+    "derivative of another length", dict(derivative=[1.0]), "derivative").bad(
+    "styles not a dict", dict(styles=["--"]), "styles").bad("ax not an Axes", dict(ax=1), "ax")
+spec("pgbook.plots.ellipse", PL.ellipse,
+     dict(center=[0.0, 0.0], M=[[2.0, 0.0], [0.0, 1.0]], level=1.0)).bad(
+    "level = 0", dict(level=0.0), "level").bad("level NaN", dict(level=NAN), "level").bad(
+    "M not positive definite", dict(M=[[-1.0, 0.0], [0.0, 1.0]]), "M").bad(
+    "M not symmetric", dict(M=[[1.0, 0.5], [0.0, 1.0]]), "M").bad(
+    "a 3-D center", dict(center=[0.0, 0.0, 0.0]), "center").bad("n = 2", dict(n=2), "n").bad(
+    "ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.plots.level_line", PL.level_line, dict(point=[0.0, 0.0], normal=[1.0, 1.0])).bad(
+    "a zero normal", dict(normal=[0.0, 0.0]), "normal").bad(
+    "a 3-vector", dict(point=[0.0, 0.0, 0.0]), "point").bad(
+    "NaN point", dict(point=[NAN, 0.0]), "point").bad("ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.plots.runs_band", PL.runs_band, dict(xs=[0, 1, 2], runs=torch.zeros(3, 2))
+     ).values_only("draws").bad("runs of another length", dict(runs=torch.zeros(2, 2)), "runs").bad(
+    "2-D xs", dict(xs=[[0, 1, 2]]), "xs").bad("3-D runs", dict(runs=torch.zeros(3, 2, 1)),
+                                              "runs").bad("ax not an Axes", dict(ax="left"), "ax")
+spec("pgbook.widgets.progress", WI.progress, dict(iterable=range(2), desc="x", disable=True)).bad(
+    "desc not a string", dict(desc=3), "desc").bad("total = -1", dict(total=-1), "total").bad(
+    "an option tqdm does not take", dict(bar_colour="red"), "bar_colour").bad(
+    "not an iterable", dict(iterable=3), "iterable")
 spec("pgbook.widgets.control", WI.control, dict(name="b", spec=(0.0, 1.0, 0.1))).bad(
     "an empty list", dict(spec=[]), "b").bad("an initial value not offered",
                                              dict(spec=["x", "y"], initial="z"), "b").bad(
@@ -1480,12 +2299,45 @@ spec("pgbook.widgets.explore", WI.explore, None).bad(
     "a control spec that is not one", lambda: WI.explore(lambda ax, **kw: None, {"b": object()}),
     "b")
 
+# parameters added by the merges (issue 8's follow-up): their bad values
+SPECS["pgbook.exact.offpolicy.off_policy_J"].number("truncate", positive=True)
+SPECS["pgbook.methods.policy_loss"].bad(
+    "a negative correction_max", dict(sampler_logp=OLD, correction="token_truncate",
+                                      correction_max=-1.0), "correction_max").bad(
+    "correction_min above correction_max", dict(sampler_logp=OLD, correction="token_mask",
+                                                correction_min=3.0), "correction_min").number(
+    "eps_low", positive=True).count("max_tokens")
+SPECS["pgbook.methods.method_loss"].number("std_eps", positive=True).number(
+    "eps_low", positive=True)
+SPECS["pgbook.train.seqlm.grpo_seqlm"].number("eps_low", positive=True).number(
+    "std_eps", positive=True).count("max_gen_batches").bad(
+    "a negative correction_max", dict(sampler=MIS, correction="token_truncate",
+                                      correction_max=-1.0), "correction_max")
+SPECS["pgbook.exact.trajectory.batch_updates"].number("eps_low", positive=True).bad(
+    "a negative correction_max", dict(sampler=MIS, correction="token_truncate",
+                                      correction_max=-1.0), "correction_max")
+SPECS["pgbook.exact.trajectory.corrected_gradient"].bad(
+    "correction_min above correction_max", dict(correction="token_mask", correction_min=3.0),
+    "correction_min")
+SPECS["pgbook.train.grpo.grpo_train"].number("eps_high", positive=True).number(
+    "max_grad_norm", positive=True).count("window").flag("partial_reward")
+SPECS["pgbook.train.ppo_llm.ppo_train"].number("eps_high", positive=True).number(
+    "max_grad_norm", positive=True).number("critic_lr", positive=True)
+SPECS["pgbook.train.ppo_llm.compare_ppo_grpo"].number("lr", positive=True).number(
+    "beta", positive=True).bad("lam = 2", dict(lam=2.0), "lam")
+for _q in ("pgbook.worlds.bandits.SoftmaxPolicy.scores",
+           "pgbook.worlds.bandits.SoftmaxPolicy.scores (linear)"):
+    SPECS[_q].flag("autograd")
+
+
 # Abstract methods and types whose every argument is acceptable: no bad input exists.
 EXEMPT = {
     "pgbook.worlds.bandits.SoftmaxPolicy.logits": "abstract (TabularSoftmax, LinearSoftmax)",
     "pgbook.worlds.seqlm.SeqPolicy.logits": "abstract (MLPPolicy, TabularPolicy, Tempered)",
+    "pgbook.exact.critic.SeqCritic.values": "abstract (MLPCritic, TabularCritic)",
     "pgbook.worlds.tasks.Task.solve": "abstract (Reverse, SortDigits, Add)",
     "pgbook.exercises.Wrong": "an exception type: any message is a message",
+    "pgbook._validate.UnknownOptionError": "an exception type: any message is a message",
 }
 
 
@@ -1535,6 +2387,14 @@ def test_every_module_has_all():
     missing = [m.__name__ for m in _modules()
                if not hasattr(m, "__all__") and not _is_checker_module(m.__name__)]
     assert not missing, f"modules without __all__: {missing}"
+
+
+def test_checker_modules_export_nothing():
+    """pgbook.exercises.chNN: checkers are reached through pgbook.exercises.check("NN.k", fn),
+    so a chapter's module exports nothing (``__all__ = []``, CONTRIBUTING.md)."""
+    exported = {m.__name__: list(m.__all__) for m in _modules()
+                if _is_checker_module(m.__name__) and getattr(m, "__all__", None)}
+    assert not exported, f"checker modules with a non-empty __all__: {exported}"
 
 
 def test_every_public_callable_has_bad_input_cases():

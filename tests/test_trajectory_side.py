@@ -397,10 +397,12 @@ def test_correction_bad_inputs():
         methods.policy_loss(logp, old, adv, mask, sampler_logp=old, correction="token_clip")
     with pytest.raises(ValueError, match="sampler_logp"):
         methods.policy_loss(logp, old, adv, mask, sampler_logp=old[:, :3], correction="token_truncate")
-    with pytest.raises(ValueError, match="correction_min"):
+    with pytest.raises(ValueError, match="c_min"):   # the piece names its own arguments
         corrections.token_mask(old, old, mask, c_max=1.0, c_min=2.0)
-    with pytest.raises(ValueError, match="correction_max"):
+    with pytest.raises(ValueError, match="c_max"):
         corrections.token_truncate(old, old, mask, c_max=-1.0)
+    with pytest.raises(ValueError, match="correction_max"):   # and the dispatcher its own
+        corrections.correction_weights(old, old, mask, "token_truncate", correction_max=-1.0)
     bad = old.clone()
     bad[0, 0] = math.nan
     with pytest.raises(ValueError, match="sampler_logp"):

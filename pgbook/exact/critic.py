@@ -33,6 +33,7 @@ Factor of J(θ): reward (a critic changes the weight of ∇log π_θ, never p_θ
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +41,11 @@ from torch import Tensor
 
 from .._validate import (
     check_finite,
+    check_finite_where,
+    check_float_dtype,
     check_generator,
+    check_mask,
+    check_number,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -51,7 +56,8 @@ from .._validate import (
 from ..reward.advantages import reward_to_go
 from ..reward.critic import gae
 from ..worlds.seqlm import SeqPolicy, SeqReward, SeqSpace, Sequences, TabularPolicy
-from .seqlm import exact_gradient, joint_probs
+from .seqlm import _check_policy, _check_reward, exact_gradient, joint_probs
+from .seqlm import _seqs as _checked_seqs
 
 __all__ = [
     "ExactValues",
@@ -68,8 +74,21 @@ __all__ = [
 ]
 
 
-def _seqs(space: SeqSpace, seqs: Sequences | None) -> Sequences:
-    return space.enumerate() if seqs is None else seqs
+def _world(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None,
+           *rewards: SeqReward) -> Sequences:
+    """Check the world (a SeqPolicy, a finite θ, the SeqRewards given) and return ``seqs``
+    (default: the enumeration) checked against the policy's space, before any torch.func
+    transform."""
+    _check_policy(policy, theta)
+    for reward in rewards:
+        _check_reward(reward)
+    return _checked_seqs(policy, seqs)
+
+
+def _check_space(space: SeqSpace) -> SeqSpace:
+    if not isinstance(space, SeqSpace):
+        raise ValueError(f"space: expected a SeqSpace, got {type(space).__name__}")
+    return space
 
 
 _TABLES: dict = {}
@@ -87,7 +106,7 @@ def prefix_ids(space: SeqSpace, x: Tensor, tokens: Tensor) -> Tensor:
     """The id of the prefix h_t = (x, y_<t) at every position, (*B, T) long in
     [0, X · n_prefixes): x · n_prefixes + code(y_<t), with the prefix code of
     :class:`~pgbook.worlds.seqlm.TabularPolicy` (n_prefixes = Σ_{t<T} V^t)."""
-    space.check(x, tokens)
+    _check_space(space).check(x, tokens)
     tab = _prefix_table(space)
     return x.unsqueeze(-1) * tab.n_prefixes + tab.prefix_codes(tokens)
 
@@ -134,8 +153,8 @@ def exact_values(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
     tensors in θ's working dtype. Note that the padding after a response that is *cut* at T
     is no state either: V = 0 there and Q of its last token is its reward.
     """
+    seqs = _world(policy, theta, seqs, reward)
     space = policy.space
-    seqs = _seqs(space, seqs)
     with torch.no_grad():
         q = joint_probs(policy, theta.detach(), seqs)
         total = q.new_zeros(space.X).index_add_(0, seqs.x, q)
@@ -169,12 +188,16 @@ class SeqCritic:
                              f"got {tuple(phi.shape)}")
         self.space.check(x, tokens)
         check_same_device(phi=phi, x=x)
+        check_finite(phi, "phi")
 
     def init(self, generator: torch.Generator | None = None, scale: float = 1.0,
-             like: Tensor | None = None, dtype=torch.float64, device="cpu") -> Tensor:
+             like: Tensor | None = None, dtype: torch.dtype = torch.float64,
+             device: torch.device | str = "cpu") -> Tensor:
         """φ of shape (P_φ,): zeros (V_φ ≡ 0) without a generator, else N(0, scale²)."""
         if like is not None:
+            check_tensor(like, "like", floating=True)
             dtype, device = like.dtype, like.device
+        check_float_dtype(dtype)
         if generator is None:
             return torch.zeros(self.n_params, dtype=dtype, device=device)
         check_positive(scale, "scale", allow_zero=True)
@@ -189,7 +212,7 @@ class TabularCritic(SeqCritic):
     of the sampled responses that visit each prefix (unvisited prefixes keep their value)."""
 
     def __init__(self, space: SeqSpace):
-        self.space = space
+        self.space = _check_space(space)
         self.n_params = space.X * _prefix_table(space).n_prefixes
 
     def values(self, phi: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
@@ -210,7 +233,7 @@ class MLPCritic(SeqCritic):
     a V that depends on more of the prefix (e.g. whether a pattern has already appeared)."""
 
     def __init__(self, space: SeqSpace, hidden: int = 8):
-        self.space = space
+        self.space = _check_space(space)
         self.hidden = d = check_positive_int(hidden, "hidden")
         X, V, T = space.X, space.V, space.T
         shapes = [("E_ctx", (X, d)), ("E_prev", (V + 1, d)), ("E_pos", (T, d)), ("w", (d,)),
@@ -247,12 +270,21 @@ def fit_critic(critic: SeqCritic, phi: Tensor, seqs: Sequences, targets: Tensor,
     ``seqs.mask``). Returns ``(phi, losses)``: the fitted φ (detached) and the loss before
     each step, (steps,). Deterministic (no sampling inside).
     """
+    if not isinstance(critic, SeqCritic):
+        raise ValueError(f"critic: expected a SeqCritic, got {type(critic).__name__}")
     steps = check_positive_int(steps, "steps")
     lr = check_positive(lr, "lr")
+    if not isinstance(seqs, Sequences):
+        raise ValueError(f"seqs: expected a Sequences batch, got {type(seqs).__name__}")
+    critic.values(phi, seqs.x[:1], seqs.tokens[:1])       # checks φ, and the ids' range
+    critic.space.check(seqs.x, seqs.tokens, seqs.mask)
     m = seqs.mask if mask is None else mask
+    check_tensor(targets, "targets", floating=True)
     check_shape(targets, "targets", tuple(seqs.tokens.shape))
     check_shape(m, "mask", tuple(seqs.tokens.shape))
-    check_finite(targets, "targets")
+    check_mask(m, "mask")
+    check_same_device(phi=phi, targets=targets, mask=m)
+    check_finite_where(targets, m, "targets")
     p = phi.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([p], lr=lr)
     mw = m.to(p.dtype)
@@ -276,8 +308,7 @@ def critic_error(policy: SeqPolicy, theta: Tensor, reward: SeqReward, values: Te
         sqrt( E[ Σ_t m_t (V̂(h_t) − V(h_t))² ] / E[ Σ_t m_t ] ),
 
     ``values`` V̂ on the enumeration, (N, T) or (C, N, T) (→ shape (C,)). Exact."""
-    space = policy.space
-    seqs = _seqs(space, seqs)
+    seqs = _world(policy, theta, seqs, reward)
     ex = exact_values(policy, theta, reward, seqs)
     v = _check_values(values, seqs, "values").to(ex.V.dtype)
     with torch.no_grad():
@@ -302,7 +333,7 @@ def token_scores(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None
     """s_t = m_t ∇_θ log π_θ(y_t | h_t) at every position of ``seqs``, (N, T, P), 0 on the
     padding: the trajectory side of the token-level estimator, computed once (one Jacobian)
     so that any weighting w costs one contraction Σ_t w_t s_t."""
-    seqs = _seqs(policy.space, seqs)
+    seqs = _world(policy, theta, seqs)     # θ's values are checked before the transform
 
     def one(t, x, tok, mk):                      # one response: (T,) masked token log-probs
         out = policy.token_logprobs(t, x, tok)
@@ -348,7 +379,8 @@ class GAEMoments:
                                                      dim=-1)
 
 
-def gae_moments(policy: SeqPolicy, theta: Tensor, reward: SeqReward, values: Tensor, lams,
+def gae_moments(policy: SeqPolicy, theta: Tensor, reward: SeqReward, values: Tensor,
+                lams: float | Sequence[float] | Tensor,
                 seqs: Sequences | None = None, *, full_cov: bool = False,
                 scores: Tensor | None = None) -> GAEMoments:
     """Exact mean and covariance of ĝ = Σ_t m_t Â_t(λ) ∇log π_θ(y_t|h_t) under x ~ ρ,
@@ -363,11 +395,17 @@ def gae_moments(policy: SeqPolicy, theta: Tensor, reward: SeqReward, values: Ten
     to reuse :func:`token_scores`. ``full_cov=True`` also returns the (C, K, P, P)
     covariances. Returns :class:`GAEMoments` (C = 1 for a single (N, T) critic).
     """
-    space = policy.space
-    seqs = _seqs(space, seqs)
+    seqs = _world(policy, theta, seqs, reward)
     v = _check_values(values, seqs, "values")
+    check_same_device(values=values, theta=theta)
     v = v.unsqueeze(0) if v.dim() == 2 else v
-    lam_list = [float(lams)] if isinstance(lams, (int, float)) else [float(x) for x in lams]
+    if isinstance(lams, (str, bool)):
+        raise ValueError(f"lams: expected a number or a sequence of numbers in [0, 1], got "
+                         f"{lams!r}")
+    lam_list = [check_number(lams, "lams")] if isinstance(lams, (int, float)) else \
+        [check_number(x, "lams") for x in lams]
+    if not isinstance(full_cov, bool):
+        raise ValueError(f"full_cov: expected True or False, got {full_cov!r}")
     if not lam_list:
         raise ValueError("lams: expected at least one value of λ, got none")
     for lam in lam_list:

@@ -34,7 +34,9 @@ from ..reward.baselines import BaselineSpec, sample_weights
 from ..trajectory.importance import check_positive_probs, importance_weights, is_estimate
 from ..trajectory.losses import importance_weighted_loss, ratio
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
+from ..worlds.seqlm import SeqPolicy, Sequences
 from .bandits import check_world
+from .seqlm import _check_policy, _seqs
 from .stats import estimates_from_loss
 
 
@@ -213,8 +215,8 @@ def exact_is_J_variance(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor,
     return (m / n_samples).to(probs.dtype)
 
 
-def exact_tis_J_moments(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor, c,
-                        n_samples: int = 1) -> tuple[Tensor, Tensor]:
+def exact_tis_J_moments(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor,
+                        c: float | Tensor, n_samples: int = 1) -> tuple[Tensor, Tensor]:
     """Exact bias and variance of the truncated IS estimate Ĵ = (1/N) Σ_i min(w_i, c) r_i of
     J(π) from N samples of μ, each of shape (...) (``c`` a number or a tensor that
     broadcasts with the tables' batch shape (...), e.g. a grid of levels):
@@ -229,6 +231,11 @@ def exact_tis_J_moments(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor, 
     """
     check_positive_int(n_samples, "n_samples")
     p, q, r, rho, J = _bandit_tables(bandit, probs, behaviour_probs)
+    if isinstance(c, Tensor):
+        check_tensor(c, "c")
+        check_same_device(c=c, probs=probs)
+    elif isinstance(c, (bool, str)) or not isinstance(c, (int, float)):
+        raise ValueError(f"c: expected a number or a tensor of truncation levels, got {c!r}")
     c_t = torch.as_tensor(c, dtype=p.dtype, device=p.device)
     check_finite(c_t, "c")
     if c_t.device.type != "meta" and bool((c_t <= 0).any()):
@@ -243,8 +250,9 @@ def exact_tis_J_moments(bandit: Bandit, probs: Tensor, behaviour_probs: Tensor, 
     return bias.to(probs.dtype), var.to(probs.dtype)
 
 
-def exact_prefix_weight_second_moment(policy, theta: Tensor, behaviour_theta: Tensor,
-                                      behaviour_policy=None, seqs=None,
+def exact_prefix_weight_second_moment(policy: SeqPolicy, theta: Tensor, behaviour_theta: Tensor,
+                                      behaviour_policy: SeqPolicy | None = None,
+                                      seqs: Sequences | None = None,
                                       per_token: bool = False) -> Tensor:
     """E_{x~ρ, y~μ}[ w_{1:L}² ] for every prefix length L = 1..T on the enumerable tiny LM,
     shape (T,), where
@@ -270,16 +278,21 @@ def exact_prefix_weight_second_moment(policy, theta: Tensor, behaviour_theta: Te
     ``behaviour_theta`` μ's. ``seqs`` defaults to the full enumeration. Runs in θ's dtype
     and device. Trajectory factor of J(θ).
     """
-    check_tensor(theta, "theta", ndim=1, floating=True)
-    check_tensor(behaviour_theta, "behaviour_theta", ndim=1, floating=True)
+    _check_policy(policy, theta)
+    mu_policy = policy if behaviour_policy is None else behaviour_policy
+    if not isinstance(mu_policy, SeqPolicy):
+        raise ValueError(f"behaviour_policy: expected a SeqPolicy (or None: the policy itself), "
+                         f"got {type(mu_policy).__name__}")
+    _check_policy(mu_policy, behaviour_theta, "behaviour_theta")
     check_same_device(theta=theta, behaviour_theta=behaviour_theta)
-    mu_policy = behaviour_policy or policy
+    if not isinstance(per_token, bool):
+        raise ValueError(f"per_token: expected True or False, got {per_token!r}")
     if mu_policy.space is not policy.space and (mu_policy.space.T != policy.space.T
                                                 or mu_policy.space.V != policy.space.V):
         raise ValueError("behaviour_policy: expected a policy on the same space as policy "
                          f"(T={policy.space.T}, V={policy.space.V}), got T={mu_policy.space.T}, "
                          f"V={mu_policy.space.V}")
-    seqs = policy.space.enumerate() if seqs is None else seqs
+    seqs = _seqs(policy, seqs)
     with torch.no_grad():
         lp = to_work(policy.token_logprobs(theta.detach(), seqs.x, seqs.tokens))
         lq = to_work(mu_policy.token_logprobs(behaviour_theta.detach(), seqs.x, seqs.tokens))

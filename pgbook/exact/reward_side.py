@@ -35,7 +35,7 @@ device and dtype of θ.
 from __future__ import annotations
 
 import inspect
-import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -43,14 +43,24 @@ from torch import Tensor
 from .._validate import (
     check_finite,
     check_generator,
+    check_in_range,
+    check_mask,
     check_options,
+    check_positive,
     check_positive_int,
+    check_same_device,
     check_shape,
     check_tensor,
 )
 from ..registry import get, resolve
 from ..worlds.seqlm import SeqPolicy, Sequences, TabularPolicy
-from .seqlm import exact_expected_gradient, per_sequence_estimates, sequence_logprobs
+from .seqlm import (
+    _check_policy,
+    _seqs,
+    exact_expected_gradient,
+    per_sequence_estimates,
+    sequence_logprobs,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -70,10 +80,6 @@ AGGREGATIONS = ("seq_mean_token_mean", "seq_mean_token_sum", "constant", "token_
 # Â_i = a R_i − b Σ_{j≠i} R_j for the library's mean-type group advantages
 _LINEAR = {"grpo_mean": lambda G: (1 - 1 / G, 1 / G), "rloo": lambda G: (1.0, 1 / (G - 1)),
            "plain": lambda G: (1.0, 0.0)}
-
-
-def _seqs(policy: SeqPolicy, seqs: Sequences | None) -> Sequences:
-    return policy.space.enumerate() if seqs is None else seqs
 
 
 def _per_prompt(policy: SeqPolicy, seqs: Sequences, values: Tensor) -> Tensor:
@@ -163,6 +169,7 @@ def group_update_weights(policy: SeqPolicy, theta: Tensor, rewards: Tensor, grou
     whole batch) a space with one prompt. Computed without gradient, on θ's device/dtype.
     """
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
     G = check_positive_int(group_size, "group_size")
     M = check_positive_int(n_groups, "n_groups")
     check_options(resolve("advantage", advantage, "group", what="advantage"), options,
@@ -171,6 +178,7 @@ def group_update_weights(policy: SeqPolicy, theta: Tensor, rewards: Tensor, grou
         raise ValueError(f"aggregation: expected one of {AGGREGATIONS}, got {aggregation!r}")
     check_tensor(rewards, "rewards", ndim=1, floating=True)
     check_shape(rewards, "rewards", (len(seqs),))
+    check_same_device(rewards=rewards, theta=theta)
     check_finite(rewards, "rewards")
     T = policy.space.T
     L_max = T if max_tokens is None else check_positive_int(max_tokens, "max_tokens")
@@ -186,6 +194,7 @@ def group_update_weights(policy: SeqPolicy, theta: Tensor, rewards: Tensor, grou
             m = torch.ones_like(R)
         else:
             check_shape(loss_mask, "loss_mask", (len(seqs),))
+            check_same_device(loss_mask=loss_mask, theta=theta)
             m = loss_mask.to(dt)
             if bool(((m != 0) & (m != 1)).any()):
                 raise ValueError("loss_mask: expected 0/1 per response, got other values")
@@ -256,9 +265,16 @@ def exact_group_update(policy: SeqPolicy, theta: Tensor, rewards: Tensor, group_
     "grpo_mean" (G − 1)/G ∇J; every other choice is a reweighting of the responses whose
     effect on the policy the chapter traces."""
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
+    if weights is not None and kw:
+        raise ValueError(f"weights: given weights replace group_update_weights, whose options "
+                         f"{sorted(kw)} would be ignored")
     w = group_update_weights(policy, theta, rewards, group_size, seqs=seqs, **kw) \
         if weights is None else weights
+    check_tensor(w, "weights", floating=True)
     check_shape(w, "weights", (len(seqs),))
+    check_same_device(weights=w, theta=theta)
+    check_finite(w, "weights")
     if isinstance(policy, TabularPolicy) and not theta.requires_grad:
         return _tabular_update(policy, theta, seqs, w)
 
@@ -287,7 +303,8 @@ def _tabular_update(policy: TabularPolicy, theta: Tensor, seqs: Sequences, w: Te
     return out.reshape(-1)
 
 
-def exact_group_training(policy: SeqPolicy, theta: Tensor, rewards, group_size: int, *,
+def exact_group_training(policy: SeqPolicy, theta: Tensor,
+                         rewards: Tensor | Callable[[Tensor], Tensor], group_size: int, *,
                          steps: int, lr: float, frozen: Tensor | None = None,
                          seqs: Sequences | None = None, **kw) -> Tensor:
     """Train with the *expected* update of a group method: θ_{k+1} = θ_k + η E[−∇L](θ_k),
@@ -300,13 +317,16 @@ def exact_group_training(policy: SeqPolicy, theta: Tensor, rewards, group_size: 
     :func:`group_update_weights` (advantage, aggregation, n_groups, loss_mask, …).
     """
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
     n = check_positive_int(steps, "steps")
-    eta = float(lr)
-    if not eta > 0 or not math.isfinite(eta):
-        raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
+    eta = check_positive(lr, "lr")
+    if not callable(rewards):
+        check_tensor(rewards, "rewards", ndim=1, floating=True)
     keep = None
     if frozen is not None:
         check_shape(frozen, "frozen", tuple(theta.shape))
+        check_mask(frozen, "frozen", allow_all_zero=True)
+        check_same_device(frozen=frozen, theta=theta)
         keep = (~frozen.to(torch.bool)).to(theta.dtype)
     path = [theta.detach().clone()]
     for _ in range(n):
@@ -321,6 +341,7 @@ def greedy_responses(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = 
     """Index (into the enumeration) of each prompt's greedy response, (X,) long: the response
     whose every token is the argmax of π_θ(·|h_t) (ReMax's baseline rollout)."""
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
     with torch.no_grad():
         top = policy.logits(theta.detach(), seqs.x, seqs.tokens).argmax(-1)
         ok = ((top == seqs.tokens) | (seqs.mask == 0)).all(-1)
@@ -363,8 +384,11 @@ def prefix_values(policy: SeqPolicy, theta: Tensor, rewards: Tensor,
     the response to R − V(x). Computed by grouping the enumeration by prefix
     (:func:`prefix_ids`)."""
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
     check_tensor(rewards, "rewards", ndim=1, floating=True)
     check_shape(rewards, "rewards", (len(seqs),))
+    check_same_device(rewards=rewards, theta=theta)
+    check_finite(rewards, "rewards")
     ids = prefix_ids(policy, seqs)
     with torch.no_grad():
         q = torch.exp(sequence_logprobs(policy, theta.detach(), seqs))
@@ -383,6 +407,7 @@ def token_scores(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None
     """∇_θ log π_θ(y_t|h_t) for every enumerated response and position, (N, T, P) (zero on
     the padding): the per-token score vectors that every token-level estimator weights."""
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
     T = policy.space.T
     eye = torch.eye(T, dtype=theta.dtype, device=theta.device)
     return torch.stack([per_sequence_estimates(policy, theta, seqs, eye[t].expand(len(seqs), T))
@@ -392,6 +417,7 @@ def token_scores(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None
 def pass_at_k(p: Tensor, k: int) -> Tensor:
     """pass@k = 1 − (1 − p)^k for success probabilities ``p`` (any shape)."""
     check_tensor(p, "p", floating=True)
+    check_in_range(p, "p", 0.0, 1.0)
     k = check_positive_int(k, "k")
     return 1 - (1 - p).pow(k)
 
@@ -400,12 +426,13 @@ def pass_at_k_weight(p: Tensor, k: int) -> Tensor:
     """d pass@k / dp = k (1 − p)^{k−1}: ∇pass@k = k (1 − p)^{k−1} ∇p per prompt, so pass@k
     training is pass@1 training with each prompt's gradient reweighted by this factor."""
     check_tensor(p, "p", floating=True)
+    check_in_range(p, "p", 0.0, 1.0)
     k = check_positive_int(k, "k")
     return k * (1 - p).pow(k - 1)
 
 
 def sampled_group_estimates(policy: SeqPolicy, theta: Tensor, rewards: Tensor,
-                            estimators, *, n_batches: int, prompts_per_batch: int,
+                            estimators: Sequence[str | tuple[str, str, dict]], *, n_batches: int, prompts_per_batch: int,
                             group_size: int, generator: torch.Generator,
                             seqs: Sequences | None = None, scores: Tensor | None = None
                             ) -> dict:
@@ -424,6 +451,7 @@ def sampled_group_estimates(policy: SeqPolicy, theta: Tensor, rewards: Tensor,
     a time. The same draws serve every estimator (common random numbers).
     """
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
     sp = policy.space
     M = check_positive_int(n_batches, "n_batches")
     K = check_positive_int(prompts_per_batch, "prompts_per_batch")
@@ -431,7 +459,19 @@ def sampled_group_estimates(policy: SeqPolicy, theta: Tensor, rewards: Tensor,
     check_generator(generator, theta.device)
     check_tensor(rewards, "rewards", ndim=1, floating=True)
     check_shape(rewards, "rewards", (len(seqs),))
-    specs = [(e, e, {}) if isinstance(e, str) else tuple(e) for e in estimators]
+    check_same_device(rewards=rewards, theta=theta)
+    check_finite(rewards, "rewards")
+    if isinstance(estimators, str) or not isinstance(estimators, Sequence) or not estimators:
+        raise ValueError(f"estimators: expected a non-empty list of advantage names or "
+                         f"(label, name, options) triples, got {estimators!r}")
+    specs = [(e, e, {}) if isinstance(e, str) else tuple(e) if isinstance(e, (tuple, list))
+             else e for e in estimators]
+    for e in specs:
+        if not (isinstance(e, tuple) and len(e) == 3 and isinstance(e[1], str)
+                and isinstance(e[2], dict)):
+            raise ValueError(f"estimators: expected an advantage name or a (label, name, "
+                             f"options) triple, got {e!r}")
+        get("advantage", e[1])                               # a registered advantage
     P = theta.shape[0]
     if scores is None:
         scores = token_scores(policy, theta, seqs)
@@ -447,6 +487,7 @@ def sampled_group_estimates(policy: SeqPolicy, theta: Tensor, rewards: Tensor,
         R = rewards.to(q.dtype)[idx]
         mask = seqs.mask[idx]                                            # (M, B, T)
         greedy_R = rewards.to(q.dtype)[greedy_responses(policy, theta, seqs)]
+        scores = scores.to(q.dtype)                    # θ's work dtype (float32 for bfloat16)
         seq_scores = scores.sum(1)                                       # (N, P): masked
         B = K * G
         out = {}

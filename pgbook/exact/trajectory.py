@@ -26,16 +26,21 @@ from torch import Tensor
 
 from .. import methods as _methods
 from .._validate import (
+    check_finite,
     check_generator,
+    check_index,
     check_positive,
     check_positive_int,
+    check_probs,
+    check_same_device,
+    check_shape,
     check_tensor,
     work_dtype,
 )
 from ..reward.advantages import compute_advantages
 from ..trajectory.corrections import correction_weights
 from ..worlds.seqlm import SeqPolicy, SeqReward, Sequences, TabularPolicy
-from .seqlm import exact_gradient, sequence_logprobs
+from .seqlm import _check_policy, _check_reward, _seqs, exact_gradient, sequence_logprobs
 
 __all__ = [
     "Mismatched",
@@ -57,6 +62,8 @@ class Mismatched(SeqPolicy):
 
     def __init__(self, policy: SeqPolicy, scale: float, generator: torch.Generator,
                  df: int | None = None):
+        if not isinstance(policy, SeqPolicy):
+            raise ValueError(f"policy: expected a SeqPolicy, got {type(policy).__name__}")
         self.base = policy
         self.space = policy.space
         self.n_params = policy.n_params
@@ -84,14 +91,24 @@ class Mismatched(SeqPolicy):
         return f"Mismatched({self.base!r}, scale={self.scale:g})"
 
 
-def _seqs(policy: SeqPolicy, seqs: Sequences | None) -> Sequences:
-    return policy.space.enumerate() if seqs is None else seqs
+def _check_sampler(policy: SeqPolicy, sampler: SeqPolicy, name: str = "sampler") -> SeqPolicy:
+    """A SeqPolicy on the same space as ``policy``, with the same parameters."""
+    if not isinstance(sampler, SeqPolicy):
+        raise ValueError(f"{name}: expected a SeqPolicy (e.g. Mismatched(policy, ...)), got "
+                         f"{type(sampler).__name__}")
+    a, b = policy.space, sampler.space
+    if (a.X, a.V, a.T) != (b.X, b.V, b.T) or sampler.n_params != policy.n_params:
+        raise ValueError(f"{name}: expected a policy on the same space (X, V, T) = "
+                         f"{(a.X, a.V, a.T)} with {policy.n_params} parameters, got "
+                         f"{(b.X, b.V, b.T)} with {sampler.n_params}")
+    return sampler
 
 
 def sequence_entropy(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None) -> Tensor:
     """H(θ) = −Σ_x ρ(x) Σ_y p_θ(y|x) log p_θ(y|x): the entropy of whole responses (nats),
     averaged over prompts, by enumeration; differentiable. A 0-dim tensor."""
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
     lp = sequence_logprobs(policy, theta, seqs)
     q = policy.space.rho.to(device=lp.device, dtype=lp.dtype)[seqs.x] * lp.exp()
     return -(q * lp).sum()
@@ -114,8 +131,14 @@ def path_stats(policy: SeqPolicy, thetas: Tensor, reward: SeqReward,
     """Exact J and response entropy for many parameter vectors at once: ``thetas`` (..., P)
     (e.g. a run's (steps + 1, R, P)) → ``{"J": (...), "entropy": (...)}``, plus
     ``"J_per_prompt"`` (..., X). Not differentiated."""
-    check_tensor(thetas, "thetas", floating=True)
     seqs = _seqs(policy, seqs)
+    check_tensor(thetas, "thetas", floating=True)
+    if thetas.dim() < 1 or thetas.shape[-1] != policy.n_params:
+        raise ValueError(f"thetas: expected shape (..., {policy.n_params}), got "
+                         f"{tuple(thetas.shape)}")
+    check_finite(thetas, "thetas")
+    check_same_device(thetas=thetas, space=policy.space.rho)
+    _check_reward(reward)
     with torch.no_grad():
         lp = _seq_logp_many(policy, thetas.detach().reshape(-1, thetas.shape[-1]), seqs)
         rho = policy.space.rho.to(device=lp.device, dtype=lp.dtype)
@@ -133,6 +156,7 @@ def token_scores(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None
     (padding positions included: multiply by the mask), by one Jacobian of the token
     log-probs (forward mode: P batched passes)."""
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)      # θ's values are checked before the transform
 
     def logp(t):   # log_softmax, not the custom-backward token_logprobs: forward-mode ready
         z = policy.logits(t, seqs.x, seqs.tokens)
@@ -153,8 +177,24 @@ def sample_enumerated(probs: Tensor, rho: Tensor, x_of: Tensor, n_batches: int,
     M = check_positive_int(n_batches, "n_batches")
     n = check_positive_int(prompts_per_batch, "prompts_per_batch")
     G = check_positive_int(group_size, "group_size")
+    check_tensor(probs, "probs", ndim=1, floating=True)
+    check_tensor(rho, "rho", ndim=1, floating=True)
+    check_tensor(x_of, "x_of", ndim=1)
     X = rho.shape[0]
+    if X == 0 or probs.shape[0] % X or x_of.shape != probs.shape:
+        raise ValueError(f"probs and x_of: expected one entry per enumerated response, the same "
+                         f"number for each of the {X} prompts, got shapes {tuple(probs.shape)} "
+                         f"and {tuple(x_of.shape)}")
+    check_same_device(probs=probs, rho=rho, x_of=x_of)
+    check_generator(generator, probs.device)
     per = probs.shape[0] // X
+    check_index(x_of, "x_of", X)
+    if x_of.device.type != "meta" and not bool(
+            (x_of == torch.arange(X, device=x_of.device).repeat_interleave(per)).all()):
+        raise ValueError("x_of: expected prompt-major rows, the same number per prompt (as "
+                         "SeqSpace.enumerate() lists them)")
+    check_probs(rho, "rho")
+    check_probs(probs.reshape(X, per), "probs")
     table = probs.reshape(X, per).to(torch.float64)
     x = torch.multinomial(rho.to(torch.float64), M * n, replacement=True, generator=generator)
     y = torch.multinomial(table[x], G, replacement=True, generator=generator)     # (M·n, G)
@@ -164,7 +204,8 @@ def sample_enumerated(probs: Tensor, rho: Tensor, x_of: Tensor, n_batches: int,
 def batch_updates(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, loss: str,
                   n_batches: int, prompts_per_batch: int, group_size: int,
                   generator: torch.Generator, aggregation: str = "seq_mean_token_mean",
-                  advantage: str = "grpo", trainer_noise=0.0, old_theta: Tensor | None = None,
+                  advantage: str = "grpo", trainer_noise: float | Tensor = 0.0,
+                  old_theta: Tensor | None = None,
                   sampler: SeqPolicy | None = None, correction: str = "none",
                   correction_max: float | None = 2.0, correction_min: float | None = None,
                   eps_low: float | None = None, eps_high: float | None = None,
@@ -182,6 +223,12 @@ def batch_updates(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, loss: 
     not supported here). Compare the rows with
     :func:`pgbook.exact.seqlm.exact_gradient` (e.g. their cosine)."""
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
+    _check_reward(reward)
+    if old_theta is not None:
+        _check_policy(policy, old_theta, "old_theta")
+    if sampler is not None:
+        _check_sampler(policy, sampler)
     check_generator(generator, theta.device)
     th = theta.detach()
     M = check_positive_int(n_batches, "n_batches")
@@ -244,16 +291,23 @@ def corrected_gradient(policy: SeqPolicy, theta: Tensor, reward: SeqReward, samp
     of a response's token weights (1 for w ≡ 1), "kl": KL(μ‖π) of whole responses}``;
     ``grad`` reuses a ∇J already computed."""
     seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
+    _check_reward(reward)
+    _check_sampler(policy, sampler)
+    if grad is not None:
+        check_shape(grad, "grad", (policy.n_params,))
+        check_finite(grad, "grad")
     th = theta.detach()
+    wd = work_dtype(th.dtype)
     with torch.no_grad():
-        m = seqs.mask
-        lp = policy.token_logprobs(th, seqs.x, seqs.tokens)
-        mu = sampler.token_logprobs(th, seqs.x, seqs.tokens)
-        q = policy.space.rho.to(device=th.device, dtype=th.dtype)[seqs.x] * \
+        m = seqs.mask.to(wd)
+        lp = policy.token_logprobs(th, seqs.x, seqs.tokens).to(wd)
+        mu = sampler.token_logprobs(th, seqs.x, seqs.tokens).to(wd)
+        q = policy.space.rho.to(device=th.device, dtype=wd)[seqs.x] * \
             (mu * m).sum(-1).exp()                                                 # (N,) joint μ
-        R = reward.of(seqs).to(th.dtype)
+        R = reward.of(seqs).to(wd)
         X = policy.space.X
-        onehot = torch.nn.functional.one_hot(seqs.x, X).to(th.dtype)
+        onehot = torch.nn.functional.one_hot(seqs.x, X).to(wd)
         b = ((q * R) @ onehot) / (q @ onehot)
         adv = R - b[seqs.x]
         w = correction_weights(lp, mu, m, correction, correction_max, correction_min)

@@ -53,6 +53,7 @@ from .._validate import (
     check_finite,
     check_finite_where,
     check_mask,
+    check_nonnegative_int,
     check_options,
     check_positive,
     check_positive_int,
@@ -425,10 +426,7 @@ def _check_k(k, group_size: int, at_most: int | None = None) -> int:
 def _lengths(mask: Tensor, rewards: Tensor) -> Tensor:
     """Response lengths L_i = Σ_t m_{i,t} (N,) in the rewards' working dtype."""
     _check_rows(mask, "mask", rewards)
-    if mask.is_floating_point() and not _is_meta(mask):
-        check_finite(mask, "mask")
-        if bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError("mask: expected a 0/1 mask, got values other than 0 and 1")
+    check_mask(mask, "mask", allow_all_zero=True)
     return mask.to(torch.bool).sum(-1).to(work_dtype(rewards.dtype))
 
 
@@ -438,6 +436,17 @@ def comb_ratio(a: Tensor, b: Tensor, k: int) -> Tensor:
     Computed as Π_{j<k} (a − j)/(b − j) (no factorials, exact for the small counts of a
     group). Shapes broadcast; dtype of ``a`` (floating)."""
     check_tensor(a, "a", floating=True)
+    check_tensor(b, "b")
+    check_same_device(a=a, b=b)
+    k = check_nonnegative_int(k, "k")
+    check_finite(a, "a")
+    check_finite(b, "b")
+    if not _is_meta(a) and not _is_meta(b) and a.numel() and b.numel():
+        if bool((a > b).any()):
+            raise ValueError("a: expected a ≤ b (C(a, k)/C(b, k) with a subset count a), got an "
+                             "entry above b")
+        if bool((b < k).any()):
+            raise ValueError(f"b: expected b ≥ k = {k} (C(b, k) > 0), got min {float(b.min()):g}")
     j = torch.arange(k, device=a.device, dtype=a.dtype)
     num = (a.unsqueeze(-1) - j).clamp_min(0)
     return (num / (b.unsqueeze(-1) - j).to(a.dtype)).prod(-1)
@@ -447,6 +456,15 @@ def pass_at_k_estimate(n: Tensor, c: Tensor, k: int) -> Tensor:
     """ρ(n, c, k) = 1 − C(n − c, k)/C(n, k): the unbiased estimate of pass@k from n samples of
     which c are correct (Chen et al. 2021, the Codex paper), elementwise; needs n ≥ k."""
     check_tensor(n, "n", floating=True)
+    check_tensor(c, "c")
+    check_same_device(n=n, c=c)
+    check_finite(n, "n")
+    check_finite(c, "c")
+    if not _is_meta(c) and not _is_meta(n) and c.numel() and bool(((c < 0) | (c > n)).any()):
+        raise ValueError("c: expected 0 ≤ c ≤ n correct samples, got an entry outside")
+    k = check_nonnegative_int(k, "k")
+    if not _is_meta(n) and n.numel() and bool((n < k).any()):
+        raise ValueError(f"n: expected n ≥ k = {k} samples, got min {float(n.min()):g}")
     return 1 - comb_ratio(n - c, n, k)
 
 
@@ -652,6 +670,8 @@ def grpo_passk_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1
     if group_size < 2:
         raise ValueError(f"group_size: pass@k advantages need at least 2 responses per group, "
                          f"got {group_size}")
+    if not isinstance(norm_by_std, bool):
+        raise ValueError(f"norm_by_std: expected True or False, got {norm_by_std!r}")
     r = _grouped(rewards, group_size)
     top2 = torch.topk(r, 2, dim=1).values                       # (n, 2)
     is_max = r == top2[:, :1]
@@ -732,7 +752,9 @@ def pkpo_advantage(rewards: Tensor, group_size: int, *, k: int, baseline: str = 
     _binary(r, "pkpo")
     n = torch.full_like(r[:, :1], float(group_size))
     c = r.sum(1, keepdim=True)
-    wrong = pass_at_k_estimate(n - 1, c, k - 1) if k > 1 else torch.zeros_like(c)
+    # a wrong response's group has c ≤ n − 1 correct ones (c = n: no wrong response to weigh)
+    wrong = pass_at_k_estimate(n - 1, torch.minimum(c, n - 1), k - 1) if k > 1 else \
+        torch.zeros_like(c)
     adv = k * torch.where(r > 0, torch.ones_like(r), wrong)
     if loo:
         adv = adv - k * pass_at_k_estimate(n - 1, c - r, k)

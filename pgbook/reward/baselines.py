@@ -197,7 +197,7 @@ def optimal_coordinate_baseline_table(bandit: Bandit, policy: SoftmaxPolicy, the
     Unbiased (it does not depend on a). Where a coordinate's score is zero in a context (it
     does not move there) the value is V(s). Reward side of J(θ).
     """
-    check_same_device(theta=theta, bandit=bandit.means)
+    _check_call(bandit, policy, theta)
     with torch.no_grad():
         probs = policy.probs(theta)
         sq = policy.scores(theta).pow(2)  # (S, A, P)
@@ -255,13 +255,12 @@ class RunningMean:
             if self.init != "leave_one_out":
                 raise ValueError(f"init: expected a number or 'leave_one_out', got {self.init!r}")
             return
-        init = float(self.init)
-        if init != init or init in (float("inf"), float("-inf")):
-            raise ValueError(f"init: expected a finite number, got {self.init}")
+        check_number(self.init, "init")
 
     def weights(self, table: Tensor, counts: Tensor, s: Tensor, r: Tensor) -> Tensor:
         """r_i − b(s_i) for a batch ``s``, ``r`` (*R, N) given the tables (*R, S) built from
         earlier batches (``counts`` = 0 marks a context not seen yet)."""
+        _check_running(table, counts, s, r)
         b = torch.gather(table, -1, s).to(r.dtype)
         if self.init == "leave_one_out":
             n = r.shape[-1]
@@ -270,6 +269,27 @@ class RunningMean:
             loo = (r.sum(-1, keepdim=True) - r) / (n - 1)
             b = torch.where(torch.gather(counts, -1, s) > 0, b, loo)
         return r - b
+
+
+def _check_running(table: Tensor, counts: Tensor, s: Tensor, r: Tensor) -> None:
+    """Tables (*R, S) of finite means and non-negative counts, a batch s, r (*R, N)."""
+    check_tensor(table, "table", floating=True)
+    if table.dim() < 1:
+        raise ValueError("table: expected shape (*R, S), got a scalar")
+    S = table.shape[-1]
+    check_shape(counts, "counts", tuple(table.shape))
+    check_index(s, "s", S)
+    check_tensor(r, "r", floating=True)
+    if s.shape != r.shape or tuple(s.shape[:-1]) != tuple(table.shape[:-1]) or s.dim() < 1:
+        raise ValueError(f"s and r: expected shape {tuple(table.shape[:-1])} + (N,), got "
+                         f"{tuple(s.shape)} and {tuple(r.shape)}")
+    check_finite(r, "r")
+    check_finite(table, "table")
+    check_same_device(table=table, counts=counts, s=s, r=r)
+    check_finite(counts, "counts")
+    if counts.device.type != "meta" and counts.numel() and bool((counts < 0).any()):
+        raise ValueError("counts: expected counts ≥ 0 (rewards seen per context), got a "
+                         "negative one")
 
 
 def running_mean_update(table: Tensor, counts: Tensor, s: Tensor, r: Tensor,
@@ -284,19 +304,7 @@ def running_mean_update(table: Tensor, counts: Tensor, s: Tensor, r: Tensor,
     (see :class:`RunningMean`). No loop over samples: one ``scatter_add`` per run batch.
     On the device and dtype of ``table``. Reward side of J(θ).
     """
-    check_tensor(table, "table", floating=True)
-    if table.dim() < 1:
-        raise ValueError("table: expected shape (*R, S), got a scalar")
-    S = table.shape[-1]
-    check_shape(counts, "counts", tuple(table.shape))
-    check_index(s, "s", S)
-    check_tensor(r, "r", floating=True)
-    if s.shape != r.shape or tuple(s.shape[:-1]) != tuple(table.shape[:-1]) or s.dim() < 1:
-        raise ValueError(f"s and r: expected shape {tuple(table.shape[:-1])} + (N,), got "
-                         f"{tuple(s.shape)} and {tuple(r.shape)}")
-    check_finite(r, "r")
-    check_finite(table, "table")
-    check_same_device(table=table, counts=counts, s=s, r=r)
+    _check_running(table, counts, s, r)
     if decay is not None:
         decay = check_positive(decay, "decay")
         if decay > 1:
@@ -330,9 +338,9 @@ def success_weights(rewards: Tensor, success: float = 1.0, normalise: bool = Tru
     if rewards.dim() < 1:
         raise ValueError("rewards: expected shape (..., N), got a scalar")
     check_finite(rewards, "rewards")
-    success = float(success)
-    if success != success or success in (float("inf"), float("-inf")):
-        raise ValueError(f"success: expected a finite threshold, got {success}")
+    success = check_number(success, "success")
+    if not isinstance(normalise, bool):
+        raise ValueError(f"normalise: expected True or False, got {normalise!r}")
     keep = (rewards >= success).to(rewards.dtype)
     if not normalise:
         return keep

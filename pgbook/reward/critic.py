@@ -59,6 +59,7 @@ from torch import Tensor
 from .._validate import (
     _is_meta,
     check_finite,
+    check_finite_where,
     check_mask,
     check_positive,
     check_same_device,
@@ -156,6 +157,8 @@ def whiten(x: Tensor, mask: Tensor, *, shift_mean: bool = True, var_eps: float =
     check_mask(mask, "mask", tuple(x.shape))
     check_same_device(x=x, mask=mask)
     check_finite(x, "x")
+    if not isinstance(shift_mean, bool):
+        raise ValueError(f"shift_mean: expected True or False, got {shift_mean!r}")
     var_eps = check_positive(var_eps, "var_eps", allow_zero=True)
     xw = x.to(work_dtype(x.dtype))
     m = mask.to(xw.dtype)
@@ -235,6 +238,7 @@ def value_loss(values: Tensor, returns: Tensor, mask: Tensor, *, old_values: Ten
                          f"{tuple(returns.shape)}")
     check_mask(mask, "mask", tuple(values.shape))
     check_same_device(values=values, returns=returns, mask=mask)
+    check_finite_where(values, mask, "values")
     check_finite(returns, "returns")
     agg = resolve("aggregation", aggregation, "token", what="aggregation")
     m = mask.to(torch.bool)

@@ -43,6 +43,7 @@ from .._validate import (
     _is_meta,
     check_finite,
     check_mask,
+    check_number,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -96,10 +97,7 @@ def soft_overlong_penalty(lengths: Tensor, max_tokens: int, cache: int) -> Tenso
 def response_lengths(mask: Tensor) -> Tensor:
     """L_i = Σ_t m_{i,t}, (B,) long, from a 0/1 (or bool) response mask (B, T)."""
     check_tensor(mask, "mask", ndim=2)
-    if mask.is_floating_point() and not _is_meta(mask):
-        check_finite(mask, "mask")
-        if bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError("mask: expected a 0/1 mask, got values other than 0 and 1")
+    check_mask(mask, "mask", allow_all_zero=True)
     return mask.to(torch.bool).sum(-1)
 
 
@@ -109,8 +107,11 @@ def truncated_responses(tokens: Tensor, mask: Tensor, eos_id: int) -> Tensor:
     ``tokens`` and ``mask`` (B, T) (the response part, or prompt + response with the mask 0
     on the prompt); ``eos_id`` the end-of-sequence id."""
     check_tensor(tokens, "tokens", ndim=2)
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise ValueError(f"tokens: expected integer token ids, got dtype {tokens.dtype}")
     check_shape(mask, "mask", tuple(tokens.shape))
     check_same_device(tokens=tokens, mask=mask)
+    check_mask(mask, "mask", allow_all_zero=True)
     if isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0:
         raise ValueError(f"eos_id: expected a non-negative integer token id, got {eos_id!r}")
     return ~((tokens == eos_id) & mask.to(torch.bool)).any(-1)
@@ -129,6 +130,7 @@ def _check_rollout(rewards: Tensor, mask: Tensor, truncated: Tensor, max_tokens:
         raise ValueError(f"truncated: expected shape {tuple(rewards.shape)}, got "
                          f"{tuple(truncated.shape)}")
     check_same_device(rewards=rewards, mask=mask, truncated=truncated)
+    check_mask(mask, "mask", allow_all_zero=True)
     check_finite(rewards, "rewards")
     return check_positive_int(max_tokens, "max_tokens")
 
@@ -141,9 +143,7 @@ def overlong_punish(rewards: Tensor, mask: Tensor, *, truncated: Tensor, max_tok
     response; the mask is returned unchanged. Shapes: rewards (B,), mask (B, T),
     truncated (B,) bool. Factor of J(θ): reward."""
     _check_rollout(rewards, mask, truncated, max_tokens)
-    v = float(value)
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ValueError(f"value: expected a finite number, got {value!r}")
+    v = check_number(value, "value")
     return torch.where(truncated, torch.full_like(rewards, v), rewards), mask
 
 
@@ -212,6 +212,8 @@ def high_entropy_mask(entropy: Tensor, mask: Tensor, top_fraction: float = 0.2) 
         return m.clone()
     vals = entropy[m].to(work_dtype(entropy.dtype))
     check_finite(vals, "entropy")
+    if bool((vals < 0).any()):
+        raise ValueError("entropy: expected non-negative entropies, got a negative one")
     q = torch.quantile(vals, 1.0 - rho)
     return (entropy.to(vals.dtype) >= q) & m
 

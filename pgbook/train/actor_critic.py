@@ -38,9 +38,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .._validate import check_generator, check_positive, check_positive_int, check_tensor
+from .._validate import (
+    check_finite,
+    check_generator,
+    check_positive,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+    work_dtype,
+)
 from ..exact.critic import SeqCritic, _value_table, prefix_ids
-from ..exact.seqlm import joint_probs
+from ..exact.seqlm import _check_policy, _check_reward, joint_probs
 from ..reward.advantages import reward_to_go
 from ..reward.critic import gae
 from ..worlds.seqlm import SeqPolicy, SeqReward, Sequences, TabularPolicy
@@ -149,16 +157,25 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
     lam = check_positive(lam, "lam", allow_zero=True)
     if lam > 1:
         raise ValueError(f"lam: expected a number in [0, 1], got {lam}")
-    check_tensor(theta, "theta", ndim=1, floating=True)
-    if theta.shape[0] != policy.n_params:
-        raise ValueError(f"theta: expected shape ({policy.n_params},), got {tuple(theta.shape)}")
+    _check_policy(policy, theta)          # a SeqPolicy and a finite (P,) θ on its device
+    _check_reward(reward)
     check_generator(generator, theta.device)
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress: expected True or False, got {progress!r}")
     if advantage == "critic":
         if critic is None or phi is None:
             raise ValueError("critic, phi: advantage='critic' needs a critic and its starting phi")
+        if not isinstance(critic, SeqCritic):
+            raise ValueError(f"critic: expected a SeqCritic (MLPCritic, TabularCritic), got "
+                             f"{type(critic).__name__}")
+        if (critic.space.X, critic.space.V, critic.space.T) != \
+                (policy.space.X, policy.space.V, policy.space.T):
+            raise ValueError("critic: expected a critic on the policy's space")
         check_tensor(phi, "phi", ndim=1, floating=True)
         if phi.shape[0] != critic.n_params:
             raise ValueError(f"phi: expected shape ({critic.n_params},), got {tuple(phi.shape)}")
+        check_same_device(phi=phi, theta=theta)
+        check_finite(phi, "phi")
         check_positive(critic_lr, "critic_lr")
         check_positive_int(critic_steps, "critic_steps")
     elif critic is not None or phi is not None:
@@ -180,8 +197,9 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
     T = space.T
     n_ids = space.X * TabularPolicy(space).n_prefixes
     enum_ids = prefix_ids(space, seqs.x, seqs.tokens)
-    enum_m = seqs.mask.to(theta.dtype)
-    enum_r = reward.token_rewards(seqs.x, seqs.tokens, seqs.mask).to(theta.dtype)
+    wd = work_dtype(theta.dtype)           # the exact sums run in float32 for bfloat16 θ
+    enum_m = seqs.mask.to(wd)
+    enum_r = reward.token_rewards(seqs.x, seqs.tokens, seqs.mask).to(wd)
     enum_G = reward_to_go(enum_r, enum_m)
     # The exact quantities a step needs are sums of q(x, y) G_t(y) over the enumeration, so
     # only the responses with a non-zero return enter them (for a sparse outcome reward, a
@@ -190,7 +208,7 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
     live = (enum_G != 0).any(-1)
     sub = Sequences(seqs.x[live], seqs.tokens[live], seqs.mask[live])
     sub_ids, sub_m, sub_G = enum_ids[live], enum_m[live], enum_G[live]
-    rho = space.rho.to(theta.dtype)
+    rho = space.rho.to(wd)
     n_pref = n_ids // space.X
 
     def numerators(t):                     # Σ_{y ⊒ h} q(x, y) G_t(y) per prefix id, (n_ids,)

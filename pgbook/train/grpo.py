@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from .. import kl as _kl
 from .. import methods as _methods
 from .._validate import (
     _is_meta,
+    check_finite_where,
     check_generator,
     check_mask,
     check_number,
@@ -238,6 +240,8 @@ def check_on_policy(logp: Tensor, old_logp: Tensor, mask: Tensor, atol: float = 
     check_tensor(old_logp, "old_logp", floating=True)
     check_mask(mask, "mask", tuple(logp.shape))
     check_same_device(logp=logp, mask=mask)
+    check_finite_where(logp, mask, "logp")
+    check_finite_where(old_logp, mask, "old_logp")
     atol = check_positive(atol, "atol")
     m = mask.to(torch.bool)
     with torch.no_grad():
@@ -321,8 +325,9 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                temperature: float = 1.0, std_eps: float | None = None, partial_reward: bool = False,
                stop_at: float | None = None, window: int = 5,
                optimizer: torch.optim.Optimizer | None = None,
-               progress: bool = True, desc: str | None = None, shaping=None,
-               token_credit=None, advantage_options: dict | None = None,
+               progress: bool = True, desc: str | None = None,
+               shaping: str | Callable | None = None,
+               token_credit: str | Callable | None = None, advantage_options: dict | None = None,
                sampler: nn.Module | None = None, correction: str | None = None,
                correction_max: float | None = 2.0, correction_min: float | None = None,
                dynamic_sampling: bool | None = None, max_gen_batches: int = 10,
@@ -448,6 +453,8 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                          f"got one on {generator.device}")
     if stop_at is not None:
         stop_at = check_number(stop_at, "stop_at")
+    if not isinstance(partial_reward, bool):
+        raise ValueError(f"partial_reward: expected True or False, got {partial_reward!r}")
     if sampler is not None:
         if not isinstance(sampler, nn.Module) or sampler is model:
             raise ValueError(f"sampler: expected a separate module with the model's layout "
@@ -463,6 +470,9 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     correction = parts.get("correction", "none") if correction is None else correction
     if correction != "none":
         resolve("correction", correction, "weights", what="correction")
+    if dynamic_sampling is not None and not isinstance(dynamic_sampling, bool):
+        raise ValueError(f"dynamic_sampling: expected True, False or None (the method's "
+                         f"choice), got {dynamic_sampling!r}")
     dyn = parts.get("data") == "dynamic_sampling" if dynamic_sampling is None \
         else bool(dynamic_sampling)
 

@@ -45,10 +45,19 @@ from torch import Tensor, nn
 
 from .. import kl as _kl
 from .. import methods as _methods
-from .._validate import check_generator, check_positive, check_positive_int
+from .._validate import (
+    check_generator,
+    check_index,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    check_tensor,
+)
+from ..registry import methods as _registered_methods
 from ..reward.critic import gae, value_loss
 from ..trajectory.tokens import token_logprobs
 from ..worlds.gpt import GPT, logprobs, sample
+from ..worlds.tasks import Task
 
 __all__ = [
     "PPO_METRICS",
@@ -70,6 +79,16 @@ PPO_METRICS = ("reward", "value_loss", "value_error", "explained_variance", "cli
 def hidden_states(model: GPT, idx: Tensor) -> Tensor:
     """The final hidden states LN(h^L) (B, T, C) of a :class:`~pgbook.worlds.gpt.GPT`: its
     forward pass without the language-model head (what a value head reads)."""
+    if not isinstance(model, GPT):
+        raise ValueError(f"model: expected a pgbook.worlds.gpt.GPT, got {type(model).__name__}")
+    check_tensor(idx, "idx", ndim=2)
+    if idx.shape[1] > model.config.block_size:
+        raise ValueError(f"idx: expected at most block_size = {model.config.block_size} "
+                         f"positions, got {idx.shape[1]}")
+    if idx.device != model.wte.weight.device:
+        raise ValueError(f"idx: expected tokens on the model's device {model.wte.weight.device}, "
+                         f"got {idx.device}")
+    check_index(idx, "idx", model.config.vocab_size)
     pos = torch.arange(idx.shape[1], device=idx.device)
     x = model.wte(idx) + model.wpe(pos)
     for block in model.blocks:
@@ -102,6 +121,9 @@ class ValueModel(nn.Module):
     @classmethod
     def from_policy(cls, policy: GPT) -> ValueModel:
         """A critic initialised from ``policy``'s weights (a deep copy) with a zero value head."""
+        if not isinstance(policy, GPT):
+            raise ValueError(f"policy: expected a pgbook.worlds.gpt.GPT, got "
+                             f"{type(policy).__name__}")
         return cls(copy.deepcopy(policy))
 
     @property
@@ -138,6 +160,11 @@ def state_bytes(*modules: nn.Module, optimizer_slots: int = 2) -> int:
     """Bytes of the training state: each trainable parameter, its gradient and
     ``optimizer_slots`` optimiser tensors of its size (AdamW: 2), counted once even if
     shared. A deterministic count, the same on every machine."""
+    for mod in modules:
+        if not isinstance(mod, nn.Module):
+            raise ValueError(f"modules: expected torch.nn.Module objects, got "
+                             f"{type(mod).__name__}")
+    check_nonnegative_int(optimizer_slots, "optimizer_slots")
     seen, total = set(), 0
     for mod in modules:
         for p in mod.parameters():
@@ -212,12 +239,12 @@ class PPOHistory:
         return {name: getattr(self, name) for name in PPO_METRICS}
 
 
-def ppo_train(model: GPT, task, *, steps: int, batch_size: int, generator: torch.Generator,
+def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator: torch.Generator,
               critic: str = "separate", value_model: ValueModel | None = None,
               gamma: float = 1.0, lam: float = 1.0, whiten_advantages: bool = True,
               eps_low: float = 0.2, eps_high: float | None = None, eps_value: float | None = 0.2,
-              vf_coef: float = 0.1, kl: str = "none", beta: float = 0.0, ref_model=None,
-              epochs_per_batch: int = 1, minibatches: int = 1, lr: float = 1e-3,
+              vf_coef: float = 0.1, kl: str = "none", beta: float = 0.0,
+              ref_model: nn.Module | None = None, epochs_per_batch: int = 1, minibatches: int = 1, lr: float = 1e-3,
               critic_lr: float | None = None, max_grad_norm: float | None = 1.0,
               temperature: float = 1.0, partial_reward: bool = False,
               method: str = "PPO (value head, GAE)", progress: bool = True,
@@ -263,6 +290,10 @@ def ppo_train(model: GPT, task, *, steps: int, batch_size: int, generator: torch
         raise ValueError(f"minibatches: expected a divisor of batch_size = {B}, got {n_mb}")
     if critic not in ("separate", "shared"):
         raise ValueError(f"critic: expected 'separate' or 'shared', got {critic!r}")
+    for name, flag in (("whiten_advantages", whiten_advantages),
+                       ("partial_reward", partial_reward), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name}: expected True or False, got {flag!r}")
     if critic == "shared" and value_model is not None:
         raise ValueError("value_model: a shared value head lives on the policy; pass "
                          "critic='separate' to train a separate value model")
@@ -328,6 +359,9 @@ def ppo_train(model: GPT, task, *, steps: int, batch_size: int, generator: torch
         ref_model = copy.deepcopy(model)
     elif ref_model is model:
         raise ValueError("ref_model: expected a separate frozen model, got the trained model itself")
+    elif not isinstance(ref_model, nn.Module):
+        raise ValueError(f"ref_model: expected a frozen copy of the model (a torch.nn.Module), "
+                         f"got {type(ref_model).__name__}")
     ref_model.requires_grad_(False)
 
     def forward(tokens):
@@ -429,7 +463,7 @@ def ppo_train(model: GPT, task, *, steps: int, batch_size: int, generator: torch
     return history
 
 
-def compare_ppo_grpo(task, model: GPT, *, steps: int, responses_per_step: int, group_size: int,
+def compare_ppo_grpo(task: Task, model: GPT, *, steps: int, responses_per_step: int, group_size: int,
                      seed: int = 0, grpo_method: str = "GRPO", ppo_critic: str = "separate",
                      lam: float = 1.0, lr: float = 3e-3, critic_lr: float | None = None,
                      epochs_per_batch: int = 1, beta: float = 0.0, progress: bool = True
@@ -452,8 +486,17 @@ def compare_ppo_grpo(task, model: GPT, *, steps: int, responses_per_step: int, g
     """
     from ..train.grpo import grpo_train
 
+    if not isinstance(model, GPT):
+        raise ValueError(f"model: expected a pgbook.worlds.gpt.GPT, got {type(model).__name__}")
+    if ppo_critic not in ("separate", "shared"):
+        raise ValueError(f"ppo_critic: expected 'separate' or 'shared', got {ppo_critic!r}")
+    names = [m.name for m in _registered_methods()]
+    if not isinstance(grpo_method, str) or grpo_method not in names:
+        raise ValueError(f"grpo_method: expected a registered method (e.g. 'GRPO', 'Dr. GRPO'), "
+                         f"got {grpo_method!r}")
     B = check_positive_int(responses_per_step, "responses_per_step")
     G = check_positive_int(group_size, "group_size")
+    beta = check_positive(beta, "beta", allow_zero=True)
     if B % G:
         raise ValueError(f"group_size: expected a divisor of responses_per_step = {B}, got {G}")
     out = {}
@@ -490,6 +533,11 @@ def update_activation_bytes(model: GPT, tokens: Tensor, mask: Tensor,
     (with ``critic``, a :class:`ValueModel` or a policy with a shared head from
     :func:`ppo_train`) the values and the value loss. A measure of a training step's
     activation memory that does not depend on the machine; the step itself is not taken."""
+    if not isinstance(model, GPT):
+        raise ValueError(f"model: expected a pgbook.worlds.gpt.GPT, got {type(model).__name__}")
+    if critic is not None and not isinstance(critic, (ValueModel, _SharedHead)):
+        raise ValueError(f"critic: expected None, a ValueModel or ppo_train's shared head, got "
+                         f"{type(critic).__name__}")
     with activation_bytes() as act:
         if isinstance(critic, _SharedHead):
             z, v = critic(tokens[:, :-1])

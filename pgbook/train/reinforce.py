@@ -283,7 +283,8 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
 
 
 def rejection_sampling_ft(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor,
-                          iterations: int, batch_size: int, lr, generator: torch.Generator,
+                          iterations: int, batch_size: int, lr: float | Tensor,
+                          generator: torch.Generator,
                           success: float = 1.0, sft_steps: int = 1, progress: bool = False,
                           desc: str | None = None) -> History:
     """Rejection-sampling fine-tuning (expert iteration; STaR, Zelikman et al. 2022; RFT,
@@ -304,16 +305,18 @@ def rejection_sampling_ft(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor,
     side) and which samples enter (trajectory side).
     """
     check_tensor(theta0, "theta0", floating=True)
+    check_world(bandit, policy, theta0, "theta0")
     check_positive_int(iterations, "iterations")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(sft_steps, "sft_steps")
     check_generator(generator, theta0.device)
     check_same_device(theta0=theta0, bandit=bandit.means)
+    success = check_number(success, "success")
     out_dtype = theta0.dtype
     dtype = work_dtype(out_dtype)
     P = theta0.shape[-1]
-    lr_t = torch.as_tensor(lr, dtype=dtype, device=theta0.device) if not isinstance(lr, Tensor) \
-        else lr.to(dtype)
+    lr_t = torch.as_tensor(check_number(lr, "lr"), dtype=dtype, device=theta0.device) \
+        if not isinstance(lr, Tensor) else check_tensor(lr, "lr", floating=True).to(dtype)
     check_same_device(lr=lr_t, theta0=theta0)
     check_finite(lr_t, "lr")
     if theta0.device.type != "meta" and bool((lr_t <= 0).any()):

@@ -34,9 +34,12 @@ from torch import Tensor
 
 from .. import methods as _methods
 from .._validate import (
+    check_finite,
     check_generator,
+    check_index,
     check_positive,
     check_positive_int,
+    check_same_device,
     check_tensor,
     keyword_names,
     reject_unknown_options,
@@ -79,7 +82,21 @@ def sample_runs(policy: SeqPolicy, thetas: Tensor, x: Tensor, generator: torch.G
     :class:`~pgbook.worlds.seqlm.Sequences` with ``x`` (R, B), ``tokens``/``mask``/``logp``
     (R, B, T), the log-probs recorded while sampling (0 after EOS). Token by token, every
     run and row in one batched step (``torch.func.vmap`` over the runs' logits)."""
+    if not isinstance(policy, SeqPolicy):
+        raise ValueError(f"policy: expected a SeqPolicy, got {type(policy).__name__}")
     sp = policy.space
+    check_tensor(thetas, "thetas", ndim=2, floating=True)
+    if thetas.shape[1] != policy.n_params:
+        raise ValueError(f"thetas: expected shape (R, {policy.n_params}), got "
+                         f"{tuple(thetas.shape)}")
+    check_tensor(x, "x", ndim=2)
+    if x.shape[0] != thetas.shape[0]:
+        raise ValueError(f"x: expected {thetas.shape[0]} rows (one per run), got shape "
+                         f"{tuple(x.shape)}")
+    check_same_device(thetas=thetas, x=x, space=sp.rho)
+    check_index(x, "x", sp.X)
+    check_finite(thetas, "thetas")
+    check_generator(generator, thetas.device)
     R, B = x.shape
     th = thetas.detach()
     logits = torch.func.vmap(policy.logits)
@@ -148,7 +165,8 @@ def grpo_seqlm(policy: SeqPolicy, theta0: Tensor, reward: SeqReward, *, steps: i
                method: str = "GRPO", advantage: str | None = None, loss: str | None = None,
                aggregation: str | None = None, eps_low: float | None = None,
                eps_high: float | None = None, epochs_per_batch: int = 1, minibatches: int = 1,
-               lr: float = 0.05, std_eps: float | None = None, trainer_noise=0.0,
+               lr: float = 0.05, std_eps: float | None = None,
+               trainer_noise: float | Tensor = 0.0,
                sampler: SeqPolicy | None = None, correction: str | None = None,
                correction_max: float | None = 2.0, correction_min: float | None = None,
                dynamic_sampling: bool | None = None, max_gen_batches: int = 10,
@@ -196,11 +214,15 @@ def grpo_seqlm(policy: SeqPolicy, theta0: Tensor, reward: SeqReward, *, steps: i
     if theta0.shape[-1] != policy.n_params:
         raise ValueError(f"theta0: expected a last dimension of {policy.n_params} (the "
                          f"policy's parameters), got {tuple(theta0.shape)}")
+    check_same_device(theta0=theta0, space=policy.space.rho)
+    check_finite(theta0, "theta0")
     if not isinstance(reward, SeqReward):
         raise ValueError(f"reward: expected a pgbook.worlds.seqlm.SeqReward, got "
                          f"{type(reward).__name__}")
     if sampler is not None and (not isinstance(sampler, SeqPolicy)
-                                or sampler.n_params != policy.n_params):
+                                or sampler.n_params != policy.n_params
+                                or (sampler.space.X, sampler.space.V, sampler.space.T)
+                                != (policy.space.X, policy.space.V, policy.space.T)):
         raise ValueError(f"sampler: expected a SeqPolicy with the policy's {policy.n_params} "
                          f"parameters, got {sampler!r}")
     single = theta0.dim() == 1
@@ -243,6 +265,9 @@ def grpo_seqlm(policy: SeqPolicy, theta0: Tensor, reward: SeqReward, *, steps: i
         if sampler is None:
             raise ValueError(f"correction: {correction!r} needs a sampler that differs from "
                              f"the policy")
+    if dynamic_sampling is not None and not isinstance(dynamic_sampling, bool):
+        raise ValueError(f"dynamic_sampling: expected True, False or None (the method's "
+                         f"choice), got {dynamic_sampling!r}")
     dyn = parts.get("data") == "dynamic_sampling" if dynamic_sampling is None \
         else bool(dynamic_sampling)
     extra = dict(loss_options or {})

@@ -53,9 +53,13 @@ from torch import Tensor
 
 from .._validate import (
     _is_meta,
+    check_finite_where,
     check_mask,
     check_pair,
     check_positive,
+    check_same_device,
+    check_shape,
+    check_tensor,
     work_dtype,
 )
 from ..registry import register, register_label, resolve
@@ -82,6 +86,9 @@ def mismatch_log_ratio(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> 
     detached, work dtype. Both inputs must be finite on the mask (elsewhere: anything)."""
     check_pair(old_logp, sampler_logp, "old_logp", "sampler_logp")
     check_mask(mask, "mask", tuple(old_logp.shape))
+    check_same_device(old_logp=old_logp, mask=mask)
+    check_finite_where(old_logp, mask, "old_logp")
+    check_finite_where(sampler_logp, mask, "sampler_logp")
     m = mask.to(torch.bool)
     wd = work_dtype(old_logp.dtype)
     zero = torch.zeros((), dtype=wd, device=old_logp.device)
@@ -92,11 +99,12 @@ def mismatch_log_ratio(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> 
     return lr
 
 
-def _bounds(c_max, c_min) -> tuple[float | None, float | None]:
-    hi = None if c_max is None else check_positive(c_max, "correction_max")
-    lo = None if c_min is None else check_positive(c_min, "correction_min", allow_zero=True)
+def _bounds(c_max: float | None, c_min: float | None, names: tuple[str, str] = ("c_max", "c_min")
+            ) -> tuple[float | None, float | None]:
+    hi = None if c_max is None else check_positive(c_max, names[0])
+    lo = None if c_min is None else check_positive(c_min, names[1], allow_zero=True)
     if hi is not None and lo is not None and lo > hi:
-        raise ValueError(f"correction_min: expected at most correction_max = {hi}, got {lo}")
+        raise ValueError(f"{names[1]}: expected at most {names[0]} = {hi}, got {lo}")
     return hi, lo
 
 
@@ -168,6 +176,7 @@ def correction_weights(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor,
     docstring): ``"token_truncate"``, ``"token_mask"``, ``"sequence_truncate"``,
     ``"sequence_mask"``, yours, or ``"none"`` (every weight 1 on the mask). Detached; 0 off
     the mask. Factor of J(θ): trajectory (it reweights samples drawn from μ towards π_old)."""
+    _bounds(correction_max, correction_min, ("correction_max", "correction_min"))
     if correction == "none":
         lr = mismatch_log_ratio(old_logp, sampler_logp, mask)
         return mask.to(torch.bool).to(lr.dtype)
@@ -183,6 +192,12 @@ def correction_stats(weights: Tensor, old_logp: Tensor, sampler_logp: Tensor,
     whose weight is 0: masked out) and ``weight_ess`` (ESS/n = (Σw)²/(n Σw²) over the
     valid tokens; 1 when every weight is equal)."""
     lr = mismatch_log_ratio(old_logp, sampler_logp, mask)
+    check_tensor(weights, "weights", floating=True)
+    check_shape(weights, "weights", tuple(old_logp.shape))
+    check_same_device(weights=weights, old_logp=old_logp)
+    check_finite_where(weights, mask, "weights")
+    if not _is_meta(weights) and bool(((weights < 0) & (mask != 0)).any()):
+        raise ValueError("weights: expected importance weights ≥ 0, got a negative one")
     m = mask.to(torch.bool)
     w = weights.detach().to(lr.dtype)
     n = m.sum().to(lr.dtype)

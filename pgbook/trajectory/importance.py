@@ -149,7 +149,7 @@ def is_estimate(values: Tensor, weights: Tensor, self_normalised: bool = False,
     """
     check_weights(weights)
     if truncate is not None:
-        weights = truncate_weights(weights, truncate)
+        weights = truncate_weights(weights, check_positive(truncate, "truncate"))
     check_tensor(values, "values", floating=True)
     if not isinstance(self_normalised, bool):
         raise ValueError(f"self_normalised: expected True or False, got {self_normalised!r}")

@@ -36,6 +36,7 @@ from .._validate import (
     check_finite_where,
     check_generator,
     check_mask,
+    check_number,
     check_pair,
     check_positive,
     check_same_device,
@@ -235,10 +236,9 @@ def _prepare(logp: Tensor, advantages: Tensor, old_logp: Tensor, mask: Tensor | 
             raise ValueError(f"mask: expected shape {tuple(logp.shape)} (that of logp), got "
                              f"{tuple(mask.shape)}")
         check_same_device(logp=logp, mask=mask)
-        if not _is_meta(mask) and mask.is_floating_point() and \
-                bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError("mask: expected a 0/1 mask, got values other than 0 and 1")
+        check_mask(mask, "mask", allow_all_zero=True)    # an empty batch: every loss is 0
         m = mask.to(torch.bool)
+    check_finite_where(logp, m, "logp")
     wd = work_dtype(logp.dtype)
     zero = torch.zeros((), dtype=wd, device=logp.device)
     lp = torch.where(m, logp.to(wd), zero)
@@ -268,6 +268,7 @@ def sequence_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor | None = Non
     shape (...,) from (..., T) inputs: the log of the geometric mean of the token ratios,
     (π_θ(y_i|x)/π_old(y_i|x))^{1/|y_i|}. Differentiable in ``logp`` (work dtype: float32
     for half precision). An empty row gives 0. Factor of J(θ): trajectory."""
+    check_tensor(logp, "logp", floating=True)
     lr, _, m, _ = _prepare(logp, torch.zeros_like(logp), old_logp, mask)
     return lr.sum(-1) / _lengths(m, lr.dtype)
 
@@ -422,6 +423,8 @@ def cispo_loss(logp: Tensor, advantages: Tensor, old_logp: Tensor, eps_low: floa
     """
     check_pair(logp, advantages, "logp", "advantages")
     check_pair(logp, old_logp, "logp", "old_logp")
+    check_finite(logp, "logp")
+    check_finite(old_logp, "old_logp")
     check_finite(advantages, "advantages")
     eh = check_positive(eps_high, "eps_high")
     lo = None if eps_low is None else 1.0 - check_positive(eps_low, "eps_low")
@@ -456,6 +459,8 @@ def sapo_loss(logp: Tensor, advantages: Tensor, old_logp: Tensor, tau_pos: float
     """
     check_pair(logp, advantages, "logp", "advantages")
     check_pair(logp, old_logp, "logp", "old_logp")
+    check_finite(logp, "logp")
+    check_finite(old_logp, "old_logp")
     check_finite(advantages, "advantages")
     tp = check_positive(tau_pos, "tau_pos")
     tn = check_positive(tau_neg, "tau_neg")
@@ -494,7 +499,7 @@ def _clip_cov(logp, advantages, old_logp, mask, generator, eps_low, eps_high, cl
     lr, adv, m, lp = _prepare(logp, advantages, old_logp, mask)
     el, eh = _check_eps(eps_low, eps_high)
     ratio_ = check_positive(clip_cov_ratio, "clip_cov_ratio")
-    lb, ub = float(clip_cov_lb), float(clip_cov_ub)
+    lb, ub = check_number(clip_cov_lb, "clip_cov_lb"), check_number(clip_cov_ub, "clip_cov_ub")
     if not lb < ub:
         raise ValueError(f"clip_cov_lb: expected it below clip_cov_ub = {ub}, got {lb}")
     r = torch.exp(lr)

@@ -27,6 +27,7 @@ without it the forward pass briefly holds two float32 copies of the whole (B, T,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -294,7 +295,7 @@ def _model_logits(model, input_ids: Tensor, attention_mask: Tensor | None) -> Te
 
 
 @reject_unknown_options
-def causal_logprobs(logits_or_model, input_ids: Tensor, prompt_len: int | None = None, *,
+def causal_logprobs(logits_or_model: Tensor | Callable, input_ids: Tensor, prompt_len: int | None = None, *,
                     response_mask: Tensor | None = None, eos_id: int | None = None,
                     attention_mask: Tensor | None = None, temperature: float = 1.0,
                     chunk_size: int | None = None) -> CausalLogprobs:

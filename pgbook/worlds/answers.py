@@ -25,18 +25,27 @@ import math
 import torch
 from torch import Tensor
 
-from .._validate import check_positive_int, check_tensor
+from .._validate import (
+    check_float_dtype,
+    check_number,
+    check_positive_int,
+    check_probs,
+    check_same_device,
+    check_tensor,
+)
 from .seqlm import SeqReward, SeqSpace, Sequences, TabularPolicy, outcome_reward
 
 __all__ = ["answer_head", "answer_policy", "answer_reward", "answer_space", "answer_stats"]
 
 
-def answer_space(max_len: int = 8, dtype=torch.float64, device="cpu") -> SeqSpace:
+def answer_space(max_len: int = 8, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str = "cpu") -> SeqSpace:
     """One prompt ``x``, tokens ``a`` (right), ``b`` (wrong) and EOS ``⏎``, budget T =
     ``max_len`` ≥ 2 tokens (EOS included)."""
     T = check_positive_int(max_len, "max_len")
     if T < 2:
         raise ValueError(f"max_len: expected at least 2 (an answer and EOS), got {T}")
+    check_float_dtype(dtype)
     rho = torch.ones(1, dtype=dtype, device=device)
     return SeqSpace(tokens=("a", "b"), max_len=T, rho=rho, contexts=("x",))
 
@@ -50,6 +59,8 @@ def answer_reward(space: SeqSpace, finished_only: bool = False) -> SeqReward:
     """R = 1 if the response's first token is ``a``, else 0 (and, with ``finished_only``,
     0 as well for a response cut at T without EOS). An outcome reward on the last token."""
     _check_space(space)
+    if not isinstance(finished_only, bool):
+        raise ValueError(f"finished_only: expected True or False, got {finished_only!r}")
     a, eos = 0, space.eos_id
 
     def fn(x, tokens, mask):
@@ -71,7 +82,7 @@ def answer_policy(space: SeqSpace, p_correct: float = 0.5, stop: float = 0.25,
     have the same length distribution (geometric, cut at T)."""
     _check_space(space)
     for name, v in (("p_correct", p_correct), ("stop", stop), ("first_stop", first_stop)):
-        if not 0 < float(v) < 1:
+        if not 0 < check_number(v, name) < 1:
             raise ValueError(f"{name}: expected a probability strictly between 0 and 1, got {v}")
     policy = TabularPolicy(space)
     theta = policy.init(like=space.rho)
@@ -104,11 +115,22 @@ def answer_stats(space: SeqSpace, probs: Tensor, reward: SeqReward,
     of tokens including EOS), ``length`` (E[L]) and ``truncated`` (P(no EOS within T));
     and ``length_pmf`` (2, T + 1): row 0 P(L = l | wrong), row 1 P(L = l | right)."""
     _check_space(space)
-    seqs = space.enumerate() if seqs is None else seqs
+    if not isinstance(reward, SeqReward):
+        raise ValueError(f"reward: expected a SeqReward (answer_reward(space)), got "
+                         f"{type(reward).__name__}")
+    if seqs is None:
+        seqs = space.enumerate()
+    elif not isinstance(seqs, Sequences):
+        raise ValueError(f"seqs: expected a Sequences batch (or None for the enumeration), got "
+                         f"{type(seqs).__name__}")
+    else:
+        space.check(seqs.x, seqs.tokens, seqs.mask)
     check_tensor(probs, "probs", ndim=1, floating=True)
     if probs.shape[0] != len(seqs):
         raise ValueError(f"probs: expected one probability per enumerated response "
                          f"({len(seqs)}), got shape {tuple(probs.shape)}")
+    check_same_device(probs=probs, tokens=seqs.tokens)
+    check_probs(probs, "probs")     # one prompt: p(y) over its responses sums to 1
     R = reward.of(seqs).to(probs.dtype)
     L = seqs.mask.sum(-1).to(probs.dtype)
     T = space.T

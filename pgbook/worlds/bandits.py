@@ -293,6 +293,8 @@ class SoftmaxPolicy:
         use it, which is far faster than autograd on these tiny problems. ``autograd=True``
         forces ``torch.func.jacrev`` (to check the closed form)."""
         self._check_theta(theta)
+        if not isinstance(autograd, bool):
+            raise ValueError(f"autograd: expected True or False, got {autograd!r}")
         theta = theta.detach()
         jac = None if autograd else self._logits_jacobian(theta)
         if jac is None:
