@@ -31,3 +31,8 @@ __all__ = [
     "stats",
     "variance_difference",
 ]
+
+# chapter 15: exact analysis on the enumerable multi-turn tool world
+from . import agentic
+
+__all__ += ["agentic"]

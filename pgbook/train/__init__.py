@@ -16,3 +16,9 @@ from .grpo import GRPOHistory, check_on_policy, grpo_train
 
 __all__ = ["GRPOHistory", "actor_critic", "check_on_policy", "grpo", "grpo_train", "ppo",
            "ppo_llm", "reinforce"]
+
+# chapter 15: multi-turn agents (a GPT with a tool; policies on the enumerable tree)
+from . import agentic
+from .agentic import agent_grpo_train
+
+__all__ += ["agent_grpo_train", "agentic"]

@@ -3,7 +3,9 @@
 * :mod:`~pgbook.worlds.bandits`: contextual bandits (Part I): J and ∇J by enumeration;
 * :mod:`~pgbook.worlds.seqlm`: an autoregressive tiny LM whose responses can all be listed;
 * :mod:`~pgbook.worlds.gpt`: a tiny GPT, a character tokenizer and batched sampling;
-* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT.
+* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT;
+* :mod:`~pgbook.worlds.envs` and :mod:`~pgbook.worlds.agentic`: multi-turn environments (a
+  lookup tool), an enumerable tool-use tree, batched multi-turn rollouts (chapter 15).
 """
 
 from . import bandits, gpt, seqlm, tasks
@@ -34,3 +36,8 @@ __all__ = [
     "tasks",
     "two_param_bandit",
 ]
+
+# chapter 15: environments (a lookup tool) and multi-turn worlds
+from . import agentic, envs
+
+__all__ += ["agentic", "envs"]
