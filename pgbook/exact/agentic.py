@@ -23,12 +23,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._validate import check_shape
+from .._validate import check_shape, check_tensor
 from ..worlds.agentic import Episodes
 
 __all__ = [
+    "CORRECTIONS",
     "CREDITS",
     "MASKS",
+    "answer_information",
     "credit_weights",
     "emission_probability",
     "episode_logprobs",
@@ -42,6 +44,7 @@ __all__ = [
     "per_turn_scores",
     "reply_probability",
     "sampled_estimates",
+    "stale_expected_gradient",
     "state_values",
     "turn_returns_exact",
 ]
@@ -273,7 +276,8 @@ def expected_update(policy, theta: Tensor, ep: Episodes, credit: str = "outcome"
 def reply_probability(policy, theta: Tensor, world) -> Tensor:
     """P(the policy writes a tool reply itself): the probability that, right after calling
     the tool on its first turn, the policy's own continuation is a well-formed reply
-    (O − 1 ``:`` then a value), averaged over contexts ρ(x). 0-dim, differentiable.
+    (O − 1 ``:`` then a value, any of the S), averaged over contexts ρ(x). 0-dim,
+    differentiable.
 
     The environment always writes these tokens in a rollout, so this is what the policy
     would write in the environment's place: 0 for a policy trained only on its own tokens
@@ -282,7 +286,8 @@ def reply_probability(policy, theta: Tensor, world) -> Tensor:
     dev = theta.device
     tok = torch.full((X, S, T), world.ERR, dtype=torch.long, device=dev)
     tok[..., 0] = world.CALL
-    tok[..., 1:n_obs] = world.SEP
+    if n_obs > 1:
+        tok[..., 1:n_obs] = world.SEP
     tok[..., n_obs] = torch.tensor(world.reply_ids, device=dev)[None, :]
     x = torch.arange(X, device=dev)[:, None].expand(X, S)
     lp = policy.token_logprobs(theta, x, tok)[..., 1:n_obs + 1].sum(-1)         # (X, S)
@@ -317,7 +322,93 @@ def sampled_estimates(scores: Tensor, idx: Tensor, turn_advantages: Tensor) -> T
 
     ``scores`` (N, K, P) from :func:`per_turn_scores`; ``idx`` (M, B) trajectory indices;
     ``turn_advantages`` (M, B, K) (0 on turns not taken). The per-episode token sum,
-    averaged over the batch (REINFORCE's aggregation)."""
-    B = idx.shape[1]
-    S = scores[idx]                                                           # (M, B, K, P)
-    return torch.einsum("mbk,mbkp->mp", turn_advantages.to(S.dtype), S) / B
+    averaged over the batch (REINFORCE's aggregation). The coefficients of each batch are
+    summed per (trajectory, turn) first, so the cost is one (M, N·K) × (N·K, P) product."""
+    check_tensor(scores, "scores", ndim=3, floating=True)
+    N, K, P = scores.shape
+    check_tensor(idx, "idx", ndim=2)
+    M, B = idx.shape
+    check_shape(turn_advantages, "turn_advantages", (M, B, K))
+    col = (idx[..., None] * K + torch.arange(K, device=idx.device)).reshape(M, -1)
+    C = torch.zeros(M, N * K, dtype=scores.dtype, device=scores.device).scatter_add_(
+        1, col, turn_advantages.reshape(M, -1).to(scores.dtype))
+    return C @ scores.reshape(N * K, P) / B
+
+
+def answer_information(policy, theta: Tensor, ep: Episodes) -> Tensor:
+    """I(s; answer) in nats: the mutual information, under p_θ, between the hidden value s
+    and the episode's final answer token (no answer counts as one more outcome). 0 for a
+    policy whose answers ignore the task (a template); log S for one that always answers s.
+    0-dim."""
+    e = _on(ep, theta)
+    with torch.no_grad():
+        q = episode_probs(policy, theta, ep)
+    K = e.turn_rewards.shape[1]
+    act = e.tokens[:, torch.arange(K, device=e.tokens.device) * (e.tokens.shape[1] // K)]
+    last = act.gather(1, (e.n_turns - 1).clamp_min(0)[:, None]).squeeze(1)
+    answered = e.outcomes.gather(1, (e.n_turns - 1).clamp_min(0)[:, None]).squeeze(1) <= 1
+    a = torch.where(answered, last, torch.full_like(last, -1)) + 1
+    S, A = int(e.s.max()) + 1, int(a.max()) + 1
+    joint = torch.zeros(S * A, dtype=q.dtype, device=q.device).index_add(0, e.s * A + a, q).view(S, A)
+    ps, pa = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    tiny = torch.finfo(q.dtype).tiny
+    terms = joint * (joint.clamp_min(tiny).log() - (ps * pa).clamp_min(tiny).log())
+    return torch.where(joint > 0, terms, torch.zeros_like(terms)).sum()
+
+
+#: the corrections of :func:`stale_expected_gradient`
+CORRECTIONS = ("none", "trajectory", "with_observations")
+
+
+def stale_expected_gradient(policy, theta: Tensor, behaviour: Tensor, ep: Episodes,
+                            correction: str = "trajectory") -> Tensor:
+    """The exact expected gradient, at θ, of the estimator fed **stale** trajectories, (P,).
+
+    ``behaviour`` is the θ that sampled them: (P,) for one stale policy, or (K, P) for one
+    per turn (a slow, asynchronous environment: turn k of an episode was sampled by the
+    policy of that moment). Trajectories are drawn from p_b(τ) = env · Π_k π_{b_k}(a_k|h_k);
+    each gets A(τ) = R(τ) − V_b(x, s) (the group mean under the sampling policy) and
+
+    * ``"none"``: ĝ = A Σ_t m_t ∇log π_θ(y_t|h_t), as if on-policy (biased);
+    * ``"trajectory"``: ĝ = w A Σ_t m_t ∇log π_θ, w = exp Σ_t m_t [log π_θ − log π_{b(t)}]
+      over the **policy's** tokens, each against the policy that sampled it (the environment's
+      factors cancel): E[ĝ] = ∇J(θ) exactly;
+    * ``"with_observations"``: the same with the observation tokens' π_θ(o)/π_b(o) also in w
+      (as a trainer that scores every token would compute it): biased.
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction: expected one of {CORRECTIONS}, got {correction!r}")
+    e = _on(ep, theta)
+    K = e.turn_rewards.shape[1]
+    b = behaviour.detach().to(device=theta.device, dtype=theta.dtype)
+    if b.dim() == 1:
+        b = b.expand(K, -1)
+    if tuple(b.shape) != (K, theta.shape[0]):
+        raise ValueError(f"behaviour: expected shape ({theta.shape[0]},) or ({K}, "
+                         f"{theta.shape[0]}) (one θ per turn), got {tuple(behaviour.shape)}")
+    with torch.no_grad():
+        lp_b_all = torch.stack([policy.token_logprobs(b[k], e.x, e.tokens) for k in range(K)])
+        turn = e.turn_ids.clamp_min(0)
+        lp_b = torch.gather(lp_b_all, 0, turn[None]).squeeze(0)              # π_{b(t)}(y_t)
+        lp_t = policy.token_logprobs(theta.detach(), e.x, e.tokens)
+        pm, om = e.policy_mask > 0, e.obs_mask > 0
+        zero = torch.zeros_like(lp_b)
+        q_b = (e.env_logp + torch.where(pm, lp_b, zero).sum(-1)).exp()
+        gid = e.groups
+        n_g = int(gid.max()) + 1
+        pg = torch.zeros(n_g, dtype=q_b.dtype, device=q_b.device).index_add(0, gid, q_b)
+        V = (torch.zeros_like(pg).index_add(0, gid, q_b * e.rewards) /
+             pg.clamp_min(torch.finfo(q_b.dtype).tiny))[gid]
+        A = e.rewards - V
+        if correction == "none":
+            w = torch.ones_like(A)
+        else:
+            m = pm if correction == "trajectory" else pm | om
+            w = torch.where(m, lp_t - lp_b, zero).sum(-1).exp()
+        coef = q_b * w * A
+
+    def f(t):
+        lp = policy.token_logprobs(t, e.x, e.tokens)
+        return coef @ torch.where(pm, lp, torch.zeros_like(lp)).sum(-1)
+
+    return torch.func.grad(f)(theta.detach())

@@ -56,8 +56,8 @@ __all__ = [
     "exact_ascent",
     "fit_demonstrations",
     "pretrain_agent",
-    "tool_reply_probability",
     "tree_grpo_train",
+    "written_reply",
 ]
 
 
@@ -127,18 +127,25 @@ def evaluate_agent(model, env: Env, n: int, generator: torch.Generator,
 
 
 @torch.no_grad()
-def tool_reply_probability(model, env: Env, n: int, generator: torch.Generator) -> float:
-    """P(the model writes the tool's reply marker itself): the mean of
-    π_θ(``:`` | prompt, a well-formed call on the asked key) over n fresh tasks.
+def written_reply(model, env: Env, n: int, generator: torch.Generator) -> dict:
+    """What the model writes where the tool should speak, on n fresh tasks: ``{"marker":
+    mean π_θ(``:`` | prompt, a well-formed call on the asked key), "right": mean
+    π_θ(the asked key's value | prompt, call, ``:``)}``.
 
     In a rollout the environment writes the reply, so the model is never asked; this is
     what it would write if the environment did not stop it (a tool that times out, a missed
-    stop sequence): a hallucinated tool result."""
+    stop sequence): ``marker`` near 1 means it writes a reply itself, and ``right`` how often
+    that hallucinated value would be the store's (one in ten for a guess). For
+    :class:`pgbook.worlds.envs.LookupEnv` with one-digit values."""
+    check_positive_int(n, "n")
     st = env.reset(n, generator)
-    call = torch.stack([torch.full_like(st.prompts[:, 0], env.open_id), st.prompts[:, 1],
-                        torch.full_like(st.prompts[:, 0], env.close_id)], 1)
-    z = model(torch.cat([st.prompts, call], 1))[:, -1]
-    return float(torch.softmax(z.float(), -1)[:, env.reply_id].mean())
+    fill = torch.full_like(st.prompts[:, :1], 0)
+    call = torch.cat([fill + env.open_id, st.prompts[:, 1:2], fill + env.close_id], 1)
+    seq = torch.cat([st.prompts, call, fill + env.reply_id], 1)
+    p = torch.softmax(model(seq)[:, -2:].float(), -1)
+    marker = p[:, 0, env.reply_id]
+    right = p[:, 1].gather(1, st.targets[:, :1]).squeeze(1)
+    return {"marker": float(marker.mean()), "right": float(right.mean())}
 
 
 #: what :class:`AgentHistory` records per step

@@ -161,8 +161,9 @@ class MarkovMLPPolicy(MLPPolicy):
         tab = self.table(theta)
         V, T = self.space.V, self.space.T
         prev = torch.cat([torch.full_like(tokens[..., :1], V), tokens[..., :-1]], -1)
-        t = torch.arange(T, device=tokens.device).expand_as(tokens)
-        return tab[x.unsqueeze(-1).expand_as(tokens), prev, t, tokens]
+        t = torch.arange(T, device=tokens.device)
+        flat = ((x.unsqueeze(-1) * (V + 1) + prev) * T + t) * V + tokens
+        return tab.reshape(-1)[flat]
 
     def __repr__(self) -> str:
         return f"MarkovMLPPolicy(hidden={self.hidden}, P={self.n_params})"
@@ -179,37 +180,39 @@ class LookupWorld:
     the policy emits          the environment
     ========================  =================================================================
     ``?`` (call the tool)     replies with O tokens: O − 1 ``:`` then the value, ``A`` … (S of
-                              them); the reply is s with probability 1 − ``noise``, else a
-                              value drawn uniformly (an unreliable tool); reward −``tool_cost``
+                              them; no ``:`` token exists when O = 1); the reply is s with probability 1 − ``noise``, else a
+                              value drawn uniformly (an unreliable tool); reward ``call_reward``
     ``a`` … (an answer)       ends the episode: reward 1 if it names s, else 0 (no observation)
     an environment token      a bad action (the policy wrote tool output itself): O ``!``
     (``:``, ``A`` …, ``!``)   tokens, reward −``invalid_penalty``
     ========================  =================================================================
 
     After K turns without an answer the episode ends (budget exhausted, reward 0 for the
-    outcome). Token ids: ``?`` = 0, answers 1 … S, ``:`` = S + 1, replies S + 2 … 2S + 1,
-    ``!`` = 2S + 2; padding after the end reuses ``!`` (it is masked everywhere).
+    outcome). Token ids: ``?`` = 0, answers 1 … S, then ``:`` (if O > 1), the S replies and
+    ``!`` last (:attr:`reply_ids`, :attr:`env_ids`); padding after the end reuses ``!`` (it is
+    masked everywhere).
 
     p_θ(τ) = ρ(x) P(s|x) Π_k π_θ(a_k | h_k) P(o_k | s, a_k): the first two factors and every
     P(o_k | ·) are the environment's (θ-free, :attr:`Episodes.env_logp`), the π_θ factors the
-    policy's. With the defaults (S = 3, K = 3, O = 3, two contexts: x0 has s uniform, x1 has
-    s = ``a`` with probability 0.8) there are 4386 trajectories.
+    policy's. With the defaults (S = 3 values, K = 3 turns, O = 1 reply token, one context
+    with s uniform, a tool that errs 10 % of the time) there are 2193 trajectories.
 
     Args:
         n_values: S (2 … 8).
         max_turns: K, the turn budget.
         obs_len: O, tokens per observation (≥ 1).
         noise: probability that the tool replies a uniformly drawn value instead of s.
-        value_probs: (X, S) P(s | x), one row per context (sets device and dtype).
+        value_probs: (X, S) P(s | x), one row per context (sets device and dtype); default
+            one context with s uniform, float64 on the CPU.
         rho: (X,) ρ(x) (default uniform).
-        invalid_penalty, tool_cost: per-turn rewards (≥ 0) subtracted for a bad action and
-            for a tool call.
+        invalid_penalty: a per-turn reward (≥ 0) subtracted for a bad action.
+        call_reward: a per-turn reward added for a tool call (negative: a cost).
     """
 
-    def __init__(self, n_values: int = 3, max_turns: int = 3, obs_len: int = 3,
-                 noise: float = 0.0, value_probs: Tensor | None = None,
-                 rho: Tensor | None = None, invalid_penalty: float = 0.0,
-                 tool_cost: float = 0.0):
+    def __init__(self, n_values: int = 3, max_turns: int = 3, obs_len: int = 1,
+                 noise: float = 0.1, value_probs: Tensor | None = None,
+                 rho: Tensor | None = None, invalid_penalty: float = 0.1,
+                 call_reward: float = 0.0):
         S = check_positive_int(n_values, "n_values")
         if not 2 <= S <= 8:
             raise ValueError(f"n_values: expected an integer in [2, 8], got {S}")
@@ -220,11 +223,11 @@ class LookupWorld:
         if self.noise > 1:
             raise ValueError(f"noise: expected a probability in [0, 1], got {noise}")
         self.invalid_penalty = check_positive(invalid_penalty, "invalid_penalty", allow_zero=True)
-        self.tool_cost = check_positive(tool_cost, "tool_cost", allow_zero=True)
+        self.call_reward = float(call_reward)
+        if self.call_reward != self.call_reward or abs(self.call_reward) == float("inf"):
+            raise ValueError(f"call_reward: expected a finite number, got {call_reward}")
         if value_probs is None:
-            skew = torch.full((S,), 0.2 / (S - 1), dtype=torch.float64)
-            skew[0] = 0.8
-            value_probs = torch.stack([torch.full((S,), 1.0 / S, dtype=torch.float64), skew])
+            value_probs = torch.full((1, S), 1.0 / S, dtype=torch.float64)
         check_tensor(value_probs, "value_probs", ndim=2, floating=True)
         if value_probs.shape[1] != S:
             raise ValueError(f"value_probs: expected shape (X, {S}) (one distribution over the "
@@ -242,11 +245,13 @@ class LookupWorld:
         self.value_probs, self.rho = value_probs, rho.to(value_probs.dtype)
         self.X = X
         letters = "abcdefgh"[:S]
-        names = ("?", *letters, ":", *letters.upper(), "!")
-        self.CALL, self.SEP, self.ERR = 0, S + 1, 2 * S + 2
+        sep = (":",) if self.O > 1 else ()                 # the reply's filler, when O > 1
+        names = ("?", *letters, *sep, *letters.upper(), "!")
+        self.CALL, self.ERR = 0, len(names) - 1
+        self.SEP = S + 1 if sep else None
         self.answer_ids = tuple(range(1, S + 1))
-        self.reply_ids = tuple(range(S + 2, 2 * S + 2))
-        self.env_ids = (self.SEP, *self.reply_ids, self.ERR)
+        self.reply_ids = tuple(range(S + 1 + len(sep), 2 * S + 1 + len(sep)))
+        self.env_ids = (*((self.SEP,) if sep else ()), *self.reply_ids, self.ERR)
         self.T = self.K * (1 + self.O)
         self.space = TurnSpace(X, names, self.T, pad_id=self.ERR)
         self._episodes: Episodes | None = None
@@ -275,25 +280,23 @@ class LookupWorld:
         """Columns of the K actions, (K,): k·(1 + O)."""
         return torch.arange(self.K, device=device or self.device) * (1 + self.O)
 
-    def decode(self, tokens: Tensor, policy_mask: Tensor | None = None) -> list[str]:
-        """Rows of tokens → strings, turns separated by spaces, environment tokens in
-        brackets when ``policy_mask`` is given; padding dropped."""
+    def decode(self, ep: Episodes) -> list[str]:
+        """Trajectories as text: one group per turn, the policy's token then the
+        environment's reply in brackets, e.g. ``? [B] b``; padding dropped."""
+        names = self.token_names
         out = []
-        pm = None if policy_mask is None else policy_mask.cpu().tolist()
-        rows = tokens.cpu().tolist()
-        for i, row in enumerate(rows):
+        for tok, pm, om in zip(ep.tokens.cpu().tolist(), ep.policy_mask.cpu().tolist(),
+                               ep.obs_mask.cpu().tolist()):
             parts = []
             for k in range(self.K):
                 c = k * (1 + self.O)
-                a = self.token_names[row[c]]
-                obs = "".join(self.token_names[t] for t in row[c + 1:c + 1 + self.O])
-                parts.append(a)
-                if pm is not None and k + 1 < self.K + 1:
-                    live_obs = any(pm[i][c + 1:c + 1 + self.O]) is False
-                    parts.append(f"[{obs}]" if live_obs else "")
-                else:
-                    parts.append(obs)
-            out.append(" ".join(p for p in parts if p))
+                if pm[c]:
+                    parts.append(names[tok[c]])
+                obs = "".join(names[t] for t, m in zip(tok[c + 1:c + 1 + self.O],
+                                                       om[c + 1:c + 1 + self.O]) if m)
+                if obs:
+                    parts.append(f"[{obs}]")
+            out.append(" ".join(parts))
         return out
 
     # -- the tree ---------------------------------------------------------------------------
@@ -341,7 +344,7 @@ class LookupWorld:
             rows["outcomes"][:, k] = torch.where(ans, torch.where(right, RIGHT, WRONG),
                                                  torch.where(call, CALL, BAD))
             rows["turn_rewards"][:, k] = right.to(dt) - self.invalid_penalty * bad.to(dt) \
-                - self.tool_cost * call.to(dt)
+                + self.call_reward * call.to(dt)
             done.append({key: val[ans] for key, val in rows.items()})
             # bad actions: the error observation
             err = {key: val[bad] for key, val in rows.items()}
@@ -352,7 +355,8 @@ class LookupWorld:
             rv = torch.arange(S, device=dev).repeat(int(call.sum()))
             p = reply_p[cl["s"], rv]
             cl["env_logp"] = cl["env_logp"] + p.log()
-            cl["tokens"][:, c + 1:c + n_obs] = self.SEP
+            if n_obs > 1:
+                cl["tokens"][:, c + 1:c + n_obs] = self.SEP
             cl["tokens"][:, c + n_obs] = self.reply_ids[0] + rv
             cl["anchor"] = 1 + rv
             cl = {key: val[p > 0] for key, val in cl.items()}

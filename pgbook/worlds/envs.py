@@ -206,6 +206,41 @@ class LookupEnv(Env):
         return EnvState(prompts, targets, 0, torch.zeros(n, dtype=torch.bool, device=dev),
                         store)
 
+    def state_of(self, asked: str, stores: list[str]) -> EnvState:
+        """A state from text, for examples and tests: ``asked`` one key per episode (e.g.
+        ``"cca"``), ``stores`` one string per episode of every key's value in order
+        (``n_keys · digits`` digits, e.g. ``"38150"``: a = 3, b = 8, …). On the CPU."""
+        n = len(asked)
+        if len(stores) != n:
+            raise ValueError(f"stores: expected {n} strings (one per asked key), got {len(stores)}")
+        width = self.n_keys * self.digits
+        for st in stores:
+            if len(st) != width or not st.isdigit():
+                raise ValueError(f"stores: expected strings of {width} digits, got {st!r}")
+        for k in asked:
+            if k not in self.keys:
+                raise ValueError(f"asked: expected keys among {self.keys!r}, got {k!r}")
+        key = torch.tensor([self.keys.index(k) for k in asked], dtype=torch.long)
+        store = torch.tensor([[int(c) for c in st] for st in stores], dtype=torch.long)
+        store = store.view(n, self.n_keys, self.digits) + self.digit0
+        prompts = torch.stack([torch.full_like(key, BOS), key + self.key0,
+                               torch.full_like(key, self.ask_id)], 1)
+        targets = torch.cat([store[torch.arange(n), key], torch.full((n, 1), EOS, dtype=torch.long)], 1)
+        return EnvState(prompts, targets, 0, torch.zeros(n, dtype=torch.bool), store)
+
+    def encode_turns(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Turns as text (EOS written ``$``) → ``(actions (n, A), lengths (n,))`` for
+        :meth:`step`, PAD-padded; at most ``action_len`` tokens each. On the CPU."""
+        A = self.action_len
+        rows = []
+        for t in texts:
+            ids = [EOS if c == "$" else self.tokenizer.encode(c)[0] for c in t]
+            if not 1 <= len(ids) <= A:
+                raise ValueError(f"texts: expected 1 … {A} tokens per turn, got {t!r}")
+            rows.append(ids)
+        actions = torch.tensor([r + [PAD] * (A - len(r)) for r in rows], dtype=torch.long)
+        return actions, torch.tensor([len(r) for r in rows], dtype=torch.long)
+
     # -- the parser -------------------------------------------------------------------------
     def parse_calls(self, actions: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Parse every turn as a call ``[k]``: (key index (n,) long, well-formed (n,) bool).
@@ -292,7 +327,7 @@ class LookupEnv(Env):
         (EOS written ``$``), its index (0-based) and the store (key → value string). Returns
         ``(observation, reward, done, outcome)``."""
         asked = prompt.lstrip("^").rstrip("?")
-        bad = -self.invalid_penalty
+        bad = 0.0 - self.invalid_penalty
         if action.endswith("$"):
             ok = action[:-1] == store[asked]
             return "", float(ok), True, RIGHT if ok else WRONG
