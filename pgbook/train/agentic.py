@@ -474,8 +474,8 @@ def tree_grpo_train(policy, theta: Tensor, world: LookupWorld, *, steps: int,
             else:
                 A = compute_advantages(Rw.reshape(-1), advantage, group_size=G, **options)
                 A_tok = A.reshape(R, B, 1).expand(R, B, tok_all.shape[1])
-            keep = reward_variance_filter(Rw.reshape(-1), G, f).reshape(R, B) if f < 1 else \
-                torch.ones(R, B, dtype=torch.bool, device=dev)
+            keep = torch.stack([reward_variance_filter(Rw[r], G, f) for r in range(R)]) if f < 1 \
+                else torch.ones(R, B, dtype=torch.bool, device=dev)             # per run
             Rg = Rw.reshape(R, n, G)
             rec["reward"].append(Rw.mean(1))
             rec["reward_std"].append(Rg.std(2).mean(1))
