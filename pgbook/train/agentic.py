@@ -18,7 +18,7 @@ Factor of J(θ): both (these loops compose the pieces of both sides).
 
 from __future__ import annotations
 
-import copy
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,12 +36,12 @@ from .._validate import (
 )
 from ..exact.agentic import CREDITS, MASKS, expected_update, reply_probability
 from ..methods import policy_loss
-from ..registry import components
+from ..registry import components, resolve
 from ..reward.advantages import broadcast_to_tokens, compute_advantages
 from ..reward.turns import compute_turn_advantages, turns_to_tokens
 from ..trajectory.agentic import reward_variance_filter
-from ..trajectory.tokens import entropy_from_logits
-from ..worlds.agentic import LookupWorld, rollout
+from ..trajectory.tokens import entropy_from_logits, token_logprobs
+from ..worlds.agentic import CALL, LookupWorld, rollout
 from ..worlds.envs import TOOL, Env
 from ..worlds.gpt import GPT, GPTConfig
 from ..worlds.tasks import demonstration_loss
@@ -197,30 +197,41 @@ class AgentHistory:
         return None if k is None else float(self.seconds[k])
 
 
-def _advantages(ro, G: int, advantage: str, options: dict) -> Tensor:
-    """Token advantages (B, T) on the policy's and observation positions."""
-    forms = {c.name: c.form for c in components("advantage")}
-    if forms.get(advantage) in ("group", "batch"):
-        adv = compute_advantages(ro.rewards, advantage, group_size=G, **options)
-        return broadcast_to_tokens(adv, (ro.turn_ids >= 0).to(adv.dtype))
-    if forms.get(advantage) == "turn":
-        turn_mask = ro.outcomes >= 0
-        opts = dict(options)
-        import inspect as _inspect
+def _forms() -> dict:
+    return {c.name: c.form for c in components("advantage")}
 
-        from ..registry import resolve
-        from ..reward.turns import gigpo_advantage, mt_grpo_advantage  # noqa: F401
-        fn = resolve("advantage", advantage, "turn", what="advantage")
-        params = _inspect.signature(fn).parameters
-        if "anchors" in params and "anchors" not in opts:
-            opts["anchors"] = ro.anchors
-        if "tool_turns" in params and "tool_turns" not in opts:
-            opts["tool_turns"] = ro.outcomes == TOOL
-        adv = compute_turn_advantages(ro.turn_rewards, advantage, group_size=G,
-                                      turn_mask=turn_mask, **opts)
+
+def _check_advantage(advantage: str) -> str:
+    forms = _forms()
+    if forms.get(advantage) not in ("group", "batch", "turn"):
+        ok = sorted(n for n, f in forms.items() if f in ("group", "batch", "turn"))
+        raise ValueError(f"advantage: expected one of {ok} (a group estimator of the episode "
+                         f"rewards, or a turn-level one), got {advantage!r}")
+    return forms[advantage]
+
+
+def _turn_advantages(turn_rewards: Tensor, outcomes: Tensor, anchors: Tensor, G: int,
+                     advantage: str, options: dict, tool_code: int) -> Tensor:
+    """Turn-level advantages (N, K) by a registered estimator of form ``"turn"``, given the
+    episodes' anchors and tool turns when the estimator takes them (unless in ``options``)."""
+    fn = resolve("advantage", advantage, "turn", what="advantage")
+    params = inspect.signature(fn).parameters
+    opts = dict(options)
+    if "anchors" in params and "anchors" not in opts:
+        opts["anchors"] = anchors
+    if "tool_turns" in params and "tool_turns" not in opts:
+        opts["tool_turns"] = outcomes == tool_code
+    return compute_turn_advantages(turn_rewards, advantage, group_size=G,
+                                   turn_mask=outcomes >= 0, **opts)
+
+
+def _advantages(ro, G: int, advantage: str, options: dict) -> Tensor:
+    """Token advantages (B, T) on the policy's and observation positions of a rollout."""
+    if _check_advantage(advantage) == "turn":
+        adv = _turn_advantages(ro.turn_rewards, ro.outcomes, ro.anchors, G, advantage, options, TOOL)
         return turns_to_tokens(adv, ro.turn_ids)
-    ok = sorted(n for n, f in forms.items() if f in ("group", "batch", "turn"))
-    raise ValueError(f"advantage: expected one of {ok}, got {advantage!r}")
+    adv = compute_advantages(ro.rewards, advantage, group_size=G, **options)
+    return broadcast_to_tokens(adv, (ro.turn_ids >= 0).to(adv.dtype))
 
 
 @reject_unknown_options
@@ -291,8 +302,6 @@ def agent_grpo_train(model, env: Env, *, steps: int, prompts_per_step: int, grou
         z = model(ro.tokens[:, :-1])
         if tau != 1.0:
             z = z / tau
-        from ..trajectory.tokens import token_logprobs
-
         lp = torch.cat([z.new_zeros(z.shape[0], 1, dtype=torch.promote_types(z.dtype, torch.float32)),
                         token_logprobs(z, ro.tokens[:, 1:])], 1)
         with torch.no_grad():
@@ -423,10 +432,7 @@ def tree_grpo_train(policy, theta: Tensor, world: LookupWorld, *, steps: int,
         raise ValueError(f"keep_fraction: expected a fraction in (0, 1], got {keep_fraction}")
     lr = check_positive(lr, "lr")
     check_generator(generator, theta.device)
-    forms = {c.name: c.form for c in components("advantage")}
-    if forms.get(advantage) not in ("group", "batch", "turn"):
-        ok = sorted(k for k, v in forms.items() if v in ("group", "batch", "turn"))
-        raise ValueError(f"advantage: expected one of {ok}, got {advantage!r}")
+    form = _check_advantage(advantage)
     options = dict(advantage_options or {})
     ep = world.enumerate()
     dev, dt = theta.device, theta.dtype
@@ -457,19 +463,9 @@ def tree_grpo_train(policy, theta: Tensor, world: LookupWorld, *, steps: int,
             Rw = rewards_all[idx]                                     # (R, B)
             flat = idx.reshape(-1)
             sub = ep.index(flat.cpu()) if flat.device.type != ep.x.device.type else ep.index(flat)
-            if forms[advantage] == "turn":
-                opts = dict(options)
-                import inspect as _inspect
-
-                from ..registry import resolve
-                params = _inspect.signature(resolve("advantage", advantage, "turn")).parameters
-                if "anchors" in params and "anchors" not in opts:
-                    opts["anchors"] = sub.anchors.to(dev)
-                if "tool_turns" in params and "tool_turns" not in opts:
-                    opts["tool_turns"] = (sub.outcomes == 2).to(dev)
-                At = compute_turn_advantages(sub.turn_rewards.to(device=dev, dtype=dt), advantage,
-                                             group_size=G, turn_mask=(sub.outcomes >= 0).to(dev),
-                                             **opts)
+            if form == "turn":
+                At = _turn_advantages(sub.turn_rewards.to(device=dev, dtype=dt), sub.outcomes.to(dev),
+                                      sub.anchors.to(dev), G, advantage, options, CALL)
                 A_tok = turns_to_tokens(At, sub.turn_ids.to(dev)).reshape(R, B, -1)
             else:
                 A = compute_advantages(Rw.reshape(-1), advantage, group_size=G, **options)
@@ -491,17 +487,8 @@ def tree_grpo_train(policy, theta: Tensor, world: LookupWorld, *, steps: int,
         loss.backward()
         rec["grad_norm"].append(thetas.grad.detach().norm(dim=1))
         opt.step()
-    with torch.no_grad():
-        lp_all = _batched_logprobs(policy, thetas.detach(), x_all.expand(R, -1),
-                                   tok_all.expand(R, -1, -1))
-        q = (env_logp + (lp_all * pm_all).sum(-1)).exp()
     out = {k: torch.stack(v).to(torch.float64).cpu() for k, v in rec.items()}
-    del q
     return TreeHistory(theta=thetas.detach(), **out)
-
-
-def _unused() -> None:  # pragma: no cover
-    copy.deepcopy(None)
 
 
 @reject_unknown_options
