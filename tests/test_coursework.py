@@ -328,6 +328,13 @@ CALLS = {   # name: (call with one bad keyword, the bad keyword)
                                                       method=["a"]), "method"),
     "policy_config": (lambda: tasks.policy_config(TASK, n_embed=8), "n_embed"),
     "pretrained_policy": (lambda: tasks.pretrained_policy(TASK, steps=1, n_embed=8), "n_embed"),
+    # chapter 15
+    "agent_config": (lambda: pg.train.agentic.agent_config(pg.worlds.envs.LookupEnv(), n_embed=8),
+                     "n_embed"),
+    "pretrain_agent": (lambda: pg.train.agentic.pretrain_agent(pg.worlds.envs.LookupEnv(), steps=1,
+                                                               progress=False, n_embed=8), "n_embed"),
+    "compute_turn_advantages": (lambda: pg.reward.turns.compute_turn_advantages(
+        torch.zeros(4, 2), "gigpo", group_size=2, step_weigth=1.0), "step_weigth"),
 }
 
 
