@@ -449,16 +449,17 @@ register_method("Multi-turn GRPO (tool-token mask)", "GRPO", mask="policy_tokens
                       "factors of p_θ(τ) carry no θ: scoring them adds advantage-weighted SFT on the "
                       "tool's output (a biased gradient that teaches the model to write tool "
                       "results); the policy-token mask keeps only the tokens the policy sampled",
-                chapter="15", reference="Jin et al. 2025 (Search-R1, arXiv:2503.09516); Wang et al. "
-                                        "2025 (RAGEN, arXiv:2504.20073)")
+                chapter="15",
+                reference="Jin et al. 2025 (Search-R1, arXiv:2503.09516); "
+                          "Wang et al. 2025 (RAGEN, arXiv:2504.20073)")
 register_method("MT-GRPO", "Multi-turn GRPO (tool-token mask)", advantage="mt_grpo",
-                fixes="one outcome advantage for every turn ignores a verifiable turn-level reward: "
-                      "its group z-score is added to the turns up to the first tool result",
+                fixes="one outcome advantage for every turn ignores a verifiable turn-level "
+                      "reward: its group z-score is added to the turns up to the first tool result",
                 chapter="15", reference="Zeng et al. 2025 (arXiv:2505.11821)")
 register_method("GiGPO", "Multi-turn GRPO (tool-token mask)", advantage="gigpo",
-                fixes="one episode advantage broadcast to every step: turns of the group that start "
-                      "from the same observation (an anchor state) form a step-level group, whose "
-                      "discounted returns give each step its own advantage, with no extra rollouts",
+                fixes="one episode advantage broadcast to every step: turns of the group that "
+                      "start from the same observation (an anchor state) form a step-level group, "
+                      "whose discounted returns give each step its own advantage, no extra rollouts",
                 chapter="15", reference="Feng et al. 2025 (arXiv:2505.10978)")
 register_method("Reward-variance filter (StarPO-S)", "Multi-turn GRPO (tool-token mask)",
                 selection="reward_variance_filter",

@@ -160,7 +160,6 @@ def _replay(env, r, i):
     """Split row i of a rollout into its turns and replay them through step_text."""
     T = env.tokenizer
     asked = T.decode(r.tokens[i, :3])
-    store = None
     outcomes, rewards = [], []
     for k in range(env.max_turns):
         pos = ((r.turn_ids[i] == k) & (r.policy_mask[i] > 0)).nonzero().flatten()
@@ -171,7 +170,6 @@ def _replay(env, r, i):
         obs_text = T.decode(r.tokens[i, obs_pos])
         outcomes.append((text, obs_text))
         rewards.append(r.turn_rewards[i, k].item())
-    del store
     return asked, outcomes, rewards
 
 
@@ -195,7 +193,7 @@ def test_rollout_masks_logprobs_and_replay(agent):
         asked, turns_, rewards = _replay(env, r, i)
         st = {k: "".join(env.tokenizer.itos[t] for t in store[i, j].tolist()) for j, k in enumerate(env.keys)}
         for k, (text, obs_text) in enumerate(turns_):
-            obs, rew, done, code = env.step_text(asked, text, k, st)
+            obs, rew, _done, code = env.step_text(asked, text, k, st)
             assert obs == obs_text and abs(rew - rewards[k]) < 1e-6 and code == r.outcomes[i, k].item()
     # groups share their task
     assert torch.equal(store.view(8, 4, *store.shape[1:])[:, 0], store.view(8, 4, *store.shape[1:])[:, 3])
@@ -509,6 +507,10 @@ def test_turn_advantages_dtypes_meta_and_registry():
     assert meta.shape == r.shape and meta.device.type == "meta"
     assert rt.turns_to_tokens(r.to("meta"), torch.zeros(8, 5, dtype=torch.long, device="meta")).shape == (8, 5)
     assert rt.turn_rtg_advantage(r.to("meta"), 4).device.type == "meta"
+    assert rt.mt_grpo_advantage(r.to("meta"), 4).shape == r.shape
+    assert tja.reward_variance_filter(r[:, 0].to("meta"), 4).shape == (8,)
+    with pytest.raises(ValueError, match="meta"):
+        rt.gigpo_advantage(r.to("meta"), 4)
     with pytest.raises(ValueError, match="estimator"):
         rt.compute_turn_advantages(r, "grpo", group_size=4)
     with pytest.raises(ValueError, match="nope"):

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from .._validate import check_shape, check_tensor
-from ..worlds.agentic import Episodes
+from ..worlds.agentic import Episodes, LookupWorld
+from ..worlds.seqlm import SeqPolicy
 
 __all__ = [
     "CORRECTIONS",
@@ -60,7 +61,7 @@ def _on(ep: Episodes, theta: Tensor) -> Episodes:
     return Episodes(**out)
 
 
-def episode_logprobs(policy, theta: Tensor, ep: Episodes, mask: Tensor | None = None) -> Tensor:
+def episode_logprobs(policy: SeqPolicy, theta: Tensor, ep: Episodes, mask: Tensor | None = None) -> Tensor:
     """log p_θ(τ) = env_logp(τ) + Σ_t m_t log π_θ(y_t|h_t), (N,); differentiable.
 
     ``mask`` (N, T) defaults to the policy-token mask (the exact trajectory probability);
@@ -74,23 +75,23 @@ def episode_logprobs(policy, theta: Tensor, ep: Episodes, mask: Tensor | None = 
     return ep.env_logp + torch.where(m > 0, lp, torch.zeros_like(lp)).sum(-1)
 
 
-def episode_probs(policy, theta: Tensor, ep: Episodes) -> Tensor:
+def episode_probs(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> Tensor:
     """p_θ(τ) for every trajectory, (N,): sums to 1 for any θ."""
     return episode_logprobs(policy, theta, ep).exp()
 
 
-def exact_J(policy, theta: Tensor, ep: Episodes, rewards: Tensor | None = None) -> Tensor:
+def exact_J(policy: SeqPolicy, theta: Tensor, ep: Episodes, rewards: Tensor | None = None) -> Tensor:
     """J(θ) = Σ_τ p_θ(τ) R(τ) (R = Σ_k r_k by default, or ``rewards`` (N,)); differentiable."""
     R = _on(ep, theta).rewards if rewards is None else rewards.to(theta.dtype)
     return episode_probs(policy, theta, ep) @ R
 
 
-def exact_gradient(policy, theta: Tensor, ep: Episodes, rewards: Tensor | None = None) -> Tensor:
+def exact_gradient(policy: SeqPolicy, theta: Tensor, ep: Episodes, rewards: Tensor | None = None) -> Tensor:
     """∇J(θ), (P,), by autograd through the enumerated sum (only the π_θ factors depend on θ)."""
     return torch.func.grad(lambda t: exact_J(policy, t, ep, rewards))(theta.detach())
 
 
-def emission_probability(policy, theta: Tensor, ep: Episodes, token_ids) -> Tensor:
+def emission_probability(policy: SeqPolicy, theta: Tensor, ep: Episodes, token_ids) -> Tensor:
     """P_θ(the policy itself emits one of ``token_ids`` in some turn), a 0-dim tensor.
 
     With the environment's tokens as ``token_ids`` this is the probability that the policy
@@ -101,7 +102,7 @@ def emission_probability(policy, theta: Tensor, ep: Episodes, token_ids) -> Tens
     return episode_probs(policy, theta, ep) @ hit.to(theta.dtype)
 
 
-def state_values(policy, theta: Tensor, ep: Episodes) -> tuple[Tensor, Tensor]:
+def state_values(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> tuple[Tensor, Tensor]:
     """Exact baselines: V(x, s) per trajectory (N,) and the anchor-state value per turn (N, K).
 
     V(x, s) = E[R | x, s] (the group mean of GRPO with infinitely many samples);
@@ -143,7 +144,7 @@ def turn_returns_exact(turn_rewards: Tensor, gamma: float = 1.0) -> Tensor:
 CREDITS = ("outcome", "turn", "anchor")
 
 
-def credit_weights(policy, theta: Tensor, ep: Episodes, credit: str = "outcome") -> Tensor:
+def credit_weights(policy: SeqPolicy, theta: Tensor, ep: Episodes, credit: str = "outcome") -> Tensor:
     """Per-token weights w (N, T) with exact baselines, for :func:`expected_gradient`:
 
     * ``"outcome"``: w_t = R(τ) − V(x, s) on every token (the trajectory-level advantage);
@@ -168,7 +169,7 @@ def credit_weights(policy, theta: Tensor, ep: Episodes, credit: str = "outcome")
     return torch.where(e.turn_ids >= 0, w, torch.zeros_like(w))
 
 
-def expected_gradient(policy, theta: Tensor, ep: Episodes, weights: Tensor,
+def expected_gradient(policy: SeqPolicy, theta: Tensor, ep: Episodes, weights: Tensor,
                       mask: Tensor | None = None) -> Tensor:
     """E_{τ~p_θ}[ Σ_t c_t w_t ∇log π_θ(y_t|h_t) ] exactly, (P,).
 
@@ -190,7 +191,7 @@ def expected_gradient(policy, theta: Tensor, ep: Episodes, weights: Tensor,
     return torch.func.grad(f)(theta.detach())
 
 
-def per_episode_gradients(policy, theta: Tensor, ep: Episodes, weights: Tensor,
+def per_episode_gradients(policy: SeqPolicy, theta: Tensor, ep: Episodes, weights: Tensor,
                           mask: Tensor | None = None) -> Tensor:
     """g(τ) = Σ_t c_t w_t ∇log π_θ(y_t|h_t) for every trajectory, (N, P) (``vmap(grad)``)."""
     e = _on(ep, theta)
@@ -206,7 +207,7 @@ def per_episode_gradients(policy, theta: Tensor, ep: Episodes, weights: Tensor,
         theta.detach(), e.x, e.tokens, m, weights.detach().to(theta.dtype))
 
 
-def estimator_moments(policy, theta: Tensor, ep: Episodes, weights: Tensor,
+def estimator_moments(policy: SeqPolicy, theta: Tensor, ep: Episodes, weights: Tensor,
                       mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Exact mean (P,) and total variance tr Cov (0-dim) of the one-trajectory estimator
     g(τ) = Σ_t c_t w_t ∇log π_θ(y_t|h_t) under τ ~ p_θ (a B-trajectory mean has tr Cov / B)."""
@@ -249,7 +250,7 @@ def _weights_from(e: Episodes, q: Tensor, credit: str) -> Tensor:
     return torch.where(e.turn_ids >= 0, w, torch.zeros_like(w))
 
 
-def expected_update(policy, theta: Tensor, ep: Episodes, credit: str = "outcome",
+def expected_update(policy: SeqPolicy, theta: Tensor, ep: Episodes, credit: str = "outcome",
                     mask: str = "policy") -> tuple[Tensor, Tensor]:
     """(E[ĝ], J(θ)) in one forward and one backward pass: the exact expected gradient of the
     token-level estimator with :func:`credit_weights` ``credit`` and the loss mask ``mask``
@@ -273,7 +274,7 @@ def expected_update(policy, theta: Tensor, ep: Episodes, credit: str = "outcome"
     return g, q @ e.rewards
 
 
-def reply_probability(policy, theta: Tensor, world) -> Tensor:
+def reply_probability(policy: SeqPolicy, theta: Tensor, world: LookupWorld) -> Tensor:
     """P(the policy writes a tool reply itself): the probability that, right after calling
     the tool on its first turn, the policy's own continuation is a well-formed reply
     (O − 1 ``:`` then a value, any of the S), averaged over contexts ρ(x). 0-dim,
@@ -294,7 +295,7 @@ def reply_probability(policy, theta: Tensor, world) -> Tensor:
     return world.rho.to(device=dev, dtype=lp.dtype) @ lp.exp().sum(-1)
 
 
-def per_turn_scores(policy, theta: Tensor, ep: Episodes, mask: Tensor | None = None) -> Tensor:
+def per_turn_scores(policy: SeqPolicy, theta: Tensor, ep: Episodes, mask: Tensor | None = None) -> Tensor:
     """S_{τ,k} = Σ_{t in turn k} c_t ∇log π_θ(y_t|h_t) for every trajectory and turn,
     (N, K, P) (``vmap`` of a Jacobian; ``mask`` c defaults to the policy-token mask).
 
@@ -335,7 +336,7 @@ def sampled_estimates(scores: Tensor, idx: Tensor, turn_advantages: Tensor) -> T
     return C @ scores.reshape(N * K, P) / B
 
 
-def answer_information(policy, theta: Tensor, ep: Episodes) -> Tensor:
+def answer_information(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> Tensor:
     """I(s; answer) in nats: the mutual information, under p_θ, between the hidden value s
     and the episode's final answer token (no answer counts as one more outcome). 0 for a
     policy whose answers ignore the task (a template); log S for one that always answers s.
@@ -360,7 +361,7 @@ def answer_information(policy, theta: Tensor, ep: Episodes) -> Tensor:
 CORRECTIONS = ("none", "trajectory", "with_observations")
 
 
-def stale_expected_gradient(policy, theta: Tensor, behaviour: Tensor, ep: Episodes,
+def stale_expected_gradient(policy: SeqPolicy, theta: Tensor, behaviour: Tensor, ep: Episodes,
                             correction: str = "trajectory") -> Tensor:
     """The exact expected gradient, at θ, of the estimator fed **stale** trajectories, (P,).
 

@@ -252,6 +252,7 @@ def gigpo_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tensor 
     Equal to verl-agent's ``compute_gigpo_outcome_advantage`` (episode_norm_reward,
     build_step_group with exact matching, step_norm_reward) on the same turns, with turns
     as rows instead of its one row per step. Anchors default to one anchor per turn index.
+    Not on the meta device (the groups depend on the values).
     """
     r, m = _check_turns(turn_rewards, turn_mask, group_size)
     check_positive(std_eps, "std_eps", allow_zero=True)
@@ -264,6 +265,9 @@ def gigpo_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tensor 
         raise ValueError(f"anchors: expected an integer tensor of shape {(N, K)}, got "
                          f"{tuple(anchors.shape)} ({anchors.dtype})")
     check_same_device(turn_rewards=turn_rewards, anchors=anchors)
+    if _is_meta(turn_rewards):
+        raise ValueError("turn_rewards: anchor-state grouping depends on the values (which turns "
+                         "share an observation); the meta device has none")
     rm = torch.where(m, r, torch.zeros_like(r))
     R = rm.sum(1)
     grp = torch.arange(N // group_size, device=r.device).repeat_interleave(group_size)

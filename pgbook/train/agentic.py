@@ -41,9 +41,10 @@ from ..reward.advantages import broadcast_to_tokens, compute_advantages
 from ..reward.turns import compute_turn_advantages, turns_to_tokens
 from ..trajectory.agentic import reward_variance_filter
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
-from ..worlds.agentic import CALL, LookupWorld, rollout
+from ..worlds.agentic import CALL, LookupWorld, MarkovMLPPolicy, rollout
 from ..worlds.envs import TOOL, Env
 from ..worlds.gpt import GPT, GPTConfig
+from ..worlds.seqlm import SeqPolicy
 from ..worlds.tasks import demonstration_loss
 
 __all__ = [
@@ -109,7 +110,7 @@ def pretrain_agent(env: Env, seed: int = 0, steps: int = 100, batch_size: int = 
 
 
 @torch.no_grad()
-def evaluate_agent(model, env: Env, n: int, generator: torch.Generator,
+def evaluate_agent(model: nn.Module, env: Env, n: int, generator: torch.Generator,
                    temperature: float = 1.0, tool: bool = True) -> dict:
     """Success rate and behaviour of ``model`` on n fresh tasks (a Monte-Carlo estimate of
     J(θ)): ``{"success", "tool_rate" (episodes with a well-formed tool call), "outcomes"
@@ -127,7 +128,7 @@ def evaluate_agent(model, env: Env, n: int, generator: torch.Generator,
 
 
 @torch.no_grad()
-def written_reply(model, env: Env, n: int, generator: torch.Generator) -> dict:
+def written_reply(model: nn.Module, env: Env, n: int, generator: torch.Generator) -> dict:
     """What the model writes where the tool should speak, on n fresh tasks: ``{"marker":
     mean π_θ(``:`` | prompt, a well-formed call on the asked key), "right": mean
     π_θ(the asked key's value | prompt, call, ``:``)}``.
@@ -235,7 +236,7 @@ def _advantages(ro, G: int, advantage: str, options: dict) -> Tensor:
 
 
 @reject_unknown_options
-def agent_grpo_train(model, env: Env, *, steps: int, prompts_per_step: int, group_size: int,
+def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step: int, group_size: int,
                      generator: torch.Generator, advantage: str = "grpo", mask: str = "policy",
                      keep_fraction: float = 1.0, loss: str = "ppo_clip",
                      aggregation: str = "seq_mean_token_mean", lr: float = 3e-3,
@@ -341,7 +342,7 @@ def agent_grpo_train(model, env: Env, *, steps: int, prompts_per_step: int, grou
 
 # -- the enumerable tree -------------------------------------------------------------------------
 @reject_unknown_options
-def exact_ascent(policy, theta: Tensor, world: LookupWorld, *, steps: int, lr: float,
+def exact_ascent(policy: SeqPolicy, theta: Tensor, world: LookupWorld, *, steps: int, lr: float,
                  credit: str = "outcome", mask: str = "policy") -> dict:
     """Gradient ascent along the *exact expected* gradient of an estimator on the tree:
     θ ← θ + η E[ĝ(θ)], from ``theta``, for ``steps`` steps (no sampling: deterministic).
@@ -390,7 +391,7 @@ class TreeHistory:
     theta: Tensor
 
 
-def _batched_logprobs(policy, thetas: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
+def _batched_logprobs(policy: MarkovMLPPolicy, thetas: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
     """log π_θr(y_t|h_t) for R parameter vectors at once: thetas (R, P), tokens (R, B, T)."""
     tables = torch.func.vmap(policy.table)(thetas)                     # (R, X, V+1, T, V)
     R, T = tokens.shape[0], tokens.shape[2]
@@ -402,7 +403,7 @@ def _batched_logprobs(policy, thetas: Tensor, x: Tensor, tokens: Tensor) -> Tens
 
 
 @reject_unknown_options
-def tree_grpo_train(policy, theta: Tensor, world: LookupWorld, *, steps: int,
+def tree_grpo_train(policy: MarkovMLPPolicy, theta: Tensor, world: LookupWorld, *, steps: int,
                     prompts_per_step: int, group_size: int, generator: torch.Generator,
                     runs: int = 1, advantage: str = "grpo", mask: str = "policy",
                     keep_fraction: float = 1.0, lr: float = 0.05,
@@ -492,7 +493,7 @@ def tree_grpo_train(policy, theta: Tensor, world: LookupWorld, *, steps: int,
 
 
 @reject_unknown_options
-def fit_demonstrations(policy, world: LookupWorld, *, p_tool: float = 0.3, steps: int = 100,
+def fit_demonstrations(policy: SeqPolicy, world: LookupWorld, *, p_tool: float = 0.3, steps: int = 100,
                        lr: float = 0.05, seed: int = 0, scale: float = 0.3) -> Tensor:
     """A starting θ for the tree: Adam on the exact demonstration loss
     −Σ_τ q(τ) Σ_t m_t log π_θ(y_t|h_t) (q = :meth:`LookupWorld.demonstrations`, m the

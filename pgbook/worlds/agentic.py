@@ -42,6 +42,7 @@ from .._validate import (
     check_tensor,
     work_dtype,
 )
+from .envs import Env, EnvState
 from .seqlm import MLPPolicy
 
 __all__ = [
@@ -180,8 +181,9 @@ class LookupWorld:
     the policy emits          the environment
     ========================  =================================================================
     ``?`` (call the tool)     replies with O tokens: O − 1 ``:`` then the value, ``A`` … (S of
-                              them; no ``:`` token exists when O = 1); the reply is s with probability 1 − ``noise``, else a
-                              value drawn uniformly (an unreliable tool); reward ``call_reward``
+                              them; no ``:`` token exists when O = 1); the reply is s with
+                              probability 1 − ``noise``, else a value drawn uniformly (an
+                              unreliable tool); reward ``call_reward``
     ``a`` … (an answer)       ends the episode: reward 1 if it names s, else 0 (no observation)
     an environment token      a bad action (the policy wrote tool output itself): O ``!``
     (``:``, ``A`` …, ``!``)   tokens, reward −``invalid_penalty``
@@ -474,8 +476,8 @@ def _obs_hash(obs: Tensor, obs_len: Tensor, vocab: int) -> Tensor:
 
 
 @torch.no_grad()
-def rollout(model, env, state, generator: torch.Generator, temperature: float = 1.0,
-            tool: bool = True) -> Rollout:
+def rollout(model: torch.nn.Module, env: Env, state: EnvState, generator: torch.Generator,
+            temperature: float = 1.0, tool: bool = True) -> Rollout:
     """Sample one multi-turn episode per row of ``state`` (an :class:`~pgbook.worlds.envs.EnvState`,
     e.g. ``env.reset(n, g).repeat_interleave(G)`` for GRPO groups), batched.
 

@@ -129,7 +129,8 @@ class Env:
         after ``lengths`` (n,) of them); episodes already done are left as they are."""
         raise NotImplementedError
 
-    def step_text(self, prompt: str, action: str, turn: int, store) -> tuple[str, float, bool, int]:  # pragma: no cover
+    def step_text(self, prompt: str, action: str, turn: int,
+                  store) -> tuple[str, float, bool, int]:  # pragma: no cover
         """The same rule on strings, for one episode: ``(observation, reward, done, outcome)``."""
         raise NotImplementedError
 
