@@ -589,6 +589,7 @@ def test_agent_trainer_learns_and_rejects_bad_options(agent):
     se = math.sqrt(0.25 / 512)
     assert after["success"] > before["success"] + 4 * se and after["tool_rate"] > before["tool_rate"]
     assert h.first_step(0.0) == 0 and h.time_to(2.0) is None
+    assert h.logprob_gap.max() < 1e-5                   # the rollout's log-probs are the trainer's
     w = ta.written_reply(m, env, 64, pg.make_generator(3))
     assert 0 <= w["marker"] <= 1 and 0 <= w["right"] <= 1
     with pytest.raises(ValueError, match="mask"):

@@ -42,7 +42,7 @@ from ..reward.turns import compute_turn_advantages, turns_to_tokens
 from ..trajectory.agentic import reward_variance_filter
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
 from ..worlds.agentic import CALL, LookupWorld, MarkovMLPPolicy, rollout
-from ..worlds.envs import TOOL, Env
+from ..worlds.envs import OUTCOMES, RIGHT, TOOL, Env
 from ..worlds.gpt import GPT, GPTConfig
 from ..worlds.seqlm import SeqPolicy
 from ..worlds.tasks import demonstration_loss
@@ -116,13 +116,11 @@ def evaluate_agent(model: nn.Module, env: Env, n: int, generator: torch.Generato
     J(θ)): ``{"success", "tool_rate" (episodes with a well-formed tool call), "outcomes"
     (share of each outcome over the turns taken, by name)}``. ``tool=False`` withholds the
     tool's replies (:func:`pgbook.worlds.agentic.rollout`)."""
-    from ..worlds.envs import OUTCOMES
-
     check_positive_int(n, "n")
     r = rollout(model, env, env.reset(n, generator), generator, temperature, tool=tool)
     taken = r.outcomes[r.outcomes >= 0]
     shares = {name: float((taken == i).float().mean()) for i, name in enumerate(OUTCOMES)}
-    return {"success": float((r.rewards > 0.5).float().mean()),
+    return {"success": float((r.outcomes == RIGHT).any(1).float().mean()),
             "tool_rate": float((r.outcomes == TOOL).any(1).float().mean()),
             "outcomes": shares}
 
@@ -136,8 +134,8 @@ def written_reply(model: nn.Module, env: Env, n: int, generator: torch.Generator
     In a rollout the environment writes the reply, so the model is never asked; this is
     what it would write if the environment did not stop it (a tool that times out, a missed
     stop sequence): ``marker`` near 1 means it writes a reply itself, and ``right`` how often
-    that hallucinated value would be the store's (one in ten for a guess). For
-    :class:`pgbook.worlds.envs.LookupEnv` with one-digit values."""
+    that hallucinated value would be the store's (its first digit: one in ten for a guess).
+    For :class:`pgbook.worlds.envs.LookupEnv`."""
     check_positive_int(n, "n")
     st = env.reset(n, generator)
     fill = torch.full_like(st.prompts[:, :1], 0)
@@ -151,7 +149,7 @@ def written_reply(model: nn.Module, env: Env, n: int, generator: torch.Generator
 
 #: what :class:`AgentHistory` records per step
 AGENT_METRICS = ("reward", "tool_rate", "zero_variance_groups", "reward_std", "grad_norm",
-                 "entropy", "kept_groups", "seconds")
+                 "entropy", "kept_groups", "logprob_gap", "seconds")
 
 
 @dataclass
@@ -161,7 +159,9 @@ class AgentHistory:
     well-formed call), ``zero_variance_groups`` (groups whose rewards are all equal),
     ``reward_std`` (mean within-group std), ``grad_norm`` (before clipping), ``entropy``
     (mean per-token entropy on the policy's tokens), ``kept_groups`` (groups in the update
-    after filtering), ``seconds`` (wall time since the start). ``config`` holds the settings."""
+    after filtering), ``logprob_gap`` (max |sampled − recomputed| log-prob over the policy's
+    tokens: the rollout and the trainer agree), ``seconds`` (wall time since the start).
+    ``config`` holds the settings."""
 
     reward: Tensor
     tool_rate: Tensor
@@ -170,6 +170,7 @@ class AgentHistory:
     grad_norm: Tensor
     entropy: Tensor
     kept_groups: Tensor
+    logprob_gap: Tensor
     seconds: Tensor
     config: dict = field(default_factory=dict)
 
@@ -259,7 +260,8 @@ def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step
     ``keep_fraction`` < 1 keeps only the groups whose rewards vary most
     (:func:`pgbook.trajectory.agentic.reward_variance_filter`). AdamW (β = (0.9, 0.99), no
     weight decay), gradient-norm clip ``max_grad_norm``. ``stop_at``: stop once the
-    ``window``-step mean reward reaches it.
+    ``window``-step mean reward reaches it. The model is put in eval mode (sampling and
+    training must compute the same log-probs: no dropout).
     """
     from tqdm.auto import trange
 
@@ -309,6 +311,8 @@ def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step
             ent = entropy_from_logits(z)
             pm = ro.policy_mask[:, 1:] > 0
             entropy = (ent * pm).sum() / pm.sum().clamp_min(1)
+            gap = torch.where(ro.policy_mask > 0, (lp.detach() - ro.logprobs.to(lp.dtype)).abs(),
+                              torch.zeros_like(lp)).max()
         gn = torch.zeros(())
         if bool(keep.any()):
             value, _ = policy_loss(lp[keep], lp[keep].detach(), adv_tok[keep], loss_mask[keep],
@@ -324,7 +328,7 @@ def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step
             row = {"reward": R.mean(), "tool_rate": (ro.outcomes == TOOL).any(1).float().mean(),
                    "zero_variance_groups": (Rg == Rg[:, :1]).all(1).sum(),
                    "reward_std": Rg.std(1).mean(), "grad_norm": gn, "entropy": entropy,
-                   "kept_groups": keep.view(n, G)[:, 0].sum()}
+                   "kept_groups": keep.view(n, G)[:, 0].sum(), "logprob_gap": gap}
         for k, v in row.items():
             rec[k].append(float(v))
         rec["seconds"].append(time.perf_counter() - t0)
