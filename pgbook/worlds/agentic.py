@@ -15,11 +15,12 @@ This module has two worlds:
   a finite tree of policy tokens and environment transitions): a hidden value s that the
   policy can only learn by calling a lookup tool. The exact tools of
   :mod:`pgbook.exact.agentic` compute J, ∇J and the expected gradient of any masked or
-  unmasked estimator on it. A policy for it is :class:`pgbook.worlds.seqlm.MLPPolicy` on
-  :attr:`LookupWorld.space` (one shared-weight network for every position, tool tokens
-  included: the reason unmasked training leaks into the policy's own turns).
+  unmasked estimator on it. A policy for it is :class:`MarkovMLPPolicy` (chapter 09's
+  shared-weight :class:`pgbook.worlds.seqlm.MLPPolicy`, with a fast table of log-probs) on
+  :attr:`LookupWorld.space`: one network for every position, the tool's positions included,
+  which is how an unmasked loss teaches it to write the tool's replies.
 * :func:`rollout`: batched multi-turn sampling of a :class:`pgbook.worlds.gpt.GPT` in a
-  :class:`pgbook.worlds.envs.Env` (the calculator of :class:`~pgbook.worlds.envs.CalculatorEnv`),
+  :class:`pgbook.worlds.envs.Env` (the lookup tool of :class:`~pgbook.worlds.envs.LookupEnv`),
   returning tokens, sampled log-probs, the policy-token mask, the observation mask and the
   turn of every token (:class:`Rollout`).
 """
@@ -43,6 +44,7 @@ from .._validate import (
     work_dtype,
 )
 from .envs import Env, EnvState
+from .gpt import PAD
 from .seqlm import MLPPolicy
 
 __all__ = [
@@ -55,7 +57,8 @@ __all__ = [
     "rollout",
 ]
 
-#: what happened in a turn of :class:`LookupWorld` (``Episodes.outcomes``); −1: no such turn
+#: what happened in a turn of :class:`LookupWorld` (``Episodes.outcomes``); −1: no such turn.
+#: The first three codes are those of :data:`pgbook.worlds.envs.OUTCOMES`.
 OUTCOME_NAMES = ("right answer", "wrong answer", "tool call", "bad action")
 RIGHT, WRONG, CALL, BAD = range(4)
 
@@ -490,8 +493,6 @@ def rollout(model: torch.nn.Module, env: Env, state: EnvState, generator: torch.
     the turn), to measure success without the tool's help. Deterministic given the
     generator. ``state`` is consumed (stepped to its end). Factor of J(θ): trajectory.
     """
-    from .gpt import PAD
-
     if _is_meta(state.prompts):
         raise ValueError("state: sampling needs values; the meta device has none")
     check_generator(generator, state.prompts.device)

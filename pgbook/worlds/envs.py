@@ -1,4 +1,4 @@
-"""Environments for multi-turn agents: an interface, and a calculator tool.
+"""Environments for multi-turn agents: an interface, and a lookup tool.
 
 An environment is the part of a multi-turn trajectory the policy does not write:
 
