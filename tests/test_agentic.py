@@ -634,3 +634,22 @@ def test_tree_trainers(tree):
 
 def test_pad_and_eos_layout_constants():
     assert PAD == 0 and EOS == 2
+
+
+def test_policy_loss_takes_the_policy_token_mask_unchanged(agent):
+    """The loss path: tool tokens (even NaN there) never reach the value or the gradient."""
+    env, model = agent
+    g = pg.make_generator(11)
+    r = rollout(model, env, env.reset(4, g).repeat_interleave(4), g)
+    lp = logprobs(model, r.tokens)
+    poisoned = torch.where(r.obs_mask > 0, torch.full_like(lp, float("nan")), lp)
+    adv = pg.reward.turns.turns_to_tokens(torch.ones_like(r.turn_rewards), r.turn_ids)
+    loss, _ = pg.methods.policy_loss(poisoned, None, adv, r.policy_mask, loss="score_function",
+                                     aggregation="token_mean")
+    ref = -(lp * r.policy_mask).sum() / r.policy_mask.sum()
+    assert torch.isfinite(loss) and abs(loss.item() - ref.item()) < 1e-6
+    leaf = lp.detach().requires_grad_()
+    loss2, _ = pg.methods.policy_loss(leaf, None, adv, r.policy_mask, loss="score_function",
+                                      aggregation="token_mean")
+    (grad,) = torch.autograd.grad(loss2, leaf)
+    assert bool((grad[r.obs_mask > 0] == 0).all()) and bool((grad[r.policy_mask > 0] != 0).all())
