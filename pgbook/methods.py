@@ -700,3 +700,34 @@ def loss_table(names: list[str] | None = None, *, markdown: bool = False) -> lis
         return f"`{v}`" if k == "call" else v
 
     return head + "\n".join("| " + " | ".join(cell(k, r[k]) for k in cols) + " |" for r in rows)
+
+# -- Part III: agentic RL (chapter 15) ---------------------------------------------------------
+register_label("mask", "policy_tokens", side="trajectory",
+               summary="the loss covers only the tokens the policy sampled: observation and tool "
+                       "tokens, whose probabilities carry no θ, are masked out")
+register_label("selection", "reward_variance_filter", side="trajectory",
+               summary="keep only the groups whose rewards vary most (top fraction by std); "
+                       "the others do not enter the update")
+register_method("Multi-turn GRPO (tool-token mask)", "GRPO", mask="policy_tokens",
+                fixes="an agent's trajectory interleaves its tokens with the environment's, whose "
+                      "factors of p_θ(τ) carry no θ: scoring them adds advantage-weighted SFT on the "
+                      "tool's output (a biased gradient that teaches the model to write tool "
+                      "results); the policy-token mask keeps only the tokens the policy sampled",
+                chapter="15",
+                reference="Jin et al. 2025 (Search-R1, arXiv:2503.09516); "
+                          "Wang et al. 2025 (RAGEN, arXiv:2504.20073)")
+register_method("MT-GRPO", "Multi-turn GRPO (tool-token mask)", advantage="mt_grpo",
+                fixes="one outcome advantage for every turn ignores a verifiable turn-level "
+                      "reward: its group z-score is added to the turns up to the first tool result",
+                chapter="15", reference="Zeng et al. 2025 (arXiv:2505.11821)")
+register_method("GiGPO", "Multi-turn GRPO (tool-token mask)", advantage="gigpo",
+                fixes="one episode advantage broadcast to every step: turns of the group that "
+                      "start from the same observation (an anchor state) form a step-level group, "
+                      "whose discounted returns give each step its own advantage, no extra rollouts",
+                chapter="15", reference="Feng et al. 2025 (arXiv:2505.10978)")
+register_method("Reward-variance filter (StarPO-S)", "Multi-turn GRPO (tool-token mask)",
+                selection="reward_variance_filter",
+                fixes="multi-turn training's reward variance collapses (the echo trap): only the "
+                      "groups whose rewards vary most enter the update (StarPO-S's filter alone; "
+                      "its critic and decoupled clip are not part of this method)",
+                chapter="15", reference="Wang et al. 2025 (RAGEN, arXiv:2504.20073)")

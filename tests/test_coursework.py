@@ -345,6 +345,13 @@ CALLS = {   # name: (call with one bad keyword, the bad keyword)
                              "std_epsilon"),
     "batch_updates": (lambda: _call_batch_updates(eps=0.2), "eps"),          # chapter 14
     "train_teacher": (lambda: pg.worlds.teachers.train_teacher(TASK, steps=1, n_embed=8), "n_embed"),
+    # chapter 15
+    "agent_config": (lambda: pg.train.agentic.agent_config(pg.worlds.envs.LookupEnv(), n_embed=8),
+                     "n_embed"),
+    "pretrain_agent": (lambda: pg.train.agentic.pretrain_agent(pg.worlds.envs.LookupEnv(), steps=1,
+                                                               progress=False, n_embed=8), "n_embed"),
+    "compute_turn_advantages": (lambda: pg.reward.turns.compute_turn_advantages(
+        torch.zeros(4, 2), "gigpo", group_size=2, step_weigth=1.0), "step_weigth"),
 }
 
 

@@ -38,3 +38,8 @@ __all__ = [
     "trajectory",
     "variance_difference",
 ]
+
+# chapter 15: exact analysis on the enumerable multi-turn tool world
+from . import agentic
+
+__all__ += ["agentic"]

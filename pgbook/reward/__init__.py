@@ -66,3 +66,9 @@ __all__ = [
     "whiten",
     "zero_variance_groups",
 ]
+
+# chapter 15: credit across turns (turn returns, MT-GRPO, GiGPO's anchor-state grouping)
+from . import turns
+from .turns import compute_turn_advantages, turn_returns, turns_to_tokens
+
+__all__ += ["compute_turn_advantages", "turn_returns", "turns", "turns_to_tokens"]

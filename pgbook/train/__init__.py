@@ -25,3 +25,9 @@ from .seqlm import SeqLMHistory, grpo_seqlm
 
 __all__ = ["GRPOHistory", "SeqLMHistory", "actor_critic", "check_on_policy", "distill", "grpo",
            "grpo_seqlm", "grpo_train", "ppo", "ppo_llm", "reinforce", "seqlm"]
+
+# chapter 15: multi-turn agents (a GPT with a tool; policies on the enumerable tree)
+from . import agentic
+from .agentic import agent_grpo_train
+
+__all__ += ["agent_grpo_train", "agentic"]

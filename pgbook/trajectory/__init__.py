@@ -58,3 +58,9 @@ __all__ = [
     "token_pg_loss",
     "tokens",
 ]
+
+# chapter 15: the policy-token mask of multi-turn trajectories, ratios, variance filtering
+from . import agentic
+from .agentic import reward_variance_filter, trajectory_log_ratio, trajectory_logprob
+
+__all__ += ["agentic", "reward_variance_filter", "trajectory_log_ratio", "trajectory_logprob"]

@@ -6,7 +6,9 @@
   response has an answer and a length (chapter 13);
 * :mod:`~pgbook.worlds.gpt`: a tiny GPT, a character tokenizer and batched sampling;
 * :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT;
-* :mod:`~pgbook.worlds.teachers`: teachers for both LMs (chapter 16).
+* :mod:`~pgbook.worlds.teachers`: teachers for both LMs (chapter 16);
+* :mod:`~pgbook.worlds.envs` and :mod:`~pgbook.worlds.agentic`: multi-turn environments (a
+  lookup tool), an enumerable tool-use tree, batched multi-turn rollouts (chapter 15).
 """
 
 from . import answers, bandits, gpt, seqlm, tasks, teachers
@@ -39,3 +41,8 @@ __all__ = [
     "teachers",
     "two_param_bandit",
 ]
+
+# chapter 15: environments (a lookup tool) and multi-turn worlds
+from . import agentic, envs
+
+__all__ += ["agentic", "envs"]

@@ -464,9 +464,15 @@ class Tempered(SeqPolicy):
         return f"Tempered({self.base!r}, τ={self.temperature:g})"
 
 
+_SPACE_INTERFACE = ("X", "V", "T", "token_names", "check")
+
+
 def _check_space(space: SeqSpace) -> SeqSpace:
-    if not isinstance(space, SeqSpace):
-        raise ValueError(f"space: expected a SeqSpace, got {type(space).__name__}")
+    """A :class:`SeqSpace`, or an object with the attributes a policy reads (the multi-turn
+    tree of chapter 15, :class:`pgbook.worlds.agentic.TurnSpace`)."""
+    if not isinstance(space, SeqSpace) and not all(hasattr(space, a) for a in _SPACE_INTERFACE):
+        raise ValueError(f"space: expected a SeqSpace (or an object with {list(_SPACE_INTERFACE)}),"
+                         f" got {type(space).__name__}")
     return space
 
 
