@@ -26,6 +26,7 @@ Shapes: N = B responses (contiguous groups of G per prompt, see
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -41,7 +42,7 @@ from ._validate import (
     keyword_names,
     unknown_options,
 )
-from .registry import get, method, register_label, register_method, resolve
+from .registry import Method, get, method, register_label, register_method, resolve
 from .reward import advantages as _adv
 from .reward import baselines as _baselines  # noqa: F401  (registers the Part I baselines)
 from .reward import teacher as _teacher
@@ -49,7 +50,8 @@ from .trajectory import corrections as _corr
 from .trajectory import losses as _losses
 from .worlds import tasks as _tasks  # noqa: F401  (registers the verifiable rewards)
 
-__all__ = ["loss_table", "method_config", "method_loss", "policy_loss", "shaped_rewards"]
+__all__ = ["compose", "loss_table", "map_table", "method_config", "method_loss", "policy_loss",
+           "shaped_rewards"]
 
 # The bandit world's "mean over samples" (1/N) Σ_i A_i ∇log p_θ(τ_i) is, for responses of
 # several tokens, the mean over responses of each response's *sum* of token terms
@@ -731,3 +733,116 @@ register_method("Reward-variance filter (StarPO-S)", "Multi-turn GRPO (tool-toke
                       "groups whose rewards vary most enter the update (StarPO-S's filter alone; "
                       "its critic and decoupled clip are not part of this method)",
                 chapter="15", reference="Wang et al. 2025 (RAGEN, arXiv:2504.20073)")
+
+
+# =============================================================================================
+# Compositions (chapter 17): one choice per side of J(θ), registered as a method
+# =============================================================================================
+def _side_parts(choice, side: str, parent: str, what: str) -> dict:
+    """The pieces ``choice`` stands for on ``side``: a registered method's pieces on that side
+    in which it differs from ``parent``, or a dict {kind: component} checked to lie on it."""
+    if isinstance(choice, str):
+        mine = method(choice).resolved_parts() if choice in _method_names() else None
+        if mine is None:
+            raise ValueError(f"{what}: expected a registered method or a dict {{kind: "
+                             f"component}}, got {choice!r} (methods: {sorted(_method_names())})")
+        theirs = method(parent).resolved_parts()
+        parts = {k: v for k, v in mine.items() if theirs.get(k) != v and get(k, v).side == side}
+        if not parts:
+            changed = sorted(k for k, v in mine.items() if theirs.get(k) != v)
+            raise ValueError(f"{what}: method {choice!r} changes no {side}-side piece of "
+                             f"{parent!r} (its changes: {changed})")
+        return parts
+    if not isinstance(choice, Mapping) or not choice:
+        raise ValueError(f"{what}: expected a registered method or a non-empty dict {{kind: "
+                         f"component}}, got {choice!r}")
+    for kind, name in choice.items():
+        comp = get(kind, name)     # a ValueError naming the kind or listing the names
+        if comp.side != side:
+            raise ValueError(f"{what}: expected {side}-side pieces, got {kind}={name!r}, which "
+                             f"changes the {comp.side} factor of J(θ)")
+    return dict(choice)
+
+
+def _choice_label(choice, parts: dict, side: str) -> str:
+    if isinstance(choice, str):
+        return f"the {side} side of {choice}"
+    return f"the {side} pieces " + ", ".join(f"{k}={v}" for k, v in parts.items())
+
+
+def _method_names() -> set:
+    from .registry import methods as _methods
+
+    return {m.name for m in _methods()}
+
+
+def compose(name: str, *, reward: str | Mapping[str, str], trajectory: str | Mapping[str, str],
+            parent: str = "GRPO", fixes: str = "", chapter: str = "", reference: str = "",
+            replace: bool = False) -> Method:
+    """Register, and return, the method that takes its **reward-side** pieces from one choice
+    and its **trajectory-side** pieces from another: a point of the map reached along both
+    axes at once (chapter 17's playground).
+
+    ``reward`` and ``trajectory`` are each a registered method's name, standing for the
+    pieces *on that side* in which the method differs from ``parent`` (e.g. ``reward="Dr.
+    GRPO"`` is {advantage: grpo_mean, aggregation: constant}; ``trajectory="DAPO"`` is
+    {policy_loss: clip_higher, kl: none, data: dynamic_sampling}: DAPO's token mean and
+    overlong penalty are reward-side, so they are not taken), or a dict {kind: component
+    name} whose components must all lie on that side. The method is registered as a child of
+    ``parent`` (:func:`pgbook.registry.register_method`) with those pieces; its side is then
+    computed like any other's ("both" when each choice changes something).
+
+    A kind set by both choices (e.g. a KL in the reward from one, no KL from the other) is an
+    error naming it; so is a choice with no piece on its side, a component on the wrong
+    side, or a name taken by a method with other parts (unless ``replace=True``; composing
+    the same method again returns it). ``fixes`` defaults to a sentence naming the two
+    choices. Every trainer that takes a method by name (``grpo_train``, ``grpo_seqlm``,
+    ``method_loss``) then trains it.
+    """
+    if not isinstance(parent, str) or parent not in _method_names():
+        raise ValueError(f"parent: expected a registered method, got {parent!r}")
+    r_parts = _side_parts(reward, "reward", parent, "reward")
+    t_parts = _side_parts(trajectory, "trajectory", parent, "trajectory")
+    clash = sorted(set(r_parts) & set(t_parts))
+    if clash:
+        k = clash[0]
+        raise ValueError(f"trajectory: both choices set {k} ({r_parts[k]!r} from reward, "
+                         f"{t_parts[k]!r} from trajectory); pass dicts to choose one")
+    if not isinstance(fixes, str):
+        raise ValueError(f"fixes: expected a string, got {fixes!r}")
+    fixes = fixes or (f"a composition: {_choice_label(reward, r_parts, 'reward')} with "
+                      f"{_choice_label(trajectory, t_parts, 'trajectory')}")
+    return register_method(name, parent, fixes=fixes, chapter=chapter, reference=reference,
+                           replace=replace, **r_parts, **t_parts)
+
+
+def map_table(names: list[str] | None = None, *, markdown: bool = False) -> list[dict] | str:
+    """The map as a table, read from the registry: one row per method (default: every
+    registered method, parents before children) with ``method``, ``parent``, ``changed``
+    (``"kind: parent's → this"`` per piece that differs), ``side``
+    (:attr:`pgbook.registry.Method.axis`), ``chapter``, ``fixes`` (the failure of the parent
+    it addresses) and ``paper`` (its reference). With ``markdown=True`` the rows come back as
+    one Markdown table (a string) without the ``fixes`` column, a compact index of the book.
+    """
+    from .registry import methods as _methods
+
+    if names is None:
+        names = [m.name for m in _methods()]
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or \
+            not all(isinstance(n, str) for n in names):
+        raise ValueError(f"names: expected a list of method names, got {names!r}")
+    if not isinstance(markdown, bool):
+        raise ValueError(f"markdown: expected True or False, got {markdown!r}")
+    rows = []
+    for name in names:
+        m = method(name)
+        rows.append(dict(method=name, parent=m.parent or "—",
+                         changed=", ".join(f"{k}: {a} → {b}" for k, (a, b) in m.changes().items())
+                         or "—", side=m.axis, chapter=m.chapter or "—", fixes=m.fixes,
+                         paper=m.reference or "—"))
+    if not markdown:
+        return rows
+    cols = ("method", "parent", "changed", "side", "chapter", "paper")
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "\n".join("| " + " | ".join(r[k].replace("|", "\\|") for k in cols) + " |"
+                             for r in rows)

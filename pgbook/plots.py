@@ -396,14 +396,17 @@ def _methods_list(methods: Iterable[Method]) -> list[Method]:
 
 
 def map_layout(methods: Iterable[Method]) -> dict:
-    """Positions of the map's nodes as a tidy tree: ``{name: (depth, row)}``.
+    """Positions of the map's nodes as a compact tidy tree: ``{name: (depth, row)}``.
 
-    ``depth`` is the generation (modifications from the root J(θ)); the leaves of the tree,
-    taken depth first in registration order, get the rows 0, 1, 2, …, and every other method
-    sits at the middle of its children's rows. Two methods of one generation never share a
-    row, and a parent's subtree occupies a contiguous band of rows, so parent→child edges
-    drawn between adjacent columns cross neither each other nor any box, however many
-    methods are registered (the map grows one row per leaf).
+    ``depth`` is the generation (modifications from the root J(θ)). Subtrees are placed
+    depth first in registration order: a leaf takes the first free row of its column at or
+    below the rows already used by its elder siblings' subtrees, and every other method
+    sits at the middle of its children's rows (its subtree moved down until that row is free
+    in its column). Rows in a column are at least 1 apart, and a parent's children occupy a
+    band of rows that no other parent of that column reaches into, so the parent→child
+    edges drawn between adjacent columns cross neither each other nor any box. Columns are
+    packed independently (a short branch fills rows beside a long one), so the map grows by
+    about one row per leaf of its widest generation, not per leaf of the tree.
     """
     ms = _methods_list(methods)
     names = [m.name for m in ms]
@@ -415,36 +418,49 @@ def map_layout(methods: Iterable[Method]) -> dict:
         else:
             roots.append(m.name)
     out: dict = {}
-    next_row = [0.0]
+    free: dict = {}                  # depth -> the first row free in that column
 
-    def place(name, depth):
-        kids = children[name]
-        if not kids:
-            out[name] = (depth, next_row[0])
-            next_row[0] += 1.0
-            return
-        for k in kids:
-            place(k, depth + 1)
-        out[name] = (depth, (out[kids[0]][1] + out[kids[-1]][1]) / 2)
+    def place(name, depth, lo):
+        while True:
+            kept_out, kept_free = dict(out), dict(free)
+            kids = children[name]
+            if not kids:
+                row = max(lo, free.get(depth, 0.0))
+            else:
+                start = lo
+                for k in kids:
+                    start = place(k, depth + 1, start) + 1.0
+                row = (out[kids[0]][1] + out[kids[-1]][1]) / 2
+                if row < free.get(depth, 0.0):   # the column is taken there: move the subtree
+                    out.clear(), out.update(kept_out)
+                    free.clear(), free.update(kept_free)
+                    lo += kept_free.get(depth, 0.0) - row
+                    continue
+            out[name] = (depth, row)
+            free[depth] = row + 1.0
+            return row
 
     for r in roots:
-        place(r, 0)
-    return out
+        place(r, 0, 0.0)
+    top = min((r for _, r in out.values()), default=0.0)
+    return {n: (d, r - top) for n, (d, r) in out.items()}
 
 
 def method_map(ax: Axes | None = None, methods: Iterable[Method] | None = None,
-               figsize: tuple[float, float] | None = None, wrap: int = 14,
-               cell: tuple[float, float] = (1.3, 0.42)) -> Axes:
+               figsize: tuple[float, float] | None = None, wrap: int = 18,
+               cell: tuple[float, float] = (1.45, 0.19),
+               highlight: Iterable[str] = ()) -> Axes:
     """The book's map, drawn from :func:`pgbook.registry.methods`: each method is a box,
-    coloured by the factor of J(θ) it changes relative to its parent, placed as a tidy tree
-    (:func:`map_layout`: one column per generation, one row per leaf), with an elbow arrow
-    from each parent to each child that ends on the child's border (boxes are opaque and
-    drawn above the edges, so no box hides an arrow and no edge crosses a box).
+    coloured by the factor of J(θ) it changes relative to its parent, placed as a compact
+    tidy tree (:func:`map_layout`: one column per generation), with an elbow arrow from each
+    parent to each child that ends on the child's border (boxes are opaque and drawn above
+    the edges, so no box hides an arrow and no edge crosses a box).
 
-    The layout scales with the registry: a method adds at most one row, and the figure
-    size follows from the grid (``cell`` inches per column and row) unless ``figsize`` is
-    given. Names are wrapped at ``wrap`` characters; the chapter that derives a method is
-    printed under its box. Every box carries the gid ``"method:<name>"`` and every arrow
+    The layout scales with the registry: the figure size follows from the grid (``cell``
+    inches per column and per line of text in a row) unless ``figsize`` is given. Names are
+    wrapped at ``wrap`` characters; the chapter that derives a method is printed beside its
+    box. The methods named in ``highlight`` (e.g. the ones you just composed) get a black
+    border. Every box carries the gid ``"method:<name>"`` and every arrow
     ``"edge:<parent>-><child>"``, so :func:`map_geometry` can measure the drawn figure.
     Returns the axes.
     """
@@ -455,45 +471,52 @@ def method_map(ax: Axes | None = None, methods: Iterable[Method] | None = None,
     ms = _methods_list(methods) if methods is not None else all_methods()
     if isinstance(wrap, bool) or not isinstance(wrap, int) or wrap < 1:
         raise ValueError(f"wrap: expected an integer ≥ 1 (characters per line), got {wrap!r}")
+    if isinstance(highlight, str) or not isinstance(highlight, Iterable):
+        raise ValueError(f"highlight: expected a list of method names, got {highlight!r}")
+    marked = set(highlight)
+    unknown = sorted(str(n) for n in marked - {m.name for m in ms})
+    if unknown:
+        raise ValueError(f"highlight: expected names of the methods drawn, got {unknown}")
     if ax is not None:
         _ax(ax)
     layout = map_layout(ms)
     n_cols = max((d for d, _ in layout.values()), default=0) + 1
     n_rows = max((r for _, r in layout.values()), default=0) + 1
     if ax is None:
-        # a row must hold the tallest wrapped name: cell[1] inches fits two lines of 7 pt
+        # a row must hold the tallest wrapped name: cell[1] inches per line of 7 pt text
         lines = max((textwrap.fill(m.name, wrap).count("\n") + 1 for m in ms), default=1)
-        row_h = cell[1] * max(1.0, lines / 2)
-        size = figsize or (cell[0] * n_cols + 1.7, row_h * n_rows + 0.8)
+        row_h = cell[1] * (lines + 0.6)
+        size = figsize or (cell[0] * n_cols + 1.7, row_h * n_rows + 0.9)
         _, ax = plt.subplots(figsize=size)
     x_of = {name: d for name, (d, _) in layout.items()}
     y_of = {name: -r for name, (_, r) in layout.items()}
     by_name = {m.name: m for m in ms}
     for m in ms:
         x, y = x_of[m.name], y_of[m.name]
+        edge = dict(ec="black", lw=1.6) if m.name in marked else dict(ec="none")
         box = ax.text(x, y, textwrap.fill(m.name, wrap), ha="left", va="center", fontsize=7,
                       color="white", zorder=3, gid=f"method:{m.name}",
-                      bbox=dict(boxstyle="round,pad=0.3", fc=SIDE_COLORS[m.axis], ec="none"))
+                      bbox=dict(boxstyle="round,pad=0.3", fc=SIDE_COLORS[m.axis], **edge))
         if m.chapter:
-            ax.annotate(m.chapter, xy=(1, 1), xycoords=box, xytext=(3, 1),
-                        textcoords="offset points", ha="left", va="bottom", fontsize=6,
+            ax.annotate(m.chapter, xy=(1, 0.5), xycoords=box, xytext=(2, 0),
+                        textcoords="offset points", ha="left", va="center", fontsize=6,
                         color="#888888", zorder=3)
     for m in ms:
         if m.parent not in by_name:
             continue
         x0, y0, x1, y1 = x_of[m.parent], y_of[m.parent], x_of[m.name], y_of[m.name]
-        xm = x1 - 0.2          # the elbow: in the gap before the child's column
+        xm = x1 - 0.12         # the elbow: in the gap before the child's column
         color = SIDE_COLORS[m.axis]
         ax.plot([x0 + 0.05, xm, xm], [y0, y0, y1], color=color, lw=0.9, alpha=0.8, zorder=1,
                 solid_capstyle="butt")
         ax.annotate("", xy=(x1 - 0.01, y1), xytext=(xm, y1), zorder=2,
                     gid=f"edge:{m.parent}->{m.name}",
                     arrowprops=dict(arrowstyle="-|>", color=color, lw=0.9, alpha=0.8,
-                                    shrinkA=0, shrinkB=0, mutation_scale=8))
+                                    shrinkA=0, shrinkB=0, mutation_scale=7))
     for side in ("objective", "trajectory", "reward", "both"):
         ax.plot([], [], "s", color=SIDE_COLORS[side], label=f"changes: {side}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    ax.set_xlim(-0.25, n_cols - 0.05)
+    ax.set_xlim(-0.15, n_cols - 0.05)
     ax.set_ylim(-(n_rows - 0.5), 0.6)
     ax.set_xticks(range(n_cols), [str(d) for d in range(n_cols)], fontsize=7)
     ax.set_xlabel("generation: modifications from J(θ)   (grey: the chapter that derives it)",
