@@ -15,7 +15,7 @@ It is derived from the same objective as RLHF, J(θ) − β KL(π_θ‖π_ref), 
 π*(y|x) ∝ π_ref(y|x) e^{R(x,y)/β} ties the reward to the policy, R = r̂_{π*} + β log Z(x):
 DPO fits that implied reward to the preferences by Bradley–Terry maximum likelihood. When
 π_θ can represent π* and μ covers every response, both end at π*; elsewhere they differ
-(:mod:`pgbook.exact.boundary` computes both gradients exactly on the enumerable LM).
+(chapter 17 computes both gradients exactly on the enumerable LM).
 
 Shapes: sequence log-probabilities (n,) (sums of token log-probs over a response, as TRL
 sums them), one entry per preference pair. Runs on the device and dtype of the inputs
@@ -48,6 +48,8 @@ def implied_reward(logp: Tensor, ref_logp: Tensor, beta: float) -> Tensor:
     """
     check_pair(logp, ref_logp, "logp", "ref_logp")
     check_tensor(logp, "logp", floating=True)
+    check_tensor(ref_logp, "ref_logp", floating=True)
+    check_same_device(logp=logp, ref_logp=ref_logp)
     check_finite(logp, "logp")
     check_finite(ref_logp, "ref_logp")
     beta = check_positive(beta, "beta")

@@ -37,6 +37,7 @@ import pgbook
 import pgbook as pg
 from pgbook import _validate as V
 from pgbook import aggregation as AG
+from pgbook import boundary as BD
 from pgbook import exercises as EX
 from pgbook import kl as KL
 from pgbook import methods as ME
@@ -415,6 +416,23 @@ spec("pgbook.aggregation.token_weights", AG.token_weights, dict(mask=MASK, mode=
      ).option("mode").mask("mask").bad("integer dtype", dict(dtype=torch.long), "dtype").meta(
     ).skip_bf16("takes no float input (dtype is an option)")
 
+# -- pgbook.boundary (chapter 17: DPO) --------------------------------------------------------
+_SEQ_LP = (LP * MASK).sum(-1)          # sequence log-probs (4,)
+_SEQ_REF = (REF * MASK).sum(-1)
+spec("pgbook.boundary.dpo_loss", BD.dpo_loss,
+     dict(chosen_logp=_SEQ_LP, rejected_logp=_SEQ_LP.flip(0), ref_chosen_logp=_SEQ_REF,
+          ref_rejected_logp=_SEQ_REF.flip(0))).floats("chosen_logp").floats(
+    "rejected_logp").floats("ref_chosen_logp").floats("ref_rejected_logp").number(
+    "beta", positive=True).bad("2-D chosen_logp", dict(chosen_logp=LP), "chosen_logp").bad(
+    "rejected_logp of another length", dict(rejected_logp=_SEQ_LP[:3]), "rejected_logp").device(
+    "ref_rejected_logp").grad("chosen_logp", "rejected_logp").meta().bf16(
+    "chosen_logp", "rejected_logp", "ref_chosen_logp", "ref_rejected_logp")
+spec("pgbook.boundary.implied_reward", BD.implied_reward,
+     dict(logp=_SEQ_LP, ref_logp=_SEQ_REF, beta=0.1)).floats("logp").floats(
+    "ref_logp").number("beta", positive=True).bad(
+    "ref_logp of another shape", dict(ref_logp=_SEQ_REF[:3]), "ref_logp").device(
+    "ref_logp").grad("logp").meta().bf16("logp", "ref_logp")
+
 # -- pgbook.kl --------------------------------------------------------------------------------
 for _name in ("k1_loss", "k2_loss", "k3_loss", "k1_in_reward"):
     s = spec(f"pgbook.kl.{_name}", getattr(KL, _name), dict(logp=LP, ref_logp=REF)).floats(
@@ -701,6 +719,22 @@ spec("pgbook.methods.loss_table", ME.loss_table, dict(names=["GRPO", "RLOO"])).b
     "one name, not a list", dict(names="GRPO"), "names").bad(
     "an unknown method", dict(names=["GRPOO"]), "method").bad(
     "a method without a policy loss", dict(names=["J(θ)"]), "names").bad(
+    "a number", dict(names=3), "names").flag("markdown")
+
+# -- pgbook.methods: chapter 17's compositions and map table ---------------------------------
+spec("pgbook.methods.compose", ME.compose,
+     dict(name="Dr. GRPO × GSPO (contract)", reward="Dr. GRPO", trajectory="GSPO")).bad(
+    "an unknown reward method", dict(reward="GRPOO"), "reward").bad(
+    "a trajectory-side method as the reward choice", dict(reward="GSPO"), "reward").bad(
+    "a reward-side piece as the trajectory choice", dict(trajectory={"advantage": "rloo"}),
+    "trajectory").bad("an empty dict", dict(trajectory={}), "trajectory").bad(
+    "an unknown component", dict(trajectory={"policy_loss": "no-such-loss"}), "policy_loss").bad(
+    "an unknown parent", dict(parent="GRPOO"), "parent").bad(
+    "a number as the reward choice", dict(reward=3), "reward").bad(
+    "fixes not a string", dict(fixes=3), "fixes")
+spec("pgbook.methods.map_table", ME.map_table, dict(names=["GRPO", "RLOO"])).bad(
+    "one name, not a list", dict(names="GRPO"), "names").bad(
+    "an unknown method", dict(names=["GRPOO"]), "method").bad(
     "a number", dict(names=3), "names").flag("markdown")
 
 # -- pgbook.reward.advantages -----------------------------------------------------------------
@@ -2247,7 +2281,9 @@ spec("pgbook.plots.policy_bars", PL.policy_bars, dict(probs=PROBS)).values_only(
 spec("pgbook.plots.method_map", PL.method_map, dict(methods=RG.methods()[:3])).bad(
     "names instead of methods", dict(methods=["GRPO"]), "methods").bad(
     "a name instead of a list", dict(methods="GRPO"), "methods").bad(
-    "wrap = 0", dict(wrap=0), "wrap").bad("ax not an Axes", dict(ax="left"), "ax")
+    "wrap = 0", dict(wrap=0), "wrap").bad("ax not an Axes", dict(ax="left"), "ax").bad(
+    "highlight of a method not drawn", dict(highlight=["GRPOO"]), "highlight").bad(
+    "highlight as one string", dict(highlight="GRPO"), "highlight")
 spec("pgbook.plots.map_layout", PL.map_layout, dict(methods=RG.methods()[:4])).bad(
     "names instead of methods", dict(methods=["GRPO", "RLOO"]), "methods").bad(
     "a number", dict(methods=3), "methods")
