@@ -6,12 +6,12 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-import pgbook as pg  # noqa: E402
-from pgbook import boundary, plots, registry  # noqa: E402
-from pgbook.methods import compose, map_table  # noqa: E402
+import pgbook as pg
+from pgbook import boundary, plots, registry
+from pgbook.methods import compose, map_table
 
 
 @pytest.fixture
