@@ -10,7 +10,8 @@ method of the field changes one of them or both. The package is laid out the sam
 * :mod:`pgbook.aggregation` (how token terms are summed: reward side) and :mod:`pgbook.kl`
   (a regulariser whose placement decides its side);
 * :mod:`pgbook.registry` and :mod:`pgbook.methods`: the named pieces, the composed loss,
-  and every named method as a composition of pieces (the map);
+  and every named method as a composition of pieces (the map; ``compose`` for your own);
+* :mod:`pgbook.boundary`: outside the frame, DPO (the reward implied by the policy);
 * :mod:`pgbook.worlds`: bandits, the enumerable tiny LM, the tiny GPT and its tasks;
 * :mod:`pgbook.exact`: exact analysis on the enumerable worlds (J, ∇J, moments of
   estimators, group statistics, off-policy and proximal tools) and estimator statistics;
@@ -31,6 +32,7 @@ import torch
 
 from . import (
     aggregation,
+    boundary,
     exact,
     kl,
     methods,
@@ -49,6 +51,7 @@ __all__ = [
     "__version__",
     "aggregation",
     "book_device",
+    "boundary",
     "exact",
     "exercises",
     "kl",
