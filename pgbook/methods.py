@@ -478,7 +478,12 @@ register_method("Dr. GRPO", "GRPO", advantage="grpo_mean", aggregation="constant
                 fixes="std division reweights prompts by difficulty; per-sequence means bias "
                       "length",
                 chapter="13", reference="Liu et al. 2025 (arXiv:2503.20783)")
+# REINFORCE++-baseline as verl's example recipe runs it
+# (examples/reinforce_plus_plus_trainer/run_qwen2-7b_math_rf_baseline.sh): the token-whitened
+# group-mean advantage, the k1 KL in the reward (use_kl_in_reward=True, no KL loss), and
+# verl's default token-mean aggregation.
 register_method("REINFORCE++-baseline", "GRPO", advantage="reinforce_pp_baseline",
+                aggregation="token_mean", kl="k1_in_reward",
                 fixes="per-group std over-weights nearly solved and nearly impossible prompts; "
                       "one batch-wide scale (whitening over the batch's tokens) keeps the "
                       "group-mean baseline without that reweighting",

@@ -825,7 +825,11 @@ _OPTIONS: dict[str, dict[tuple[str, str], _Opt]] = {
         ("advantage", "grpo"): _Opt({"scale_rewards": "group"}, "TRL adds 1e-4 to σ_G "
                                     "(pgbook's std_eps: 1e-6)", only=_GRPO_T),
         ("advantage", "grpo_mean"): _Opt({"scale_rewards": "none"}, only=_GRPO_T),
-        ("advantage", "grpo_batch_std"): _Opt(
+        ("advantage", "reinforce_pp_baseline"): _Opt(
+            {"scale_rewards": "batch"}, "TRL divides the group-centred rewards by the std of the "
+            "raw rewards over the batch's responses; pgbook (as verl and OpenRLHF) whitens them "
+            "over the batch's tokens", exact=False, only=_GRPO_T),
+        ("advantage", "group_mean_batch_std_seq"): _Opt(
             {"scale_rewards": "batch"}, "TRL divides by the std of the raw rewards over the "
             "batch; pgbook by the std of the group-centred rewards", exact=False, only=_GRPO_T),
         ("advantage", "rloo"): _Opt(
@@ -871,10 +875,8 @@ _OPTIONS: dict[str, dict[tuple[str, str], _Opt]] = {
                                      "algorithm.norm_adv_by_std_in_grpo": True}),
         ("advantage", "grpo_mean"): _Opt({"algorithm.adv_estimator": "grpo",
                                           "algorithm.norm_adv_by_std_in_grpo": False}),
-        ("advantage", "grpo_batch_std"): _Opt(
-            {"algorithm.adv_estimator": "reinforce_plus_plus_baseline"},
-            "verl whitens the group-centred rewards over the batch's tokens (subtracting their "
-            "mean too); pgbook divides them by their std over responses", exact=False),
+        ("advantage", "reinforce_pp_baseline"): _Opt(
+            {"algorithm.adv_estimator": "reinforce_plus_plus_baseline"}),
         ("advantage", "rloo"): _Opt({"algorithm.adv_estimator": "rloo"}),
         ("advantage", "remax"): _Opt({"algorithm.adv_estimator": "remax"}),
         ("advantage", "reinforce_plus_plus"): _Opt(
@@ -942,10 +944,8 @@ _OPTIONS: dict[str, dict[tuple[str, str], _Opt]] = {
         ("advantage", "grpo"): _Opt({"--algo.advantage.estimator": "group_norm"},
                                     "OpenRLHF adds 1e-9 to σ_G (pgbook's std_eps: 1e-6)"),
         ("advantage", "grpo_mean"): _Opt({"--algo.advantage.estimator": "dr_grpo"}),
-        ("advantage", "grpo_batch_std"): _Opt(
-            {"--algo.advantage.estimator": "reinforce_baseline"},
-            "OpenRLHF whitens the group-centred rewards over the batch's tokens (subtracting "
-            "their mean too); pgbook divides them by their std over responses", exact=False),
+        ("advantage", "reinforce_pp_baseline"): _Opt(
+            {"--algo.advantage.estimator": "reinforce_baseline"}),
         ("advantage", "rloo"): _Opt({"--algo.advantage.estimator": "rloo"}),
         ("advantage", "reinforce_plus_plus"): _Opt({"--algo.advantage.estimator": "reinforce"}),
         ("advantage", "gae"): _Opt({"--algo.advantage.estimator": "gae"},
