@@ -1917,7 +1917,7 @@ def tree(qualname: str, fn: Callable, out: Callable | None = None, takes_ep: boo
     return s
 
 
-def _episodes(**fields: Tensor) -> WAG.Episodes:
+def _episodes(**fields: torch.Tensor) -> WAG.Episodes:
     """EPS with some fields replaced."""
     return WAG.Episodes(**{f: fields.get(f, getattr(EPS, f)) for f in EPS.__dataclass_fields__})
 
@@ -2787,7 +2787,8 @@ spec("pgbook.train.distributed.group_layout", TDD.group_layout,
                                                       "micro_batch")
 spec("pgbook.train.distributed.token_losses", TDD.token_losses,
      dict(logp=LP, old_logp=OLD, advantages_tok=ADV, mask=MASK)).floats("logp").floats(
-    "advantages_tok", dtype=False).floats("old_logp", dtype=False).mask("mask").shape(
+    "advantages_tok", dtype=False).floats("old_logp", dtype=False).mask(
+    "mask", allzero=False).shape(
     "mask").shape("old_logp").shape("advantages_tok").device("mask").device("old_logp").bad(
     "1-D logp", dict(logp=LP[0]), "logp").option("loss").option("kl").bad(
     "the KL in the reward", dict(kl="k1_in_reward", beta=0.1, ref_logp=REF), "kl").bad(
@@ -2811,7 +2812,7 @@ spec("pgbook.train.distributed.ddp_grpo_train", TDD.ddp_grpo_train, DDP_KW,
                                                 "group_size").bad(
     "a float seed", dict(seed=0.5), "seed").bad("a bool seed", dict(seed=True), "seed").option(
     "method").bad("a bandit method", dict(method="REINFORCE"), "method").bad(
-    "beta for a method without a KL", dict(beta=0.1), "beta").number(
+    "beta for a method without a KL", dict(method="DAPO", beta=0.1), "beta").number(
     "beta", positive=True).count("epochs_per_batch").count("micro_batches").bad(
     "micro_batches not dividing the groups", dict(micro_batches=3), "micro_batches").number(
     "eps_low", positive=True).number("eps_high", positive=True).number(
