@@ -2696,7 +2696,8 @@ _tree(spec("pgbook.train.agentic.exact_ascent", TAG.exact_ascent,
     "the tasks' groups are read from values").bf16("theta", close=False)
 _tree(spec("pgbook.train.agentic.tree_grpo_train", TAG.tree_grpo_train,
            dict(policy=MKV, theta=MTH, world=LWORLD, steps=1, prompts_per_step=2, group_size=2,
-                generator=pg.make_generator(37), runs=2), out=lambda h: h.J)).bad(
+                generator=pg.make_generator(37), runs=2),
+           out=lambda h: h.theta)).bad(
     "an MLPPolicy without a table", dict(policy=WS.MLPPolicy(LWORLD.space, hidden=3)),
     "policy").count("prompts_per_step").count("group_size").bad(
     "groups of one", dict(group_size=1), "group_size").count("runs").option("advantage").number(

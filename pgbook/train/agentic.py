@@ -35,6 +35,7 @@ from .._validate import (
     make_generator,
     reject_unknown_options,
     unknown_options,
+    work_dtype,
 )
 from ..exact.agentic import CREDITS, MASKS, _check, expected_update, reply_probability
 from ..methods import policy_loss
@@ -433,7 +434,7 @@ class TreeHistory:
     ``J`` (exact J(θ) before the step), ``reward`` (batch mean), ``reward_std`` (mean
     within-group std), ``zero_variance`` (share of groups with equal rewards),
     ``grad_norm`` (per run, before clipping), ``kept`` (share of groups kept). ``theta``
-    (R, P): the final parameters."""
+    (R, P): the final parameters, in θ's dtype (a bfloat16 θ trains in float32)."""
 
     J: Tensor
     reward: Tensor
@@ -494,7 +495,7 @@ def tree_grpo_train(policy: MarkovMLPPolicy, theta: Tensor, world: LookupWorld, 
     form = _check_advantage(advantage)
     options = _check_options(advantage_options)
     ep = world.enumerate()
-    dev, dt = theta.device, theta.dtype
+    dev, dt = theta.device, work_dtype(theta.dtype)     # bfloat16 θ trains in float32
     tok_all = ep.tokens.to(dev)
     x_all = ep.x.to(dev)
     env_logp = ep.env_logp.to(device=dev, dtype=dt)
@@ -503,7 +504,7 @@ def tree_grpo_train(policy: MarkovMLPPolicy, theta: Tensor, world: LookupWorld, 
     lm_all = pm_all if mask == "policy" else (pm_all + ep.obs_mask.to(device=dev, dtype=dt))
     gid = ep.groups.to(dev)
     n_tasks = int(gid.max()) + 1
-    thetas = theta.detach().expand(R, -1).clone().requires_grad_()
+    thetas = theta.detach().to(dt).expand(R, -1).clone().requires_grad_()
     opt = torch.optim.Adam([thetas], lr=lr)
     rec = {k: [] for k in ("J", "reward", "reward_std", "zero_variance", "grad_norm", "kept")}
     B = n * G
@@ -547,7 +548,7 @@ def tree_grpo_train(policy: MarkovMLPPolicy, theta: Tensor, world: LookupWorld, 
         rec["grad_norm"].append(thetas.grad.detach().norm(dim=1))
         opt.step()
     out = {k: torch.stack(v).to(torch.float64).cpu() for k, v in rec.items()}
-    return TreeHistory(theta=thetas.detach(), **out)
+    return TreeHistory(theta=thetas.detach().to(theta.dtype), **out)
 
 
 @reject_unknown_options
