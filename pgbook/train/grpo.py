@@ -334,8 +334,8 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                sampler: nn.Module | None = None, correction: str | None = None,
                correction_max: float | None = 2.0, correction_min: float | None = None,
                dynamic_sampling: bool | None = None, max_gen_batches: int = 10,
-               loss_options: dict | None = None, teacher: nn.Module | None = None, teacher_coef: float = 1.0,
-               teacher_signal: str | None = None,
+               loss_options: dict | None = None, teacher: nn.Module | None = None,
+               teacher_coef: float = 1.0, teacher_signal: str | None = None,
                teacher_gate: str | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
 
