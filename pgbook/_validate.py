@@ -25,6 +25,7 @@ __all__ = [
     "UnknownOptionError",
     "check_finite",
     "check_finite_where",
+    "check_flag",
     "check_float_dtype",
     "check_generator",
     "check_in_range",
@@ -212,6 +213,14 @@ def check_positive_int(n: int, name: str) -> int:
     if n < 1:
         raise ValueError(f"{name}: expected an integer ≥ 1, got {n}")
     return n
+
+
+def check_flag(flag: bool, name: str) -> bool:
+    """``flag`` must be ``True`` or ``False`` (a string such as ``"yes"``, a number or None
+    would be read by its truth value, silently)."""
+    if not isinstance(flag, bool):
+        raise ValueError(f"{name}: expected True or False, got {flag!r}")
+    return flag
 
 
 def check_nonnegative_int(n: int, name: str) -> int:

@@ -297,6 +297,10 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
     if parts.get("teacher") is not None and teacher_logp is None:
         raise ValueError(f"teacher_logp: method {name!r} adds a teacher's per-token term "
                          f"({parts['teacher']!r}); it needs the teacher's log-probs (B, T)")
+    teacher_coef = check_positive(teacher_coef, "teacher_coef", allow_zero=True)
+    if parts.get("teacher") is None and teacher_coef != 1.0:
+        raise ValueError(f"teacher_coef: method {name!r} has no teacher's term to weigh; "
+                         f"expected the default 1.0, got {teacher_coef}")
     check_tensor(logp, "logp", ndim=2, floating=True)
     _check_bt(mask, "mask", logp)
     check_mask(mask, "mask")

@@ -44,6 +44,7 @@ from pgbook import methods as ME
 from pgbook import plots as PL
 from pgbook import registry as RG
 from pgbook import widgets as WI
+from pgbook.exact import agentic as EA
 from pgbook.exact import bandits as EB
 from pgbook.exact import critic as EC
 from pgbook.exact import groups as EG
@@ -57,22 +58,32 @@ from pgbook.reward import advantages as RA
 from pgbook.reward import baselines as RB
 from pgbook.reward import critic as RC
 from pgbook.reward import shaping as RS
+from pgbook.reward import teacher as RTE
+from pgbook.reward import turns as RT
 from pgbook.train import actor_critic as TAC
+from pgbook.train import agentic as TAG
+from pgbook.train import distill as TDI
+from pgbook.train import distributed as TDD
 from pgbook.train import grpo as TG
 from pgbook.train import ppo as TP
 from pgbook.train import ppo_llm as TPL
 from pgbook.train import reinforce as TR
 from pgbook.train import seqlm as TS
+from pgbook.trajectory import agentic as TJA
 from pgbook.trajectory import corrections as TC
+from pgbook.trajectory import distill as TD
 from pgbook.trajectory import importance as TI
 from pgbook.trajectory import losses as TL
 from pgbook.trajectory import selection as TSEL
 from pgbook.trajectory import tokens as TT
+from pgbook.worlds import agentic as WAG
 from pgbook.worlds import answers as WA
 from pgbook.worlds import bandits as WB
+from pgbook.worlds import envs as WE
 from pgbook.worlds import gpt as WG
 from pgbook.worlds import seqlm as WS
 from pgbook.worlds import tasks as WT
+from pgbook.worlds import teachers as WTE
 
 F64 = torch.float64
 NAN, INF = float("nan"), float("inf")
@@ -295,6 +306,14 @@ PROB = TASK.sample(2, pg.make_generator(6))
 DEMO, DEMO_MASK = TASK.demonstrations(PROB)
 TOKENIZER = TASK.tokenizer
 
+# the multi-turn worlds (chapter 15): the enumerable tool tree, a lookup tool, a GPT for it
+LWORLD = WAG.LookupWorld(n_values=2, max_turns=2)
+EPS = LWORLD.enumerate()                                  # 74 trajectories of T = 4 tokens
+MKV = WAG.MarkovMLPPolicy(LWORLD.space, hidden=3)
+MTH = MKV.init(pg.make_generator(31), scale=0.5)
+ENV = WE.LookupEnv(n_keys=2, digits=1, max_turns=2)
+AMODEL = WG.GPT(TAG.agent_config(ENV, n_embd=8, n_head=1))
+
 ESTIMATES = torch.randn(20, 3, generator=pg.make_generator(7), dtype=F64)
 ESTATS = EST.EstimatorStats(ESTIMATES)
 
@@ -328,6 +347,9 @@ spec("pgbook._validate.check_finite_where", V.check_finite_where,
      dict(x=X, mask=torch.tensor([1, 0]), name="x")).bad(
     "NaN where the mask is 1", dict(x=_with(X, NAN)), "x").bad(
     "a list", dict(x=[1.0]), "x").grad("x").meta().bf16("x")
+spec("pgbook._validate.check_flag", V.check_flag, dict(flag=True, name="f")).bad(
+    "a string", dict(flag="yes"), "f").bad("an integer", dict(flag=1), "f").bad(
+    "None", dict(flag=None), "f")
 spec("pgbook._validate.check_float_dtype", V.check_float_dtype, dict(dtype=F64)).bad(
     "an integer dtype", dict(dtype=torch.long), "dtype").bad("a string", dict(dtype="f64"), "dtype")
 spec("pgbook._validate.check_generator", V.check_generator, dict(generator=G0)).bad(
@@ -675,6 +697,69 @@ spec("pgbook.trajectory.selection.max_variance_subset", TSEL.max_variance_subset
      dict(rewards=R01, group_size=4, m=2)).floats("rewards").count("group_size").count("m").bad(
     "m = 1", dict(m=1), "m").bad("m above G", dict(m=5), "m").meta().bf16("rewards", close=False)
 
+# -- pgbook.trajectory.agentic ----------------------------------------------------------------
+ENV_LP = torch.tensor([-0.5, -1.0, -0.2, -2.0], dtype=F64)       # θ-free log-factors, (N,)
+spec("pgbook.trajectory.agentic.trajectory_logprob", TJA.trajectory_logprob,
+     dict(token_logp=LP, policy_mask=MASK, env_logp=ENV_LP)).floats("token_logp").mask(
+    "policy_mask").shape("policy_mask").device("policy_mask").floats("env_logp").bad(
+    "env_logp of another length", dict(env_logp=ENV_LP[:3]), "env_logp").bad(
+    "2-D env_logp", dict(env_logp=ENV_LP[:, None]), "env_logp").device("env_logp").bad(
+    "1-D token_logp", dict(token_logp=LP[0], policy_mask=MASK[0]), "token_logp").grad(
+    "token_logp", "env_logp").meta().bf16("token_logp", "env_logp")
+spec("pgbook.trajectory.agentic.trajectory_log_ratio", TJA.trajectory_log_ratio,
+     dict(logp=LP, old_logp=OLD, policy_mask=MASK)).floats("logp").floats(
+    "old_logp", dtype=False).mask("policy_mask").shape("policy_mask").shape(
+    "old_logp", match="logp and old_logp").device("policy_mask").device("old_logp").bad(
+    "1-D logp", dict(logp=LP[0], old_logp=OLD[0], policy_mask=MASK[0]), "logp").grad(
+    "logp").meta().bf16("logp", "old_logp")
+spec("pgbook.trajectory.agentic.reward_variance_filter", TJA.reward_variance_filter,
+     dict(rewards=R01, group_size=4, keep_fraction=0.5)).floats("rewards").bad(
+    "2-D rewards", dict(rewards=R01[None]), "rewards").bad(
+    "empty rewards", dict(rewards=R01[:0]), "rewards").count("group_size").bad(
+    "group_size not dividing N", dict(group_size=3), "group_size").number(
+    "keep_fraction", positive=True).bad("keep_fraction = 0", dict(keep_fraction=0.0),
+                                        "keep_fraction").bad(
+    "keep_fraction = 1.5", dict(keep_fraction=1.5), "keep_fraction").number(
+    "min_std", positive=True).meta().bf16("rewards")
+
+# -- pgbook.trajectory.distill ----------------------------------------------------------------
+TLOGITS = LOGITS + 0.5 * torch.randn(4, 5, 6, generator=pg.make_generator(30), dtype=F64)
+LOGIT_PAIR = dict(student_logits=LOGITS, teacher_logits=TLOGITS)
+
+
+def _logit_pair(s: Spec) -> Spec:
+    """The bad logits every distillation loss refuses."""
+    return s.floats("student_logits").floats("teacher_logits").shape(
+        "teacher_logits").device("teacher_logits").bad(
+        "a scalar student_logits", dict(student_logits=LOGITS[0, 0, 0],
+                                        teacher_logits=TLOGITS[0, 0, 0]), "student_logits")
+
+
+_logit_pair(spec("pgbook.trajectory.distill.token_divergence", TD.token_divergence,
+                 dict(LOGIT_PAIR))).number("beta", positive=True).bad(
+    "beta = 1.5", dict(beta=1.5), "beta").number("temperature", positive=True).bad(
+    "temperature = 0", dict(temperature=0.0), "temperature").grad("student_logits").meta().bf16(
+    "student_logits", "teacher_logits")
+for _name in ("forward_kl", "reverse_kl", "jsd"):
+    _logit_pair(spec(f"pgbook.trajectory.distill.{_name}", getattr(TD, _name),
+                     dict(LOGIT_PAIR))).grad("student_logits").meta().bf16(
+        "student_logits", "teacher_logits")
+for _name, _extra in (("generalized_jsd_loss", {}), ("distill_loss", {}),
+                      ("minillm_loss", {"tokens": TOK})):
+    s = _logit_pair(spec(f"pgbook.trajectory.distill.{_name}", getattr(TD, _name),
+                         dict(LOGIT_PAIR, mask=MASK, **_extra))).mask("mask").shape(
+        "mask").device("mask").bad("2-D logits", dict(student_logits=LOGITS[0],
+                                                      teacher_logits=TLOGITS[0]),
+                                   "student_logits").grad("student_logits").meta().bf16(
+        "student_logits", "teacher_logits")
+SPECS["pgbook.trajectory.distill.generalized_jsd_loss"].number("beta", positive=True).bad(
+    "beta = 2", dict(beta=2.0), "beta").number("temperature", positive=True)
+SPECS["pgbook.trajectory.distill.distill_loss"].option("divergence").bad(
+    "a divergence of another kind", dict(divergence="reverse_kl_to_go"), "divergence")
+SPECS["pgbook.trajectory.distill.minillm_loss"].ids("tokens", 6).shape("tokens").device(
+    "tokens").option("reduction").flag("length_normalized").grad().skip_grad(
+    "a score-function surrogate: sg[F]·log π has the estimator's gradient, not its value's")
+
 # -- pgbook.methods ---------------------------------------------------------------------------
 spec("pgbook.methods.policy_loss", ME.policy_loss,
      dict(logp=LP, old_logp=OLD, advantages_tok=ADV, mask=MASK), out=lambda r: r[0]).floats(
@@ -1011,6 +1096,108 @@ SPECS["pgbook.reward.baselines.RunningMean.weights"].bad(
     "a leave-one-out start from one sample", dict(s=S_IDS[:1], r=BATCH.r[:1]), "batch_size")
 SPECS["pgbook.reward.baselines.running_mean_update"].number("decay", positive=True).bad(
     "decay = 2", dict(decay=2.0), "decay")
+
+# -- pgbook.reward.turns ----------------------------------------------------------------------
+# N = 4 episodes in groups of 2, K = 3 turns; the last episode took two turns
+TURN_R = torch.tensor([[0.0, 0.1, 1.0], [-0.1, 0.0, 0.0], [0.0, 1.0, 0.0], [0.2, 0.0, 0.0]],
+                      dtype=F64)
+TURN_M = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 0]], dtype=F64)
+ANCHORS = torch.tensor([[0, 3, 4], [0, 3, 5], [0, 4, -1], [0, 3, -1]])
+TOOL_TURNS = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=F64)
+TURN_IDS = torch.tensor([[-1, 0, 0, 1, 2], [-1, 0, 1, 1, 2], [-1, 0, 0, 1, -1],
+                         [-1, 0, 1, -1, -1]])
+spec("pgbook.reward.turns.turn_returns", RT.turn_returns,
+     dict(turn_rewards=TURN_R, gamma=0.9, turn_mask=TURN_M)).floats("turn_rewards").bad(
+    "1-D turn_rewards", dict(turn_rewards=TURN_R[0], turn_mask=None), "turn_rewards").bad(
+    "no turn", dict(turn_rewards=TURN_R[:, :0], turn_mask=None), "turn_rewards").mask(
+    "turn_mask").shape("turn_mask").device("turn_mask").number("gamma", positive=True).bad(
+    "gamma = 1.5", dict(gamma=1.5), "gamma").grad("turn_rewards").meta().bf16("turn_rewards")
+spec("pgbook.reward.turns.turns_to_tokens", RT.turns_to_tokens,
+     dict(turn_values=TURN_R, turn_ids=TURN_IDS, mask=MASK)).floats("turn_values").bad(
+    "1-D turn_values", dict(turn_values=TURN_R[0]), "turn_values").bad(
+    "float turn_ids", dict(turn_ids=TURN_IDS.double()), "turn_ids").bad(
+    "a turn past K", dict(turn_ids=_with(TURN_IDS, 3)), "turn_ids").bad(
+    "turn id -2", dict(turn_ids=_with(TURN_IDS, -2)), "turn_ids").bad(
+    "turn_ids with another number of rows", dict(turn_ids=TURN_IDS[:3]), "turn_ids").bad(
+    "a list", dict(turn_ids=TURN_IDS.tolist()), "turn_ids").device("turn_ids").mask(
+    "mask", allzero=False).shape("mask").device("mask").grad("turn_values").meta().bf16(
+    "turn_values")
+TURN_KW = dict(turn_rewards=TURN_R, group_size=2, turn_mask=TURN_M)
+
+
+def _turn_estimator(s: Spec) -> Spec:
+    """The bad inputs every turn-level estimator refuses."""
+    return s.floats("turn_rewards").bad("1-D turn_rewards", dict(turn_rewards=TURN_R[0],
+                                                                 turn_mask=None),
+                                        "turn_rewards").count("group_size").bad(
+        "group_size not dividing N", dict(group_size=3), "group_size").mask("turn_mask").shape(
+        "turn_mask").device("turn_mask").number("std_eps", positive=True)
+
+
+_turn_estimator(spec("pgbook.reward.turns.turn_rtg_advantage", RT.turn_rtg_advantage,
+                     dict(TURN_KW))).number("gamma", positive=True).bad(
+    "gamma = 2", dict(gamma=2.0), "gamma").flag("scale").grad("turn_rewards").meta().bf16(
+    "turn_rewards")
+_turn_estimator(spec("pgbook.reward.turns.mt_grpo_advantage", RT.mt_grpo_advantage,
+                     dict(TURN_KW, tool_turns=TOOL_TURNS))).number("turn_coef").mask(
+    "tool_turns", allzero=False).shape("tool_turns").device("tool_turns").grad(
+    "turn_rewards").meta().bf16("turn_rewards")
+_turn_estimator(spec("pgbook.reward.turns.gigpo_advantage", RT.gigpo_advantage,
+                     dict(TURN_KW, anchors=ANCHORS))).number("gamma", positive=True).bad(
+    "gamma = 2", dict(gamma=2.0), "gamma").number("step_weight").flag("std_normalise").bad(
+    "float anchors", dict(anchors=ANCHORS.double()), "anchors").bad(
+    "anchors of another shape", dict(anchors=ANCHORS[:, :2]), "anchors").bad(
+    "a negative anchor on a turn taken", dict(anchors=_with(ANCHORS, -1)), "anchors").bad(
+    "a list", dict(anchors=ANCHORS.tolist()), "anchors").device("anchors").grad(
+    "turn_rewards").skip_meta("anchor-state groups depend on the values (refused on meta with a "
+                              "ValueError)").bf16("turn_rewards")
+spec("pgbook.reward.turns.compute_turn_advantages", RT.compute_turn_advantages,
+     dict(TURN_KW, estimator="gigpo", anchors=ANCHORS)).option("estimator").bad(
+    "a group estimator, not a turn-level one", dict(estimator="grpo"), "estimator").bad(
+    "an option the estimator does not take", dict(tool_turns=TOOL_TURNS), "tool_turns").floats(
+    "turn_rewards").count("group_size").mask("turn_mask").grad("turn_rewards").skip_meta(
+    "gigpo's anchor-state groups depend on the values").bf16("turn_rewards")
+
+# -- pgbook.reward.teacher --------------------------------------------------------------------
+TEACH = dict(logp=LP, teacher_logp=REF, mask=MASK)
+for _name in ("teacher_token_rewards", "teacher_advantages"):
+    s = spec(f"pgbook.reward.teacher.{_name}", getattr(RTE, _name), dict(TEACH)).floats(
+        "logp").floats("teacher_logp").mask("mask").shape("mask").shape(
+        "teacher_logp", match="teacher_logp").device("teacher_logp").device("mask").meta().bf16(
+        "logp", "teacher_logp")
+SPECS["pgbook.reward.teacher.teacher_advantages"].number("discount", positive=True).bad(
+    "discount = 1.5", dict(discount=1.5), "discount")
+spec("pgbook.reward.teacher.discounted_reward_to_go", RTE.discounted_reward_to_go,
+     dict(token_rewards=ADV, mask=MASK, discount=0.9)).floats("token_rewards").bad(
+    "a scalar", dict(token_rewards=ADV[0, 0], mask=MASK[0, 0]), "token_rewards").mask(
+    "mask").shape("mask").device("mask").number("discount", positive=True).bad(
+    "discount = 1.5", dict(discount=1.5), "discount").grad("token_rewards").meta().bf16(
+    "token_rewards")
+spec("pgbook.reward.teacher.teacher_gate", RTE.teacher_gate,
+     dict(rewards=R01, group_size=4, gate="all_fail")).option("gate").bad(
+    "a teacher signal, not a gate", dict(gate="reverse_kl"), "gate").floats("rewards").count(
+    "group_size").bad("group_size not dividing N", dict(group_size=3), "group_size").meta(
+    ).bf16("rewards")
+GATE = torch.tensor([True, False, True, True])
+spec("pgbook.reward.teacher.mix_teacher", RTE.mix_teacher,
+     dict(advantages_tok=ADV, teacher_adv=REF, mask=MASK, coef=0.5, gate=GATE)).floats(
+    "advantages_tok").floats("teacher_adv").bad(
+    "1-D", dict(advantages_tok=ADV[0], teacher_adv=REF[0], mask=MASK[0]), "advantages_tok").shape(
+    "teacher_adv", match="teacher_adv").mask("mask").shape("mask").device("mask").device(
+    "teacher_adv").number("coef", positive=True).mask("gate", allzero=False).bad(
+    "gate of another length", dict(gate=GATE[:3]), "gate").device("gate").grad().skip_grad(
+    "the teacher's term is a stop-gradient weight: nothing in the output is differentiable"
+).meta().bf16("advantages_tok", "teacher_adv")
+spec("pgbook.reward.teacher.opd_advantages", RTE.opd_advantages,
+     dict(advantages=R4, logp=LP, teacher_logp=REF, mask=MASK, rewards=R4, group_size=2,
+          gate="zero_variance")).floats("advantages").bad(
+    "advantages of another length", dict(advantages=R4[:3]), "advantages").floats(
+    "logp").floats("teacher_logp").mask("mask").shape("mask").option("signal").option(
+    "gate").bad("a gate without rewards", dict(rewards=None), "rewards").floats("rewards").bad(
+    "rewards of another length", dict(rewards=R4[:3]), "rewards").count("group_size").bad(
+    "group_size not dividing N", dict(group_size=3), "group_size").number(
+    "coef", positive=True).device("mask").device("teacher_logp").meta().bf16(
+    "advantages", "logp", "teacher_logp")
 
 # -- pgbook.worlds.bandits --------------------------------------------------------------------
 RHO, MEANS = BANDIT.rho, BANDIT.means
@@ -1747,6 +1934,95 @@ lm("pgbook.exact.offpolicy.exact_prefix_weight_second_moment",
     "per_token").device("behaviour_theta").meta(**META_LM, behaviour_theta=STH.to("meta")).bf16(
     "theta", "behaviour_theta")
 
+# -- pgbook.exact.agentic ---------------------------------------------------------------------
+def tree(qualname: str, fn: Callable, out: Callable | None = None, takes_ep: bool = True,
+         **kw: object) -> Spec:
+    """A function of (policy, θ, ..., ep) on the enumerable tool tree with the common bad worlds."""
+    s = spec(qualname, fn, dict(policy=MKV, theta=MTH, **({"ep": EPS} if takes_ep else {}), **kw),
+             out=out).bad("NaN theta", dict(theta=_with(MTH, NAN)), "theta").bad(
+        "theta of the wrong size", dict(theta=MTH[:4]), "theta").bad(
+        "2-D theta", dict(theta=MTH[None]), "theta").bad(
+        "a list theta", dict(theta=MTH.tolist()), "theta").bad(
+        "not a policy", dict(policy=POL), "policy")
+    if takes_ep:
+        s.bad("ep that are not Episodes", dict(ep=EPS.tokens), "ep").bad(
+            "the episodes of a larger world", dict(ep=BIG_EPS), "ep").bad(
+            "episodes with a token past V", dict(ep=_episodes(tokens=_with(EPS.tokens, 6))), "ep")
+    return s
+
+
+def _episodes(**fields: torch.Tensor) -> WAG.Episodes:
+    """EPS with some fields replaced."""
+    return WAG.Episodes(**{f: fields.get(f, getattr(EPS, f)) for f in EPS.__dataclass_fields__})
+
+
+BIG_EPS = WAG.LookupWorld(n_values=2, max_turns=3).enumerate()          # T = 6, not 4
+META_TREE = dict(policy=MKV, theta=MTH.to("meta"))
+TW = EA.credit_weights(MKV, MTH, EPS, "turn")                          # weights (N, T)
+PM_ALL = (EPS.policy_mask + EPS.obs_mask).clamp(max=1)                  # policy and tool tokens
+for _name in ("episode_logprobs", "episode_probs", "exact_J", "exact_gradient", "state_values",
+              "answer_information"):
+    s = tree(f"pgbook.exact.agentic.{_name}", getattr(EA, _name))
+    if _name in ("episode_logprobs", "episode_probs", "exact_J"):
+        s.grad("theta").meta(**META_TREE).bf16("theta")
+SPECS["pgbook.exact.agentic.episode_logprobs"].kw["mask"] = PM_ALL
+SPECS["pgbook.exact.agentic.episode_logprobs"].mask("mask").shape("mask").device("mask").meta(
+    mask=PM_ALL.to("meta"), **META_TREE)
+SPECS["pgbook.exact.agentic.exact_J"].kw["rewards"] = EPS.rewards
+SPECS["pgbook.exact.agentic.exact_J"].floats("rewards").bad(
+    "rewards of another length", dict(rewards=EPS.rewards[:3]), "rewards").device("rewards").meta(
+    rewards=EPS.rewards.to("meta"), **META_TREE)
+SPECS["pgbook.exact.agentic.exact_gradient"].kw["rewards"] = EPS.rewards
+SPECS["pgbook.exact.agentic.exact_gradient"].floats("rewards").grad("rewards").meta(
+    rewards=EPS.rewards.to("meta"), **META_TREE).bf16("theta")
+for _name in ("state_values", "answer_information"):
+    SPECS[f"pgbook.exact.agentic.{_name}"].skip_meta(
+        "the tasks' groups are read from values").bf16("theta")
+tree("pgbook.exact.agentic.emission_probability", EA.emission_probability,
+     token_ids=LWORLD.env_ids).bad("a negative id", dict(token_ids=[-1]), "token_ids").bad(
+    "an id past V", dict(token_ids=[6]), "token_ids").bad(
+    "a string", dict(token_ids="AB"), "token_ids").bad("no id", dict(token_ids=[]),
+                                                         "token_ids").bad(
+    "a float id", dict(token_ids=[1.5]), "token_ids").grad("theta").meta(**META_TREE).bf16("theta")
+tree("pgbook.exact.agentic.credit_weights", EA.credit_weights, credit="anchor").option(
+    "credit").skip_meta("the tasks' groups are read from values").bf16("theta")
+for _name in ("expected_gradient", "per_episode_gradients", "estimator_moments"):
+    tree(f"pgbook.exact.agentic.{_name}", getattr(EA, _name), weights=TW, mask=PM_ALL,
+         out=(lambda r: r[1]) if _name == "estimator_moments" else None).floats(
+        "weights", dtype=False).bad("weights of another shape", dict(weights=TW[:, :3]),
+                                    "weights").device("weights").mask("mask").shape(
+        "mask").device("mask").meta(weights=TW.to("meta"), mask=PM_ALL.to("meta"),
+                                    **META_TREE).bf16("theta", "weights")
+tree("pgbook.exact.agentic.per_turn_scores", EA.per_turn_scores, mask=PM_ALL).mask("mask").shape(
+    "mask").device("mask").meta(mask=PM_ALL.to("meta"), **META_TREE).bf16("theta")
+tree("pgbook.exact.agentic.expected_update", EA.expected_update, credit="turn", mask="all",
+     out=lambda r: r[0]).option("credit").option("mask").skip_meta(
+    "the tasks' groups are read from values").bf16("theta")
+tree("pgbook.exact.agentic.stale_expected_gradient", EA.stale_expected_gradient,
+     behaviour=torch.stack([0.9 * MTH, 0.8 * MTH])).option("correction").floats(
+    "behaviour").bad("behaviour of the wrong size", dict(behaviour=MTH[:4]), "behaviour").bad(
+    "one behaviour per turn, one too many", dict(behaviour=torch.stack([MTH] * 3)),
+    "behaviour").device("behaviour").skip_meta("the tasks' groups are read from values").bf16(
+    "theta", "behaviour")
+tree("pgbook.exact.agentic.reply_probability", EA.reply_probability, takes_ep=False,
+     world=LWORLD).bad("not a LookupWorld", dict(world=EPS), "world").bad(
+    "a world of another shape", dict(world=WAG.LookupWorld(n_values=2, max_turns=3)),
+    "world").grad("theta").meta(**META_TREE).bf16("theta")
+spec("pgbook.exact.agentic.turn_returns_exact", EA.turn_returns_exact,
+     dict(turn_rewards=TURN_R, gamma=0.9)).floats("turn_rewards").bad(
+    "a scalar", dict(turn_rewards=TURN_R[0, 0]), "turn_rewards").number(
+    "gamma", positive=True).bad("gamma = 1.5", dict(gamma=1.5), "gamma").grad(
+    "turn_rewards").meta().bf16("turn_rewards")
+SCORES = EA.per_turn_scores(MKV, MTH, EPS)                               # (N, K, P)
+SIDX = torch.tensor([[0, 5, 9, 70], [3, 3, 40, 73]])                      # M = 2 batches of 4
+SADV = torch.randn(2, 4, 2, generator=pg.make_generator(32), dtype=F64)
+spec("pgbook.exact.agentic.sampled_estimates", EA.sampled_estimates,
+     dict(scores=SCORES, idx=SIDX, turn_advantages=SADV)).floats("scores").bad(
+    "2-D scores", dict(scores=SCORES[:, 0]), "scores").ids("idx", len(EPS)).bad(
+    "1-D idx", dict(idx=SIDX[0]), "idx").floats("turn_advantages").shape(
+    "turn_advantages").device("idx").device("turn_advantages").grad(
+    "scores", "turn_advantages").meta().bf16("scores", "turn_advantages")
+
 # -- pgbook.worlds.answers --------------------------------------------------------------------
 ASPACE = WA.answer_space(3)
 APOL, ATH = WA.answer_policy(ASPACE)
@@ -1959,6 +2235,229 @@ spec("pgbook.worlds.gpt.logprobs", WG.logprobs, dict(model=MODEL, tokens=DEMO)).
     "chunk_size").meta(model=META_MODEL, tokens=DEMO.to("meta")).skip_bf16(
     "the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
 
+# -- pgbook.worlds.envs -----------------------------------------------------------------------
+STORES = ["12", "34", "56", "78"]                                    # a = 1, b = 2 in episode 0
+ACTS, ALENS = ENV.encode_turns(["[a]", "3$", "?ab", "[b]"])          # (4, 3), (4,)
+
+
+def _env_state(turn: int = 0) -> WE.EnvState:
+    st = ENV.state_of("abab", STORES)
+    st.turn = turn
+    return st
+
+
+def _env_step(actions: object, lengths: object, state: object = None) -> WE.EnvStep:
+    """LookupEnv.step on a fresh state (the step advances the state it is given)."""
+    return ENV.step(_env_state() if state is None else state, actions, lengths)
+
+
+ESTATE = _env_state()
+record("pgbook.worlds.envs.EnvState", WE.EnvState, "done", prompts=ESTATE.prompts,
+       targets=ESTATE.targets, turn=0)
+spec("pgbook.worlds.envs.EnvState.repeat_interleave", ESTATE.repeat_interleave,
+     dict(group_size=2), out=lambda s: s.prompts).count("group_size")
+record("pgbook.worlds.envs.EnvStep", WE.EnvStep, "outcome", obs=ACTS, obs_len=ALENS,
+       reward=R4, done=ESTATE.done)
+spec("pgbook.worlds.envs.LookupEnv", WE.LookupEnv, dict(n_keys=2, digits=1, max_turns=2)).count(
+    "n_keys").bad("27 keys", dict(n_keys=27), "n_keys").count("digits").bad(
+    "7 digits", dict(digits=7), "digits").count("max_turns").number("call_reward").number(
+    "invalid_penalty", positive=True)
+spec("pgbook.worlds.envs.LookupEnv.reset", ENV.reset, dict(n=3, generator=G0),
+     out=lambda s: s.prompts).count("n").bad("no generator", dict(generator=None),
+                                             "generator").bad("a seed", dict(generator=0),
+                                                              "generator")
+spec("pgbook.worlds.envs.LookupEnv.state_of", ENV.state_of, dict(asked="ab", stores=STORES[:2]),
+     out=lambda s: s.targets).bad("a store of another width", dict(stores=["1", "34"]),
+                                  "stores").bad("a store that is not digits",
+                                                dict(stores=["1x", "34"]), "stores").bad(
+    "one store per asked key missing", dict(stores=STORES[:1]), "stores").bad(
+    "an unknown key", dict(asked="az"), "asked").bad("asked not a string", dict(asked=[0, 1]),
+                                                      "asked").bad(
+    "stores a string", dict(asked="a", stores="12"), "stores").bad(
+    "no episode", dict(asked="", stores=[]), "asked")
+spec("pgbook.worlds.envs.LookupEnv.encode_turns", ENV.encode_turns, dict(texts=["[a]", "3$"]),
+     out=lambda r: r[0]).bad("an unknown character", dict(texts=["[z]"]), "texts").bad(
+    "an empty turn", dict(texts=[""]), "texts").bad("a turn past action_len",
+                                                    dict(texts=["[a]]"]), "texts").bad(
+    "a string, not a list", dict(texts="[a]"), "texts").bad("not strings", dict(texts=[1]),
+                                                           "texts").bad(
+    "no turn", dict(texts=[]), "texts")
+spec("pgbook.worlds.envs.LookupEnv.parse_calls", ENV.parse_calls,
+     dict(actions=ACTS, lengths=ALENS), out=lambda r: r[0]).bad(
+    "float actions", dict(actions=ACTS.double()), "actions").bad(
+    "1-D actions", dict(actions=ACTS[0]), "actions").bad("a list", dict(actions=ACTS.tolist()),
+                                                         "actions").bad(
+    "lengths of another length", dict(lengths=ALENS[:3]), "lengths").bad(
+    "float lengths", dict(lengths=ALENS.double()), "lengths").device("lengths").meta().skip_bf16(
+    "takes token ids")
+spec("pgbook.worlds.envs.LookupEnv.step", _env_step, dict(actions=ACTS, lengths=ALENS),
+     out=lambda s: s.reward).bad("float actions", dict(actions=ACTS.double()), "actions").bad(
+    "int32 actions", dict(actions=ACTS.int()), "actions").bad("1-D actions", dict(actions=ACTS[0]),
+                                                            "actions").bad(
+    "a list", dict(actions=ACTS.tolist()), "actions").bad(
+    "another number of rows", dict(actions=ACTS[:3], lengths=ALENS[:3]), "actions").bad(
+    "an id past the vocabulary", dict(actions=_with(ACTS, 99)), "actions").bad(
+    "a negative id", dict(actions=_with(ACTS, -1)), "actions").bad(
+    "more columns than action_len", dict(actions=_wider(ACTS)), "actions").bad(
+    "a length of 0", dict(lengths=_with(ALENS, 0)), "lengths").bad(
+    "a length past the columns", dict(lengths=_with(ALENS, 4)), "lengths").device("lengths").bad(
+    "a spent turn budget", dict(state=_env_state(2)), "state").bad(
+    "not an EnvState", dict(state=ESTATE.prompts), "state").skip_meta(
+    "the environment needs values (refused on meta with a ValueError)").skip_bf16(
+    "takes token ids")
+spec("pgbook.worlds.envs.LookupEnv.step_text", ENV.step_text,
+     dict(prompt="^a?", action="[b]", turn=0, store={"a": "1", "b": "2"})).bad(
+    "prompt not a string", dict(prompt=3), "prompt").bad(
+    "a prompt asking no key of the store", dict(prompt="^z?"), "prompt").bad(
+    "action not a string", dict(action=None), "action").bad("an empty action", dict(action=""),
+                                                            "action").bad(
+    "turn = -1", dict(turn=-1), "turn").bad("turn past the budget", dict(turn=2), "turn").bad(
+    "turn = 1.5", dict(turn=1.5), "turn").bad("store not a dict", dict(store=["1", "2"]),
+                                              "store").bad(
+    "a store value that is not a string", dict(store={"a": 1, "b": 2}), "store")
+spec("pgbook.worlds.envs.LookupEnv.demonstrations", ENV.demonstrations, dict(n=2, generator=G0),
+     out=lambda r: r[0]).count("n").bad("no generator", dict(generator=None), "generator").number(
+    "p_tool", positive=True).bad("p_tool = 1.5", dict(p_tool=1.5), "p_tool").number(
+    "noise", positive=True).bad("noise = 2", dict(noise=2.0), "noise")
+
+# -- pgbook.worlds.agentic --------------------------------------------------------------------
+record("pgbook.worlds.agentic.Episodes", WAG.Episodes, "outcomes",
+       **{f: getattr(EPS, f) for f in EPS.__dataclass_fields__ if f != "outcomes"})
+META_EPS = WAG.Episodes(*(getattr(EPS, f).to("meta") for f in EPS.__dataclass_fields__))
+EIDX = torch.tensor([0, 3, 73])
+spec("pgbook.worlds.agentic.Episodes.index", EPS.index, dict(idx=EIDX),
+     out=lambda e: e.tokens).ids("idx", len(EPS)).bad("a list", dict(idx=EIDX.tolist()),
+                                                      "idx").meta(
+    _fn=META_EPS.index, idx=EIDX.to("meta")).skip_bf16("takes indices")
+spec("pgbook.worlds.agentic.TurnSpace", WAG.TurnSpace,
+     dict(X=1, token_names=("?", "a", "!"), T=2, pad_id=2)).count("X").count("T").bad(
+    "pad_id = -1", dict(pad_id=-1), "pad_id").bad("pad_id past V", dict(pad_id=3), "pad_id").bad(
+    "no token", dict(token_names=()), "token_names").bad(
+    "a repeated token", dict(token_names=("a", "a")), "token_names").bad(
+    "names that are not strings", dict(token_names=(1, 2)), "token_names")
+spec("pgbook.worlds.agentic.TurnSpace.check", LWORLD.space.check,
+     dict(x=EPS.x, tokens=EPS.tokens, mask=EPS.policy_mask)).ids("x", 1).ids(
+    "tokens", LWORLD.V).shape("tokens").bad("tokens with another number of rows",
+                                            dict(tokens=EPS.tokens[:3]), "tokens").device(
+    "tokens").mask("mask").shape("mask").device("mask").meta().skip_bf16("checks ids")
+spec("pgbook.worlds.agentic.MarkovMLPPolicy", WAG.MarkovMLPPolicy, dict(space=LWORLD.space)).count(
+    "hidden").bad("not a space", dict(space=EPS), "space")
+spec("pgbook.worlds.agentic.MarkovMLPPolicy.table", MKV.table, dict(theta=MTH)).floats(
+    "theta").bad("theta of the wrong size", dict(theta=MTH[:4]), "theta").bad(
+    "2-D theta", dict(theta=MTH[None]), "theta").grad("theta").meta().bf16("theta")
+spec("pgbook.worlds.agentic.MarkovMLPPolicy.token_logprobs", MKV.token_logprobs,
+     dict(theta=MTH, x=EPS.x, tokens=EPS.tokens)).floats("theta").bad(
+    "theta of the wrong size", dict(theta=MTH[:4]), "theta").ids("x", 1).ids(
+    "tokens", LWORLD.V).shape("tokens").device("x").grad("theta").meta().bf16("theta")
+VPROBS = torch.tensor([[0.5, 0.5], [0.9, 0.1]], dtype=F64)
+LRHO = torch.tensor([0.25, 0.75], dtype=F64)
+spec("pgbook.worlds.agentic.LookupWorld", WAG.LookupWorld,
+     dict(n_values=2, max_turns=2, value_probs=VPROBS, rho=LRHO),
+     out=lambda w: w.value_probs).count("n_values").bad("one value", dict(n_values=1),
+                                                        "n_values").bad(
+    "9 values", dict(n_values=9), "n_values").count("max_turns").count("obs_len").number(
+    "noise", positive=True).bad("noise = 1.5", dict(noise=1.5), "noise").floats(
+    "value_probs", inf=False).bad("value_probs of another width", dict(value_probs=VPROBS[:, :1]),
+                                  "value_probs").bad(
+    "value_probs not summing to one", dict(value_probs=VPROBS * 2), "value_probs").floats(
+    "rho", inf=False).bad("rho of another length", dict(rho=LRHO[:1]), "rho").device("rho").number(
+    "invalid_penalty", positive=True).number("call_reward").skip_grad(
+    "a world: it stores value_probs").meta(
+    value_probs=VPROBS.to("meta"), rho=LRHO.to("meta")).skip_bf16(
+    "a world: value_probs set its dtype, nothing is computed")
+spec("pgbook.worlds.agentic.LookupWorld.action_positions", LWORLD.action_positions,
+     dict(device="cpu")).bad("not a device", dict(device="nope"), "device").bad(
+    "a number", dict(device=1.5), "device")
+spec("pgbook.worlds.agentic.LookupWorld.decode", LWORLD.decode, dict(ep=EPS.index(EIDX))).bad(
+    "not Episodes", dict(ep=EPS.tokens), "ep").bad("the episodes of a larger world",
+                                                   dict(ep=BIG_EPS), "ep").values_only(
+    "returns strings")
+spec("pgbook.worlds.agentic.LookupWorld.demonstrations", LWORLD.demonstrations,
+     dict(p_tool=0.3)).number("p_tool", positive=True).bad("p_tool = 1.5", dict(p_tool=1.5),
+                                                           "p_tool")
+EPROBS = EA.episode_probs(MKV, MTH, EPS)
+spec("pgbook.worlds.agentic.LookupWorld.sample", LWORLD.sample,
+     dict(probs=EPROBS, n=3, generator=G0, group_size=2)).floats("probs", inf=False).bad(
+    "probs of another length", dict(probs=EPROBS[:5]), "probs").bad(
+    "negative probs", dict(probs=EPROBS - 0.1), "probs").bad(
+    "probs not summing to one", dict(probs=EPROBS * 2), "probs").count("n").count(
+    "group_size").bad("no generator", dict(generator=None), "generator").bad(
+    "probs on meta", dict(probs=EPROBS.to("meta")), "probs").skip_meta(
+    "sampling needs values (refused on meta with a ValueError)").bf16("probs", close=False)
+record("pgbook.worlds.agentic.Rollout", WAG.Rollout, "targets", tokens=ACTS, logprobs=ADV,
+       policy_mask=MASK, obs_mask=MASK, turn_ids=TURN_IDS, turn_rewards=TURN_R,
+       outcomes=ANCHORS, anchors=ANCHORS)
+
+
+def _rollout(model: object = None, env: object = ENV, state: object = None,
+             generator: object = None, **kw: object) -> WAG.Rollout:
+    """rollout on a fresh state (a rollout consumes the state it is given)."""
+    state = ENV.reset(2, pg.make_generator(33)).repeat_interleave(2) if state is None else state
+    return WAG.rollout(AMODEL if model is None else model, env, state,
+                       pg.make_generator(34) if generator is None else generator, **kw)
+
+
+spec("pgbook.worlds.agentic.rollout", _rollout, dict(temperature=1.0, tool=True),
+     out=lambda r: r.logprobs).bad("not a model", dict(model="gpt"), "model").bad(
+    "a model whose block is shorter than a rollout",
+    dict(model=WG.GPT(WG.GPTConfig(vocab_size=ENV.tokenizer.vocab_size, block_size=4,
+                                   n_embd=8, n_head=1))), "model").bad(
+    "not an environment", dict(env=TASK), "env").bad("not an EnvState", dict(state=PROB),
+                                                     "state").bad(
+    "a state on meta", dict(state=WE.EnvState(ESTATE.prompts.to("meta"), ESTATE.targets.to("meta"),
+                                              0, ESTATE.done.to("meta"))), "state").bad(
+    "a state whose budget is spent", dict(state=_env_state(2)), "state").bad(
+    "not a generator", dict(generator=0), "generator").number(
+    "temperature", positive=True).flag("tool").values_only(
+    "samples (its log-probs are float32 whatever the model's dtype)")
+
+# -- pgbook.worlds.teachers -------------------------------------------------------------------
+spec("pgbook.worlds.teachers.table_policy", WTE.table_policy,
+     dict(space=SPACE, answers=["a", "b"], confidence=0.9), out=lambda r: r[1]).bad(
+    "a string, not a list", dict(answers="ab"), "answers").bad(
+    "an answer per prompt missing", dict(answers=["a"]), "answers").bad(
+    "an unknown token", dict(answers=["a", "z"]), "answers").bad(
+    "an answer longer than max_len", dict(answers=["a", "bbb"]), "answers").bad(
+    "confidence below 1/V", dict(confidence=0.2), "confidence").bad(
+    "confidence = 1", dict(confidence=1.0), "confidence").bad(
+    "NaN confidence", dict(confidence=NAN), "confidence").bad(
+    "a string confidence", dict(confidence="0.9"), "confidence").bad(
+    "a confidence per prompt, one too many", dict(confidence=[0.9] * 3), "confidence").bad(
+    "an integer dtype", dict(dtype=torch.long), "dtype").bad("not a space", dict(space=MPOL),
+                                                            "space")
+spec("pgbook.worlds.teachers.teacher_wrong", WTE.teacher_wrong,
+     dict(task=TASK, targets=PROB.targets, wrong_first="a")).bad(
+    "an empty wrong_first", dict(wrong_first=""), "wrong_first").bad(
+    "not an answer character", dict(wrong_first="z"), "wrong_first").bad(
+    "not a string", dict(wrong_first=3), "wrong_first").bad(
+    "1-D targets", dict(targets=PROB.targets[0]), "targets").bad(
+    "float targets", dict(targets=PROB.targets.double()), "targets").bad(
+    "a list", dict(targets=PROB.targets.tolist()), "targets").bad(
+    "not a task", dict(task="reverse"), "task").meta(targets=PROB.targets.to("meta")).skip_bf16(
+    "takes token ids")
+SYS = WTE.SystematicErrors(TASK, "a")
+spec("pgbook.worlds.teachers.SystematicErrors", WTE.SystematicErrors,
+     dict(task=TASK, wrong_first="a")).bad("not a task", dict(task="reverse"), "task").bad(
+    "not an answer character", dict(wrong_first="z"), "wrong_first").bad(
+    "an empty wrong_first", dict(wrong_first=""), "wrong_first")
+META_PROB = WT.Problems(PROB.prompts.to("meta"), PROB.targets.to("meta"))
+spec("pgbook.worlds.teachers.SystematicErrors.wrong_targets", SYS.wrong_targets,
+     dict(problems=PROB)).bad("not Problems", dict(problems=PROB.targets), "problems").meta(
+    problems=META_PROB).skip_bf16("takes token ids")
+spec("pgbook.worlds.teachers.SystematicErrors.demonstrations", SYS.demonstrations,
+     dict(problems=PROB), out=lambda r: r[0]).bad("not Problems", dict(problems=PROB.targets),
+                                                   "problems").bad(
+    "noise = 1.5", dict(noise=1.5), "noise").bad("noise without a generator", dict(noise=0.5),
+                                                 "generator").meta(problems=META_PROB).skip_bf16(
+    "takes token ids")
+spec("pgbook.worlds.teachers.train_teacher", WTE.train_teacher,
+     dict(task=TASK, steps=1, batch_size=2, progress=False, n_embd=8, n_head=1),
+     out=lambda r: r[1]).count("steps").count("batch_size").number("lr", positive=True).bad(
+    "not an answer character", dict(wrong_first="z"), "wrong_first").bad(
+    "noise = 2", dict(noise=2.0), "noise").bad("an unknown config field", dict(width=3),
+                                               "width").bad(
+    "not a task", dict(task="reverse"), "task").bad("a float seed", dict(seed=0.5), "seed")
+
 # -- pgbook.train.reinforce -------------------------------------------------------------------
 spec("pgbook.train.reinforce.weighted_log_likelihood", TR.weighted_log_likelihood,
      dict(policy=POL, theta=TH, batch=BATCH, weights=BATCH.r)).floats("weights").floats(
@@ -2168,6 +2667,246 @@ spec("pgbook.train.ppo_llm.compare_ppo_grpo", TPL.compare_ppo_grpo,
     "a float seed", dict(seed=0.5), "seed").values_only(
     "trains two models: tests/test_ppo_llm.py covers their dtypes")
 
+# -- pgbook.train.agentic ---------------------------------------------------------------------
+AHIST = TAG.AgentHistory(**{k: torch.linspace(0, 1, 6, dtype=F64) for k in TAG.AGENT_METRICS})
+record("pgbook.train.agentic.AgentHistory", TAG.AgentHistory, "seconds",
+       **{k: R4 for k in TAG.AGENT_METRICS if k != "seconds"})
+spec("pgbook.train.agentic.AgentHistory.smoothed", AHIST.smoothed, dict(name="reward")).option(
+    "name").count("window")
+for _name in ("first_step", "time_to"):
+    spec(f"pgbook.train.agentic.AgentHistory.{_name}", getattr(AHIST, _name),
+         dict(target=0.5)).number("target").option("name").count("window")
+record("pgbook.train.agentic.TreeHistory", TAG.TreeHistory, "theta", J=R4, reward=R4,
+       reward_std=R4, zero_variance=R4, grad_norm=R4, kept=R4)
+spec("pgbook.train.agentic.agent_config", TAG.agent_config, dict(env=ENV, n_embd=8, n_head=1)
+     ).bad("an unknown field", dict(n_layers=2), "n_layers").bad(
+    "not an environment", dict(env=TASK), "env").bad("a bad field value", dict(n_head=3), "n_embd")
+spec("pgbook.train.agentic.pretrain_agent", TAG.pretrain_agent,
+     dict(env=ENV, steps=1, batch_size=2, progress=False, n_embd=8, n_head=1),
+     out=lambda r: r[1]).count("steps").count("batch_size").number("lr", positive=True).bad(
+    "p_tool = 1.5", dict(p_tool=1.5), "p_tool").bad("noise = 2", dict(noise=2.0), "noise").bad(
+    "a float seed", dict(seed=0.5), "seed").bad("not an environment", dict(env=TASK), "env").bad(
+    "an unknown config field", dict(width=3), "width").flag("progress")
+for _name in ("evaluate_agent", "written_reply"):
+    spec(f"pgbook.train.agentic.{_name}", getattr(TAG, _name),
+         dict(model=AMODEL, env=ENV, n=2, generator=pg.make_generator(35))).count("n").bad(
+        "no generator", dict(generator=None), "generator").bad(
+        "not a model", dict(model="gpt"), "model").bad("not an environment", dict(env=TASK), "env")
+SPECS["pgbook.train.agentic.evaluate_agent"].number("temperature", positive=True).flag("tool")
+AGENT_KW = dict(model=WG.GPT(TAG.agent_config(ENV, n_embd=8, n_head=1)), env=ENV, steps=1,
+                prompts_per_step=1, group_size=2, generator=pg.make_generator(36), progress=False)
+spec("pgbook.train.agentic.agent_grpo_train", TAG.agent_grpo_train, AGENT_KW,
+     out=lambda h: h.reward).count("steps").count("prompts_per_step").count("group_size").bad(
+    "groups of one", dict(group_size=1), "group_size").option("advantage").bad(
+    "a critic advantage", dict(advantage="value"), "advantage").option("mask").number(
+    "keep_fraction", positive=True).bad("keep_fraction = 1.5", dict(keep_fraction=1.5),
+                                        "keep_fraction").number("lr", positive=True).number(
+    "max_grad_norm", positive=True).number("temperature", positive=True).count("window").number(
+    "stop_at").bad("advantage_options a list", dict(advantage_options=["std_eps"]),
+                   "advantage_options").bad(
+    "an option the estimator does not take", dict(advantage_options={"temperature": 1.0}),
+    "temperature").bad("not a model", dict(model="gpt"), "model").bad(
+    "not an environment", dict(env=TASK), "env").bad("no generator", dict(generator=None),
+                                                     "generator").bad(
+    "a misspelt option", dict(prompt_per_step=1), "prompt_per_step").flag("progress").skip_meta(
+    "training needs values (sampling)").skip_bf16(
+    "a training loop: the model's dtype decides; covered by tests/test_agentic.py")
+
+
+def _tree(s: Spec) -> Spec:
+    """The bad worlds of the tree trainers."""
+    return s.bad("NaN theta", dict(theta=_with(MTH, NAN)), "theta").bad(
+        "theta of the wrong size", dict(theta=MTH[:4]), "theta").bad(
+        "not a policy", dict(policy=POL), "policy").bad(
+        "not a LookupWorld", dict(world=EPS), "world").bad(
+        "a world of another shape", dict(world=WAG.LookupWorld(n_values=2, max_turns=3)),
+        "world").count("steps").number("lr", positive=True).option("mask")
+
+
+_tree(spec("pgbook.train.agentic.exact_ascent", TAG.exact_ascent,
+           dict(policy=MKV, theta=MTH, world=LWORLD, steps=1, lr=0.1),
+           out=lambda r: r["J"])).option("credit").bad(
+    "a misspelt option", dict(step=1), "step").skip_meta(
+    "the tasks' groups are read from values").bf16("theta", close=False)
+_tree(spec("pgbook.train.agentic.tree_grpo_train", TAG.tree_grpo_train,
+           dict(policy=MKV, theta=MTH, world=LWORLD, steps=1, prompts_per_step=2, group_size=2,
+                generator=pg.make_generator(37), runs=2),
+           out=lambda h: h.theta)).bad(
+    "an MLPPolicy without a table", dict(policy=WS.MLPPolicy(LWORLD.space, hidden=3)),
+    "policy").count("prompts_per_step").count("group_size").bad(
+    "groups of one", dict(group_size=1), "group_size").count("runs").option("advantage").number(
+    "keep_fraction", positive=True).bad("keep_fraction = 1.5", dict(keep_fraction=1.5),
+                                        "keep_fraction").bad(
+    "advantage_options a list", dict(advantage_options=["std_eps"]), "advantage_options").bad(
+    "no generator", dict(generator=None), "generator").skip_meta(
+    "sampling needs values").bf16("theta", close=False)
+spec("pgbook.train.agentic.fit_demonstrations", TAG.fit_demonstrations,
+     dict(policy=MKV, world=LWORLD, steps=1)).number("p_tool", positive=True).bad(
+    "p_tool = 1.5", dict(p_tool=1.5), "p_tool").count("steps").number("lr", positive=True).bad(
+    "a float seed", dict(seed=0.5), "seed").bad("a negative scale", dict(scale=-1.0),
+                                                "scale").bad(
+    "not a policy", dict(policy=POL), "policy").bad("not a LookupWorld", dict(world=EPS),
+                                                    "world").bad(
+    "a world of another shape", dict(world=WAG.LookupWorld(n_values=2, max_turns=3)),
+    "world").bad("a misspelt option", dict(step=1), "step")
+
+# -- pgbook.train.distill ---------------------------------------------------------------------
+T_POL, T_TH = WTE.table_policy(SPACE, ["a", "b"], 0.8)
+record("pgbook.train.distill.SeqOPDHistory", TDI.SeqOPDHistory, "seconds", step=R4, J=R4,
+       kl_teacher=R4, zero_variance=R4, teacher_fraction=R4, theta=STH)
+spec("pgbook.train.distill.seqlm_opd_train", TDI.seqlm_opd_train,
+     dict(policy=MPOL, theta=STH, reward=REWARD, teacher_policy=T_POL, teacher_theta=T_TH,
+          steps=1, prompts_per_step=2, group_size=2, lr=0.1, generator=pg.make_generator(38),
+          coef=[0.5, 1.0]), out=lambda h: h.theta).bad("not a policy", dict(policy=POL),
+                                                        "policy").floats(
+    "theta").bad("theta of the wrong size", dict(theta=STH[:4]), "theta").bad(
+    "not a reward", dict(reward=TABLE), "reward").bad(
+    "a teacher that is no policy", dict(teacher_policy=POL), "teacher_policy").bad(
+    "a teacher on another space", dict(teacher_policy=WS.TabularPolicy(WS.SeqSpace(max_len=3)),
+                                       teacher_theta=WS.TabularPolicy(WS.SeqSpace(max_len=3)).init(
+                                           pg.make_generator(0))), "teacher_policy").floats(
+    "teacher_theta").bad("teacher_theta of the wrong size", dict(teacher_theta=T_TH[:4]),
+                         "teacher_theta").bad(
+    "3-D teacher_theta", dict(teacher_theta=T_TH[None, None]), "teacher_theta").bad(
+    "one teacher per run, one too many", dict(teacher_theta=T_TH.expand(3, -1)),
+    "teacher_theta").count("steps").count("prompts_per_step").count("group_size").bad(
+    "groups of one", dict(group_size=1), "group_size").number("lr", positive=True).bad(
+    "no generator", dict(generator=None), "generator").bad(
+    "a negative coef", dict(coef=-1.0), "coef").bad("NaN coef", dict(coef=NAN), "coef").bad(
+    "a string coef", dict(coef="1"), "coef").bad(
+    "use_verifier = 0.5", dict(use_verifier=0.5), "use_verifier").bad(
+    "use_verifier = 'yes'", dict(use_verifier="yes"), "use_verifier").option("gate").number(
+    "discount", positive=True).bad("discount = 1.5", dict(discount=1.5), "discount").count(
+    "runs").bad("runs disagreeing with coef", dict(runs=3), "runs").count("eval_every").number(
+    "std_eps", positive=True).flag("progress").bad("a misspelt option", dict(step=1),
+                                                   "step").skip_meta(
+    "training needs values (sampling)").bf16("theta", close=False)
+
+# -- pgbook.train.distributed -----------------------------------------------------------------
+SHARDS = torch.tensor([0, 0, 1, 1])
+AGG_KW = dict(per_token_loss=ADV, mask=MASK)
+spec("pgbook.train.distributed.row_terms", TDD.row_terms,
+     dict(AGG_KW, aggregation="seq_mean_token_mean"), out=lambda r: r[0]).floats(
+    "per_token_loss").bad("1-D", dict(per_token_loss=ADV[0], mask=MASK[0]), "per_token_loss").mask(
+    "mask", allzero=False).shape("mask").device("mask").option("aggregation").count(
+    "max_tokens").bad("max_tokens below the longest", dict(aggregation="constant", max_tokens=2),
+                      "max_tokens").grad("per_token_loss").meta().bf16("per_token_loss")
+spec("pgbook.train.distributed.global_normaliser", TDD.global_normaliser,
+     dict(mask=MASK, aggregation="token_mean")).mask("mask").bad("1-D", dict(mask=MASK[0]),
+                                                                  "mask").option(
+    "aggregation").count("max_tokens").meta().skip_bf16("counts, in float64 whatever the mask's dtype")
+spec("pgbook.train.distributed.shard_loss", TDD.shard_loss,
+     dict(AGG_KW, aggregation="token_mean", normaliser=torch.tensor(13.0, dtype=F64),
+          world_size=2)).floats("per_token_loss").mask("mask", allzero=False).shape(
+    "mask").device("mask").option("aggregation").bad(
+    "a zero normaliser", dict(normaliser=torch.tensor(0.0, dtype=F64)), "normaliser").bad(
+    "a NaN normaliser", dict(normaliser=NAN), "normaliser").bad(
+    "a string normaliser", dict(normaliser="13"), "normaliser").bad(
+    "a normaliser of shape (2,)", dict(normaliser=torch.ones(2, dtype=F64)), "normaliser").bad(
+    "a normaliser on another device", dict(normaliser=torch.tensor(13.0, device="meta")),
+    "device").count("world_size").count("max_tokens").grad("per_token_loss").meta().bf16(
+    "per_token_loss")
+spec("pgbook.train.distributed.data_parallel_loss", TDD.data_parallel_loss,
+     dict(AGG_KW, aggregation="token_mean", shards=SHARDS, world_size=2)).floats(
+    "per_token_loss").mask("mask").shape("mask").device("mask").option("aggregation").ids(
+    "shards", 2).bad("shards of another length", dict(shards=SHARDS[:3]), "shards").bad(
+    "2-D shards", dict(shards=SHARDS[None]), "shards").device("shards").count(
+    "world_size").count("micro_batches").option("normalisation").count("max_tokens").grad(
+    "per_token_loss").meta().bf16("per_token_loss")
+spec("pgbook.train.distributed.group_layout", TDD.group_layout,
+     dict(n_groups=4, group_size=2, world_size=2, micro_batches=2)).count("n_groups").count(
+    "group_size").count("world_size").bad("world_size not dividing n_groups", dict(world_size=3),
+                                          "world_size").count("micro_batches").bad(
+    "micro_batches not dividing the groups per rank", dict(micro_batches=3), "micro_batches").bad(
+    "not a device", dict(device="nope"), "device").bad("a misspelt option", dict(micro_batch=2),
+                                                      "micro_batch")
+spec("pgbook.train.distributed.token_losses", TDD.token_losses,
+     dict(logp=LP, old_logp=OLD, advantages_tok=ADV, mask=MASK)).floats("logp").floats(
+    "advantages_tok", dtype=False).floats("old_logp", dtype=False).mask(
+    "mask", allzero=False).shape(
+    "mask").shape("old_logp").shape("advantages_tok").device("mask").device("old_logp").bad(
+    "1-D logp", dict(logp=LP[0]), "logp").option("loss").option("kl").bad(
+    "the KL in the reward", dict(kl="k1_in_reward", beta=0.1, ref_logp=REF), "kl").bad(
+    "a KL without the reference", dict(kl="k3_loss", beta=0.1), "ref_logp").bad(
+    "beta without a KL", dict(beta=0.1), "beta").bad(
+    "NaN reference on a response token", dict(kl="k3_loss", beta=0.1, ref_logp=_with(REF, NAN)),
+    "ref_logp").number("beta", positive=True).number("eps_low", positive=True).bad(
+    "loss_options a list", dict(loss_options=["dual_clip"]), "loss_options").bad(
+    "an option the loss does not take", dict(loss_options={"dual_klip": 2.0}), "dual_klip").bad(
+    "a misspelt option", dict(eps=0.2), "eps").grad("logp").meta().bf16(
+    "logp", "old_logp", "advantages_tok")
+record("pgbook.train.distributed.DDPHistory", TDD.DDPHistory, "world_size", reward=R4, loss=R4,
+       tokens=R4, loss_first=R4, grad_first=R4, grad_first_local=None, params_first=R4,
+       params=R4)
+DDP_KW = dict(model=WG.GPT(CFG), task=TASK, steps=1, prompts_per_step=2, group_size=2, seed=0)
+spec("pgbook.train.distributed.ddp_grpo_train", TDD.ddp_grpo_train, DDP_KW,
+     out=lambda h: h.loss).bad("not a model", dict(model="gpt"), "model").bad(
+    "a model on meta", dict(model=META_MODEL), "model").bad("not a task", dict(task=None),
+                                                            "task").count("steps").count(
+    "prompts_per_step").count("group_size").bad("groups of one", dict(group_size=1),
+                                                "group_size").bad(
+    "a float seed", dict(seed=0.5), "seed").bad("a bool seed", dict(seed=True), "seed").option(
+    "method").bad("a bandit method", dict(method="REINFORCE"), "method").bad(
+    "beta for a method without a KL", dict(method="DAPO", beta=0.1), "beta").number(
+    "beta", positive=True).count("epochs_per_batch").count("micro_batches").bad(
+    "micro_batches not dividing the groups", dict(micro_batches=3), "micro_batches").number(
+    "eps_low", positive=True).number("eps_high", positive=True).number(
+    "lr", positive=True).number("max_grad_norm", positive=True).number(
+    "temperature", positive=True).number("std_eps", positive=True).option(
+    "normalisation").bad("the model as its own reference", dict(ref_model=DDP_KW["model"]),
+                         "ref_model").bad("a reference that is no model",
+                                          dict(ref_model="frozen"), "ref_model").bad(
+    "advantage_options a list", dict(advantage_options=["std_eps"]), "advantage_options").flag(
+    "partial_reward").flag("record_local").flag("progress").bad(
+    "a misspelt option", dict(stesp=1), "stesp").skip_meta(
+    "training needs values (refused on meta with a ValueError)").skip_bf16(
+    "a training loop: the model's dtype decides; covered by tests/test_distributed.py")
+LAUNCH_RUNS = [dict(steps=1, prompts_per_step=2, group_size=2, seed=0)]
+
+
+def _launch(**over: object) -> object:
+    """launch with one bad argument: every one is refused before a process starts."""
+    return TDD.launch(**{**dict(model=MODEL, task=TASK, runs=LAUNCH_RUNS, nproc=2), **over})
+
+
+spec("pgbook.train.distributed.launch", TDD.launch, None).bad(
+    "nproc = 0", lambda: _launch(nproc=0), "nproc").bad(
+    "nproc = 1.5", lambda: _launch(nproc=1.5), "nproc").bad(
+    "an unknown device", lambda: _launch(device="tpu"), "device").bad(
+    "no run", lambda: _launch(runs=[]), "runs").bad(
+    "runs not a list", lambda: _launch(runs="GRPO"), "runs").bad(
+    "a run with an unknown option", lambda: _launch(runs=[dict(LAUNCH_RUNS[0], lr_typo=1.0)]),
+    "runs").bad("a run with a bad value", lambda: _launch(runs=[dict(LAUNCH_RUNS[0], steps=0)]),
+                "steps").bad(
+    "an unknown start method", lambda: _launch(start_method="nope"), "start_method").bad(
+    "not a model", lambda: _launch(model="gpt"), "model").bad(
+    "not a task", lambda: _launch(task=None), "task").bad(
+    "a reference that is no model", lambda: _launch(ref_model="frozen"), "ref_model").bad(
+    "timeout_s = -1", lambda: _launch(timeout_s=-1.0), "timeout_s").bad(
+    "NaN timeout_s", lambda: _launch(timeout_s=NAN), "timeout_s").bad(
+    "a misspelt option", lambda: _launch(n_proc=2), "n_proc")
+spec("pgbook.train.distributed.main", TDD.main, None).bad(
+    "argv a string", lambda: TDD.main("--nproc 2"), "argv").bad(
+    "nproc = 0", lambda: TDD.main(["--nproc", "0"]), "nproc").bad(
+    "an unknown method", lambda: TDD.main(["--method", "GRPOO"]), "method").bad(
+    "steps = 0", lambda: TDD.main(["--steps", "0"]), "steps").bad(
+    "prompts not a multiple of nproc", lambda: TDD.main(["--prompts", "3"]), "prompts").bad(
+    "group size 1", lambda: TDD.main(["--group-size", "1"]), "group").bad(
+    "a negative beta", lambda: TDD.main(["--beta", "-1"]), "beta").bad(
+    "lr = 0", lambda: TDD.main(["--lr", "0"]), "lr")
+spec("pgbook.train.distributed.trainer_options", TDD.trainer_options,
+     dict(method_name="GRPO", beta=0.01)).bad("an unknown method", dict(method_name="GRPOO"),
+                                              "method").bad(
+    "a bandit method", dict(method_name="REINFORCE"), "method").bad(
+    "not a string", dict(method_name=3), "method").number("beta", positive=True).number(
+    "eps_low", positive=True).number("eps_high", positive=True).count("max_tokens").bad(
+    "a misspelt option", dict(eps=0.2), "eps")
+spec("pgbook.train.distributed.trainer_table", TDD.trainer_table, dict(names=["GRPO", "DAPO"])).bad(
+    "one name, not a list", dict(names="GRPO"), "names").bad(
+    "an unknown method", dict(names=["GRPOO"]), "method").bad("a number", dict(names=3),
+                                                              "names").flag("markdown").number(
+    "beta", positive=True)
+
 # -- pgbook.registry --------------------------------------------------------------------------
 spec("pgbook.registry.Component", RG.Component,
      dict(kind="advantage", name="x", fn=None, side="reward")).bad(
@@ -2365,6 +3104,33 @@ for _q in ("pgbook.worlds.bandits.SoftmaxPolicy.scores",
            "pgbook.worlds.bandits.SoftmaxPolicy.scores (linear)"):
     SPECS[_q].flag("autograd")
 
+# parameters added by chapter 16: the teacher of method_loss and grpo_train
+SPECS["pgbook.methods.method_loss"].bad(
+    "teacher_logp for a method without a teacher", dict(teacher_logp=REF), "teacher_logp").bad(
+    "a teacher method without teacher_logp", dict(name="OPD"), "teacher_logp").bad(
+    "NaN teacher_logp on a response token", dict(name="OPD", teacher_logp=_with(REF, NAN)),
+    "teacher_logp").bad("teacher_logp of another shape",
+                        dict(name="OPD", teacher_logp=REF[:, :3]), "teacher_logp").bad(
+    "teacher_logp on another device", dict(name="OPD", teacher_logp=REF.to("meta")), "device").bad(
+    "a negative teacher_coef", dict(name="OPD", teacher_logp=REF, teacher_coef=-1.0),
+    "teacher_coef").bad("NaN teacher_coef", dict(name="OPD", teacher_logp=REF, teacher_coef=NAN),
+                        "teacher_coef").bad(
+    "teacher_coef for a method without a teacher", dict(teacher_coef=0.5), "teacher_coef")
+TEACHER_GPT = WG.GPT(CFG)
+SPECS["pgbook.train.grpo.grpo_train"].bad(
+    "a teacher that is no model", dict(teacher="gpt"), "teacher").bad(
+    "a teacher method without a teacher", dict(method="OPD"), "teacher").bad(
+    "the model as its own teacher", dict(model=MODEL, teacher=MODEL), "teacher").bad(
+    "a teacher on another device", dict(teacher=META_MODEL), "teacher").bad(
+    "a negative teacher_coef", dict(teacher=TEACHER_GPT, teacher_coef=-1.0), "teacher_coef").bad(
+    "NaN teacher_coef", dict(teacher=TEACHER_GPT, teacher_coef=NAN), "teacher_coef").bad(
+    "teacher_coef without a teacher", dict(teacher_coef=0.5), "teacher_coef").bad(
+    "an unknown teacher_signal", dict(teacher=TEACHER_GPT, teacher_signal="kl"),
+    "teacher_signal").bad("a teacher_signal without a teacher", dict(teacher_signal="reverse_kl"),
+                          "teacher").bad(
+    "an unknown teacher_gate", dict(teacher=TEACHER_GPT, teacher_gate="never"), "teacher_gate")
+
+
 
 # Abstract methods and types whose every argument is acceptable: no bad input exists.
 EXEMPT = {
@@ -2372,6 +3138,9 @@ EXEMPT = {
     "pgbook.worlds.seqlm.SeqPolicy.logits": "abstract (MLPPolicy, TabularPolicy, Tempered)",
     "pgbook.exact.critic.SeqCritic.values": "abstract (MLPCritic, TabularCritic)",
     "pgbook.worlds.tasks.Task.solve": "abstract (Reverse, SortDigits, Add)",
+    "pgbook.worlds.envs.Env.reset": "abstract (LookupEnv)",
+    "pgbook.worlds.envs.Env.step": "abstract (LookupEnv)",
+    "pgbook.worlds.envs.Env.step_text": "abstract (LookupEnv)",
     "pgbook.exercises.Wrong": "an exception type: any message is a message",
     "pgbook._validate.UnknownOptionError": "an exception type: any message is a message",
 }

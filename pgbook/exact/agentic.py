@@ -14,16 +14,30 @@ for any per-token weights w (outcome, turn-level returns, baselines) and any los
 (the policy-token mask, or one that also lets the observation tokens in). The first is the
 trajectory side (which tokens' log-probs enter), the second the reward side.
 
-Shapes: N trajectories, T positions, K turns, θ (P,). Functions run on the device and dtype
-of θ (the world's tensors are moved there).
+Shapes: N trajectories, T positions, K turns, θ (P,). Functions run on the device of θ (the
+world's tensors are moved there) and in its dtype (float32 for a low-precision θ).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
-from .._validate import check_shape, check_tensor
+from .._validate import (
+    _is_meta,
+    check_finite,
+    check_finite_where,
+    check_index,
+    check_mask,
+    check_option,
+    check_positive,
+    check_same_device,
+    check_shape,
+    check_tensor,
+    work_dtype,
+)
 from ..worlds.agentic import Episodes, LookupWorld
 from ..worlds.seqlm import SeqPolicy
 
@@ -51,12 +65,70 @@ __all__ = [
 ]
 
 
+def _check(policy: SeqPolicy, theta: Tensor, ep: Episodes | None = None, *,
+           values: bool = False) -> None:
+    """A policy, its θ (P,) (finite) and, when given, episodes that fit the policy's space.
+    ``values``: the function reads values (groups of tasks, sampling): refused on meta."""
+    if not isinstance(policy, SeqPolicy):
+        raise ValueError(f"policy: expected a SeqPolicy (e.g. a MarkovMLPPolicy on the world's "
+                         f"space), got {type(policy).__name__}")
+    check_tensor(theta, "theta", ndim=1, floating=True)
+    if theta.shape[0] != policy.n_params:
+        raise ValueError(f"theta: expected shape ({policy.n_params},) for {type(policy).__name__}, "
+                         f"got {tuple(theta.shape)}")
+    check_finite(theta, "theta")
+    if values and _is_meta(theta):
+        raise ValueError("theta: this function reads values (the tasks' groups); the meta device "
+                         "has none")
+    if ep is None:
+        return
+    if not isinstance(ep, Episodes):
+        raise ValueError(f"ep: expected pgbook.worlds.agentic.Episodes (LookupWorld.enumerate()), "
+                         f"got {type(ep).__name__}")
+    T = policy.space.T
+    if ep.tokens.dim() != 2 or ep.tokens.shape[1] != T:
+        raise ValueError(f"ep: expected episodes of T = {T} tokens (the policy's space), got "
+                         f"tokens of shape {tuple(ep.tokens.shape)}")
+    check_index(ep.tokens, "ep.tokens", policy.space.V)
+    check_index(ep.x, "ep.x", policy.space.X)
+
+
+def _loss_mask(mask: Tensor | None, e: Episodes, theta: Tensor) -> Tensor:
+    """The loss mask c (N, T) in θ's dtype: the policy-token mask by default, else ``mask``
+    (0/1, not all zero, on θ's device)."""
+    if mask is None:
+        return e.policy_mask
+    check_mask(mask, "mask", tuple(e.tokens.shape))
+    check_same_device(theta=theta, mask=mask)
+    return mask.to(work_dtype(theta.dtype))
+
+
+def _weights(weights: Tensor, m: Tensor, e: Episodes, theta: Tensor) -> Tensor:
+    """Per-token weights (N, T), finite where the mask is 1, on θ's device."""
+    check_shape(weights, "weights", tuple(e.tokens.shape))
+    check_same_device(theta=theta, weights=weights)
+    check_finite_where(weights, m, "weights")
+    return weights.detach().to(work_dtype(theta.dtype))
+
+
+def _rewards(rewards: Tensor, ep: Episodes, theta: Tensor) -> Tensor:
+    """R (N,) given per trajectory: floating, finite, on θ's device; in θ's dtype."""
+    check_tensor(rewards, "rewards", ndim=1, floating=True)
+    if rewards.shape[0] != len(ep):
+        raise ValueError(f"rewards: expected shape ({len(ep)},) (one per trajectory), got "
+                         f"{tuple(rewards.shape)}")
+    check_same_device(theta=theta, rewards=rewards)
+    check_finite(rewards, "rewards")
+    return rewards.to(work_dtype(theta.dtype))
+
+
 def _on(ep: Episodes, theta: Tensor) -> Episodes:
-    """The episodes' tensors on θ's device, floating fields in θ's dtype."""
+    """The episodes' tensors on θ's device, floating fields in θ's working dtype (float32 for
+    low-precision θ, where the policies' log-probabilities are computed)."""
     out = {}
     for f in ep.__dataclass_fields__:
         v = getattr(ep, f)
-        out[f] = v.to(device=theta.device, dtype=theta.dtype) if v.is_floating_point() \
+        out[f] = v.to(device=theta.device, dtype=work_dtype(theta.dtype)) if v.is_floating_point() \
             else v.to(theta.device)
     return Episodes(**out)
 
@@ -68,9 +140,9 @@ def episode_logprobs(policy: SeqPolicy, theta: Tensor, ep: Episodes, mask: Tenso
     any other mask gives the log of a *different* product (e.g. one that also scores the
     observation tokens as if the policy had written them, which is not a probability of τ).
     """
+    _check(policy, theta, ep)
     ep = _on(ep, theta)
-    m = ep.policy_mask if mask is None else mask.to(theta.dtype)
-    check_shape(m, "mask", tuple(ep.tokens.shape))
+    m = _loss_mask(mask, ep, theta)
     lp = policy.token_logprobs(theta, ep.x, ep.tokens)
     return ep.env_logp + torch.where(m > 0, lp, torch.zeros_like(lp)).sum(-1)
 
@@ -82,24 +154,39 @@ def episode_probs(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> Tensor:
 
 def exact_J(policy: SeqPolicy, theta: Tensor, ep: Episodes, rewards: Tensor | None = None) -> Tensor:
     """J(θ) = Σ_τ p_θ(τ) R(τ) (R = Σ_k r_k by default, or ``rewards`` (N,)); differentiable."""
-    R = _on(ep, theta).rewards if rewards is None else rewards.to(theta.dtype)
+    _check(policy, theta, ep)
+    R = _on(ep, theta).rewards if rewards is None else _rewards(rewards, ep, theta)
     return episode_probs(policy, theta, ep) @ R
 
 
 def exact_gradient(policy: SeqPolicy, theta: Tensor, ep: Episodes, rewards: Tensor | None = None) -> Tensor:
     """∇J(θ), (P,), by autograd through the enumerated sum (only the π_θ factors depend on θ)."""
+    _check(policy, theta, ep)                    # the checks, before entering the transform
+    if rewards is not None:
+        _rewards(rewards, ep, theta)
     return torch.func.grad(lambda t: exact_J(policy, t, ep, rewards))(theta.detach())
 
 
-def emission_probability(policy: SeqPolicy, theta: Tensor, ep: Episodes, token_ids) -> Tensor:
+def emission_probability(policy: SeqPolicy, theta: Tensor, ep: Episodes,
+                         token_ids: Iterable[int]) -> Tensor:
     """P_θ(the policy itself emits one of ``token_ids`` in some turn), a 0-dim tensor.
 
-    With the environment's tokens as ``token_ids`` this is the probability that the policy
-    writes tool output instead of acting: a hallucinated observation. Differentiable."""
+    With the environment's tokens as ``token_ids`` (e.g. :attr:`LookupWorld.env_ids`) this is
+    the probability that the policy writes tool output instead of acting: a hallucinated
+    observation. ``token_ids``: a non-empty sequence of token ids in [0, V). Differentiable."""
+    _check(policy, theta, ep)
+    V = policy.space.V
+    if isinstance(token_ids, (str, bytes)) or not isinstance(token_ids, Iterable):
+        raise ValueError(f"token_ids: expected a sequence of token ids, got {token_ids!r}")
+    ids_list = token_ids.tolist() if isinstance(token_ids, Tensor) else list(token_ids)
+    if not ids_list or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < V
+                               for i in ids_list):
+        raise ValueError(f"token_ids: expected one or more token ids in [0, {V}), got "
+                         f"{ids_list!r}")
     e = _on(ep, theta)
-    ids = torch.as_tensor(list(token_ids), device=e.tokens.device)
+    ids = torch.tensor(ids_list, device=e.tokens.device)
     hit = (torch.isin(e.tokens, ids) & (e.policy_mask > 0)).any(-1)
-    return episode_probs(policy, theta, ep) @ hit.to(theta.dtype)
+    return episode_probs(policy, theta, ep) @ hit.to(work_dtype(theta.dtype))
 
 
 def state_values(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> tuple[Tensor, Tensor]:
@@ -108,7 +195,9 @@ def state_values(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> tuple[Tensor
     V(x, s) = E[R | x, s] (the group mean of GRPO with infinitely many samples);
     V_anchor(τ, k) = E[G_{k'} | x, s, anchor_{k'} = anchor_k(τ)], the mean return-to-go over
     every turn, at any step, that starts from the same observation in the same task (GiGPO's
-    step group with infinitely many samples; G_k = Σ_{k'≥k} r_{k'}). 0 for turns not taken."""
+    step group with infinitely many samples; G_k = Σ_{k'≥k} r_{k'}). 0 for turns not taken.
+    Not on the meta device (the tasks' groups are read from values)."""
+    _check(policy, theta, ep, values=True)
     e = _on(ep, theta)
     with torch.no_grad():
         p = episode_probs(policy, theta, ep)
@@ -130,7 +219,14 @@ def state_values(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> tuple[Tensor
 
 
 def turn_returns_exact(turn_rewards: Tensor, gamma: float = 1.0) -> Tensor:
-    """G_k = Σ_{k'≥k} γ^{k'−k} r_{k'}, (N, K)."""
+    """G_k = Σ_{k'≥k} γ^{k'−k} r_{k'}, (*N, K) (``turn_rewards`` floating, finite; γ ∈ [0, 1])."""
+    check_tensor(turn_rewards, "turn_rewards", floating=True)
+    if turn_rewards.dim() < 1:
+        raise ValueError(f"turn_rewards: expected shape (*N, K), got {tuple(turn_rewards.shape)}")
+    check_finite(turn_rewards, "turn_rewards")
+    gamma = check_positive(gamma, "gamma", allow_zero=True)
+    if gamma > 1:
+        raise ValueError(f"gamma: expected a discount in [0, 1], got {gamma}")
     K = turn_rewards.shape[-1]
     out = torch.zeros_like(turn_rewards)
     run = torch.zeros_like(turn_rewards[..., 0])
@@ -155,8 +251,8 @@ def credit_weights(policy: SeqPolicy, theta: Tensor, ep: Episodes, credit: str =
     All three are unbiased for ∇J with the policy-token mask (the baselines do not depend on
     the action they multiply; a turn's action cannot change rewards paid before it).
     """
-    if credit not in CREDITS:
-        raise ValueError(f"credit: expected one of {CREDITS}, got {credit!r}")
+    check_option(credit, "credit", CREDITS)
+    _check(policy, theta, ep, values=True)
     e = _on(ep, theta)
     V, Va = state_values(policy, theta, ep)
     k = e.turn_ids.clamp_min(0)
@@ -176,13 +272,12 @@ def expected_gradient(policy: SeqPolicy, theta: Tensor, ep: Episodes, weights: T
     ``weights`` (N, T) (held fixed), ``mask`` c (N, T) defaults to the policy-token mask;
     pass ``policy_mask + obs_mask`` to score the observation tokens as if the policy had
     written them. One backward pass through Σ_τ sg[p_θ(τ)] Σ_t c_t w_t log π_θ(y_t|h_t)."""
+    _check(policy, theta, ep)
     e = _on(ep, theta)
-    m = e.policy_mask if mask is None else mask.to(theta.dtype)
-    check_shape(weights, "weights", tuple(e.tokens.shape))
-    check_shape(m, "mask", tuple(e.tokens.shape))
+    m = _loss_mask(mask, e, theta)
+    w = _weights(weights, m, e, theta)
     with torch.no_grad():
         q = episode_probs(policy, theta, ep)
-    w = weights.detach().to(theta.dtype)
 
     def f(t):
         lp = policy.token_logprobs(t, e.x, e.tokens)
@@ -194,17 +289,17 @@ def expected_gradient(policy: SeqPolicy, theta: Tensor, ep: Episodes, weights: T
 def per_episode_gradients(policy: SeqPolicy, theta: Tensor, ep: Episodes, weights: Tensor,
                           mask: Tensor | None = None) -> Tensor:
     """g(τ) = Σ_t c_t w_t ∇log π_θ(y_t|h_t) for every trajectory, (N, P) (``vmap(grad)``)."""
+    _check(policy, theta, ep)
     e = _on(ep, theta)
-    m = e.policy_mask if mask is None else mask.to(theta.dtype)
-    check_shape(weights, "weights", tuple(e.tokens.shape))
-    check_shape(m, "mask", tuple(e.tokens.shape))
+    m = _loss_mask(mask, e, theta)
+    w = _weights(weights, m, e, theta)
 
     def one(t, x, tok, mk, w):
         lp = policy.token_logprobs(t, x, tok)
         return torch.where(mk > 0, w * lp, torch.zeros_like(lp)).sum()
 
     return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0, 0, 0))(
-        theta.detach(), e.x, e.tokens, m, weights.detach().to(theta.dtype))
+        theta.detach(), e.x, e.tokens, m, w)
 
 
 def estimator_moments(policy: SeqPolicy, theta: Tensor, ep: Episodes, weights: Tensor,
@@ -256,10 +351,9 @@ def expected_update(policy: SeqPolicy, theta: Tensor, ep: Episodes, credit: str 
     token-level estimator with :func:`credit_weights` ``credit`` and the loss mask ``mask``
     (``"policy"``: the policy's tokens; ``"all"``: the observation tokens too, as if the
     policy had written them), and J(θ). With ``mask="policy"`` E[ĝ] = ∇J exactly."""
-    if credit not in CREDITS:
-        raise ValueError(f"credit: expected one of {CREDITS}, got {credit!r}")
-    if mask not in MASKS:
-        raise ValueError(f"mask: expected one of {MASKS}, got {mask!r}")
+    check_option(credit, "credit", CREDITS)
+    check_option(mask, "mask", MASKS)
+    _check(policy, theta, ep, values=True)
     e = _on(ep, theta)
     t = theta.detach().requires_grad_()
     with torch.enable_grad():
@@ -283,6 +377,14 @@ def reply_probability(policy: SeqPolicy, theta: Tensor, world: LookupWorld) -> T
     The environment always writes these tokens in a rollout, so this is what the policy
     would write in the environment's place: 0 for a policy trained only on its own tokens
     (it never learned to), up to 1 for one trained on the tool's output as its own text."""
+    if not isinstance(world, LookupWorld):
+        raise ValueError(f"world: expected a pgbook.worlds.agentic.LookupWorld, got "
+                         f"{type(world).__name__}")
+    _check(policy, theta)
+    if (policy.space.X, policy.space.V, policy.space.T) != (world.X, world.V, world.T):
+        raise ValueError(f"world: expected the world of the policy's space (X, V, T) = "
+                         f"{(policy.space.X, policy.space.V, policy.space.T)}, got "
+                         f"{(world.X, world.V, world.T)}")
     X, S, n_obs, T = world.X, world.S, world.O, world.T
     dev = theta.device
     tok = torch.full((X, S, T), world.ERR, dtype=torch.long, device=dev)
@@ -302,12 +404,12 @@ def per_turn_scores(policy: SeqPolicy, theta: Tensor, ep: Episodes, mask: Tensor
     Any estimator whose weights are constant within a turn is then a weighted sum,
     ĝ = (1/B) Σ_i Σ_k Â_{i,k} S_{τ_i,k}: Monte-Carlo estimates of thousands of sampled
     batches cost one matrix product (:func:`sampled_estimates`)."""
+    _check(policy, theta, ep)
     e = _on(ep, theta)
-    m = e.policy_mask if mask is None else mask.to(theta.dtype)
-    check_shape(m, "mask", tuple(e.tokens.shape))
+    m = _loss_mask(mask, e, theta)
     K = e.turn_rewards.shape[1]
-    onehot = torch.nn.functional.one_hot(e.turn_ids.clamp_min(0), K).to(theta.dtype)
-    onehot = onehot * ((e.turn_ids >= 0) & (m > 0)).to(theta.dtype)[..., None]   # (N, T, K)
+    onehot = torch.nn.functional.one_hot(e.turn_ids.clamp_min(0), K).to(work_dtype(theta.dtype))
+    onehot = onehot * ((e.turn_ids >= 0) & (m > 0)).to(work_dtype(theta.dtype))[..., None]   # (N, T, K)
 
     def one(t, x, tok, oh):
         lp = policy.token_logprobs(t, x, tok)
@@ -326,10 +428,15 @@ def sampled_estimates(scores: Tensor, idx: Tensor, turn_advantages: Tensor) -> T
     averaged over the batch (REINFORCE's aggregation). The coefficients of each batch are
     summed per (trajectory, turn) first, so the cost is one (M, N·K) × (N·K, P) product."""
     check_tensor(scores, "scores", ndim=3, floating=True)
+    check_finite(scores, "scores")
     N, K, P = scores.shape
     check_tensor(idx, "idx", ndim=2)
+    check_index(idx, "idx", N)
     M, B = idx.shape
     check_shape(turn_advantages, "turn_advantages", (M, B, K))
+    check_tensor(turn_advantages, "turn_advantages", floating=True)
+    check_finite(turn_advantages, "turn_advantages")
+    check_same_device(scores=scores, idx=idx, turn_advantages=turn_advantages)
     col = (idx[..., None] * K + torch.arange(K, device=idx.device)).reshape(M, -1)
     C = torch.zeros(M, N * K, dtype=scores.dtype, device=scores.device).scatter_add_(
         1, col, turn_advantages.reshape(M, -1).to(scores.dtype))
@@ -340,7 +447,8 @@ def answer_information(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> Tensor
     """I(s; answer) in nats: the mutual information, under p_θ, between the hidden value s
     and the episode's final answer token (no answer counts as one more outcome). 0 for a
     policy whose answers ignore the task (a template); log S for one that always answers s.
-    0-dim."""
+    0-dim. Not on the meta device."""
+    _check(policy, theta, ep, values=True)
     e = _on(ep, theta)
     with torch.no_grad():
         q = episode_probs(policy, theta, ep)
@@ -377,11 +485,14 @@ def stale_expected_gradient(policy: SeqPolicy, theta: Tensor, behaviour: Tensor,
     * ``"with_observations"``: the same with the observation tokens' π_θ(o)/π_b(o) also in w
       (as a trainer that scores every token would compute it): biased.
     """
-    if correction not in CORRECTIONS:
-        raise ValueError(f"correction: expected one of {CORRECTIONS}, got {correction!r}")
+    check_option(correction, "correction", CORRECTIONS)
+    _check(policy, theta, ep, values=True)
+    check_tensor(behaviour, "behaviour", floating=True)
+    check_same_device(theta=theta, behaviour=behaviour)
+    check_finite(behaviour, "behaviour")
     e = _on(ep, theta)
     K = e.turn_rewards.shape[1]
-    b = behaviour.detach().to(device=theta.device, dtype=theta.dtype)
+    b = behaviour.detach().to(dtype=theta.dtype)
     if b.dim() == 1:
         b = b.expand(K, -1)
     if tuple(b.shape) != (K, theta.shape[0]):

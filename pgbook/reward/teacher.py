@@ -49,8 +49,8 @@ import torch
 from torch import Tensor
 
 from .._validate import (
-    _is_meta,
     check_finite,
+    check_finite_where,
     check_mask,
     check_pair,
     check_positive,
@@ -114,13 +114,15 @@ def discounted_reward_to_go(token_rewards: Tensor, mask: Tensor, discount: float
         raise ValueError(f"token_rewards: expected shape (*B, T), got {tuple(token_rewards.shape)}")
     check_mask(mask, "mask", tuple(token_rewards.shape))
     check_same_device(token_rewards=token_rewards, mask=mask)
+    check_finite_where(token_rewards, mask, "token_rewards")
     gamma = check_positive(discount, "discount", allow_zero=True)
     if gamma > 1:
         raise ValueError(f"discount: expected a number in [0, 1], got {gamma}")
-    m = mask.to(token_rewards.dtype)
+    m = mask.to(torch.bool)                  # the mask selects; it is no factor (no gradient)
     if gamma == 1:
         return reward_to_go(token_rewards, mask)
-    r = token_rewards * m
+    r = torch.where(m, token_rewards, torch.zeros((), dtype=token_rewards.dtype,
+                                                  device=token_rewards.device))
     if gamma == 0:
         return r
     T = r.shape[-1]
@@ -129,7 +131,8 @@ def discounted_reward_to_go(token_rewards: Tensor, mask: Tensor, discount: float
     lag = idx[:, None] - idx[None, :]                            # s − t, rows s, columns t
     powers = torch.where(lag >= 0, torch.tensor(gamma, dtype=work, device=r.device)
                          ** lag.clamp(min=0).to(work), torch.zeros((), dtype=work, device=r.device))
-    return ((r.to(work) @ powers) * m.to(work)).to(r.dtype)
+    return torch.where(m, r.to(work) @ powers, torch.zeros((), dtype=work, device=r.device)
+                       ).to(r.dtype)
 
 
 def teacher_advantages(logp: Tensor, teacher_logp: Tensor, mask: Tensor, *,
@@ -222,6 +225,7 @@ def mix_teacher(advantages_tok: Tensor, teacher_adv: Tensor, mask: Tensor, *, co
     """
     check_tensor(advantages_tok, "advantages_tok", ndim=2, floating=True)
     check_pair(advantages_tok, teacher_adv, "advantages_tok", "teacher_adv")
+    check_tensor(teacher_adv, "teacher_adv", floating=True)
     check_mask(mask, "mask", tuple(advantages_tok.shape))
     check_same_device(advantages_tok=advantages_tok, mask=mask)
     lam = check_positive(coef, "coef", allow_zero=True)
@@ -235,9 +239,7 @@ def mix_teacher(advantages_tok: Tensor, teacher_adv: Tensor, mask: Tensor, *, co
             raise ValueError(f"gate: expected shape ({advantages_tok.shape[0]},) (one per "
                              f"response), got {tuple(gate.shape)}")
         check_same_device(advantages_tok=advantages_tok, gate=gate)
-        if gate.is_floating_point() and not _is_meta(gate) and \
-                bool(((gate != 0) & (gate != 1)).any()):
-            raise ValueError("gate: expected 0/1 or bool values, got others")
+        check_mask(gate, "gate", allow_all_zero=True)        # 0/1 or bool; may gate out all
         t = t * gate.to(work)[:, None]
     return torch.where(m, a + lam * t, torch.zeros((), dtype=work, device=a.device)).to(
         advantages_tok.dtype)
@@ -274,6 +276,7 @@ def opd_advantages(advantages: Tensor, logp: Tensor, teacher_logp: Tensor, mask:
             raise ValueError(f"rewards, group_size: gate {gate!r} needs the sequence rewards "
                              f"and the group size")
         check_positive_int(group_size, "group_size")
+        check_tensor(rewards, "rewards", ndim=1)
         if tuple(rewards.shape) != (logp.shape[0],):
             raise ValueError(f"rewards: expected shape ({logp.shape[0]},), got "
                              f"{tuple(rewards.shape)}")

@@ -38,12 +38,13 @@ from torch import Tensor
 from .._validate import (
     _is_meta,
     check_finite,
+    check_flag,
     check_mask,
+    check_number,
     check_options,
     check_positive,
     check_positive_int,
     check_same_device,
-    check_shape,
     check_tensor,
     work_dtype,
 )
@@ -116,6 +117,7 @@ def turns_to_tokens(turn_values: Tensor, turn_ids: Tensor, mask: Tensor | None =
     policy-token mask. Factor of J(θ): reward.
     """
     check_tensor(turn_values, "turn_values", ndim=2, floating=True)
+    check_finite(turn_values, "turn_values")
     check_tensor(turn_ids, "turn_ids", ndim=2)
     if turn_ids.is_floating_point() or turn_ids.dtype == torch.bool:
         raise ValueError(f"turn_ids: expected an integer tensor, got dtype {turn_ids.dtype}")
@@ -130,7 +132,7 @@ def turns_to_tokens(turn_values: Tensor, turn_ids: Tensor, mask: Tensor | None =
                          f"[{int(turn_ids.min())}, {int(turn_ids.max())}]")
     live = turn_ids >= 0
     if mask is not None:
-        check_shape(mask, "mask", tuple(turn_ids.shape))
+        check_mask(mask, "mask", tuple(turn_ids.shape), allow_all_zero=True)
         check_same_device(turn_ids=turn_ids, mask=mask)
         live = live & mask.to(torch.bool)
     w = torch.gather(turn_values, 1, turn_ids.clamp_min(0))
@@ -161,6 +163,7 @@ def turn_rtg_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tens
     """
     r, m = _check_turns(turn_rewards, turn_mask, group_size)
     check_positive(std_eps, "std_eps", allow_zero=True)
+    check_flag(scale, "scale")
     G = turn_returns(r, gamma, m)
     R = torch.where(m, r, torch.zeros_like(r)).sum(1).view(-1, group_size)
     mu = R.mean(1, keepdim=True).expand(-1, group_size).reshape(-1, 1)
@@ -193,12 +196,12 @@ def mt_grpo_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tenso
     """
     r, m = _check_turns(turn_rewards, turn_mask, group_size)
     check_positive(std_eps, "std_eps", allow_zero=True)
-    turn_coef = float(turn_coef)
+    turn_coef = check_number(turn_coef, "turn_coef")
     N, K = r.shape
     if tool_turns is None:
         tool = torch.zeros_like(m)
     else:
-        check_shape(tool_turns, "tool_turns", (N, K))
+        check_mask(tool_turns, "tool_turns", (N, K), allow_all_zero=True)
         check_same_device(turn_rewards=turn_rewards, tool_turns=tool_turns)
         tool = tool_turns.to(torch.bool) & m
     rm = torch.where(m, r, torch.zeros_like(r))
@@ -227,7 +230,9 @@ def _cluster_stats(values: Tensor, cluster: Tensor, weights: Tensor, n_clusters:
     mean = s1 / cnt.clamp_min(1)
     dev2 = torch.zeros_like(cnt).index_add(0, cluster, weights * (values - mean[cluster]) ** 2)
     var = dev2 / (cnt - 1 if unbiased else cnt).clamp_min(1)
-    return cnt, mean, var.sqrt()
+    pos = var > 0                # √ at 0 has an infinite derivative: 0 there, by a double where
+    sd = torch.where(pos, torch.where(pos, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
+    return cnt, mean, sd
 
 
 @register("advantage", "gigpo", side="reward", form="turn",
@@ -256,7 +261,8 @@ def gigpo_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tensor 
     """
     r, m = _check_turns(turn_rewards, turn_mask, group_size)
     check_positive(std_eps, "std_eps", allow_zero=True)
-    step_weight = float(step_weight)
+    step_weight = check_number(step_weight, "step_weight")
+    check_flag(std_normalise, "std_normalise")
     N, K = r.shape
     if anchors is None:
         anchors = torch.arange(K, device=r.device).expand(N, K)
@@ -268,6 +274,9 @@ def gigpo_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tensor 
     if _is_meta(turn_rewards):
         raise ValueError("turn_rewards: anchor-state grouping depends on the values (which turns "
                          "share an observation); the meta device has none")
+    if not _is_meta(anchors) and bool((anchors[m] < 0).any()):
+        raise ValueError(f"anchors: expected ids ≥ 0 on every turn taken (−1 marks a turn not "
+                         f"taken), got {int((anchors[m] < 0).sum())} negative id(s) there")
     rm = torch.where(m, r, torch.zeros_like(r))
     R = rm.sum(1)
     grp = torch.arange(N // group_size, device=r.device).repeat_interleave(group_size)

@@ -27,14 +27,17 @@ import torch
 from torch import Tensor, nn
 
 from .._validate import (
+    check_flag,
     check_generator,
+    check_number,
     check_positive,
     check_positive_int,
     make_generator,
     reject_unknown_options,
     unknown_options,
+    work_dtype,
 )
-from ..exact.agentic import CREDITS, MASKS, expected_update, reply_probability
+from ..exact.agentic import CREDITS, MASKS, _check, expected_update, reply_probability
 from ..methods import policy_loss
 from ..registry import components, resolve
 from ..reward.advantages import broadcast_to_tokens, compute_advantages
@@ -63,10 +66,32 @@ __all__ = [
 
 
 # -- the tiny GPT in a tool environment --------------------------------------------------------
+def _check_env(env: Env) -> Env:
+    if not isinstance(env, Env):
+        raise ValueError(f"env: expected a pgbook.worlds.envs.Env (e.g. a LookupEnv), got "
+                         f"{type(env).__name__}")
+    return env
+
+
+def _check_model(model: nn.Module) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected a torch.nn.Module (a pgbook.worlds.gpt.GPT), got "
+                         f"{type(model).__name__}")
+    return model
+
+
+def _check_options(options: dict | None, name: str = "advantage_options") -> dict:
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(f"{name}: expected a dict of estimator options or None, got "
+                         f"{type(options).__name__}")
+    return dict(options or {})
+
+
 def agent_config(env: Env, **overrides) -> GPTConfig:
     """The book's GPT for ``env``: its vocabulary, a block as long as a rollout, and
     :class:`~pgbook.worlds.gpt.GPTConfig`'s defaults (one block, 2 heads, 32 channels);
     ``overrides`` replace any field."""
+    _check_env(env)
     unknown_options("agent_config", overrides, GPTConfig.__dataclass_fields__)
     kw = {"vocab_size": env.tokenizer.vocab_size, "block_size": env.max_len, **overrides}
     return GPTConfig(**kw)
@@ -84,9 +109,11 @@ def pretrain_agent(env: Env, seed: int = 0, steps: int = 100, batch_size: int = 
     negative log-likelihood on the **policy's tokens only** (the tool's replies are
     masked: they are not the policy's text). Factor of J(θ): trajectory (weighted MLE, A = 1).
     """
+    _check_env(env)
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
     check_positive(lr, "lr")
+    check_flag(progress, "progress")
     from tqdm.auto import trange
 
     model = GPT(agent_config(env, **config), make_generator(seed))
@@ -116,6 +143,8 @@ def evaluate_agent(model: nn.Module, env: Env, n: int, generator: torch.Generato
     J(θ)): ``{"success", "tool_rate" (episodes with a well-formed tool call), "outcomes"
     (share of each outcome over the turns taken, by name)}``. ``tool=False`` withholds the
     tool's replies (:func:`pgbook.worlds.agentic.rollout`)."""
+    _check_model(model)
+    _check_env(env)
     check_positive_int(n, "n")
     r = rollout(model, env, env.reset(n, generator), generator, temperature, tool=tool)
     taken = r.outcomes[r.outcomes >= 0]
@@ -136,6 +165,8 @@ def written_reply(model: nn.Module, env: Env, n: int, generator: torch.Generator
     stop sequence): ``marker`` near 1 means it writes a reply itself, and ``right`` how often
     that hallucinated value would be the store's (its first digit: one in ten for a guess).
     For :class:`pgbook.worlds.envs.LookupEnv`."""
+    _check_model(model)
+    _check_env(env)
     check_positive_int(n, "n")
     st = env.reset(n, generator)
     fill = torch.full_like(st.prompts[:, :1], 0)
@@ -190,7 +221,8 @@ class AgentHistory:
 
     def first_step(self, target: float, window: int = 5, name: str = "reward") -> int | None:
         """First step whose ``window``-step moving average of ``name`` is ≥ ``target``."""
-        hit = (self.smoothed(name, window) >= float(target)).nonzero()
+        target = check_number(target, "target")
+        hit = (self.smoothed(name, window) >= target).nonzero()
         return int(hit[0]) if hit.numel() else None
 
     def time_to(self, target: float, window: int = 5, name: str = "reward") -> float | None:
@@ -265,10 +297,8 @@ def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step
     """
     from tqdm.auto import trange
 
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(env, Env):
-        raise ValueError(f"env: expected a pgbook.worlds.envs.Env, got {type(env).__name__}")
+    _check_model(model)
+    _check_env(env)
     steps = check_positive_int(steps, "steps")
     n = check_positive_int(prompts_per_step, "prompts_per_step")
     G = check_positive_int(group_size, "group_size")
@@ -284,9 +314,12 @@ def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step
         max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
     tau = check_positive(temperature, "temperature")
     window = check_positive_int(window, "window")
+    if stop_at is not None:
+        stop_at = check_number(stop_at, "stop_at")
+    check_flag(progress, "progress")
     param = next(model.parameters())
     check_generator(generator, param.device)
-    options = dict(advantage_options or {})
+    options = _check_options(advantage_options)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     rec = {k: [] for k in AGENT_METRICS}
     bar = trange(steps, disable=not progress, desc=desc or f"GRPO in {type(env).__name__}")
@@ -345,6 +378,21 @@ def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step
 
 
 # -- the enumerable tree -------------------------------------------------------------------------
+def _check_world(policy: SeqPolicy, world: LookupWorld) -> LookupWorld:
+    """``world`` a LookupWorld of the policy's space (X, V, T)."""
+    if not isinstance(world, LookupWorld):
+        raise ValueError(f"world: expected a pgbook.worlds.agentic.LookupWorld, got "
+                         f"{type(world).__name__}")
+    if not isinstance(policy, SeqPolicy):
+        raise ValueError(f"policy: expected a SeqPolicy on the world's space (e.g. a "
+                         f"MarkovMLPPolicy), got {type(policy).__name__}")
+    if (policy.space.X, policy.space.V, policy.space.T) != (world.X, world.V, world.T):
+        raise ValueError(f"world: expected the world of the policy's space (X, V, T) = "
+                         f"{(policy.space.X, policy.space.V, policy.space.T)}, got "
+                         f"{(world.X, world.V, world.T)}")
+    return world
+
+
 @reject_unknown_options
 def exact_ascent(policy: SeqPolicy, theta: Tensor, world: LookupWorld, *, steps: int, lr: float,
                  credit: str = "outcome", mask: str = "policy") -> dict:
@@ -356,6 +404,8 @@ def exact_ascent(policy: SeqPolicy, theta: Tensor, world: LookupWorld, *, steps:
     "reply": (steps + 1,) (:func:`pgbook.exact.agentic.reply_probability`), "theta": θ at the
     end, "thetas": (steps + 1, P)}``.
     """
+    _check(policy, theta)
+    _check_world(policy, world)
     steps = check_positive_int(steps, "steps")
     lr = check_positive(lr, "lr")
     if credit not in CREDITS:
@@ -384,7 +434,7 @@ class TreeHistory:
     ``J`` (exact J(θ) before the step), ``reward`` (batch mean), ``reward_std`` (mean
     within-group std), ``zero_variance`` (share of groups with equal rewards),
     ``grad_norm`` (per run, before clipping), ``kept`` (share of groups kept). ``theta``
-    (R, P): the final parameters."""
+    (R, P): the final parameters, in θ's dtype (a bfloat16 θ trains in float32)."""
 
     J: Tensor
     reward: Tensor
@@ -424,6 +474,11 @@ def tree_grpo_train(policy: MarkovMLPPolicy, theta: Tensor, world: LookupWorld, 
     minimises −(1/B) Σ_i (1/L_i) Σ_t c_t Â_{i,t} log π_θ(y_t|h_t) with the loss mask c
     (``mask``: the policy's tokens, or ``"all"``). The loops run over steps only.
     """
+    _check(policy, theta)
+    _check_world(policy, world)
+    if not callable(getattr(policy, "table", None)):
+        raise ValueError(f"policy: expected a policy with a table of log-probabilities (a "
+                         f"MarkovMLPPolicy), got {type(policy).__name__}")
     steps = check_positive_int(steps, "steps")
     n = check_positive_int(prompts_per_step, "prompts_per_step")
     G = check_positive_int(group_size, "group_size")
@@ -438,9 +493,9 @@ def tree_grpo_train(policy: MarkovMLPPolicy, theta: Tensor, world: LookupWorld, 
     lr = check_positive(lr, "lr")
     check_generator(generator, theta.device)
     form = _check_advantage(advantage)
-    options = dict(advantage_options or {})
+    options = _check_options(advantage_options)
     ep = world.enumerate()
-    dev, dt = theta.device, theta.dtype
+    dev, dt = theta.device, work_dtype(theta.dtype)     # bfloat16 θ trains in float32
     tok_all = ep.tokens.to(dev)
     x_all = ep.x.to(dev)
     env_logp = ep.env_logp.to(device=dev, dtype=dt)
@@ -449,7 +504,7 @@ def tree_grpo_train(policy: MarkovMLPPolicy, theta: Tensor, world: LookupWorld, 
     lm_all = pm_all if mask == "policy" else (pm_all + ep.obs_mask.to(device=dev, dtype=dt))
     gid = ep.groups.to(dev)
     n_tasks = int(gid.max()) + 1
-    thetas = theta.detach().expand(R, -1).clone().requires_grad_()
+    thetas = theta.detach().to(dt).expand(R, -1).clone().requires_grad_()
     opt = torch.optim.Adam([thetas], lr=lr)
     rec = {k: [] for k in ("J", "reward", "reward_std", "zero_variance", "grad_norm", "kept")}
     B = n * G
@@ -493,7 +548,7 @@ def tree_grpo_train(policy: MarkovMLPPolicy, theta: Tensor, world: LookupWorld, 
         rec["grad_norm"].append(thetas.grad.detach().norm(dim=1))
         opt.step()
     out = {k: torch.stack(v).to(torch.float64).cpu() for k, v in rec.items()}
-    return TreeHistory(theta=thetas.detach(), **out)
+    return TreeHistory(theta=thetas.detach().to(theta.dtype), **out)
 
 
 @reject_unknown_options
@@ -503,6 +558,7 @@ def fit_demonstrations(policy: SeqPolicy, world: LookupWorld, *, p_tool: float =
     −Σ_τ q(τ) Σ_t m_t log π_θ(y_t|h_t) (q = :meth:`LookupWorld.demonstrations`, m the
     policy-token mask: the environment's tokens are not the policy's text), from
     N(0, scale²) weights drawn with seed ``seed``; float64 on the world's device."""
+    _check_world(policy, world)
     steps = check_positive_int(steps, "steps")
     lr = check_positive(lr, "lr")
     ep = world.enumerate()

@@ -25,16 +25,21 @@ score function throughout.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from .._validate import (
+    check_finite,
+    check_flag,
     check_generator,
     check_positive,
     check_positive_int,
+    check_same_device,
     check_tensor,
+    reject_unknown_options,
 )
 from ..registry import resolve
 from ..reward.advantages import grpo_advantage, zero_variance_groups
@@ -71,8 +76,25 @@ class SeqOPDHistory:
         return self.J.shape[1]
 
 
-def _per_run(value, R: int, name: str, dtype, device) -> Tensor:
-    t = torch.as_tensor(value, dtype=dtype, device=device)
+def _values(value: object, name: str) -> Tensor:
+    """A number, a bool or one per run (a sequence or a 1-D tensor) as a tensor."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ValueError(f"{name}: expected a number or one value per run, got {value!r}")
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{name}: expected a number or one value per run, got "
+                         f"{type(value).__name__} ({e})") from None
+    if t.dim() > 1 or not (t.is_floating_point() or t.dtype in (torch.bool, torch.int64,
+                                                                  torch.int32)):
+        raise ValueError(f"{name}: expected a number or one value per run (1-D), got a "
+                         f"{t.dtype} tensor of shape {tuple(t.shape)}")
+    return t
+
+
+def _per_run(value: object, R: int, name: str, dtype: torch.dtype,
+             device: torch.device) -> Tensor:
+    t = _values(value, name).to(dtype=dtype, device=device)
     if t.dim() == 0:
         t = t.expand(R)
     if t.shape != (R,):
@@ -81,10 +103,13 @@ def _per_run(value, R: int, name: str, dtype, device) -> Tensor:
     return t
 
 
+@reject_unknown_options
 def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
                     teacher_policy: SeqPolicy, teacher_theta: Tensor, *, steps: int,
                     prompts_per_step: int, group_size: int, lr: float,
-                    generator: torch.Generator, coef=1.0, use_verifier=True,
+                    generator: torch.Generator,
+                    coef: float | Sequence[float] | Tensor = 1.0,
+                    use_verifier: bool | Sequence[bool] | Tensor = True,
                     gate: str = "always",
                     discount: float = 0.0, runs: int | None = None, eval_every: int = 10,
                     std_eps: float = 1e-6, progress: bool = False,
@@ -109,6 +134,14 @@ def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
     """
     from tqdm.auto import trange
 
+    for name, pol in (("policy", policy), ("teacher_policy", teacher_policy)):
+        if not isinstance(pol, SeqPolicy):
+            raise ValueError(f"{name}: expected a pgbook.worlds.seqlm.SeqPolicy, got "
+                             f"{type(pol).__name__}")
+    if not isinstance(reward, SeqReward):
+        raise ValueError(f"reward: expected a pgbook.worlds.seqlm.SeqReward, got "
+                         f"{type(reward).__name__}")
+    check_flag(progress, "progress")
     steps = check_positive_int(steps, "steps")
     n_prompts = check_positive_int(prompts_per_step, "prompts_per_step")
     G = check_positive_int(group_size, "group_size")
@@ -124,17 +157,21 @@ def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
     check_tensor(theta, "theta", ndim=1, floating=True)
     if theta.shape[0] != policy.n_params:
         raise ValueError(f"theta: expected shape ({policy.n_params},), got {tuple(theta.shape)}")
+    check_finite(theta, "theta")
     check_generator(generator, theta.device)
     check_tensor(teacher_theta, "teacher_theta", floating=True)
     if teacher_theta.dim() not in (1, 2) or teacher_theta.shape[-1] != teacher_policy.n_params:
         raise ValueError(f"teacher_theta: expected shape ({teacher_policy.n_params},) or "
                          f"(R, {teacher_policy.n_params}), got {tuple(teacher_theta.shape)}")
+    check_finite(teacher_theta, "teacher_theta")
+    check_same_device(theta=theta, teacher_theta=teacher_theta)
     if teacher_policy.space is not policy.space and (
             teacher_policy.space.V, teacher_policy.space.T, teacher_policy.space.X) != (
             policy.space.V, policy.space.T, policy.space.X):
         raise ValueError("teacher_policy: expected a policy on the same space (X, V, T) as "
                          "the student")
-    sizes = {int(torch.as_tensor(v).numel()) for v in (coef, use_verifier)} | (
+    sizes = {int(_values(v, k).numel()) for k, v in (("coef", coef),
+                                                     ("use_verifier", use_verifier))} | (
         {teacher_theta.shape[0]} if teacher_theta.dim() == 2 else set())
     sizes.discard(1)
     if runs is not None:

@@ -74,6 +74,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -81,8 +82,11 @@ from torch import Tensor, nn
 from .. import methods as _methods
 from .._validate import (
     _is_meta,
-    check_finite,
+    check_finite_where,
+    check_flag,
     check_index,
+    check_mask,
+    check_number,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -96,6 +100,9 @@ from ..reward import advantages as _adv
 from ..reward.shaping import truncated_responses
 from ..worlds.gpt import EOS, logprobs, sample
 from .grpo import _on_policy_atol, _piece, _resolve, _trainer_logprobs, check_on_policy
+
+if TYPE_CHECKING:
+    from ..worlds.tasks import Task
 
 __all__ = [
     "CHECK_TOLERANCES",
@@ -163,14 +170,9 @@ def _all_gather(x: Tensor) -> Tensor:
 # The losses: row terms, the global normaliser, a shard's share, and the single-process view
 # =============================================================================================
 def _check_mask_values(mask: Tensor, name: str, shape: tuple) -> None:
-    """A 0/1 or bool mask of ``shape``; unlike a whole batch's mask, a shard's may be all zero."""
-    check_tensor(mask, name)
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(mask.shape)}")
-    if mask.is_floating_point() and not _is_meta(mask):
-        check_finite(mask, name)
-        if bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError(f"{name}: expected a 0/1 mask, got values other than 0 and 1")
+    """A 0/1 mask (bool, integer or floating) of ``shape``; unlike a whole batch's mask, a
+    shard's may be all zero."""
+    check_mask(mask, name, shape, allow_all_zero=True)
 
 
 def _aggregation_name(aggregation: str) -> str:
@@ -221,7 +223,10 @@ def row_terms(per_token_loss: Tensor, mask: Tensor, aggregation: str,
     check_tensor(per_token_loss, "per_token_loss", ndim=2, floating=True)
     _check_mask_values(mask, "mask", tuple(per_token_loss.shape))
     check_same_device(per_token_loss=per_token_loss, mask=mask)
+    check_finite_where(per_token_loss, mask, "per_token_loss")
     agg = _aggregation_name(aggregation)
+    if max_tokens is not None:
+        check_positive_int(max_tokens, "max_tokens")
     work = work_dtype(per_token_loss.dtype)
     m = mask.to(torch.bool)
     zero = torch.zeros((), dtype=work, device=per_token_loss.device)
@@ -245,6 +250,8 @@ def global_normaliser(mask: Tensor, aggregation: str, max_tokens: int | None = N
     check_tensor(mask, "mask", ndim=2)
     _check_mask_values(mask, "mask", tuple(mask.shape))
     agg = _aggregation_name(aggregation)
+    if max_tokens is not None:
+        check_positive_int(max_tokens, "max_tokens")
     c = _all_reduce_sum(_row_counts(mask, agg, max_tokens, torch.float64).sum())
     if not _is_meta(c) and not bool(c > 0):
         raise ValueError(f"mask: the global batch has no response in the loss (aggregation "
@@ -271,7 +278,8 @@ def shard_loss(per_token_loss: Tensor, mask: Tensor, aggregation: str, normalise
     """
     num, _ = row_terms(per_token_loss, mask, aggregation, max_tokens)
     W = _world()[0] if world_size is None else check_positive_int(world_size, "world_size")
-    c = torch.as_tensor(normaliser, dtype=num.dtype, device=num.device) \
+    c = torch.as_tensor(check_number(normaliser, "normaliser"), dtype=num.dtype,
+                        device=num.device) \
         if not isinstance(normaliser, Tensor) else normaliser.to(num.dtype)
     if c.dim() != 0:
         raise ValueError(f"normaliser: expected a scalar (0-dim tensor or number), got shape "
@@ -350,6 +358,11 @@ def group_layout(n_groups: int, group_size: int, world_size: int, micro_batches:
     if (n // W) % M:
         raise ValueError(f"micro_batches: expected a divisor of the {n // W} groups per rank, "
                          f"got {M}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: expected a torch.device or a name such as 'cpu', got "
+                         f"{device!r}") from None
     g = torch.arange(n, device=device)
     per_rank, per_mb = n // W, n // (W * M)
     shard = (g // per_rank) * M + (g % per_rank) // per_mb
@@ -376,6 +389,11 @@ def token_losses(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, 
     for name, x in (("advantages_tok", advantages_tok), ("mask", mask)):
         _methods._check_bt(x, name, logp)
     check_same_device(logp=logp, advantages_tok=advantages_tok, mask=mask)
+    check_mask(mask, "mask", allow_all_zero=True)    # a micro-batch may hold no loss token
+    check_finite_where(advantages_tok, mask, "advantages_tok")
+    if loss_options is not None and not isinstance(loss_options, dict):
+        raise ValueError(f"loss_options: expected a dict of the policy loss's options or None, "
+                         f"got {type(loss_options).__name__}")
     if old_logp is None:
         old_logp = logp.detach()
     _methods._check_bt(old_logp, "old_logp", logp)
@@ -467,9 +485,103 @@ def _rollout(model, task, prompts: Tensor, targets: Tensor, seeds: Tensor, group
             targets[groups.start:groups.stop].repeat_interleave(G, 0))
 
 
+def _check_run(a: dict, W: int, *, objects: bool = True) -> dict:
+    """Validate the arguments ``a`` of :func:`ddp_grpo_train` (all of them, by name) for W
+    ranks; ``objects=False`` skips the model and the task (the command line checks its
+    numbers before building them). Returns the normalised values. Raises ValueError."""
+    model, task, method, seed = a["model"], a["task"], a["method"], a["seed"]
+    if objects:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model: expected a torch.nn.Module (a pgbook.worlds.gpt.GPT), got "
+                             f"{type(model).__name__}")
+        for name in ("sample", "reward", "max_new_tokens", "prompt_len"):
+            if not hasattr(task, name):
+                raise ValueError(f"task: expected a pgbook.worlds.tasks.Task (with .{name}), got "
+                                 f"{type(task).__name__}")
+        ref_model = a["ref_model"]
+        if ref_model is not None and not isinstance(ref_model, nn.Module):
+            raise ValueError(f"ref_model: expected None or a torch.nn.Module (a frozen GPT), got "
+                             f"{type(ref_model).__name__}")
+        if ref_model is not None and ref_model is model:
+            raise ValueError("ref_model: expected a separate frozen model, got the trained model "
+                             "itself (its KL would always be 0)")
+    for name in ("partial_reward", "record_local", "progress"):
+        check_flag(a[name], name)
+    steps = check_positive_int(a["steps"], "steps")
+    n_prompts = check_positive_int(a["prompts_per_step"], "prompts_per_step")
+    G = check_positive_int(a["group_size"], "group_size")
+    if G < 2:
+        raise ValueError(f"group_size: expected at least 2 responses per prompt, got {G}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    mu = check_positive_int(a["epochs_per_batch"], "epochs_per_batch")
+    M = check_positive_int(a["micro_batches"], "micro_batches")
+    normalisation = a["normalisation"]
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation: expected one of {NORMALISATIONS}, got {normalisation!r}")
+    beta = check_positive(a["beta"], "beta", allow_zero=True)
+    lr = check_positive(a["lr"], "lr")
+    max_grad_norm = a["max_grad_norm"]
+    if max_grad_norm is not None:
+        max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
+    tau = check_positive(a["temperature"], "temperature")
+    for name, eps in (("eps_low", a["eps_low"]), ("eps_high", a["eps_high"])):
+        if eps is not None:
+            check_positive(eps, name)
+    if n_prompts % W:
+        raise ValueError(f"prompts_per_step: expected a multiple of the world size {W} (every "
+                         f"rank holds the same number of whole groups), got {n_prompts}")
+    k = n_prompts // W
+    if k % M:
+        raise ValueError(f"micro_batches: expected a divisor of the {k} groups per rank, got {M}")
+    param = device = None
+    if objects:
+        param = next(model.parameters(), None)
+        if param is None:
+            raise ValueError("model: expected a model with parameters, got none")
+        device = param.device
+        if device.type == "meta":
+            raise ValueError("model: training needs values (sampling, rewards); the meta device "
+                             "has none")
+
+    _methods.method(method)                      # an unknown name: "method: ..."
+    try:
+        cfg = _resolve(method, {"advantage": None, "policy_loss": None, "aggregation": None,
+                                "kl": None})
+    except ValueError as e:
+        raise ValueError(f"method: expected a language-model method of the GRPO family (a group "
+                         f"advantage), got {method!r}: {e}") from None
+    agg = _aggregation_name(cfg["aggregation"])
+    kl_name = cfg["kl"]
+    if kl_name == "kl_penalty":
+        raise ValueError(f"method: {method!r} uses PPO's KL penalty to π_old (chapter 07), not a "
+                         f"KL to a reference")
+    if kl_name == "none" and beta > 0:
+        raise ValueError(f"beta: method {method!r} has no KL term (kl='none'), so beta must be "
+                         f"0, got {beta}")
+    in_reward = get("kl", kl_name).form == "reward"
+    kl_loss = "none" if in_reward else kl_name
+    parts = _methods.method(method).resolved_parts()
+    shaping_fn = _piece("shaping", parts.get("shaping"), "rollout")
+    credit_fn = _piece("token_credit", parts.get("token_credit"), "entropy")
+    adv_options = {} if a["std_eps"] is None else \
+        {"std_eps": check_positive(a["std_eps"], "std_eps", allow_zero=True)}
+    advantage_options = a["advantage_options"]
+    if advantage_options is not None:
+        if not isinstance(advantage_options, dict) or "std_eps" in advantage_options:
+            raise ValueError(f"advantage_options: expected a dict of estimator options (std_eps "
+                             f"has its own argument), got {advantage_options!r}")
+        adv_options.update(advantage_options)
+    return dict(steps=steps, n_prompts=n_prompts, G=G, mu=mu, M=M, beta=beta, lr=lr,
+                max_grad_norm=max_grad_norm, tau=tau, k=k, device=device, param=param, cfg=cfg,
+                agg=agg, kl_name=kl_name, in_reward=in_reward, kl_loss=kl_loss,
+                shaping_fn=shaping_fn, credit_fn=credit_fn, adv_options=adv_options)
+
+
 @reject_unknown_options
-def ddp_grpo_train(model: nn.Module, task, *, steps: int, prompts_per_step: int, group_size: int,
-                   seed: int, method: str = "GRPO", beta: float = 0.0, ref_model=None,
+def ddp_grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: int,
+                   group_size: int, seed: int, method: str = "GRPO", beta: float = 0.0,
+                   ref_model: nn.Module | None = None,
                    epochs_per_batch: int = 1, micro_batches: int = 1,
                    eps_low: float | None = None, eps_high: float | None = None, lr: float = 1e-3,
                    max_grad_norm: float | None = 1.0, temperature: float = 1.0,
@@ -509,69 +621,22 @@ def ddp_grpo_train(model: nn.Module, task, *, steps: int, prompts_per_step: int,
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model: expected a torch.nn.Module (a pgbook.worlds.gpt.GPT), got "
-                         f"{type(model).__name__}")
-    for name in ("sample", "reward", "max_new_tokens", "prompt_len"):
-        if not hasattr(task, name):
-            raise ValueError(f"task: expected a pgbook.worlds.tasks.Task (with .{name}), got "
-                             f"{type(task).__name__}")
-    steps = check_positive_int(steps, "steps")
-    n_prompts = check_positive_int(prompts_per_step, "prompts_per_step")
-    G = check_positive_int(group_size, "group_size")
-    if G < 2:
-        raise ValueError(f"group_size: expected at least 2 responses per prompt, got {G}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
-    mu = check_positive_int(epochs_per_batch, "epochs_per_batch")
-    M = check_positive_int(micro_batches, "micro_batches")
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation: expected one of {NORMALISATIONS}, got {normalisation!r}")
-    beta = check_positive(beta, "beta", allow_zero=True)
-    lr = check_positive(lr, "lr")
-    if max_grad_norm is not None:
-        max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
-    tau = check_positive(temperature, "temperature")
-    for name, eps in (("eps_low", eps_low), ("eps_high", eps_high)):
-        if eps is not None:
-            check_positive(eps, name)
     W, rank = _world()
-    if n_prompts % W:
-        raise ValueError(f"prompts_per_step: expected a multiple of the world size {W} (every "
-                         f"rank holds the same number of whole groups), got {n_prompts}")
-    k = n_prompts // W
-    if k % M:
-        raise ValueError(f"micro_batches: expected a divisor of the {k} groups per rank, got {M}")
-    param = next(model.parameters(), None)
-    if param is None:
-        raise ValueError("model: expected a model with parameters, got none")
-    device = param.device
-    if device.type == "meta":
-        raise ValueError("model: training needs values (sampling, rewards); the meta device "
-                         "has none")
-
-    cfg = _resolve(method, {"advantage": None, "policy_loss": None, "aggregation": None,
-                            "kl": None})
-    agg = _aggregation_name(cfg["aggregation"])
-    kl_name = cfg["kl"]
-    if kl_name == "kl_penalty":
-        raise ValueError(f"method: {method!r} uses PPO's KL penalty to π_old (chapter 07), not a "
-                         f"KL to a reference")
-    if kl_name == "none" and beta > 0:
-        raise ValueError(f"beta: method {method!r} has no KL term (kl='none'), so beta must be "
-                         f"0, got {beta}")
-    in_reward = get("kl", kl_name).form == "reward"
-    kl_loss = "none" if in_reward else kl_name
-    parts = _methods.method(method).resolved_parts()
-    shaping_fn = _piece("shaping", parts.get("shaping"), "rollout")
-    credit_fn = _piece("token_credit", parts.get("token_credit"), "entropy")
-    adv_options = {} if std_eps is None else {"std_eps": check_positive(std_eps, "std_eps",
-                                                                        allow_zero=True)}
-    if advantage_options is not None:
-        if not isinstance(advantage_options, dict) or "std_eps" in advantage_options:
-            raise ValueError(f"advantage_options: expected a dict of estimator options (std_eps "
-                             f"has its own argument), got {advantage_options!r}")
-        adv_options.update(advantage_options)
+    c = _check_run(dict(model=model, task=task, steps=steps, prompts_per_step=prompts_per_step,
+                        group_size=group_size, seed=seed, method=method, beta=beta,
+                        ref_model=ref_model, epochs_per_batch=epochs_per_batch,
+                        micro_batches=micro_batches, eps_low=eps_low, eps_high=eps_high, lr=lr,
+                        max_grad_norm=max_grad_norm, temperature=temperature, std_eps=std_eps,
+                        partial_reward=partial_reward, normalisation=normalisation,
+                        record_local=record_local, advantage_options=advantage_options,
+                        progress=progress), W)
+    steps, n_prompts, G, mu, M, beta, lr = (c[k] for k in ("steps", "n_prompts", "G", "mu", "M",
+                                                           "beta", "lr"))
+    max_grad_norm, tau, k, device, param = (c[k] for k in ("max_grad_norm", "tau", "k", "device",
+                                                           "param"))
+    cfg, agg, kl_name, in_reward, kl_loss = (c[k] for k in ("cfg", "agg", "kl_name", "in_reward",
+                                                            "kl_loss"))
+    shaping_fn, credit_fn, adv_options = c["shaping_fn"], c["credit_fn"], c["adv_options"]
     if ref_model is None:
         ref_model = copy.deepcopy(model)
     elif ref_model is model:
@@ -720,7 +785,8 @@ def _worker(rank: int, nproc: int, init_file: str, model, ref_model, task, runs:
 
 
 @reject_unknown_options
-def launch(model: nn.Module, task, runs: list[dict], *, nproc: int, ref_model=None,
+def launch(model: nn.Module, task: Task, runs: list[dict], *, nproc: int,
+           ref_model: nn.Module | None = None,
            device: str = "cpu", start_method: str | None = None,
            timeout_s: float = 300.0) -> list[DDPHistory]:
     """Run :func:`ddp_grpo_train` on ``nproc`` processes (ranks) of this machine and return
@@ -759,11 +825,19 @@ def launch(model: nn.Module, task, runs: list[dict], *, nproc: int, ref_model=No
                          f"arguments, got {runs!r}")
     accepted = set(inspect.signature(ddp_grpo_train).parameters) - {"model", "task",
                                                                     "ref_model"}
+    defaults = {k: p.default for k, p in inspect.signature(ddp_grpo_train).parameters.items()}
     for r in runs:
         unknown = sorted(set(r) - accepted)
         if unknown:
             raise ValueError(f"runs: ddp_grpo_train takes no option {unknown} (its options: "
                              f"{sorted(accepted)})")
+        missing = sorted(k for k in accepted if k not in r and defaults[k] is inspect._empty)
+        if missing:
+            raise ValueError(f"runs: a run without ddp_grpo_train's required options {missing}")
+        # every run's values, before a process starts (a bad one would fail in every rank)
+        _check_run({**defaults, **r, "model": model, "task": task, "ref_model": ref_model},
+                   nproc)
+    timeout_s = check_positive(timeout_s, "timeout_s")
     methods_ok = set(mp.get_all_start_methods())
     if start_method is None:
         start_method = "fork" if (sys.platform.startswith("linux") and dev.type == "cpu"
@@ -1127,7 +1201,9 @@ def trainer_table(names: list[str] | None = None, *, markdown: bool = False,
             except ValueError:
                 continue
             names.append(m.name)
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    check_flag(markdown, "markdown")
+    if isinstance(names, str) or not isinstance(names, list | tuple) or \
+            not all(isinstance(n, str) for n in names):
         raise ValueError(f"names: expected a list of method names, got {names!r}")
     rows, notes = [], []
     for name in names:
@@ -1228,19 +1304,26 @@ def main(argv: list[str] | None = None) -> int:
     record and, with ``--check``, compares with one process."""
     from ..worlds.tasks import TASKS, pretrained_policy
 
+    if argv is not None and (not isinstance(argv, list | tuple)
+                             or not all(isinstance(x, str) for x in argv)):
+        raise ValueError(f"argv: expected None or a list of strings (the arguments, split), got "
+                         f"{argv!r}")
     args = _parser().parse_args(argv)
-    dtype = getattr(torch, args.dtype)
-    task = TASKS[args.task]()
-    model, _ = pretrained_policy(task, seed=args.seed, steps=args.pretrain_steps, progress=False)
-    model = model.to(dtype)
-    initial = copy.deepcopy(model)
+    check_positive_int(args.nproc, "nproc")
+    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    defaults = {k: p.default for k, p in inspect.signature(ddp_grpo_train).parameters.items()}
     runs = [dict(steps=args.steps, prompts_per_step=args.prompts, group_size=args.group_size,
                  seed=args.seed, method=m, beta=args.beta, micro_batches=args.micro_batches,
                  epochs_per_batch=args.epochs, lr=args.lr, partial_reward=args.partial_reward,
                  normalisation=args.normalisation) for m in args.method]
     for r in runs:       # fail on a bad name or value here, not in N processes
-        method(r["method"])
-    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        _check_run({**defaults, **r, "model": None, "task": None, "ref_model": None},
+                   1 if torchrun else args.nproc, objects=False)
+    dtype = getattr(torch, args.dtype)
+    task = TASKS[args.task]()
+    model, _ = pretrained_policy(task, seed=args.seed, steps=args.pretrain_steps, progress=False)
+    model = model.to(dtype)
+    initial = copy.deepcopy(model)
     if torchrun:
         import torch.distributed as dist
 

@@ -283,6 +283,9 @@ def _teacher_setup(method: str, teacher, coef, signal, gate, device) -> dict | N
         if signal is not None or gate is not None:
             raise ValueError(f"teacher: method {method!r} (teacher signal {signal!r}, gate "
                              f"{gate!r}) needs a teacher model, got None")
+        if coef != 1.0:
+            raise ValueError(f"teacher_coef: without a teacher there is no teacher's term to "
+                             f"weigh; expected the default 1.0, got {coef!r}")
         return None
     if not isinstance(teacher, nn.Module):
         raise ValueError(f"teacher: expected a torch.nn.Module (a pgbook.worlds.gpt.GPT), got "
@@ -331,8 +334,8 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                sampler: nn.Module | None = None, correction: str | None = None,
                correction_max: float | None = 2.0, correction_min: float | None = None,
                dynamic_sampling: bool | None = None, max_gen_batches: int = 10,
-               loss_options: dict | None = None, teacher=None, teacher_coef: float = 1.0,
-               teacher_signal: str | None = None,
+               loss_options: dict | None = None, teacher: nn.Module | None = None,
+               teacher_coef: float = 1.0, teacher_signal: str | None = None,
                teacher_gate: str | None = None) -> GRPOHistory:
     """Train ``model`` in place with a GRPO-family method; returns a :class:`GRPOHistory`.
 
@@ -504,6 +507,8 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     if sampler is not None:
         extra.update(sampler_logp=None, correction=correction, correction_max=correction_max,
                      correction_min=correction_min)
+    if teacher is not None and teacher is model:
+        raise ValueError("teacher: expected a frozen copy, got the model being trained itself")
     teach = _teacher_setup(method, teacher, teacher_coef, teacher_signal, teacher_gate, device)
 
     if ref_model is None:

@@ -28,10 +28,12 @@ from torch import Tensor
 
 from .._validate import (
     check_finite,
+    check_finite_where,
     check_mask,
     check_pair,
     check_positive,
     check_positive_int,
+    check_same_device,
     check_tensor,
     work_dtype,
 )
@@ -52,6 +54,8 @@ def trajectory_logprob(token_logp: Tensor, policy_mask: Tensor, env_logp: Tensor
     """
     check_tensor(token_logp, "token_logp", ndim=2, floating=True)
     check_mask(policy_mask, "policy_mask", tuple(token_logp.shape))
+    check_same_device(token_logp=token_logp, policy_mask=policy_mask)
+    check_finite_where(token_logp, policy_mask, "token_logp")
     m = policy_mask.to(torch.bool)
     out = torch.where(m, token_logp, torch.zeros_like(token_logp)).sum(-1)
     if env_logp is None:
@@ -60,6 +64,7 @@ def trajectory_logprob(token_logp: Tensor, policy_mask: Tensor, env_logp: Tensor
     if env_logp.shape != out.shape:
         raise ValueError(f"env_logp: expected shape {tuple(out.shape)} (one per episode), got "
                          f"{tuple(env_logp.shape)}")
+    check_same_device(token_logp=token_logp, env_logp=env_logp)
     check_finite(env_logp, "env_logp")
     return out + env_logp.to(out.dtype)
 
@@ -76,6 +81,9 @@ def trajectory_log_ratio(logp: Tensor, old_logp: Tensor, policy_mask: Tensor) ->
     check_pair(logp, old_logp, "logp", "old_logp")
     check_tensor(logp, "logp", ndim=2, floating=True)
     check_mask(policy_mask, "policy_mask", tuple(logp.shape))
+    check_same_device(logp=logp, policy_mask=policy_mask)
+    check_finite_where(logp, policy_mask, "logp")
+    check_finite_where(old_logp, policy_mask, "old_logp")
     m = policy_mask.to(torch.bool)
     d = logp - old_logp.to(logp.dtype)
     return torch.where(m, d, torch.zeros_like(d)).sum(-1)

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from .._validate import (
     check_finite,
+    check_flag,
     check_mask,
     check_positive,
     check_same_device,
@@ -75,6 +76,8 @@ def _check_logits(student_logits: Tensor, teacher_logits: Tensor) -> None:
                          f"of student_logits: the same positions and vocabulary), got "
                          f"{tuple(teacher_logits.shape)}")
     check_same_device(student_logits=student_logits, teacher_logits=teacher_logits)
+    check_finite(student_logits, "student_logits")
+    check_finite(teacher_logits, "teacher_logits")
 
 
 def token_divergence(student_logits: Tensor, teacher_logits: Tensor, *, beta: float = 0.5,
@@ -94,7 +97,6 @@ def token_divergence(student_logits: Tensor, teacher_logits: Tensor, *, beta: fl
     if b > 1:
         raise ValueError(f"beta: expected a number in [0, 1], got {b}")
     tau = check_positive(temperature, "temperature")
-    check_finite(teacher_logits, "teacher_logits")
     work = work_dtype(student_logits.dtype)
     s = torch.log_softmax(student_logits.to(work) / tau, -1)
     u = torch.log_softmax(teacher_logits.detach().to(work) / tau, -1)
@@ -159,6 +161,7 @@ def generalized_jsd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: T
     divided by the number of masked tokens). Factor of J(θ): trajectory.
     """
     check_tensor(student_logits, "student_logits", ndim=3, floating=True)
+    check_tensor(mask, "mask")
     if tuple(mask.shape) != tuple(student_logits.shape[:2]):
         raise ValueError(f"mask: expected shape {tuple(student_logits.shape[:2])} (one per "
                          f"position of the logits), got {tuple(mask.shape)}")
@@ -174,6 +177,7 @@ def distill_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor,
     J(θ): trajectory."""
     fn = resolve("distill_loss", divergence, "logits", what="divergence")
     check_tensor(student_logits, "student_logits", ndim=3, floating=True)
+    check_tensor(mask, "mask")
     if tuple(mask.shape) != tuple(student_logits.shape[:2]):
         raise ValueError(f"mask: expected shape {tuple(student_logits.shape[:2])} (one per "
                          f"position of the logits), got {tuple(mask.shape)}")
@@ -217,6 +221,7 @@ def minillm_loss(student_logits: Tensor, teacher_logits: Tensor, tokens: Tensor,
     check_same_device(student_logits=student_logits, tokens=tokens, mask=mask)
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction: expected 'mean' or 'none', got {reduction!r}")
+    check_flag(length_normalized, "length_normalized")
     m = mask.to(torch.bool)
     work = work_dtype(student_logits.dtype)
     zero = torch.zeros((), dtype=work, device=student_logits.device)

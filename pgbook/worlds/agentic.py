@@ -34,12 +34,18 @@ from torch import Tensor
 
 from .._validate import (
     _is_meta,
+    check_finite,
+    check_flag,
     check_generator,
     check_index,
+    check_mask,
+    check_nonnegative_int,
+    check_number,
     check_positive,
     check_positive_int,
     check_probs,
     check_same_device,
+    check_shape,
     check_tensor,
     work_dtype,
 )
@@ -110,7 +116,10 @@ class Episodes:
         return self.x * (int(self.s.max()) + 1 if self.s.numel() else 1) + self.s
 
     def index(self, idx: Tensor) -> Episodes:
-        """The rows ``idx`` (any integer shape (*B,): fields get shape (*B, ...))."""
+        """The rows ``idx`` (an integer tensor of any shape (*B,), ids in [0, N): fields get
+        shape (*B, ...))."""
+        check_index(idx, "idx", len(self))
+        check_same_device(x=self.x, idx=idx)
         return Episodes(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
@@ -120,16 +129,30 @@ class TurnSpace:
     positions, ``token_names``; :meth:`check` validates a batch."""
 
     def __init__(self, X: int, token_names: tuple, T: int, pad_id: int):
-        self.X, self.token_names, self.T = X, tuple(token_names), T
+        names = tuple(token_names) if isinstance(token_names, (tuple, list)) else None
+        if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"token_names: expected a non-empty tuple of distinct strings, got "
+                             f"{token_names!r}")
+        self.X = check_positive_int(X, "X")
+        self.token_names, self.T = names, check_positive_int(T, "T")
         self.V = len(self.token_names)
+        check_nonnegative_int(pad_id, "pad_id")
+        if pad_id >= self.V:
+            raise ValueError(f"pad_id: expected a token id in [0, {self.V}), got {pad_id}")
         self.pad_id = pad_id
 
     def check(self, x: Tensor, tokens: Tensor, mask: Tensor | None = None) -> None:
+        """Shapes and ranges of a batch: x (*B,) ids in [0, X), tokens (*B, T) ids in [0, V),
+        mask (*B, T) 0/1 (as :meth:`pgbook.worlds.seqlm.SeqSpace.check`)."""
         check_index(x, "x", self.X)
         check_index(tokens, "tokens", self.V)
         if tuple(tokens.shape) != (*x.shape, self.T):
             raise ValueError(f"tokens: expected shape {(*x.shape, self.T)}, got {tuple(tokens.shape)}")
         check_same_device(x=x, tokens=tokens)
+        if mask is not None:
+            check_shape(mask, "mask", tuple(tokens.shape))
+            check_same_device(tokens=tokens, mask=mask)
+            check_mask(mask, "mask")
 
     def __repr__(self) -> str:
         return f"TurnSpace(X={self.X}, V={self.V} ({''.join(self.token_names)}), T={self.T})"
@@ -153,6 +176,7 @@ class MarkovMLPPolicy(MLPPolicy):
         if theta.shape[0] != self.n_params:
             raise ValueError(f"theta: expected shape ({self.n_params},) for {type(self).__name__}, "
                              f"got {tuple(theta.shape)}")
+        check_finite(theta, "theta")
         p = self.unflatten(theta)
         h = torch.tanh(p["E_ctx"][:, None, None, :] + p["E_prev"][None, :, None, :]
                        + p["E_pos"][None, None, :, :])                     # (X, V+1, T, d)
@@ -228,9 +252,7 @@ class LookupWorld:
         if self.noise > 1:
             raise ValueError(f"noise: expected a probability in [0, 1], got {noise}")
         self.invalid_penalty = check_positive(invalid_penalty, "invalid_penalty", allow_zero=True)
-        self.call_reward = float(call_reward)
-        if self.call_reward != self.call_reward or abs(self.call_reward) == float("inf"):
-            raise ValueError(f"call_reward: expected a finite number, got {call_reward}")
+        self.call_reward = check_number(call_reward, "call_reward")
         if value_probs is None:
             value_probs = torch.full((1, S), 1.0 / S, dtype=torch.float64)
         check_tensor(value_probs, "value_probs", ndim=2, floating=True)
@@ -281,13 +303,21 @@ class LookupWorld:
         return (f"LookupWorld(S={self.S}, K={self.K}, O={self.O}, X={self.X}, noise={self.noise:g}, "
                 f"tokens {''.join(self.token_names)}, trajectories={len(self.enumerate())})")
 
-    def action_positions(self, device=None) -> Tensor:
-        """Columns of the K actions, (K,): k·(1 + O)."""
-        return torch.arange(self.K, device=device or self.device) * (1 + self.O)
+    def action_positions(self, device: torch.device | str | None = None) -> Tensor:
+        """Columns of the K actions, (K,): k·(1 + O), on ``device`` (default: the world's)."""
+        if device is None:
+            device = self.device
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device: expected a torch device such as 'cpu', got {device!r}") \
+                from None
+        return torch.arange(self.K, device=device) * (1 + self.O)
 
     def decode(self, ep: Episodes) -> list[str]:
         """Trajectories as text: one group per turn, the policy's token then the
         environment's reply in brackets, e.g. ``? [B] b``; padding dropped."""
+        self._check_episodes(ep)
         names = self.token_names
         out = []
         for tok, pm, om in zip(ep.tokens.cpu().tolist(), ep.policy_mask.cpu().tolist(),
@@ -303,6 +333,15 @@ class LookupWorld:
                     parts.append(f"[{obs}]")
             out.append(" ".join(parts))
         return out
+
+    def _check_episodes(self, ep: Episodes) -> None:
+        """``ep``: Episodes of this world's shape (T tokens, ids in [0, V))."""
+        if not isinstance(ep, Episodes):
+            raise ValueError(f"ep: expected pgbook.worlds.agentic.Episodes, got {type(ep).__name__}")
+        if ep.tokens.dim() != 2 or ep.tokens.shape[1] != self.T:
+            raise ValueError(f"ep: expected episodes of this world (T = {self.T} tokens), got "
+                             f"tokens of shape {tuple(ep.tokens.shape)}")
+        check_index(ep.tokens, "ep.tokens", self.V)
 
     # -- the tree ---------------------------------------------------------------------------
     def enumerate(self) -> Episodes:
@@ -408,12 +447,16 @@ class LookupWorld:
         """
         check_positive_int(n, "n")
         G = check_positive_int(group_size, "group_size")
+        check_tensor(probs, "probs", ndim=1, floating=True)
+        if _is_meta(probs):
+            raise ValueError("probs: sampling needs values; the meta device has none")
         check_generator(generator, probs.device)
         ep = self.enumerate()
-        check_tensor(probs, "probs", ndim=1, floating=True)
         if probs.shape[0] != len(ep):
             raise ValueError(f"probs: expected shape ({len(ep)},) (one per trajectory), got "
                              f"{tuple(probs.shape)}")
+        # a distribution over the trajectories, to 1e-3 (the draw renormalises: rounding is fine)
+        check_probs(probs, "probs", atol=max(1e-3, len(ep) * torch.finfo(probs.dtype).eps / 2))
         p = probs.detach().to(work_dtype(probs.dtype))
         if G == 1:
             return torch.multinomial(p, n, replacement=True, generator=generator)
@@ -493,10 +536,20 @@ def rollout(model: torch.nn.Module, env: Env, state: EnvState, generator: torch.
     the turn), to measure success without the tool's help. Deterministic given the
     generator. ``state`` is consumed (stepped to its end). Factor of J(θ): trajectory.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model: expected a torch.nn.Module (a pgbook.worlds.gpt.GPT), got "
+                         f"{type(model).__name__}")
+    if not isinstance(env, Env):
+        raise ValueError(f"env: expected a pgbook.worlds.envs.Env (e.g. LookupEnv), got "
+                         f"{type(env).__name__}")
+    if not isinstance(state, EnvState):
+        raise ValueError(f"state: expected an EnvState (env.reset(n, generator)), got "
+                         f"{type(state).__name__}")
     if _is_meta(state.prompts):
         raise ValueError("state: sampling needs values; the meta device has none")
     check_generator(generator, state.prompts.device)
     tau = check_positive(temperature, "temperature", allow_zero=True)
+    check_flag(tool, "tool")
     block = getattr(getattr(model, "config", None), "block_size", None)
     W = env.max_len
     if block is not None and block < W:

@@ -32,8 +32,10 @@ from torch import Tensor
 from .._validate import (
     _is_meta,
     check_generator,
+    check_number,
     check_positive,
     check_positive_int,
+    check_same_device,
     check_tensor,
 )
 from .gpt import BOS, EOS, PAD, CharTokenizer
@@ -41,7 +43,7 @@ from .tasks import _pack
 
 __all__ = [
     "OUTCOMES",
-        "Env",
+    "Env",
     "EnvState",
     "EnvStep",
     "LookupEnv",
@@ -130,7 +132,7 @@ class Env:
         raise NotImplementedError
 
     def step_text(self, prompt: str, action: str, turn: int,
-                  store) -> tuple[str, float, bool, int]:  # pragma: no cover
+                  store: object) -> tuple[str, float, bool, int]:  # pragma: no cover
         """The same rule on strings, for one episode: ``(observation, reward, done, outcome)``."""
         raise NotImplementedError
 
@@ -173,7 +175,7 @@ class LookupEnv(Env):
         if digits > 6:
             raise ValueError(f"digits: expected 1 … 6, got {digits}")
         self.max_turns = check_positive_int(max_turns, "max_turns")
-        self.call_reward = float(call_reward)
+        self.call_reward = check_number(call_reward, "call_reward")
         self.invalid_penalty = check_positive(invalid_penalty, "invalid_penalty", allow_zero=True)
         self.keys = "abcdefghijklmnopqrstuvwxyz"[:n_keys]
         self.tokenizer = CharTokenizer("0123456789" + self.keys + "?[]:!")
@@ -211,12 +213,18 @@ class LookupEnv(Env):
         """A state from text, for examples and tests: ``asked`` one key per episode (e.g.
         ``"cca"``), ``stores`` one string per episode of every key's value in order
         (``n_keys · digits`` digits, e.g. ``"38150"``: a = 3, b = 8, …). On the CPU."""
+        if not isinstance(asked, str) or not asked:
+            raise ValueError(f"asked: expected a non-empty string of keys (one per episode), got "
+                             f"{asked!r}")
+        if isinstance(stores, str) or not isinstance(stores, (list, tuple)):
+            raise ValueError(f"stores: expected a list of strings (one per asked key), got "
+                             f"{stores!r}")
         n = len(asked)
         if len(stores) != n:
             raise ValueError(f"stores: expected {n} strings (one per asked key), got {len(stores)}")
         width = self.n_keys * self.digits
         for st in stores:
-            if len(st) != width or not st.isdigit():
+            if not isinstance(st, str) or len(st) != width or not st.isdigit():
                 raise ValueError(f"stores: expected strings of {width} digits, got {st!r}")
         for k in asked:
             if k not in self.keys:
@@ -233,8 +241,16 @@ class LookupEnv(Env):
         """Turns as text (EOS written ``$``) → ``(actions (n, A), lengths (n,))`` for
         :meth:`step`, PAD-padded; at most ``action_len`` tokens each. On the CPU."""
         A = self.action_len
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
+            raise ValueError(f"texts: expected a non-empty list of turns (strings), got {texts!r}")
         rows = []
         for t in texts:
+            if not isinstance(t, str):
+                raise ValueError(f"texts: expected strings, got {t!r}")
+            bad = sorted(set(t) - set(self.tokenizer.chars) - {"$"})
+            if bad:
+                raise ValueError(f"texts: characters {bad} in {t!r} are not in the vocabulary "
+                                 f"{self.tokenizer.chars!r} (or $ for EOS)")
             ids = [EOS if c == "$" else self.tokenizer.encode(c)[0] for c in t]
             if not 1 <= len(ids) <= A:
                 raise ValueError(f"texts: expected 1 … {A} tokens per turn, got {t!r}")
@@ -245,7 +261,17 @@ class LookupEnv(Env):
     # -- the parser -------------------------------------------------------------------------
     def parse_calls(self, actions: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Parse every turn as a call ``[k]``: (key index (n,) long, well-formed (n,) bool).
-        Tensor operations only."""
+        ``actions`` (n, A) and ``lengths`` (n,) integer tensors on one device. Tensor operations
+        only."""
+        check_tensor(actions, "actions", ndim=2)
+        check_tensor(lengths, "lengths", ndim=1)
+        for name, x in (("actions", actions), ("lengths", lengths)):
+            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+                raise ValueError(f"{name}: expected an integer tensor, got dtype {x.dtype}")
+        if lengths.shape[0] != actions.shape[0]:
+            raise ValueError(f"lengths: expected one length per row of actions "
+                             f"({actions.shape[0]}), got shape {tuple(lengths.shape)}")
+        check_same_device(actions=actions, lengths=lengths)
         key = actions[:, 1 % actions.shape[1]] - self.key0
         ok = (lengths == 3) & (actions[:, 0] == self.open_id) & (key >= 0) & \
             (key < self.n_keys) & (actions[:, 2 % actions.shape[1]] == self.close_id)
@@ -258,6 +284,9 @@ class LookupEnv(Env):
         ``action_len`` columns), on the state's device. Raises ValueError on a wrong shape
         or dtype, ids outside the vocabulary, lengths outside [1, A] for a live episode, or a
         spent budget."""
+        if not isinstance(state, EnvState):
+            raise ValueError(f"state: expected an EnvState (env.reset(n, generator)), got "
+                             f"{type(state).__name__}")
         check_tensor(actions, "actions", ndim=2)
         check_tensor(lengths, "lengths", ndim=1)
         n = len(state)
@@ -323,11 +352,26 @@ class LookupEnv(Env):
                        state.done.clone(), outcome)
 
     # -- the same rules on strings (the reference of the tests) ------------------------------
-    def step_text(self, prompt: str, action: str, turn: int, store: dict) -> tuple[str, float, bool, int]:
+    def step_text(self, prompt: str, action: str, turn: int,
+                  store: dict[str, str]) -> tuple[str, float, bool, int]:
         """One turn of one episode on strings: the prompt (``^c?`` or ``c?``), the turn's text
-        (EOS written ``$``), its index (0-based) and the store (key → value string). Returns
-        ``(observation, reward, done, outcome)``."""
+        (EOS written ``$``), its index (0-based, below ``max_turns``) and the store (key →
+        value string). Returns ``(observation, reward, done, outcome)``."""
+        if not isinstance(store, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in store.items()):
+            raise ValueError(f"store: expected a dict of key → value strings, got {store!r}")
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt: expected a string such as '^a?', got {prompt!r}")
         asked = prompt.lstrip("^").rstrip("?")
+        if asked not in store:
+            raise ValueError(f"prompt: expected it to ask a key of the store "
+                             f"{sorted(store)}, got {prompt!r}")
+        if not isinstance(action, str) or not action:
+            raise ValueError(f"action: expected the turn's text (a non-empty string), got "
+                             f"{action!r}")
+        if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < self.max_turns:
+            raise ValueError(f"turn: expected an integer in [0, {self.max_turns}) (max_turns), "
+                             f"got {turn!r}")
         bad = 0.0 - self.invalid_penalty
         if action.endswith("$"):
             ok = action[:-1] == store[asked]

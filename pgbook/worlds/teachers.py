@@ -19,10 +19,18 @@ samples (:mod:`pgbook.reward.teacher`); the models here are just the worlds' pol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from .._validate import check_positive_int, check_tensor, make_generator
+from .._validate import (
+    check_float_dtype,
+    check_number,
+    check_positive_int,
+    check_tensor,
+    make_generator,
+)
 from .gpt import GPT
 from .seqlm import SeqSpace, TabularPolicy
 from .tasks import Problems, Task, policy_config, pretrain
@@ -35,8 +43,9 @@ __all__ = [
 ]
 
 
-def table_policy(space: SeqSpace, answers, confidence=0.9,
-                  dtype: torch.dtype = torch.float64) -> tuple[TabularPolicy, Tensor]:
+def table_policy(space: SeqSpace, answers: Sequence[str],
+                 confidence: float | Sequence[float] | Tensor = 0.9,
+                 dtype: torch.dtype = torch.float64) -> tuple[TabularPolicy, Tensor]:
     """A position-wise teacher on the enumerable LM: ``(TabularPolicy(space), θ_T)``.
 
     π_T(a_x[t] | x, y_<t) = c_x at every prefix of length t, where a_x is the teacher's
@@ -48,20 +57,33 @@ def table_policy(space: SeqSpace, answers, confidence=0.9,
     EOS; c_x^T when the answer fills all T positions). θ_T (X · n_prefixes · V,) holds the
     log-probabilities, in ``dtype``, on the space's device.
     """
-    if isinstance(answers, str) or len(answers) != space.X:
+    if not isinstance(space, SeqSpace):
+        raise ValueError(f"space: expected a pgbook.worlds.seqlm.SeqSpace, got "
+                         f"{type(space).__name__}")
+    check_float_dtype(dtype)
+    if isinstance(answers, str) or not isinstance(answers, Sequence) or len(answers) != space.X:
         raise ValueError(f"answers: expected one string per prompt ({space.X}), got {answers!r}")
-    c = torch.as_tensor(confidence, dtype=torch.float64)
+    if isinstance(confidence, Tensor):
+        check_tensor(confidence, "confidence", floating=True)
+        c = confidence.detach().to("cpu", torch.float64)
+    elif isinstance(confidence, Sequence) and not isinstance(confidence, str):
+        c = torch.tensor([check_number(v, "confidence") for v in confidence], dtype=torch.float64)
+    else:
+        c = torch.tensor(check_number(confidence, "confidence"), dtype=torch.float64)
     if c.dim() == 0:
         c = c.expand(space.X)
     if c.shape != (space.X,):
         raise ValueError(f"confidence: expected a number or one per prompt ({space.X}), got "
                          f"shape {tuple(c.shape)}")
     V = space.V
-    if bool((c <= 1.0 / V).any()) or bool((c >= 1).any()):
+    if not bool(torch.isfinite(c).all()) or bool((c <= 1.0 / V).any()) or bool((c >= 1).any()):
         raise ValueError(f"confidence: expected values in (1/V, 1) = ({1 / V:.3g}, 1) (above "
                          f"uniform, below certainty), got {c.tolist()}")
     policy = TabularPolicy(space)
-    tgt = space.encode(list(answers)).cpu()                                  # (X, T)
+    try:
+        tgt = space.encode(list(answers)).cpu()                              # (X, T)
+    except ValueError as e:
+        raise ValueError(f"answers: {e}") from None
     starts = policy._offsets                                                 # (T,)
     codes = torch.arange(policy.n_prefixes)
     pos = (codes[:, None] >= starts[None, :]).sum(-1) - 1                   # length of prefix
@@ -85,13 +107,23 @@ def _char_ids(task: Task, chars: str) -> Tensor:
     return torch.tensor(task.tokenizer.encode(chars), dtype=torch.long)
 
 
+def _check_problems(problems: Problems) -> None:
+    if not isinstance(problems, Problems):
+        raise ValueError(f"problems: expected pgbook.worlds.tasks.Problems (task.sample(n, "
+                         f"generator)), got {type(problems).__name__}")
+
+
 def teacher_wrong(task: Task, targets: Tensor, wrong_first: str) -> Tensor:
     """Which problems a :class:`SystematicErrors` teacher is taught wrongly: bool (n,), True
     where the correct answer (``targets`` (n, N)) starts with one of the characters of
     ``wrong_first``. A rule on what the model sees (for :class:`~pgbook.worlds.tasks.Reverse`
     the first answer character is the last input character), so a model can learn it: the
     error is systematic, not noise. On the targets' device."""
+    if not isinstance(task, Task):
+        raise ValueError(f"task: expected a pgbook.worlds.tasks.Task, got {type(task).__name__}")
     check_tensor(targets, "targets", ndim=2)
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"targets: expected integer token ids, got dtype {targets.dtype}")
     ids = _char_ids(task, wrong_first).to(targets.device)
     return (targets[:, :1] == ids).any(-1)
 
@@ -129,6 +161,7 @@ class SystematicErrors:
     def wrong_targets(self, problems: Problems) -> Tensor:
         """The targets the demonstrations teach (n, N): the task's, with the first answer
         character shifted where :func:`teacher_wrong` says so."""
+        _check_problems(problems)
         tgt = problems.targets
         flag = teacher_wrong(self.task, tgt, self.wrong_first)
         first = tgt[:, :1]
@@ -138,6 +171,7 @@ class SystematicErrors:
     def demonstrations(self, problems: Problems, noise: float = 0.0,
                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """:meth:`Task.demonstrations` on the systematically wrong targets."""
+        _check_problems(problems)
         return self.task.demonstrations(Problems(problems.prompts, self.wrong_targets(problems)),
                                         noise, generator)
 
