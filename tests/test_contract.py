@@ -1851,6 +1851,7 @@ for _name in ("pass_at_k", "pass_at_k_weight"):
     spec(f"pgbook.exact.reward_side.{_name}", getattr(ER, _name), dict(p=P_SUCC, k=3)).floats(
         "p").bad("p = 1.5", dict(p=P_SUCC + 1), "p").bad("p = -0.1", dict(p=P_SUCC - 0.3), "p").count(
         "k").grad("p").meta().bf16("p")
+_MU_RS = ETJ.Mismatched(MPOL, 0.5, pg.make_generator(15))     # a sampler μ for the off-policy path
 lm("pgbook.exact.reward_side.sampled_group_estimates", ER.sampled_group_estimates,
    out=lambda d: d["grpo"], rewards=RN, estimators=["grpo", ("RLOO", "rloo", {})], n_batches=2,
    prompts_per_batch=2, group_size=2, generator=G0).floats("rewards").bad(
@@ -1862,7 +1863,12 @@ lm("pgbook.exact.reward_side.sampled_group_estimates", ER.sampled_group_estimate
     "a token estimator", dict(estimators=["reward_to_go"]), "estimators").count(
     "n_batches").count("prompts_per_batch").count("group_size").bad(
     "no generator", dict(generator=None), "generator").bad(
-    "scores of another shape", dict(scores=torch.zeros(2, 2, 2, dtype=F64)), "scores").skip_meta(
+    "scores of another shape", dict(scores=torch.zeros(2, 2, 2, dtype=F64)), "scores").bad(
+    "a sampler that is not a policy", dict(sampler=POL), "sampler").bad(
+    "a correction without a sampler", dict(correction="token_truncate"), "correction").bad(
+    "an unknown correction", dict(sampler=_MU_RS, correction="tiss"), "correction").bad(
+    "a negative correction_max", dict(sampler=_MU_RS, correction="token_truncate",
+                                      correction_max=-1.0), "correction_max").skip_meta(
     "sampling needs values").bf16("theta", "rewards", close=False)
 
 # -- pgbook.exact.trajectory ------------------------------------------------------------------

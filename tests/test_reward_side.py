@@ -17,6 +17,7 @@ from pgbook.exact import reward_side as X
 from pgbook.exact.groups import binary_group_weight
 from pgbook.exact.seqlm import exact_gradient, sequence_probs
 from pgbook.exact.stats import EstimatorStats
+from pgbook.exact.trajectory import Mismatched, corrected_gradient
 from pgbook.reward import advantages as A
 from pgbook.reward import shaping as S
 from pgbook.worlds import answers
@@ -540,6 +541,38 @@ def test_sampled_group_estimates_are_unbiased(lm):
         assert EstimatorStats(est[name]).is_unbiased(gJ, z=4.5), name
     assert EstimatorStats(est["gm"]).is_unbiased(0.75 * gJ, z=4.5)
     assert est["reinforce_plus_plus"].shape == (600, policy.n_params)
+
+
+def test_sampled_group_estimates_off_policy(lm):
+    """Responses from a sampler μ: the estimate's mean is the exact corrected update of
+    exact.trajectory.corrected_gradient (RLOO's baseline is E_μ[R|x] in expectation), sequence
+    IS untruncated is unbiased for ∇J, and a sampler equal to π gives the on-policy estimates."""
+    _space, policy, theta, reward, seqs, R = lm
+    gJ = exact_gradient(policy, theta, reward, seqs)
+    mu = Mismatched(policy, 0.5, pg.make_generator(7))
+    kw = dict(n_batches=800, prompts_per_batch=2, group_size=4, seqs=seqs, sampler=mu)
+    for corr, opts in (("none", {}), ("token_truncate", {}), ("sequence_truncate", {"correction_max": None})):
+        est = X.sampled_group_estimates(policy, theta, R, ["rloo"], generator=pg.make_generator(5),
+                                        correction=corr, **kw, **opts)["rloo"]
+        exact = corrected_gradient(policy, theta, reward, mu, correction=corr, seqs=seqs, grad=gJ,
+                                   **opts)["update"]
+        assert EstimatorStats(est).is_unbiased(exact, z=4.5), corr
+        if corr == "sequence_truncate":
+            assert (exact - gJ).norm() < 1e-10 * gJ.norm()
+            assert EstimatorStats(est).is_unbiased(gJ, z=4.5)
+        else:
+            assert (exact - gJ).norm() > 0.05 * gJ.norm()          # the drift is visible
+    same = Mismatched(policy, 0.0, pg.make_generator(7))
+    on = X.sampled_group_estimates(policy, theta, R, ["grpo"], n_batches=5, prompts_per_batch=2,
+                                   group_size=4, generator=pg.make_generator(1), seqs=seqs)["grpo"]
+    off = X.sampled_group_estimates(policy, theta, R, ["grpo"], n_batches=5, prompts_per_batch=2,
+                                    group_size=4, generator=pg.make_generator(1), seqs=seqs, sampler=same,
+                                    correction="token_truncate")["grpo"]
+    assert torch.allclose(on, off, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="correction"):
+        X.sampled_group_estimates(policy, theta, R, ["grpo"], n_batches=2, prompts_per_batch=2,
+                                  group_size=2, generator=pg.make_generator(1), seqs=seqs,
+                                  correction="token_truncate")
 
 
 def test_exact_tool_errors(lm):

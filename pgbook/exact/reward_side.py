@@ -24,8 +24,9 @@ computes w exactly, :func:`exact_group_update` the expected update. Two routes:
 
 The other tools: the greedy response of each prompt (ReMax's baseline), the value of every
 prefix V(h_t) = E[R | h_t] (process rewards), per-token score vectors, the pass@k objective,
-and Monte-Carlo group estimates that draw responses from the enumeration (so that any
-estimator, batch-wide ones included, is measured against the exact ∇J).
+and Monte-Carlo group estimates that draw responses from the enumeration, from π_θ or from a
+mismatched sampler μ with a correction (so that any estimator, batch-wide ones included, is
+measured against the exact ∇J).
 
 Shapes: N enumerated (prompt, response) pairs in the prompt-major order of
 :meth:`pgbook.worlds.seqlm.SeqSpace.enumerate`, T positions, θ (P,). Everything runs on the
@@ -51,8 +52,10 @@ from .._validate import (
     check_same_device,
     check_shape,
     check_tensor,
+    work_dtype,
 )
 from ..registry import get, resolve
+from ..trajectory.corrections import correction_weights
 from ..worlds.seqlm import SeqPolicy, Sequences, TabularPolicy
 from .seqlm import (
     _check_policy,
@@ -61,6 +64,7 @@ from .seqlm import (
     per_sequence_estimates,
     sequence_logprobs,
 )
+from .trajectory import _check_sampler
 
 __all__ = [
     "AGGREGATIONS",
@@ -434,8 +438,10 @@ def pass_at_k_weight(p: Tensor, k: int) -> Tensor:
 def sampled_group_estimates(policy: SeqPolicy, theta: Tensor, rewards: Tensor,
                             estimators: Sequence[str | tuple[str, str, dict]], *, n_batches: int, prompts_per_batch: int,
                             group_size: int, generator: torch.Generator,
-                            seqs: Sequences | None = None, scores: Tensor | None = None
-                            ) -> dict:
+                            seqs: Sequences | None = None, scores: Tensor | None = None,
+                            sampler: SeqPolicy | None = None, correction: str = "none",
+                            correction_max: float | None = 2.0,
+                            correction_min: float | None = None) -> dict:
     """Monte-Carlo group estimates of the policy gradient, drawn from the enumeration:
     ``{label: (n_batches, P)}``.
 
@@ -449,6 +455,15 @@ def sampled_group_estimates(policy: SeqPolicy, theta: Tensor, rewards: Tensor,
     responses' masks; one that takes ``reward_baselines`` gets the reward of each prompt's
     greedy response (:func:`greedy_responses`, ReMax). Batch-wide estimators see one batch at
     a time. The same draws serve every estimator (common random numbers).
+
+    Off-policy (trajectory side): with a ``sampler`` μ (a :class:`~pgbook.worlds.seqlm.SeqPolicy`
+    on the same space, e.g. :class:`~pgbook.exact.trajectory.Mismatched`, evaluated at the same
+    θ) the responses are drawn from μ(·|x) instead, and each token's score is multiplied by the
+    weight w_t of ``correction`` (:func:`pgbook.trajectory.corrections.correction_weights`
+    with ρ_t = π_θ(y_t|h_t)/μ(y_t|h_t), bounds ``correction_max``/``correction_min``;
+    "none": w_t = 1, the silently off-policy update):
+    (1/B) Σ_i Σ_t Â_{i,t} w_{i,t} ∇log π_θ(y_{i,t}|h_{i,t}). A ``correction`` other than
+    "none" needs a sampler.
     """
     seqs = _seqs(policy, seqs)
     _check_policy(policy, theta)
@@ -472,12 +487,26 @@ def sampled_group_estimates(policy: SeqPolicy, theta: Tensor, rewards: Tensor,
             raise ValueError(f"estimators: expected an advantage name or a (label, name, "
                              f"options) triple, got {e!r}")
         get("advantage", e[1])                               # a registered advantage
+    if sampler is not None:
+        _check_sampler(policy, sampler)
+    elif correction != "none":
+        raise ValueError(f"correction: {correction!r} reweights samples drawn from a sampler; "
+                         f"expected sampler=... (e.g. Mismatched(policy, ...)), got none")
     P = theta.shape[0]
     if scores is None:
         scores = token_scores(policy, theta, seqs)
     check_shape(scores, "scores", (len(seqs), sp.T, P))
     with torch.no_grad():
-        q = torch.exp(sequence_logprobs(policy, theta.detach(), seqs))
+        if sampler is None:
+            q = torch.exp(sequence_logprobs(policy, theta.detach(), seqs))
+        else:                                 # draw from μ; weight each token's score by w_t
+            th = theta.detach()
+            lp_mu = sampler.token_logprobs(th, seqs.x, seqs.tokens).to(work_dtype(th.dtype))
+            lp_pi = policy.token_logprobs(th, seqs.x, seqs.tokens).to(lp_mu.dtype)
+            q = torch.exp((lp_mu * seqs.mask.to(lp_mu.dtype)).sum(-1))
+            w = correction_weights(lp_pi, lp_mu, seqs.mask, correction, correction_max,
+                                   correction_min)
+            scores = scores * w.to(scores.dtype).unsqueeze(-1)
         qx = _per_prompt(policy, seqs, q)
         n = sp.n_per_context
         x = torch.multinomial(sp.rho.to(q.dtype).expand(M * K, sp.X), 1,
