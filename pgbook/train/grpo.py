@@ -42,7 +42,7 @@ from .._validate import check_generator, check_positive, check_positive_int
 from ..registry import components, get, resolve
 from ..reward import advantages as _adv
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
-from ..worlds.gpt import logprobs, sample
+from ..worlds.gpt import logprobs, next_token_logits, sample
 
 #: what :class:`GRPOHistory` records per step, in this order
 METRICS = ("reward", "kl_ref", "clip_fraction", "entropy", "zero_variance_groups", "loss",
@@ -67,9 +67,10 @@ class GRPOHistory:
     * ``logprob_gap``: max |sampled − recomputed| log-prob over response tokens (the
       rollout–trainer mismatch; float round-off here, since both use the same model).
     * ``first_epoch_ratio_error``: max |r − 1| on the first update of the step: 0 exactly,
-      because the old log-probs are the trainer's own forward pass (with several minibatches
-      this also needs the pass to give the same numbers on a subset of rows, as it does on
-      the CPU).
+      because the old log-probs are the trainer's own forward pass (with one minibatch they
+      are that update's forward pass itself; with several, or with the KL in the reward, a
+      separate pass before it, which must give the same numbers on a subset of rows, as it
+      does on the CPU).
     * ``seconds``: wall time since the start of training, at the end of each step.
 
     ``config`` holds the settings of the run.
@@ -117,17 +118,20 @@ class GRPOHistory:
         return {name: getattr(self, name) for name in METRICS}
 
 
-def _trainer_logprobs(model, tokens: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-    """log π(tokens[:, t] | tokens[:, :t]) (B, T) and the per-position entropy (B, T) from one
-    forward pass, aligned like :func:`pgbook.worlds.gpt.logprobs` (column 0 is 0). Same arithmetic
-    as :func:`pgbook.worlds.gpt.logprobs`, so the log-probs are bit-identical to it."""
-    z = model(tokens[:, :-1])
+def _trainer_logprobs(model, tokens: Tensor, temperature: float, prompt_len: int | None = None,
+                      entropy: bool = True) -> tuple[Tensor, Tensor | None]:
+    """log π(tokens[:, t] | tokens[:, :t]) (B, T) (differentiable where grad is on) and, with
+    ``entropy``, the per-position entropy (B, T) (detached) from one forward pass, aligned like
+    :func:`pgbook.worlds.gpt.logprobs` (column 0 is 0). Same arithmetic as
+    :func:`pgbook.worlds.gpt.logprobs` with the same ``prompt_len`` (each distinct prompt run
+    once), so the log-probs are bit-identical to it."""
+    z = next_token_logits(model, tokens, prompt_len)
     if temperature != 1.0:
         z = z / temperature
     lp = token_logprobs(z, tokens[:, 1:])
-    ent = entropy_from_logits(z)
     pad = lp.new_zeros(lp.shape[0], 1)
-    return torch.cat([pad, lp], 1), torch.cat([pad, ent], 1)
+    ent = torch.cat([pad, entropy_from_logits(z.detach())], 1) if entropy else None
+    return torch.cat([pad, lp], 1), ent
 
 
 def _resolve(method: str, overrides: dict) -> dict:
@@ -257,7 +261,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                          f"got {ref_param.device}")
 
     opt = optimizer if optimizer is not None else torch.optim.AdamW(
-        model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+        model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0, foreach=True)
     N = task.max_new_tokens
     B = n_prompts * G
     per_mb = n_prompts // n_mb
@@ -265,34 +269,42 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
     bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
     t0 = time.perf_counter()
     for _ in bar:
-        # 1. rollout: G responses per prompt, groups contiguous
+        # 1. rollout: G responses per prompt, groups contiguous (KV-cached, each prompt run once)
         prob = task.sample(n_prompts, generator).repeat_interleave(G)
+        P = prob.prompts.shape[1]
         s = sample(model, prob.prompts, N, generator, tau)
         mask = s.mask
         m = mask.to(torch.bool)
         R = task.reward(s.tokens, prob.targets, partial=partial_reward, dtype=s.logprobs.dtype)
-        # 2. old (trainer-recomputed) and reference log-probs
+        # 2. reference log-probs; the old ones come from the first update's own forward pass
+        # (θ = θ_old there, so its ratios are exactly 1), unless they are needed before it
+        # (the KL in the reward) or the first minibatch is not the whole batch
+        lp_dtype = s.logprobs.dtype
         with torch.no_grad():
-            old, ent = _trainer_logprobs(model, s.tokens, tau)
-            ref = logprobs(ref_model, s.tokens, tau).to(old.dtype)
-            zero = old.new_zeros(())
-            k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
-                                                    torch.where(m, ref, zero), "k3"), zero)
+            ref = logprobs(ref_model, s.tokens, tau, prompt_len=P).to(lp_dtype)
+            old = ent = None
+            if n_mb > 1 or (in_reward and beta > 0):
+                old, ent = _trainer_logprobs(model, s.tokens, tau, P)
             # 3. rewards (KL-shaped if the KL sits in the reward) and group advantages
             shaped = _kl.kl_in_reward(R, old, ref, mask, beta) if in_reward and beta > 0 else R
             adv = _adv.compute_advantages(shaped, cfg["advantage"], group_size=G, mask=mask,
                                           **adv_options)
-            adv_tok = adv.to(old.dtype) * mask if adv.dim() == 2 else \
-                _adv.broadcast_to_tokens(adv.to(old.dtype), mask)
+            adv_tok = adv.to(lp_dtype) * mask if adv.dim() == 2 else \
+                _adv.broadcast_to_tokens(adv.to(lp_dtype), mask)
         # 4. μ epochs of minibatch updates on the clipped per-token loss
         losses, clips, rmax, first_err = [], [], [], None
         for _epoch in range(mu):
             order = torch.randperm(n_prompts, generator=generator, device=device) if n_mb > 1 \
-                else torch.arange(n_prompts, device=device)
+                else None
             for k in range(n_mb):
-                groups = order[k * per_mb:(k + 1) * per_mb]
-                idx = (groups[:, None] * G + torch.arange(G, device=device)).reshape(-1)
-                lp = logprobs(model, s.tokens[idx], tau)
+                if order is None:
+                    idx = slice(None)
+                else:
+                    groups = order[k * per_mb:(k + 1) * per_mb]
+                    idx = (groups[:, None] * G + torch.arange(G, device=device)).reshape(-1)
+                lp, ent_k = _trainer_logprobs(model, s.tokens[idx], tau, P, entropy=old is None)
+                if old is None:   # the first update sees the whole batch at θ_old
+                    old, ent = lp.detach(), ent_k
                 if first_err is None:
                     first_err = (lp.detach() - old[idx]).abs().masked_fill(~m[idx], 0).max()
                 value, met = _methods.policy_loss(
@@ -308,6 +320,10 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                 losses.append(value.detach())
                 clips.append(met["clip_fraction"])
                 rmax.append(met["ratio_max"])
+        with torch.no_grad():
+            zero = old.new_zeros(())
+            k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
+                                                    torch.where(m, ref, zero), "k3"), zero)
         with torch.no_grad():
             n_tok = mask.sum()
             gap = (s.logprobs.to(old.dtype) - old).abs().masked_fill(~m, 0).max()

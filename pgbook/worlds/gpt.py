@@ -95,41 +95,80 @@ class GPTConfig:
                              f"got {self.n_embd}")
 
 
+class KVCache:
+    """The keys and values of the positions a :class:`GPT` has already seen.
+
+    For each block, a pair (B, H, L, C/H): the keys and values of the L = ``length``
+    positions run so far. ``model(idx, cache)`` appends idx's positions after them and lets
+    idx attend to all of them, so decoding costs one position's work per new token
+    (attention over the prefix) instead of a forward pass over the whole prefix, and a
+    prompt shared by many rows can be run once and copied (:meth:`select`). Appending
+    concatenates, so gradients flow through a cache (the trainer's shared-prompt pass).
+    """
+
+    def __init__(self):
+        self.length = 0
+        self.kv: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append k, v (B, H, T, C/H) to block ``layer``'s keys and values and return them all,
+        (B, H, length + T, C/H). (``length`` moves on in :meth:`GPT.forward`, once every block
+        has appended.)"""
+        if layer in self.kv:
+            k = torch.cat([self.kv[layer][0], k], dim=2)
+            v = torch.cat([self.kv[layer][1], v], dim=2)
+        self.kv[layer] = (k, v)
+        return k, v
+
+    def select(self, rows: Tensor) -> None:
+        """Keep the batch rows ``rows`` (a long index): reorder, drop or repeat them (e.g. a
+        prompt run once, copied to each of its G responses)."""
+        self.kv = {layer: (k[rows], v[rows]) for layer, (k, v) in self.kv.items()}
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which position t attends to positions ≤ t.
 
     x (B, T, C) → q, k, v (B, H, T, C/H) → softmax(q kᵀ/√(C/H) + causal mask) v → (B, T, C),
-    via ``F.scaled_dot_product_attention(..., is_causal=True)``.
+    via ``F.scaled_dot_product_attention``. With a :class:`KVCache` the keys and values of
+    earlier positions come from the cache, and x's T positions follow them.
     """
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.layer = cfg.n_head, layer
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        past = 0 if cache is None else cache.length
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        if past == 0 or T == 1:   # the whole prefix, or one new token that sees all of it
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        else:                     # T new tokens after `past` cached ones: query i sees ≤ past + i
+            allowed = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.n_embd)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(cfg, layer)
         self.ln2 = nn.LayerNorm(cfg.n_embd)
         width = cfg.mlp_ratio * cfg.n_embd
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, width), nn.GELU(approximate="tanh"),
                                  nn.Linear(width, cfg.n_embd))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
 
 
@@ -155,7 +194,7 @@ class GPT(nn.Module):
         with torch.random.fork_rng(devices=[]):  # torch's default inits, overwritten below
             self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
             self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-            self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+            self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
             self.ln_f = nn.LayerNorm(cfg.n_embd)
             self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
@@ -176,22 +215,36 @@ class GPT(nn.Module):
         """Number of trainable parameters (a tied head is counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """idx (B, T) long on the model's device, T ≤ block_size → logits (B, T, V)."""
+    def forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+        """idx (B, T) long on the model's device → logits (B, T, V).
+
+        Without ``cache`` idx holds positions 0 … T − 1 (T ≤ block_size). With a
+        :class:`KVCache` (:meth:`new_cache`) it holds the *next* T positions, cache.length …
+        cache.length + T − 1: their keys and values are appended to the cache and they
+        attend to every earlier position, so ``model(x[:, :P], c)`` then ``model(x[:, P:], c)``
+        gives the logits of ``model(x)`` (up to floating-point reassociation).
+        """
         check_tensor(idx, "idx", ndim=2)
+        past = 0 if cache is None else cache.length
         T = idx.shape[1]
-        if T > self.config.block_size:
+        if past + T > self.config.block_size:
             raise ValueError(f"idx: expected at most block_size = {self.config.block_size} "
-                             f"positions, got {T}")
+                             f"positions, got {past + T}" + (f" ({past} cached)" if past else ""))
         if idx.device != self.wte.weight.device:
             raise ValueError(f"idx: expected tokens on the model's device "
                              f"{self.wte.weight.device}, got {idx.device}")
         check_index(idx, "idx", self.config.vocab_size)
-        pos = torch.arange(T, device=idx.device)
+        pos = torch.arange(past, past + T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, cache)
+        if cache is not None:
+            cache.length += T
         return self.head(self.ln_f(x))
+
+    def new_cache(self) -> KVCache:
+        """An empty :class:`KVCache` (positions start at 0)."""
+        return KVCache()
 
 
 # -- the tokenizer ------------------------------------------------------------------------
@@ -288,7 +341,8 @@ def _check_temperature(temperature: float) -> float:
 
 @torch.no_grad()
 def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Generator,
-           temperature: float = 1.0, eos_id: int = EOS, pad_id: int = PAD) -> Sample:
+           temperature: float = 1.0, eos_id: int = EOS, pad_id: int = PAD,
+           cache: bool = True) -> Sample:
     """Sample B responses at once: y_t ~ softmax(z_t / temperature), t = P … P + N − 1.
 
     Args:
@@ -298,14 +352,21 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
         generator: a ``torch.Generator`` on the model's device (the only randomness).
         temperature: τ > 0 samples from softmax(z/τ); τ = 0 is greedy decoding (argmax),
             and then ``logprobs`` holds the model's own (τ = 1) log-probabilities.
+        cache: decode with a :class:`KVCache` (a :class:`GPT` only; other modules are always
+            run on the whole prefix): the prompt is run once, then each step runs the one
+            new token, so a step costs O(prefix) instead of a forward pass over the prefix.
+            ``cache=False`` re-runs the prefix at every step (the reference it is tested
+            against: the same random draws in the same order, hence the same tokens, and
+            log-probs equal up to floating-point reassociation).
 
     Returns a :class:`Sample` (tokens, logprobs, mask), all (B, P + N). Rows stop
     independently: after a row's first EOS it receives ``pad_id`` with log-prob 0 and mask
-    0. The loop runs over the N generated positions (each step a batched forward pass on
-    the prefix; no KV cache, so the recorded log-probs and :func:`logprobs` come from the
-    same computation up to floating-point reassociation) and stops early once every row has
-    ended. Deterministic given the generator's state. No gradient is recorded: these are
-    the "old" log-probs of a rollout. Factor of J(θ): trajectory (draws τ ~ p_θ).
+    0. The loop runs over the N generated positions (each step one batched forward pass, on
+    the new token with the cache, on the prefix without) and stops early once every row has
+    ended. The recorded log-probs and :func:`logprobs` come from the same model up to
+    floating-point reassociation. Deterministic given the generator's state. No gradient
+    is recorded: these are the "old" log-probs of a rollout. Factor of J(θ): trajectory
+    (draws τ ~ p_θ).
     """
     check_tensor(prompts, "prompts", ndim=2)
     if prompts.dtype != torch.long:
@@ -329,8 +390,14 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
     tokens[:, :P] = prompts
     logp = None
     done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
+    kv = model.new_cache() if cache and isinstance(model, GPT) else None
     for t in range(P, T):
-        z = model(tokens[:, :t])[:, -1]                       # (B, V) logits for position t
+        if kv is None:
+            z = model(tokens[:, :t])[:, -1]                   # (B, V) logits for position t
+        elif t == P:                                          # each distinct prompt once
+            z = _prompt_logits(model, prompts, kv)[:, -1]
+        else:                                                 # then one new token a step
+            z = model(tokens[:, t - 1:t], kv)[:, -1]
         z = z.to(torch.promote_types(z.dtype, torch.float32))
         lp = torch.log_softmax(z if tau in (0.0, 1.0) else z / tau, dim=-1)
         if tau == 0.0:
@@ -349,16 +416,55 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
     return Sample(tokens, logp * mask, mask)
 
 
+def _prompt_logits(model: GPT, prompts: Tensor, cache: KVCache) -> Tensor:
+    """``model(prompts, cache)`` (B, P, V), running each distinct prompt once: G responses to
+    one prompt share its keys and values (copied with :meth:`KVCache.select`)."""
+    if _is_meta(prompts):
+        return model(prompts, cache)
+    distinct, rows = torch.unique(prompts, dim=0, return_inverse=True)
+    if 2 * distinct.shape[0] > prompts.shape[0]:      # few repeats: not worth a copy
+        return model(prompts, cache)
+    z = model(distinct, cache)
+    cache.select(rows)
+    return z[rows]
+
+
+def next_token_logits(model: GPT, tokens: Tensor, prompt_len: int | None = None) -> Tensor:
+    """``model(tokens[:, :-1])``, (B, T − 1, V): logits[:, t] scores tokens[:, t + 1].
+
+    With ``prompt_len`` = P (a :class:`GPT` only), the first P columns are a prompt that
+    rows may share (the G responses of a group): each distinct prompt runs once, its keys
+    and values are copied to its rows (:class:`KVCache`), and only the response columns run
+    per row, so a pass over G responses costs one prompt plus G responses instead of G
+    prompts plus G responses. The logits are those of the plain pass (up to floating-point
+    reassociation), and so are the gradients.
+    """
+    check_tensor(tokens, "tokens", ndim=2)
+    T = tokens.shape[1]
+    if prompt_len is not None:
+        check_positive_int(prompt_len, "prompt_len")
+        if prompt_len >= T:
+            raise ValueError(f"prompt_len: expected less than the T = {T} positions of tokens, "
+                             f"got {prompt_len}")
+    if prompt_len is None or prompt_len >= T - 1 or not isinstance(model, GPT):
+        return model(tokens[:, :-1])
+    cache = model.new_cache()
+    z_prompt = _prompt_logits(model, tokens[:, :prompt_len], cache)
+    return torch.cat([z_prompt, model(tokens[:, prompt_len:-1], cache)], dim=1)
+
+
 def logprobs(model: GPT, tokens: Tensor, temperature: float = 1.0,
-             chunk_size: int | None = None) -> Tensor:
+             chunk_size: int | None = None, prompt_len: int | None = None) -> Tensor:
     """Recompute log π(tokens[:, t] | tokens[:, :t]) for every t ≥ 1 in one forward pass.
 
     logits = model(tokens[:, :-1]) scores positions 1 … T − 1; the result (B, T) has a 0 in
     column 0 (nothing predicts the first token) and uses the memory-efficient
     :func:`pgbook.trajectory.tokens.token_logprobs` (``chunk_size`` is passed on). With the same
     ``temperature`` as :func:`sample` (τ > 0) it reproduces the sampled log-probs on the
-    response positions; multiply by the mask to ignore the rest. Differentiable in the
-    model's parameters (this is log π_θ in every policy loss). Factor of J(θ): trajectory.
+    response positions; multiply by the mask to ignore the rest. ``prompt_len`` = P runs
+    each distinct prompt of the first P columns once (:func:`next_token_logits`; same
+    values). Differentiable in the model's parameters (this is log π_θ in every policy
+    loss). Factor of J(θ): trajectory.
     """
     check_tensor(tokens, "tokens", ndim=2)
     if tokens.dtype != torch.long:
@@ -366,7 +472,7 @@ def logprobs(model: GPT, tokens: Tensor, temperature: float = 1.0,
     if tokens.shape[1] < 2:
         raise ValueError(f"tokens: expected at least 2 positions, got shape {tuple(tokens.shape)}")
     tau = check_positive(temperature, "temperature")
-    z = model(tokens[:, :-1])
+    z = next_token_logits(model, tokens, prompt_len)
     if tau != 1.0:
         z = z / tau
     lp = token_logprobs(z, tokens[:, 1:], chunk_size=chunk_size)
@@ -380,7 +486,9 @@ __all__ = [
     "PAD",
     "CharTokenizer",
     "GPTConfig",
+    "KVCache",
     "Sample",
     "logprobs",
+    "next_token_logits",
     "sample",
 ]
