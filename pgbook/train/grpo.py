@@ -123,7 +123,7 @@ def _trainer_logprobs(model, tokens: Tensor, temperature: float, prompt_len: int
     """log π(tokens[:, t] | tokens[:, :t]) (B, T) (differentiable where grad is on) and, with
     ``entropy``, the per-position entropy (B, T) (detached) from one forward pass, aligned like
     :func:`pgbook.worlds.gpt.logprobs` (column 0 is 0). Same arithmetic as
-    :func:`pgbook.worlds.gpt.logprobs` with the same ``prompt_len`` (each distinct prompt run
+    :func:`pgbook.worlds.gpt.logprobs` with the same ``prompt_len`` (a prompt shared by a group
     once), so the log-probs are bit-identical to it."""
     z = next_token_logits(model, tokens, prompt_len)
     if temperature != 1.0:

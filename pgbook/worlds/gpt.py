@@ -394,7 +394,7 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
     for t in range(P, T):
         if kv is None:
             z = model(tokens[:, :t])[:, -1]                   # (B, V) logits for position t
-        elif t == P:                                          # each distinct prompt once
+        elif t == P:                                          # each prompt once per group
             z = _prompt_logits(model, prompts, kv)[:, -1]
         else:                                                 # then one new token a step
             z = model(tokens[:, t - 1:t], kv)[:, -1]
@@ -417,14 +417,18 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
 
 
 def _prompt_logits(model: GPT, prompts: Tensor, cache: KVCache) -> Tensor:
-    """``model(prompts, cache)`` (B, P, V), running each distinct prompt once: G responses to
-    one prompt share its keys and values (copied with :meth:`KVCache.select`)."""
-    if _is_meta(prompts):
+    """``model(prompts, cache)`` (B, P, V), running each run of identical consecutive prompts
+    once (the G responses of a GRPO group are contiguous rows with the same prompt): the
+    repeats get copies of its keys and values (:meth:`KVCache.select`)."""
+    B = prompts.shape[0]
+    if _is_meta(prompts) or B < 2:
         return model(prompts, cache)
-    distinct, rows = torch.unique(prompts, dim=0, return_inverse=True)
-    if 2 * distinct.shape[0] > prompts.shape[0]:      # few repeats: not worth a copy
+    first = torch.ones(B, dtype=torch.bool, device=prompts.device)  # row starts a new prompt
+    first[1:] = (prompts[1:] != prompts[:-1]).any(dim=1)
+    if 2 * int(first.sum()) > B:                      # few repeats: not worth the copies
         return model(prompts, cache)
-    z = model(distinct, cache)
+    z = model(prompts[first], cache)
+    rows = first.cumsum(0) - 1                        # row b reads distinct prompt rows[b]
     cache.select(rows)
     return z[rows]
 
@@ -433,11 +437,12 @@ def next_token_logits(model: GPT, tokens: Tensor, prompt_len: int | None = None)
     """``model(tokens[:, :-1])``, (B, T − 1, V): logits[:, t] scores tokens[:, t + 1].
 
     With ``prompt_len`` = P (a :class:`GPT` only), the first P columns are a prompt that
-    rows may share (the G responses of a group): each distinct prompt runs once, its keys
-    and values are copied to its rows (:class:`KVCache`), and only the response columns run
-    per row, so a pass over G responses costs one prompt plus G responses instead of G
-    prompts plus G responses. The logits are those of the plain pass (up to floating-point
-    reassociation), and so are the gradients.
+    consecutive rows may share (the G responses of a group): each run of identical prompts
+    is computed once, its keys and values are copied to its rows (:class:`KVCache`), and
+    only the response columns run per row, so a group costs one prompt plus G responses
+    instead of G prompts plus G responses. The logits are those of the plain pass (up to
+    floating-point reassociation; on the CPU they are bit-identical), and so are the
+    gradients (up to the order in which the G copies' gradients are summed).
     """
     check_tensor(tokens, "tokens", ndim=2)
     T = tokens.shape[1]
@@ -462,8 +467,8 @@ def logprobs(model: GPT, tokens: Tensor, temperature: float = 1.0,
     :func:`pgbook.trajectory.tokens.token_logprobs` (``chunk_size`` is passed on). With the same
     ``temperature`` as :func:`sample` (τ > 0) it reproduces the sampled log-probs on the
     response positions; multiply by the mask to ignore the rest. ``prompt_len`` = P runs
-    each distinct prompt of the first P columns once (:func:`next_token_logits`; same
-    values). Differentiable in the model's parameters (this is log π_θ in every policy
+    a prompt shared by consecutive rows (the first P columns) once (:func:`next_token_logits`;
+    same values). Differentiable in the model's parameters (this is log π_θ in every policy
     loss). Factor of J(θ): trajectory.
     """
     check_tensor(tokens, "tokens", ndim=2)
