@@ -315,7 +315,7 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm, foreach=True)
                 opt.step()
                 losses.append(value.detach())
                 clips.append(met["clip_fraction"])
@@ -339,8 +339,9 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
                 "logprob_gap": gap,
                 "first_epoch_ratio_error": first_err,
             }
-        for name, v in row.items():
-            rec[name].append(float(v))
+        values = torch.stack([v.to(torch.float64) for v in row.values()]).tolist()  # one copy
+        for name, v in zip(row, values):
+            rec[name].append(v)
         rec["seconds"].append(time.perf_counter() - t0)
         if progress:
             bar.set_postfix(reward=f"{rec['reward'][-1]:.2f}", kl=f"{rec['kl_ref'][-1]:.3f}",

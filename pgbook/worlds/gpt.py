@@ -98,27 +98,33 @@ class GPTConfig:
 class KVCache:
     """The keys and values of the positions a :class:`GPT` has already seen.
 
-    For each block, a pair (B, H, L, C/H): the keys and values of the L = ``length``
-    positions run so far. ``model(idx, cache)`` appends idx's positions after them and lets
-    idx attend to all of them, so decoding costs one position's work per new token
-    (attention over the prefix) instead of a forward pass over the whole prefix, and a
-    prompt shared by many rows can be run once and copied (:meth:`select`). Appending
-    concatenates, so gradients flow through a cache (the trainer's shared-prompt pass).
+    For each block, a pair of (B, H, max_len, C/H) buffers whose first ``length`` positions
+    hold the keys and values of the positions run so far. ``model(idx, cache)`` writes
+    idx's after them and lets idx attend to all of them, so decoding costs one position's
+    work per new token (attention over the prefix) instead of a forward pass over the whole
+    prefix, and a prompt shared by many rows can be run once and copied (:meth:`select`).
+    Writes are in place: gradients flow through a prompt pass, a :meth:`select` and one
+    more pass (the trainer's shared-prompt pass); decoding step by step is for sampling,
+    without gradients (autograd would refuse the second in-place write).
     """
 
-    def __init__(self):
+    def __init__(self, max_len: int):
+        self.max_len = check_positive_int(max_len, "max_len")
         self.length = 0
         self.kv: dict[int, tuple[Tensor, Tensor]] = {}
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Append k, v (B, H, T, C/H) to block ``layer``'s keys and values and return them all,
-        (B, H, length + T, C/H). (``length`` moves on in :meth:`GPT.forward`, once every block
-        has appended.)"""
-        if layer in self.kv:
-            k = torch.cat([self.kv[layer][0], k], dim=2)
-            v = torch.cat([self.kv[layer][1], v], dim=2)
-        self.kv[layer] = (k, v)
-        return k, v
+        """Write k, v (B, H, T, C/H) at positions length … length + T − 1 of block ``layer``;
+        return its keys and values of every position so far, (B, H, length + T, C/H).
+        (``length`` moves on in :meth:`GPT.forward`, once every block has written.)"""
+        if layer not in self.kv:  # buffers in the dtype of the keys (autocast included)
+            shape = (*k.shape[:2], self.max_len, k.shape[3])
+            self.kv[layer] = (k.new_empty(shape), v.new_empty(shape))
+        keys, values = self.kv[layer]
+        end = self.length + k.shape[2]
+        keys[:, :, self.length:end] = k
+        values[:, :, self.length:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
     def select(self, rows: Tensor) -> None:
         """Keep the batch rows ``rows`` (a long index): reorder, drop or repeat them (e.g. a
@@ -230,6 +236,8 @@ class GPT(nn.Module):
         if past + T > self.config.block_size:
             raise ValueError(f"idx: expected at most block_size = {self.config.block_size} "
                              f"positions, got {past + T}" + (f" ({past} cached)" if past else ""))
+        if cache is not None and past + T > cache.max_len:
+            raise ValueError(f"cache: holds {cache.max_len} positions, {past + T} needed")
         if idx.device != self.wte.weight.device:
             raise ValueError(f"idx: expected tokens on the model's device "
                              f"{self.wte.weight.device}, got {idx.device}")
@@ -242,9 +250,9 @@ class GPT(nn.Module):
             cache.length += T
         return self.head(self.ln_f(x))
 
-    def new_cache(self) -> KVCache:
-        """An empty :class:`KVCache` (positions start at 0)."""
-        return KVCache()
+    def new_cache(self, max_len: int | None = None) -> KVCache:
+        """An empty :class:`KVCache` for up to ``max_len`` positions (default: block_size)."""
+        return KVCache(self.config.block_size if max_len is None else max_len)
 
 
 # -- the tokenizer ------------------------------------------------------------------------
@@ -376,7 +384,7 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
     block = getattr(getattr(model, "config", None), "block_size", None)
-    B, P = prompts.shape
+    P = prompts.shape[1]
     if block is not None and P + max_new_tokens > block:
         raise ValueError(f"max_new_tokens: prompt length {P} + {max_new_tokens} exceeds the "
                          f"model's block_size = {block}")
@@ -385,12 +393,23 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
     if generator.device.type != prompts.device.type:
         raise ValueError(f"generator: expected a generator on {prompts.device}, "
                          f"got one on {generator.device}")
-    T = P + max_new_tokens
+    with torch.inference_mode():  # no autograd bookkeeping at all; results cloned out below
+        tokens, logp = _decode(model, prompts, P + max_new_tokens, generator, tau, eos_id, pad_id,
+                               cache and isinstance(model, GPT))
+    tokens, logp = tokens.clone(), logp.clone()
+    mask = response_mask(tokens, eos_id, P, dtype=logp.dtype)
+    return Sample(tokens, logp * mask, mask)
+
+
+def _decode(model: GPT, prompts: Tensor, T: int, generator: torch.Generator, tau: float,
+            eos_id: int, pad_id: int, cache: bool) -> tuple[Tensor, Tensor]:
+    """:func:`sample`'s loop: tokens (B, T) and the sampled tokens' log-probs (B, T)."""
+    B, P = prompts.shape
     tokens = prompts.new_full((B, T), pad_id)
     tokens[:, :P] = prompts
     logp = None
     done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
-    kv = model.new_cache() if cache and isinstance(model, GPT) else None
+    kv = model.new_cache(T) if cache else None
     for t in range(P, T):
         if kv is None:
             z = model(tokens[:, :t])[:, -1]                   # (B, V) logits for position t
@@ -406,14 +425,13 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
             nxt = torch.multinomial(lp.exp(), 1, generator=generator).squeeze(-1)
         if logp is None:
             logp = lp.new_zeros(B, T)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        nxt = torch.where(done, pad_id, nxt)
         tokens[:, t] = nxt
-        logp[:, t] = torch.where(done, lp.new_zeros(()), lp.gather(-1, nxt[:, None]).squeeze(-1))
+        logp[:, t] = torch.where(done, 0.0, lp.gather(-1, nxt[:, None]).squeeze(-1))
         done = done | (nxt == eos_id)
         if bool(done.all()):
             break
-    mask = response_mask(tokens, eos_id, P, dtype=logp.dtype)
-    return Sample(tokens, logp * mask, mask)
+    return tokens, logp
 
 
 def _prompt_logits(model: GPT, prompts: Tensor, cache: KVCache) -> Tensor:
@@ -453,7 +471,7 @@ def next_token_logits(model: GPT, tokens: Tensor, prompt_len: int | None = None)
                              f"got {prompt_len}")
     if prompt_len is None or prompt_len >= T - 1 or not isinstance(model, GPT):
         return model(tokens[:, :-1])
-    cache = model.new_cache()
+    cache = model.new_cache(T - 1)
     z_prompt = _prompt_logits(model, tokens[:, :prompt_len], cache)
     return torch.cat([z_prompt, model(tokens[:, prompt_len:-1], cache)], dim=1)
 
