@@ -71,12 +71,22 @@ def baseline_path(rev: str | None) -> str | None:
     return out
 
 
+#: set by a script's ``--inline``: run workers of the current code in this process (a smoke
+#: run: saves starting an interpreter and importing torch per worker)
+INLINE = [False]
+
+
 def run_worker(script: str, args: list[str], pythonpath: str | None = None,
                env: dict | None = None) -> dict:
     """Run ``script --worker ...`` in a fresh interpreter and return its last JSON line.
 
     ``pythonpath`` (a baseline export) comes first on the path, then the repository, so the
-    worker imports that ``pgbook``; without it, the repository's."""
+    worker imports that ``pgbook``; without it, the repository's. With ``INLINE`` set, a
+    worker of the current code runs in this process instead (the calling script's
+    ``_parser()`` and ``_work(args)``)."""
+    if INLINE[0] and pythonpath is None:
+        main = sys.modules["__main__"]
+        return main._work(main._parser().parse_args(["--worker", *args]))
     paths = [p for p in (pythonpath, ROOT) if p]
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = os.pathsep.join([*paths, full_env.get("PYTHONPATH", "")]).rstrip(

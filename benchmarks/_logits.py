@@ -176,6 +176,9 @@ def main(what: str, doc: str, variants: list[str]) -> str:
     ap.add_argument("--variants", default=",".join(variants))
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help=f"also time pgbook as of git revision REV ('before'; e.g. {C.BEFORE_REV})")
+    ap.add_argument("--inline", action="store_true",
+                    help="run every row in this process (a smoke run: the memory figures are "
+                         "then not per row, and there is no 'before' row)")
     ap.add_argument("--worker", nargs=4, metavar=("VARIANT", "DTYPE", "EXPECT", "MEASURE"),
                     help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -193,7 +196,7 @@ def main(what: str, doc: str, variants: list[str]) -> str:
     mib = 2 ** 20
     one = B * T * V
     variants = a.variants.split(",")
-    before = C.baseline_path(a.baseline)
+    before = None if a.inline else C.baseline_path(a.baseline)
     if before is not None:
         variants = [*variants, "pgbook before"]
     lines = [C.header(a.device, a.threads),
@@ -207,10 +210,15 @@ def main(what: str, doc: str, variants: list[str]) -> str:
             args = ["--batch", str(B), "--tokens", str(T), "--vocab", str(V), "--reps",
                     str(a.reps), "--device", a.device, "--threads", str(a.threads)]
             name = v.replace("pgbook before", "pgbook")
-            r = C.run_worker(f"bench_{what}.py", [name, dt, path or "-", "memory", *args],
-                             pythonpath=path, env=env)
-            r.update(C.run_worker(f"bench_{what}.py", [name, dt, path or "-", "time", *args],
-                                  pythonpath=path))
+            if a.inline:
+                r = worker(what, name, dt, B, T, V, a.reps, a.device, a.threads, None, "memory")
+                r.update(worker(what, name, dt, B, T, V, a.reps, a.device, a.threads, None,
+                                "time"))
+            else:
+                r = C.run_worker(f"bench_{what}.py", [name, dt, path or "-", "memory", *args],
+                                 pythonpath=path, env=env)
+                r.update(C.run_worker(f"bench_{what}.py", [name, dt, path or "-", "time", *args],
+                                      pythonpath=path))
             r["variant"] = v
             rows.append(r)
             print(f"  done: {dt:8s} {v}", file=sys.stderr)

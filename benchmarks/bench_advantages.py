@@ -169,11 +169,15 @@ def _inputs(N, G, T, device):
     return R, mask, token_rewards, index
 
 
-def _time(fns, reps, sync, budget=0.05):
+BUDGET = [0.05]   # seconds per function and round (--budget)
+
+
+def _time(fns, reps, sync, budget=None):
     """Per-call times of each function in ``fns``, interleaved: each round runs each function
     in turn, repeated enough to last about ``budget`` seconds, so that a burst of load on a
     shared machine hits all of them alike. Returns (median time of each, median per-round
     ratio of each to the last one)."""
+    budget = BUDGET[0] if budget is None else budget
     counts = []
     for fn in fns:
         fn()
@@ -277,27 +281,42 @@ def worker(sizes, G, T, reps, device, threads, expect, with_verl):
             for N in sizes}
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="256,1024,4096,16384,65536")
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--budget", type=float, default=0.05,
+                    help="seconds each function runs per round (repeated calls)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help=f"also time pgbook as of git revision REV ('before'; e.g. {C.BEFORE_REV})")
+    ap.add_argument("--inline", action="store_true",
+                    help="run the current code's workers in this process (a smoke run)")
     ap.add_argument("--worker", nargs=2, metavar=("EXPECT", "VERL"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    return ap
+
+
+def _work(a) -> dict:
     sizes = [int(s) for s in a.sizes.split(",")]
+    BUDGET[0] = a.budget
+    expect = None if a.worker[0] == "-" else a.worker[0]
+    return worker(sizes, a.group, a.tokens, a.reps, a.device, a.threads, expect,
+                  a.worker[1] == "1")
+
+
+def main() -> None:
+    a = _parser().parse_args()
     if a.worker:
-        expect = None if a.worker[0] == "-" else a.worker[0]
-        print(json.dumps(worker(sizes, a.group, a.tokens, a.reps, a.device, a.threads, expect,
-                                a.worker[1] == "1")))
+        print(json.dumps(_work(a)))
         return
+    C.INLINE[0] = a.inline
+    sizes = [int(s) for s in a.sizes.split(",")]
     G, T = a.group, a.tokens
     args = ["--sizes", a.sizes, "--group", str(G), "--tokens", str(T), "--reps", str(a.reps),
-            "--device", a.device, "--threads", str(a.threads)]
+            "--budget", str(a.budget), "--device", a.device, "--threads", str(a.threads)]
     before_dir = C.baseline_path(a.baseline)
     head = C.header(a.device, a.threads)
     now = C.run_worker("bench_advantages.py", ["-", "1", *args])

@@ -116,7 +116,7 @@ def worker(init: str, steps: int, pretrain_steps: int, device: str, threads: int
             "phases": {k: v / h.steps for k, v in acc.items()} if acc else None}
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--pretrain-steps", type=int, default=200)
@@ -125,14 +125,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help=f"also time grpo_train as of git revision REV (e.g. {C.BEFORE_REV})")
+    ap.add_argument("--inline", action="store_true",
+                    help="run the current code's workers in this process (a smoke run)")
     ap.add_argument("--worker", nargs=3, metavar=("INIT", "EXPECT", "PHASES"),
                     help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    return ap
+
+
+def _work(a) -> dict:
+    expect = None if a.worker[1] == "-" else a.worker[1]
+    return worker(a.worker[0], a.steps, a.pretrain_steps, a.device, a.threads, expect,
+                  a.worker[2] == "1")
+
+
+def main() -> None:
+    a = _parser().parse_args()
     if a.worker:
-        expect = None if a.worker[1] == "-" else a.worker[1]
-        print(json.dumps(worker(a.worker[0], a.steps, a.pretrain_steps, a.device, a.threads,
-                                expect, a.worker[2] == "1")))
+        print(json.dumps(_work(a)))
         return
+    C.INLINE[0] = a.inline
     head = C.header(a.device, a.threads)
     before_dir = C.baseline_path(a.baseline)
     versions = {"after": None}
@@ -142,7 +153,8 @@ def main() -> None:
             a.device, "--threads", str(a.threads)]
     with tempfile.TemporaryDirectory() as tmp:
         init = os.path.join(tmp, "pretrained.pt")
-        C.run_worker("bench_grpo_step.py", [init, "-", "0", "--steps", "1", *args[2:]])
+        if before_dir:  # pretrain once with the current code; every run loads those weights
+            C.run_worker("bench_grpo_step.py", [init, "-", "0", "--steps", "1", *args[2:]])
         runs = {v: [] for v in versions}
         for _ in range(a.repeats):
             for v, path in versions.items():

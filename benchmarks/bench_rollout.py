@@ -90,7 +90,7 @@ def worker(configs, lengths, B, P, V, reps, device, threads, expect, modes, budg
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--lengths", default="16,64,256")
@@ -104,14 +104,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help=f"also time the sampler as of git revision REV (e.g. {C.BEFORE_REV})")
+    ap.add_argument("--inline", action="store_true",
+                    help="run the current code's workers in this process (a smoke run)")
     ap.add_argument("--worker", nargs=2, metavar=("EXPECT", "MODES"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    return ap
+
+
+def _work(a) -> dict:
     configs, lengths = a.configs.split(","), [int(x) for x in a.lengths.split(",")]
+    expect = None if a.worker[0] == "-" else a.worker[0]
+    return worker(configs, lengths, a.batch, a.prompt, a.vocab, a.reps, a.device, a.threads,
+                  expect, a.worker[1].split(","), a.budget)
+
+
+def main() -> None:
+    a = _parser().parse_args()
     if a.worker:
-        expect = None if a.worker[0] == "-" else a.worker[0]
-        print(json.dumps(worker(configs, lengths, a.batch, a.prompt, a.vocab, a.reps, a.device,
-                                a.threads, expect, a.worker[1].split(","), a.budget)))
+        print(json.dumps(_work(a)))
         return
+    C.INLINE[0] = a.inline
+    configs, lengths = a.configs.split(","), [int(x) for x in a.lengths.split(",")]
     args = ["--configs", a.configs, "--lengths", a.lengths, "--batch", str(a.batch), "--prompt",
             str(a.prompt), "--vocab", str(a.vocab), "--reps", str(a.reps), "--budget",
             str(a.budget), "--device", a.device, "--threads", str(a.threads)]

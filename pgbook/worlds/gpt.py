@@ -18,6 +18,9 @@ sampled token*: the trajectory factor of J(θ) = E_{τ~p_θ}[R(τ)]. This module
   log-probability of every sampled token *under the sampling distribution* and the
   response mask (:class:`Sample`); :func:`logprobs` recomputes the same log-probabilities
   from one forward pass (that is what a trainer differentiates).
+* :class:`KVCache`: the keys and values of the positions already run, so that sampling
+  runs each new token once (``model(idx, cache)``) instead of re-running the prefix, and
+  a prompt shared by a group of G responses runs once for all of them.
 
 Token layout (used by :mod:`pgbook.worlds.tasks` and the chapters that train the model): a batch
 of prompts is a (B, P) long tensor, ``BOS`` first, left-padded with ``PAD`` so that every
@@ -98,14 +101,14 @@ class GPTConfig:
 class KVCache:
     """The keys and values of the positions a :class:`GPT` has already seen.
 
-    For each block, a pair of (B, H, max_len, C/H) buffers whose first ``length`` positions
-    hold the keys and values of the positions run so far. ``model(idx, cache)`` writes
-    idx's after them and lets idx attend to all of them, so decoding costs one position's
-    work per new token (attention over the prefix) instead of a forward pass over the whole
-    prefix, and a prompt shared by many rows can be run once and copied (:meth:`select`).
-    Writes are in place: gradients flow through a prompt pass, a :meth:`select` and one
-    more pass (the trainer's shared-prompt pass); decoding step by step is for sampling,
-    without gradients (autograd would refuse the second in-place write).
+    For each block, a pair (B, H, L, C/H) whose first ``length`` positions hold the keys and
+    values of the positions run so far. ``model(idx, cache)`` appends idx's and lets idx
+    attend to all of them, so decoding costs one position's work per new token (attention
+    over the prefix) instead of a forward pass over the whole prefix, and a prompt shared by
+    many rows can be run once and copied (:meth:`select`). Without autograd (sampling) the
+    pairs are buffers of L = ``max_len`` positions written in place; when the keys need
+    gradients (the trainer's shared-prompt pass) they are concatenated instead, since
+    autograd cannot differentiate through a buffer that is overwritten.
     """
 
     def __init__(self, max_len: int):
@@ -114,17 +117,24 @@ class KVCache:
         self.kv: dict[int, tuple[Tensor, Tensor]] = {}
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write k, v (B, H, T, C/H) at positions length … length + T − 1 of block ``layer``;
-        return its keys and values of every position so far, (B, H, length + T, C/H).
-        (``length`` moves on in :meth:`GPT.forward`, once every block has written.)"""
-        if layer not in self.kv:  # buffers in the dtype of the keys (autocast included)
+        """Append k, v (B, H, T, C/H) to block ``layer``'s keys and values and return all of
+        them, (B, H, length + T, C/H). (``length`` moves on in :meth:`GPT.forward`, once
+        every block has appended.)"""
+        a, end = self.length, self.length + k.shape[2]
+        old = self.kv.get(layer)
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            if old is not None:
+                k, v = torch.cat([old[0][:, :, :a], k], dim=2), torch.cat([old[1][:, :, :a], v], dim=2)
+            self.kv[layer] = (k, v)
+            return k, v
+        if old is None or old[0].shape[2] < end:  # buffers for max_len positions (keys' dtype)
             shape = (*k.shape[:2], self.max_len, k.shape[3])
-            self.kv[layer] = (k.new_empty(shape), v.new_empty(shape))
-        keys, values = self.kv[layer]
-        end = self.length + k.shape[2]
-        keys[:, :, self.length:end] = k
-        values[:, :, self.length:end] = v
-        return keys[:, :, :end], values[:, :, :end]
+            buffers = (k.new_empty(shape), v.new_empty(shape))
+            if old is not None:
+                buffers[0][:, :, :a], buffers[1][:, :, :a] = old[0][:, :, :a], old[1][:, :, :a]
+            self.kv[layer] = old = buffers
+        old[0][:, :, a:end], old[1][:, :, a:end] = k, v
+        return old[0][:, :, :end], old[1][:, :, :end]
 
     def select(self, rows: Tensor) -> None:
         """Keep the batch rows ``rows`` (a long index): reorder, drop or repeat them (e.g. a
