@@ -128,9 +128,9 @@ def check_finite(x: Tensor, name: str) -> Tensor:
     check_tensor(x, name)
     if not x.is_floating_point() or _is_meta(x):
         return x
-    zero = float(x.detach().mul(0).sum())  # 0·x is NaN exactly where x is NaN or ±inf: two
-    if zero == zero:                       # passes (isfinite takes four on a CPU); not NaN
-        return x
+    total = float(x.detach().sum())  # a finite sum has no NaN or inf in it: one pass (isfinite
+    if total - total == 0:           # takes four on a CPU); an overflowing sum of finite
+        return x                     # values just falls through to the count below
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         n_nan = int(torch.isnan(x).sum())

@@ -219,6 +219,8 @@ def test_advantages(device, dtype):
 def test_check_finite_fast_path_still_counts(device):
     x = torch.zeros(1000, device=device)
     assert check_finite(x, "x") is x
+    big = torch.full((4,), 3e38, device=device)       # finite entries whose sum overflows
+    assert check_finite(big, "big") is big
     x[3] = float("nan")
     x[7] = float("inf")
     x[9] = -float("inf")

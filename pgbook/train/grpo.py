@@ -324,7 +324,6 @@ def grpo_train(model, task, *, steps: int, prompts_per_step: int, group_size: in
             zero = old.new_zeros(())
             k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
                                                     torch.where(m, ref, zero), "k3"), zero)
-        with torch.no_grad():
             n_tok = mask.sum()
             gap = (s.logprobs.to(old.dtype) - old).abs().masked_fill(~m, 0).max()
             row = {
