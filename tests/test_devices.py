@@ -260,6 +260,8 @@ def test_kv_cache_forward_equals_full_forward(device, grads):
     if grads != "none":
         torch.cat(parts, 1).sum().backward()
         assert m.wte.weight.grad is not None
+    with pytest.raises(ValueError, match="max_len"):
+        gpt.KVCache(0)
     c2 = m.new_cache(8)
     m(x[:, :8], c2)
     with pytest.raises(ValueError, match="cache"):

@@ -139,7 +139,8 @@ class KVCache:
     def select(self, rows: Tensor) -> None:
         """Keep the batch rows ``rows`` (a long index): reorder, drop or repeat them (e.g. a
         prompt run once, copied to each of its G responses)."""
-        self.kv = {layer: (k[rows], v[rows]) for layer, (k, v) in self.kv.items()}
+        self.kv = {layer: (k.index_select(0, rows), v.index_select(0, rows))
+                   for layer, (k, v) in self.kv.items()}
 
 
 class CausalSelfAttention(nn.Module):
@@ -420,6 +421,7 @@ def _decode(model: GPT, prompts: Tensor, T: int, generator: torch.Generator, tau
     logp = None
     done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
     kv = model.new_cache(T) if cache else None
+    work = None                                               # the log-probs' dtype
     for t in range(P, T):
         if kv is None:
             z = model(tokens[:, :t])[:, -1]                   # (B, V) logits for position t
@@ -427,7 +429,8 @@ def _decode(model: GPT, prompts: Tensor, T: int, generator: torch.Generator, tau
             z = _prompt_logits(model, prompts, kv)[:, -1]
         else:                                                 # then one new token a step
             z = model(tokens[:, t - 1:t], kv)[:, -1]
-        z = z.to(torch.promote_types(z.dtype, torch.float32))
+        work = work or torch.promote_types(z.dtype, torch.float32)
+        z = z.to(work)
         lp = torch.log_softmax(z if tau in (0.0, 1.0) else z / tau, dim=-1)
         if tau == 0.0:
             nxt = lp.argmax(-1)
@@ -453,12 +456,13 @@ def _prompt_logits(model: GPT, prompts: Tensor, cache: KVCache) -> Tensor:
         return model(prompts, cache)
     first = torch.ones(B, dtype=torch.bool, device=prompts.device)  # row starts a new prompt
     first[1:] = (prompts[1:] != prompts[:-1]).any(dim=1)
-    if 2 * int(first.sum()) > B:                      # few repeats: not worth the copies
+    starts = first.nonzero().squeeze(1)
+    if 2 * starts.shape[0] > B:                       # few repeats: not worth the copies
         return model(prompts, cache)
-    z = model(prompts[first], cache)
+    z = model(prompts.index_select(0, starts), cache)
     rows = first.cumsum(0) - 1                        # row b reads distinct prompt rows[b]
     cache.select(rows)
-    return z[rows]
+    return z.index_select(0, rows)
 
 
 def next_token_logits(model: GPT, tokens: Tensor, prompt_len: int | None = None) -> Tensor:
