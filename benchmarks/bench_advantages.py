@@ -23,7 +23,10 @@ rewards (pgbook's estimator; verl's function bodies minus the sum over tokens an
 broadcast), and a third ``broadcast_to_tokens`` against the bare ``adv[:, None] * mask``, with
 the share of the time spent validating inputs (the same call with the module's ``check_*``
 helpers replaced by no-ops). Times are medians over ``--reps`` rounds of CPU time
-(``time.process_time``; on CUDA wall time between synchronisations), per call. Values are
+(``time.process_time``; on CUDA wall time between synchronisations), per call, with the
+functions interleaved within each round. The workers' allocator keeps freed memory
+(``ALLOC_ENV``), so that mapping and faulting in fresh pages for each large output, which
+costs every row the same but lands unevenly, does not drown the differences. Values are
 checked to agree (1e-4) before anything is timed.
 
 This is a benchmark, not a test: numbers depend on the machine (and on other load).
@@ -42,6 +45,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C
 
 ESTIMATORS = ["grpo", "grpo_mean", "rloo"]
+#: the workers' allocator keeps freed memory for reuse (as torch's CUDA caching allocator
+#: does): otherwise glibc maps each large output afresh and the page faults of writing it,
+#: the same for every row but landing unevenly, dominate the times of the (N, T) rows
+ALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 28), "MALLOC_TRIM_THRESHOLD_": str(1 << 29)}
 LOOPED_MAX = 4096
 
 
@@ -174,9 +181,9 @@ BUDGET = [0.05]   # seconds per function and round (--budget)
 
 def _time(fns, reps, sync, budget=None):
     """Per-call times of each function in ``fns``, interleaved: each round runs each function
-    in turn, repeated enough to last about ``budget`` seconds, so that a burst of load on a
-    shared machine hits all of them alike. Returns (median time of each, median per-round
-    ratio of each to the last one)."""
+    in turn (in reverse order every other round), repeated enough to last about ``budget``
+    seconds, so that a burst of load on a shared machine hits all of them alike. Returns
+    (median time of each, median per-round ratio of each to the last one)."""
     budget = BUDGET[0] if budget is None else budget
     counts = []
     for fn in fns:
@@ -189,8 +196,9 @@ def _time(fns, reps, sync, budget=None):
         counts.append(max(1, min(1000, int(budget / one))))
     clock = time.perf_counter if sync is not _nosync else time.process_time
     per = [[] for _ in fns]
-    for _ in range(reps):
-        for k, (fn, n) in enumerate(zip(fns, counts)):
+    for r in range(reps):   # the order alternates, so that neither runs on the other's caches
+        order = list(enumerate(zip(fns, counts)))
+        for k, (fn, n) in (order if r % 2 == 0 else order[::-1]):
             sync()
             t = clock()
             for _ in range(n):
@@ -319,9 +327,9 @@ def main() -> None:
             "--budget", str(a.budget), "--device", a.device, "--threads", str(a.threads)]
     before_dir = C.baseline_path(a.baseline)
     head = C.header(a.device, a.threads)
-    now = C.run_worker("bench_advantages.py", ["-", "1", *args])
+    now = C.run_worker("bench_advantages.py", ["-", "1", *args], env=ALLOC_ENV)
     before = C.run_worker("bench_advantages.py", [before_dir, "0", *args],
-                          pythonpath=before_dir) if before_dir else None
+                          pythonpath=before_dir, env=ALLOC_ENV) if before_dir else None
     us = 1e6
 
     def cell(x):
