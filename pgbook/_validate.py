@@ -11,16 +11,29 @@ are skipped there, shape and device checks are not).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "LOG_RATIO_CLAMP",
+    "UnknownOptionError",
     "check_finite",
+    "check_finite_where",
+    "check_float_dtype",
     "check_generator",
+    "check_in_range",
     "check_index",
     "check_mask",
+    "check_nonnegative_int",
+    "check_number",
+    "check_option",
+    "check_options",
     "check_pair",
     "check_positive",
     "check_positive_int",
@@ -29,10 +42,18 @@ __all__ = [
     "check_same_shape",
     "check_shape",
     "check_tensor",
+    "keyword_names",
     "make_generator",
+    "reject_unknown_options",
     "to_work",
+    "unknown_options",
     "work_dtype",
 ]
+
+#: |log r| bound applied before exponentiating a log-ratio in a loss (policy ratios, k3):
+#: verl's ``compute_policy_loss_vanilla`` and ``kl_penalty_forward`` clamp to [−20, 20], so a
+#: ratio is at most e²⁰ ≈ 4.9e8 and never overflows float32 or bfloat16.
+LOG_RATIO_CLAMP = 20.0
 
 _LOW = (torch.float16, torch.bfloat16)
 
@@ -41,11 +62,14 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype pgbook computes in for inputs of ``dtype``: float32 for float16/bfloat16
     (and float32), float64 for float64 (``torch.promote_types(dtype, torch.float32)``).
     Results are cast back to the input's dtype where a function says so."""
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: expected a torch.dtype, got {dtype!r}")
     return torch.promote_types(dtype, torch.float32)
 
 
 def to_work(x: Tensor) -> Tensor:
     """``x`` in :func:`work_dtype` (a no-op for float32 and float64)."""
+    check_tensor(x, "x")
     return x.to(work_dtype(x.dtype))
 
 
@@ -54,37 +78,50 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     randomness (every sampling function takes one explicitly)."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed: expected an integer, got {seed!r} ({type(seed).__name__})")
-    g = torch.Generator(device=device)
+    if not -(2 ** 63) <= seed < 2 ** 64:
+        raise ValueError(f"seed: expected an integer in [-2**63, 2**64), got {seed}")
+    try:
+        g = torch.Generator(device=device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: expected a torch device with a generator, got {device!r} "
+                         f"({e})") from None
     g.manual_seed(seed)
     return g
 
 
-def check_generator(generator, device: torch.device | str | None = None,
+def check_generator(generator: torch.Generator, device: torch.device | str | None = None,
                     name: str = "generator") -> torch.Generator:
     """``generator`` must be a ``torch.Generator`` (on the type of ``device`` when given)."""
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"{name}: expected a torch.Generator (pgbook.make_generator(seed)), "
                          f"got {type(generator).__name__}")
-    if device is not None and torch.device(generator.device).type != torch.device(device).type:
+    if device is not None and torch.device(device).type != "meta" and \
+            torch.device(generator.device).type != torch.device(device).type:
         raise ValueError(f"{name}: expected a generator on {torch.device(device)}, "
                          f"got one on {generator.device}")
     return generator
 
 
-def _is_meta(x: Tensor) -> bool:
-    """True when ``x`` holds no readable values: the meta device, or a tensor inside a
-    ``torch.func`` transform (vmap/grad), where data-dependent checks cannot run. Such
-    values are checked by the caller before the transform."""
-    if x.device.type == "meta":
-        return True
+def _is_transformed(x: Tensor) -> bool:
+    """True when ``x`` is a tensor seen inside a ``torch.func`` transform (vmap, grad)."""
     try:
         return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
     except AttributeError:  # pragma: no cover - older torch
         return False
 
 
-def check_tensor(x, name: str, *, ndim: int | None = None, floating: bool = False) -> Tensor:
-    """``x`` must be a tensor (of ``ndim`` dimensions; of a floating dtype when asked)."""
+def _is_meta(x: Tensor) -> bool:
+    """True when ``x`` holds no readable values: the meta device, or a tensor inside a
+    ``torch.func`` transform (vmap/grad), where data-dependent checks cannot run. Functions
+    that enter a transform check their inputs' values *before* entering it."""
+    return x.device.type == "meta" or _is_transformed(x)
+
+
+def check_tensor(x: Tensor, name: str, *, ndim: int | None = None, floating: bool = False,
+                 nonempty: bool = False) -> Tensor:
+    """``x`` must be a tensor (of ``ndim`` dimensions; of a floating dtype when asked; with at
+    least one element when ``nonempty``). A Python list or number is refused: pass
+    ``torch.tensor(...)`` (the dtype and device are then yours to choose)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if ndim is not None and x.dim() != ndim:
@@ -93,6 +130,8 @@ def check_tensor(x, name: str, *, ndim: int | None = None, floating: bool = Fals
         )
     if floating and not x.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    if nonempty and x.numel() == 0:
+        raise ValueError(f"{name}: expected at least one element, got shape {tuple(x.shape)}")
     return x
 
 
@@ -107,6 +146,7 @@ def check_shape(x: Tensor, name: str, shape: Sequence[int | None]) -> Tensor:
 
 
 def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    """``a`` and ``b`` must have the same shape."""
     if a.shape != b.shape:
         raise ValueError(
             f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} "
@@ -123,22 +163,36 @@ def check_pair(x: Tensor, other: Tensor, name_x: str, name_other: str) -> None:
     check_same_device(**{name_x: x, name_other: other})
 
 
+def _bad_count(x: Tensor) -> str:
+    n_nan = int(torch.isnan(x).sum())
+    n_inf = int(torch.isinf(x).sum())
+    return (f"{n_nan} NaN and {n_inf} infinite entr{'y' if n_nan + n_inf == 1 else 'ies'} "
+            f"out of {x.numel()}")
+
+
 def check_finite(x: Tensor, name: str) -> Tensor:
     """No NaN and no ±inf in ``x`` (skipped on the meta device, which holds no values)."""
     check_tensor(x, name)
-    if not x.is_floating_point() or _is_meta(x):
+    if not x.is_floating_point() or _is_meta(x) or x.numel() == 0:
         return x
-    total = float(x.detach().sum())  # a finite sum has no NaN or inf in it: one pass (isfinite
-    if total - total == 0:           # takes four on a CPU); an overflowing sum of finite
-        return x                     # values just falls through to the count below
-    bad = ~torch.isfinite(x)
+    # one reduction: a NaN or ±inf entry makes the sum non-finite (the exact, slower test runs
+    # only then, and lets through finite values whose sum merely overflowed)
+    if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: expected finite values, got {_bad_count(x)}")
+    return x
+
+
+def check_finite_where(x: Tensor, mask: Tensor, name: str) -> Tensor:
+    """No NaN and no ±inf in ``x`` where ``mask`` is non-zero (masked positions, e.g.
+    padding, may hold anything: they never reach a value or a gradient)."""
+    check_tensor(x, name)
+    if not x.is_floating_point() or _is_meta(x) or _is_meta(mask):
+        return x
+    bad = ~torch.isfinite(x) & (mask != 0)
     if bool(bad.any()):
-        n_nan = int(torch.isnan(x).sum())
-        n_inf = int(bad.sum()) - n_nan
-        raise ValueError(
-            f"{name}: expected finite values, got {n_nan} NaN and {n_inf} infinite "
-            f"entr{'y' if n_nan + n_inf == 1 else 'ies'} out of {x.numel()}"
-        )
+        raise ValueError(f"{name}: expected finite values where the mask is 1, got "
+                         f"{int(bad.sum())} NaN or infinite entr"
+                         f"{'y' if int(bad.sum()) == 1 else 'ies'} there")
     return x
 
 
@@ -151,7 +205,7 @@ def check_same_device(**tensors: Tensor) -> torch.device:
     return next(iter(devices.values())) if devices else torch.device("cpu")
 
 
-def check_positive_int(n, name: str) -> int:
+def check_positive_int(n: int, name: str) -> int:
     """``n`` must be an integer ≥ 1 (sample counts, group sizes, epochs)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise ValueError(f"{name}: expected an integer ≥ 1, got {n!r} ({type(n).__name__})")
@@ -160,30 +214,92 @@ def check_positive_int(n, name: str) -> int:
     return n
 
 
-def check_positive(x: float, name: str, *, allow_zero: bool = False) -> float:
-    """``x`` must be a finite real number > 0 (or ≥ 0 with ``allow_zero``)."""
+def check_nonnegative_int(n: int, name: str) -> int:
+    """``n`` must be an integer ≥ 0 (token ids, offsets)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ValueError(f"{name}: expected an integer ≥ 0, got {n!r} ({type(n).__name__})")
+    if n < 0:
+        raise ValueError(f"{name}: expected an integer ≥ 0, got {n}")
+    return n
+
+
+def check_number(x: float, name: str) -> float:
+    """``x`` must be a finite real number (an int, a float or a one-element tensor; not a
+    bool or a string); returns it as a float."""
+    if isinstance(x, (bool, str, bytes)) or x is None:
+        raise ValueError(f"{name}: expected a real number, got {x!r} ({type(x).__name__})")
+    if isinstance(x, Tensor) and (x.numel() != 1 or x.is_complex() or _is_meta(x)):
+        raise ValueError(f"{name}: expected a real number, got a tensor of shape "
+                         f"{tuple(x.shape)} on {x.device}")
     try:
         v = float(x)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected a real number, got {x!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
+    if not math.isfinite(v):
         raise ValueError(f"{name}: expected a finite number, got {v}")
+    return v
+
+
+def check_positive(x: float, name: str, *, allow_zero: bool = False) -> float:
+    """``x`` must be a finite real number > 0 (or ≥ 0 with ``allow_zero``)."""
+    v = check_number(x, name)
     if v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name}: expected a number {'≥' if allow_zero else '>'} 0, got {v}")
     return v
 
 
+def check_float_dtype(dtype: torch.dtype, name: str = "dtype") -> torch.dtype:
+    """``dtype`` must be a floating ``torch.dtype`` (e.g. ``torch.float64``)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{name}: expected a floating torch.dtype such as torch.float64, "
+                         f"got {dtype!r}")
+    return dtype
+
+
+def check_option(value: str, name: str, options: Sequence[str]) -> str:
+    """``value`` must be one of ``options`` (an option a function does not know is an error,
+    never ignored)."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name}: expected one of {tuple(options)}, got {value!r}")
+    return value
+
+
+def check_in_range(x: Tensor, name: str, low: float, high: float, *, low_open: bool = False,
+                   high_open: bool = False) -> Tensor:
+    """Every entry of ``x`` in the interval from ``low`` to ``high`` (open at an end when
+    asked); NaN is never in range. Skipped on the meta device."""
+    check_tensor(x, name)
+    if _is_meta(x) or x.numel() == 0:
+        return x
+    ok = (x > low if low_open else x >= low) & (x < high if high_open else x <= high)
+    if not bool(ok.all()):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        if low_open and high_open:
+            interval += f" (strictly between {low:g} and {high:g})"
+        bad = x[~ok]
+        n_nan = int(torch.isnan(bad).sum()) if bad.is_floating_point() else 0
+        raise ValueError(f"{name}: expected values in {interval}, got {bad.numel()} outside it"
+                         + (f" ({n_nan} NaN)" if n_nan else f" (e.g. {bad.flatten()[0].item():.4g})"))
+    return x
+
+
 def check_probs(p: Tensor, name: str, *, dim: int = -1, atol: float | None = None) -> Tensor:
     """``p`` must be finite, non-negative and sum to one along ``dim``."""
     check_tensor(p, name, floating=True)
-    check_finite(p, name)
-    if _is_meta(p):
+    if _is_meta(p) or p.numel() == 0:
         return p
-    if bool((p < 0).any()):
-        raise ValueError(f"{name}: expected non-negative probabilities, min is {p.min().item():.3g}")
-    tol = atol if atol is not None else (1e-3 if p.dtype in (torch.float16, torch.bfloat16) else 1e-5)
-    sums = p.sum(dim=dim)
-    err = (sums - 1).abs().max().item() if sums.numel() else 0.0
+    q = p.detach()
+    sums = q.sum(dim=dim)
+    total, low, err = torch.stack([q.sum(), q.amin(), (sums - 1).abs().amax()]).tolist()
+    if not math.isfinite(total):
+        check_finite(p, name)
+    if low < 0:
+        raise ValueError(f"{name}: expected non-negative probabilities, min is {low:.3g}")
+    if atol is not None:
+        tol = atol
+    else:  # n values each rounded to the dtype's unit roundoff (bfloat16: 2⁻⁸)
+        n = p.shape[dim] if p.dim() else 1
+        tol = max(1e-3 if p.dtype in _LOW else 1e-5, n * torch.finfo(p.dtype).eps / 2)
     if err > tol:
         raise ValueError(
             f"{name}: expected probabilities summing to 1 along dim {dim}, "
@@ -192,30 +308,127 @@ def check_probs(p: Tensor, name: str, *, dim: int = -1, atol: float | None = Non
     return p
 
 
-def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None) -> Tensor:
-    """A 0/1 (or bool) mask of ``shape`` that is not all zero."""
+def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
+               allow_all_zero: bool = False) -> Tensor:
+    """A 0/1 mask (bool, integer or floating) of ``shape`` that is not all zero.
+
+    The values are checked in the mask's own dtype, *before* any conversion: a float mask
+    holding 0.5 or NaN, or an integer mask holding 2 or −1, is refused (``mask.bool()`` would
+    silently read them as 1). An all-zero mask (nothing to sum or average over) is refused
+    unless ``allow_all_zero``; single all-zero rows (padding rows) are fine. Value checks are
+    skipped on the meta device and inside ``torch.func`` transforms.
+    """
     check_tensor(mask, name)
     if shape is not None and tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(mask.shape)}")
+    if mask.is_complex():
+        raise ValueError(f"{name}: expected a 0/1 mask (bool, integer or floating), got dtype "
+                         f"{mask.dtype}")
     if _is_meta(mask):
         return mask
-    if mask.is_floating_point():
-        check_finite(mask, name)
-        if bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError(f"{name}: expected a 0/1 mask, got values other than 0 and 1")
-    if mask.numel() == 0 or not bool((mask != 0).any()):
-        raise ValueError(f"{name}: the mask is all zero, so there is no token to average over")
+    if mask.dtype != torch.bool:
+        bad = (mask != 0) & (mask != 1)
+        if bool(bad.any()):
+            vals = mask[bad]
+            n_nan = int(torch.isnan(vals).sum()) if vals.is_floating_point() else 0
+            raise ValueError(
+                f"{name}: expected a 0/1 mask, got {vals.numel()} other value(s)"
+                + (f" ({n_nan} NaN)" if n_nan else f" (e.g. {vals.flatten()[0].item():g})")
+            )
+    if not allow_all_zero and (mask.numel() == 0 or not bool((mask != 0).any())):
+        raise ValueError(f"{name}: the mask is all zero, so there is no token to sum or "
+                         f"average over (got shape {tuple(mask.shape)})")
     return mask
 
 
 def check_index(idx: Tensor, name: str, size: int) -> Tensor:
-    """An integer tensor with values in [0, size)."""
+    """An integer tensor with values in [0, size) (negative ids are refused: they would
+    wrap around silently when used as indices). Skipped on the meta device and inside
+    ``torch.func`` transforms: check before entering one."""
     check_tensor(idx, name)
-    if idx.is_floating_point() or idx.dtype == torch.bool:
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
         raise ValueError(f"{name}: expected an integer tensor, got dtype {idx.dtype}")
     if not _is_meta(idx) and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
         raise ValueError(
-            f"{name}: expected indices in [0, {size}), got range "
+            f"{name}: expected ids in [0, {size}) (indices into {size} entries), got range "
             f"[{int(idx.min())}, {int(idx.max())}]"
         )
     return idx
+
+
+# -- options: an option a function does not take is an error, never ignored ----------------
+class UnknownOptionError(ValueError, TypeError):
+    """An option (keyword argument) that the function, or the piece it dispatches to, does
+    not take. A ``ValueError`` like every bad input to pgbook, and a ``TypeError`` like
+    Python's own "unexpected keyword argument", so either ``except`` catches it."""
+
+
+def unknown_options(what: str, given: Iterable[str], accepted: Iterable[str]) -> None:
+    """Raise :class:`UnknownOptionError` if ``given`` holds a name not in ``accepted``; the
+    message names the unknown options, the closest accepted names and every accepted one."""
+    if not isinstance(what, str):
+        raise ValueError(f"what: expected a string (the function's name), got {what!r}")
+    for name, names in (("given", given), ("accepted", accepted)):
+        if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+            raise ValueError(f"{name}: expected an iterable of option names (a list, a dict's "
+                             f"keys), got {names!r}")
+    accepted = sorted(set(accepted))
+    unknown = sorted(set(given) - set(accepted))
+    if not unknown:
+        return
+    close = set()
+    for u in unknown:  # names sharing a word with it (eps → eps_low, std_eps), else similar
+        words = set(u.split("_"))
+        same = [a for a in accepted if words & set(a.split("_"))]
+        close.update(same or difflib.get_close_matches(u, accepted, n=3, cutoff=0.6))
+    close = sorted(close)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise UnknownOptionError(f"{what} takes no option {', '.join(map(repr, unknown))}{hint} "
+                             f"(its options: {accepted})")
+
+
+def keyword_names(fn: Callable, skip: int = 0) -> tuple[list[str], bool]:
+    """The names ``fn`` accepts as keywords after its first ``skip`` positional parameters
+    (those the caller fills), and whether it takes ``**kwargs``."""
+    if not callable(fn):
+        raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
+    check_nonnegative_int(skip, "skip")
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    skipped = {p.name for p in positional[:skip]}
+    names = [p.name for p in params if p.name not in skipped
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def check_options(fn: Callable, options: dict, what: str, skip: int = 0) -> dict:
+    """``options`` checked against what ``fn`` takes as keywords after its first ``skip``
+    positional parameters (those the library passes itself, e.g. ``rewards, group_size``
+    of an advantage); returns ``options``. Used wherever pgbook forwards ``**options`` to a
+    registered piece, so an option the piece does not take fails at once, by name."""
+    if not isinstance(options, dict):
+        raise ValueError(f"options: expected a dict of keyword arguments, got "
+                         f"{type(options).__name__}")
+    names, takes_any = keyword_names(fn, skip)
+    if not takes_any:
+        unknown_options(what, options, names)
+    return options
+
+
+def reject_unknown_options(fn: Callable) -> Callable:
+    """Decorator: a misspelt or unknown keyword argument raises :class:`UnknownOptionError`
+    (a ValueError naming it, with the closest accepted names) instead of Python's bare
+    TypeError. For functions with an explicit signature (no ``**kwargs``)."""
+    names, takes_any = keyword_names(fn)
+    if takes_any:
+        raise ValueError(f"reject_unknown_options: {fn.__qualname__} takes **kwargs; check its "
+                         f"options where they are dispatched")
+    accepted = frozenset(names)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not accepted.issuperset(kwargs):
+            unknown_options(f"{fn.__name__}()", kwargs, accepted)
+        return fn(*args, **kwargs)
+
+    return wrapper

@@ -32,7 +32,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import _is_meta, check_mask, check_positive_int, check_same_device, check_tensor
+from ._validate import (
+    _is_meta,
+    check_finite_where,
+    check_mask,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+)
 from .registry import register, resolve
 
 
@@ -41,6 +48,7 @@ def _prepare(per_token_loss: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     check_tensor(mask, "mask")
     check_mask(mask, "mask", tuple(per_token_loss.shape))
     check_same_device(per_token_loss=per_token_loss, mask=mask)
+    check_finite_where(per_token_loss, mask, "per_token_loss")
     work = torch.promote_types(per_token_loss.dtype, torch.float32)
     m = mask.to(torch.bool)
     # masked positions contribute exactly 0 even if the loss holds NaN/inf there (padding)
@@ -108,7 +116,10 @@ def aggregate(per_token_loss: Tensor, mask: Tensor, mode: str,
     ``"seq_mean_token_sum"``, ``"constant"`` or yours (:mod:`pgbook.registry`, form
     ``"token"``); ``max_tokens`` is L_max for ``"constant"`` (ignored by the others).
     """
-    return resolve("aggregation", mode, "token", what="mode")(per_token_loss, mask, max_tokens)
+    fn = resolve("aggregation", mode, "token", what="mode")
+    if max_tokens is not None:
+        check_positive_int(max_tokens, "max_tokens")
+    return fn(per_token_loss, mask, max_tokens)
 
 
 def token_weights(mask: Tensor, mode: str, max_tokens: int | None = None,
@@ -117,6 +128,8 @@ def token_weights(mask: Tensor, mode: str, max_tokens: int | None = None,
     mask's device: the gradient of :func:`aggregate` with respect to the per-token loss
     (zeros where the mask is 0)."""
     check_tensor(mask, "mask", ndim=2)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
     x = torch.zeros(mask.shape, dtype=dtype, device=mask.device, requires_grad=True)
     with torch.enable_grad():
         (g,) = torch.autograd.grad(aggregate(x, mask, mode, max_tokens), x)

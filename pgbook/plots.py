@@ -6,10 +6,41 @@ Figures are kept small (``setup()`` sets a modest DPI) so executed notebooks sta
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .registry import Method
+
+__all__ = [
+    "SIDE_COLORS",
+    "coordinate_errorbars",
+    "curves",
+    "curves_with_derivative",
+    "ellipse",
+    "gradient_cloud",
+    "landscape",
+    "level_line",
+    "map_geometry",
+    "map_layout",
+    "method_map",
+    "panel_grid",
+    "path",
+    "policy_bars",
+    "runs_band",
+    "scaling",
+    "setup",
+    "variance_curve",
+]
+
+#: what the plotting functions accept as data: a tensor, an array or a sequence of numbers
+ArrayLike = Tensor | np.ndarray | Sequence[float]
 
 SIDE_COLORS = {"reward": "#d95f02", "trajectory": "#1b9e77", "both": "#7570b3",
                "objective": "#444444", "none": "#999999"}
@@ -17,6 +48,8 @@ SIDE_COLORS = {"reward": "#d95f02", "trajectory": "#1b9e77", "both": "#7570b3",
 
 def setup(dpi: int = 72) -> None:
     """Book style: small figures, readable fonts, no top/right spines."""
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not dpi > 0:
+        raise ValueError(f"dpi: expected a positive number, got {dpi!r}")
     plt.rcParams.update({
         "figure.dpi": dpi, "savefig.dpi": dpi, "figure.figsize": (6.0, 3.6),
         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
@@ -24,23 +57,43 @@ def setup(dpi: int = 72) -> None:
     })
 
 
-def _ax(ax):
+def _ax(ax: Axes | None) -> Axes:
+    if ax is not None and not isinstance(ax, Axes):
+        raise ValueError(f"ax: expected a matplotlib Axes (or None), got {type(ax).__name__}")
     return ax if ax is not None else plt.subplots()[1]
 
 
-def _np(x) -> np.ndarray:
-    if isinstance(x, Tensor):
-        return x.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(x, dtype=float)
+def _np(x: ArrayLike, name: str = "data", ndim: int | None = None) -> np.ndarray:
+    """``x`` as a float64 array (of ``ndim`` dimensions when given): a ValueError names the
+    argument if it is not numeric data of that shape."""
+    try:
+        if isinstance(x, Tensor):
+            if x.device.type == "meta":
+                raise ValueError(f"{name}: a meta tensor holds no values to draw")
+            a = x.detach().to("cpu", torch.float64).numpy()
+        else:
+            a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name}: expected numbers (a tensor, an array or a list), got "
+                         f"{type(x).__name__}") from None
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimension(s), got shape {a.shape}")
+    return a
 
 
-def landscape(f, xlim=(-3, 3), ylim=(-3, 3), n: int = 61, ax=None, levels: int = 20,
-              cmap: str = "viridis", dtype=torch.float64, device="cpu", colorbar: bool = True):
+def landscape(f: Callable[[Tensor], Tensor], xlim: tuple[float, float] = (-3, 3),
+              ylim: tuple[float, float] = (-3, 3), n: int = 61, ax: Axes | None = None,
+              levels: int = 20, cmap: str = "viridis", dtype: torch.dtype = torch.float64,
+              device: torch.device | str = "cpu", colorbar: bool = True) -> Axes:
     """Contours of a scalar function of a 2-vector θ, e.g. ``f = lambda t: exact_J(b, p, t)``.
 
     ``f`` must accept a batch of parameters (..., 2) and return (...); the grid is evaluated
     in one call.
     """
+    if not callable(f):
+        raise ValueError(f"f: expected a function of θ (..., 2), got {type(f).__name__}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n: expected an integer ≥ 2 (grid points per axis), got {n!r}")
     ax = _ax(ax)
     xs = torch.linspace(*xlim, n, dtype=dtype, device=device)
     ys = torch.linspace(*ylim, n, dtype=dtype, device=device)
@@ -57,24 +110,34 @@ def landscape(f, xlim=(-3, 3), ylim=(-3, 3), n: int = 61, ax=None, levels: int =
     return ax
 
 
-def path(points, ax=None, label=None, color="w", marker="o", ms=2.5, **kw):
+def path(points: ArrayLike, ax: Axes | None = None, label: str | None = None, color: str = "w",
+         marker: str = "o", ms: float = 2.5, **kw) -> Axes:
     """Draw an optimisation path given as (K, 2) points."""
+    p = _np(points, "points", 2)
+    if p.shape[1] < 2:
+        raise ValueError(f"points: expected shape (K, 2), got {p.shape}")
     ax = _ax(ax)
-    p = _np(points)
     ax.plot(p[:, 0], p[:, 1], color=color, marker=marker, ms=ms, lw=1.2, label=label, **kw)
     return ax
 
 
-def gradient_cloud(estimates: Tensor, exact: Tensor, dims=(0, 1), ax=None, label=None,
-                   color="C0", max_points: int = 2000, alpha: float = 0.25):
+def gradient_cloud(estimates: Tensor, exact: Tensor, dims: tuple[int, int] = (0, 1),
+                   ax: Axes | None = None, label: str | None = None, color: str = "C0",
+                   max_points: int = 2000, alpha: float = 0.25) -> Axes:
     """Scatter two coordinates of M gradient estimates around the exact gradient (a star)
     and their sample mean (a cross)."""
-    ax = _ax(ax)
-    e = _np(estimates)[:max_points]
+    full = _np(estimates, "estimates", 2)
+    g = _np(exact, "exact", 1)
+    if full.shape[1] != g.shape[0]:
+        raise ValueError(f"exact: expected {full.shape[1]} coordinates (those of the "
+                         f"estimates), got shape {g.shape}")
     i, j = dims
+    if not all(isinstance(k, int) and 0 <= k < g.shape[0] for k in (i, j)):
+        raise ValueError(f"dims: expected two coordinates in [0, {g.shape[0]}), got {dims!r}")
+    ax = _ax(ax)
+    e = full[:max_points]
     ax.scatter(e[:, i], e[:, j], s=4, alpha=alpha, color=color, label=label, lw=0)
-    m = _np(estimates).mean(0)
-    g = _np(exact)
+    m = full.mean(0)
     ax.plot(g[i], g[j], "k*", ms=12, label=r"exact $\nabla J$")
     ax.plot(m[i], m[j], "x", color="crimson", ms=9, mew=2, label="mean of estimates")
     ax.set_xlabel(rf"$\hat g_{{{i}}}$")
@@ -82,13 +145,18 @@ def gradient_cloud(estimates: Tensor, exact: Tensor, dims=(0, 1), ax=None, label
     return ax
 
 
-def variance_curve(bs, variances, ax=None, label=None, optimal=None, color="C0", mc=None,
-                   current=None):
+def variance_curve(bs: ArrayLike, variances: ArrayLike, ax: Axes | None = None,
+                   label: str | None = None, optimal: tuple[float, float] | None = None,
+                   color: str = "C0", mc: tuple[ArrayLike, ArrayLike] | None = None,
+                   current: tuple[float, float] | None = None) -> Axes:
     """Total variance against a baseline value; ``optimal = (b*, var*)`` is marked, and
     ``mc = (bs, vars)`` adds Monte-Carlo points; ``current = (b, var)`` marks the baseline a
     widget has selected (a dashed vertical line and a dot)."""
+    b, v = _np(bs, "bs", 1), _np(variances, "variances", 1)
+    if b.shape != v.shape:
+        raise ValueError(f"variances: expected shape {b.shape} (that of bs), got {v.shape}")
     ax = _ax(ax)
-    ax.plot(_np(bs), _np(variances), color=color, label=label)
+    ax.plot(b, v, color=color, label=label)
     if mc is not None:
         ax.plot(_np(mc[0]), _np(mc[1]), "o", color=color, ms=4, label="Monte Carlo")
     if optimal is not None:
@@ -101,11 +169,22 @@ def variance_curve(bs, variances, ax=None, label=None, optimal=None, color="C0",
     return ax
 
 
-def curves(xs, ys_by_label: dict, ax=None, xlabel="step", ylabel="", target=None, logy=False):
+def curves(xs: ArrayLike, ys_by_label: Mapping[str, ArrayLike], ax: Axes | None = None,
+           xlabel: str = "step", ylabel: str = "", target: float | None = None,
+           logy: bool = False) -> Axes:
     """Several learning curves; ``target`` draws a dashed horizontal line (e.g. max J)."""
+    if not isinstance(ys_by_label, Mapping):
+        raise ValueError(f"ys_by_label: expected a dict {{label: ys}}, got "
+                         f"{type(ys_by_label).__name__}")
+    x = _np(xs, "xs", 1)
+    ys = {label: _np(y, f"ys_by_label[{label!r}]", 1) for label, y in ys_by_label.items()}
+    for label, y in ys.items():
+        if y.shape != x.shape:
+            raise ValueError(f"ys_by_label[{label!r}]: expected shape {x.shape} (that of xs), "
+                             f"got {y.shape}")
     ax = _ax(ax)
-    for k, (label, ys) in enumerate(ys_by_label.items()):
-        ax.plot(_np(xs), _np(ys), label=label, color=f"C{k}")
+    for k, (label, y) in enumerate(ys.items()):
+        ax.plot(x, y, label=label, color=f"C{k}")
     if target is not None:
         ax.axhline(float(target), ls="--", color="k", lw=1, label="optimum")
     ax.set_xlabel(xlabel)
@@ -116,13 +195,18 @@ def curves(xs, ys_by_label: dict, ax=None, xlabel="step", ylabel="", target=None
     return ax
 
 
-def scaling(ns, values, reference=None, stderr=None, ax=None, label="Monte Carlo",
-            ref_label="exact", ylabel="", color="C0"):
+def scaling(ns: ArrayLike, values: ArrayLike, reference: ArrayLike | None = None,
+            stderr: ArrayLike | None = None, ax: Axes | None = None, label: str = "Monte Carlo",
+            ref_label: str = "exact", ylabel: str = "", color: str = "C0") -> Axes:
     """A quantity against the sample size N on log-log axes: measured ``values`` (K,) at
     ``ns`` (K,) as dots with ±2 ``stderr`` bars, and the exact ``reference`` (K,) as a line
     (e.g. σ/√N for an error, tr Σ/N for a variance). Returns the axes."""
+    n, v = _np(ns, "ns", 1), _np(values, "values", 1)
+    for name, x in (("values", v), ("reference", reference), ("stderr", stderr)):
+        if x is not None and _np(x, name, 1).shape != n.shape:
+            raise ValueError(f"{name}: expected shape {n.shape} (that of ns), got "
+                             f"{_np(x, name).shape}")
     ax = _ax(ax)
-    n, v = _np(ns), _np(values)
     if reference is not None:
         ax.plot(n, _np(reference), "-", color="k", lw=1, label=ref_label)
     yerr = None if stderr is None else 2 * _np(stderr)
@@ -135,11 +219,114 @@ def scaling(ns, values, reference=None, stderr=None, ax=None, label="Monte Carlo
     return ax
 
 
-def panel_grid(draw, rows, cols, row_name="", col_name="", figsize=None, sharex=True,
-               sharey=True):
+def coordinate_errorbars(reference: ArrayLike, mean: ArrayLike, stderr: ArrayLike,
+                         ax: Axes | None = None, labels: Sequence[str] | None = None,
+                         ref_label: str = "exact", mc_label: str = "Monte Carlo: mean ± 2 se",
+                         color: str = "C0", ylabel: str = "gradient") -> Axes:
+    """Compare a vector estimate with an exact one, coordinate by coordinate: the exact
+    ``reference`` (P,) as grey bars, the Monte-Carlo ``mean`` (P,) as dots with ±2 ``stderr``
+    bars. ``labels`` names the coordinates (default: their indices). Returns the axes."""
+    ref, m, se = _np(reference, "reference"), _np(mean, "mean"), _np(stderr, "stderr")
+    if not (ref.shape == m.shape == se.shape) or ref.ndim != 1:
+        raise ValueError(f"reference, mean, stderr: expected three vectors of one shape (P,), got "
+                         f"{ref.shape}, {m.shape}, {se.shape}")
+    if labels is not None and (isinstance(labels, str) or len(labels) != len(ref)):
+        raise ValueError(f"labels: expected {len(ref)} names (one per coordinate), got {labels!r}")
+    ax = _ax(ax)
+    k = np.arange(len(ref))
+    ax.bar(k, ref, color="#bbbbbb", label=ref_label)
+    ax.errorbar(k, m, yerr=2 * se, fmt="o", color=color, ms=4, capsize=2, label=mc_label)
+    ax.set_xticks(k, labels if labels is not None else [str(i) for i in k], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def curves_with_derivative(x: ArrayLike, curves: Mapping[str, ArrayLike], derivative: ArrayLike,
+                           ax: Axes | None = None, vlines: Iterable[float] = (),
+                           xlabel: str = "", ylabel: str = "",
+                           dlabel: str = "derivative (right axis)",
+                           styles: dict | None = None) -> tuple[Axes, Axes]:
+    """Several curves y(x) on ``ax`` and one ``derivative`` dy/dx on a twin right axis (thin
+    black), with vertical guides at ``vlines``; ``styles`` maps a label to ``ax.plot`` keywords.
+    Returns ``(ax, twin)``."""
+    xs = _np(x, "x", 1)
+    if not isinstance(curves, Mapping):
+        raise ValueError(f"curves: expected a dict {{label: ys}}, got {type(curves).__name__}")
+    ys = {label: _np(y, f"curves[{label!r}]", 1) for label, y in curves.items()}
+    dy = _np(derivative, "derivative", 1)
+    for name, y in [*((f"curves[{k!r}]", v) for k, v in ys.items()), ("derivative", dy)]:
+        if y.shape != xs.shape:
+            raise ValueError(f"{name}: expected shape {xs.shape} (that of x), got {y.shape}")
+    if styles is not None and not isinstance(styles, Mapping):
+        raise ValueError(f"styles: expected a dict {{label: plot keywords}}, got {styles!r}")
+    ax = _ax(ax)
+    for label, y in ys.items():
+        ax.plot(xs, y, label=label, **(styles or {}).get(label, {}))
+    twin = ax.twinx()
+    twin.plot(xs, dy, color="k", lw=0.8, alpha=0.6)
+    twin.set_ylabel("d / dx" if not xlabel else f"d / d{xlabel.split()[-1]}", fontsize=8)
+    twin.grid(False)
+    ax.plot([], [], color="k", lw=0.8, alpha=0.6, label=dlabel)
+    for v in vlines:
+        ax.axvline(float(v), color="gray", lw=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax, twin
+
+
+def ellipse(center: ArrayLike, M: ArrayLike, level: float, ax: Axes | None = None, n: int = 100,
+            **kw: object) -> Axes:
+    """Draw the ellipse {θ : (θ − c)ᵀ M (θ − c) = level} in two dimensions (``M`` (2, 2)
+    positive definite, ``center`` (2,)); ``kw`` go to ``ax.plot``. Returns the axes."""
+    Mn, c = _np(M, "M"), _np(center, "center")
+    if Mn.shape != (2, 2) or c.shape != (2,):
+        raise ValueError(f"M, center: expected shapes (2, 2) and (2,), got {Mn.shape} and {c.shape}")
+    if isinstance(level, (bool, str)) or not float(level) > 0 or not np.isfinite(float(level)):
+        raise ValueError(f"level: expected a finite number > 0, got {level!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 3:
+        raise ValueError(f"n: expected an integer ≥ 3 (points on the ellipse), got {n!r}")
+    if not (np.isfinite(Mn).all() and np.allclose(Mn, Mn.T)
+            and np.all(np.linalg.eigvalsh((Mn + Mn.T) / 2) > 0)):
+        raise ValueError(f"M: expected a finite symmetric positive definite (2, 2) matrix, got "
+                         f"{Mn.tolist()}")
+    ax = _ax(ax)
+    L = np.linalg.cholesky(np.linalg.inv(Mn))        # δ = √level · L u with |u| = 1
+    angle = np.linspace(0, 2 * np.pi, n)
+    pts = (np.sqrt(float(level)) * L @ np.stack([np.cos(angle), np.sin(angle)])).T + c
+    ax.plot(pts[:, 0], pts[:, 1], **kw)
+    return ax
+
+
+def level_line(point: ArrayLike, normal: ArrayLike, ax: Axes | None = None,
+               **kw: object) -> Axes:
+    """Draw the straight line through ``point`` (2,) perpendicular to ``normal`` (2,) across
+    the axes' current limits: the level line of the linear function θ ↦ normalᵀθ (e.g. the
+    first-order expansion of J, whose normal is ∇J). Returns the axes."""
+    p, g = _np(point, "point"), _np(normal, "normal")
+    if p.shape != (2,) or g.shape != (2,) or not np.linalg.norm(g) > 0 \
+            or not np.isfinite(np.concatenate([p, g])).all():
+        raise ValueError(f"point, normal: expected two finite 2-vectors with a non-zero normal, "
+                         f"got {p.tolist()} and {g.tolist()}")
+    ax = _ax(ax)
+    direction = np.array([-g[1], g[0]]) / np.linalg.norm(g)
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    span = 2 * np.hypot(x1 - x0, y1 - y0)
+    ends = p + np.outer([-span, span], direction)
+    ax.plot(ends[:, 0], ends[:, 1], **kw)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    return ax
+
+
+def panel_grid(draw: Callable[[Axes, object, object], object], rows: Iterable, cols: Iterable,
+               row_name: str = "", col_name: str = "", figsize: tuple[float, float] | None = None,
+               sharex: bool = True, sharey: bool = True) -> np.ndarray:
     """A small grid of panels: ``draw(ax, row_value, col_value)`` fills the panel for each
     pair (the static twin of a two-slider widget). Panels are titled with both values and
     inner tick labels are hidden when axes are shared. Returns the (R, C) array of axes."""
+    if not callable(draw):
+        raise ValueError(f"draw: expected a function draw(ax, row, col), got {type(draw).__name__}")
     rows, cols = list(rows), list(cols)
     if not rows or not cols:
         raise ValueError(f"panel_grid: expected at least one row and one column, got "
@@ -162,16 +349,22 @@ def panel_grid(draw, rows, cols, row_name="", col_name="", figsize=None, sharex=
     return axes
 
 
-def policy_bars(probs, ax=None, action_names=None, context_names=None, title=None):
+def policy_bars(probs: ArrayLike, ax: Axes | None = None,
+                action_names: Sequence[str] | None = None,
+                context_names: Sequence[str] | None = None, title: str | None = None) -> Axes:
     """π(a|s) as grouped bars: one group per context, one bar per action. ``probs`` is
     (S, A) or (A,) (a single context). Returns the axes."""
-    ax = _ax(ax)
-    p = _np(probs)
+    p = _np(probs, "probs")
     if p.ndim == 1:
         p = p[None]
     if p.ndim != 2:
         raise ValueError(f"probs: expected shape (S, A) or (A,), got {p.shape}")
     S, A = p.shape
+    if action_names is not None and len(action_names) != A:
+        raise ValueError(f"action_names: expected {A} names, got {len(action_names)}")
+    if context_names is not None and len(context_names) != S:
+        raise ValueError(f"context_names: expected {S} names, got {len(context_names)}")
+    ax = _ax(ax)
     names = action_names or [f"a{k}" for k in range(A)]
     width = 0.8 / A
     for a in range(A):
@@ -187,47 +380,177 @@ def policy_bars(probs, ax=None, action_names=None, context_names=None, title=Non
     return ax
 
 
-def method_map(ax=None, methods=None, figsize=(9, 5.5)):
-    """The book's map, drawn from :func:`pgbook.registry.methods`: each method is a node,
-    placed by generation (how many modifications from J(θ)) and coloured by the factor of
-    J(θ) it changes relative to its parent; edges point from parent to child."""
+def _methods_list(methods: Iterable[Method]) -> list[Method]:
+    """``methods`` as a list of registered :class:`pgbook.registry.Method` records."""
+    from .registry import Method
+
+    if isinstance(methods, (str, bytes)) or not isinstance(methods, Iterable):
+        raise ValueError(f"methods: expected Method records (pgbook.registry.methods()), got "
+                         f"{methods!r}")
+    ms = list(methods)
+    bad = [m for m in ms if not isinstance(m, Method)]
+    if bad:
+        raise ValueError(f"methods: expected Method records (pgbook.registry.methods(), or "
+                         f"pgbook.registry.method(name)), got {type(bad[0]).__name__} {bad[0]!r}")
+    return ms
+
+
+def map_layout(methods: Iterable[Method]) -> dict:
+    """Positions of the map's nodes as a tidy tree: ``{name: (depth, row)}``.
+
+    ``depth`` is the generation (modifications from the root J(θ)); the leaves of the tree,
+    taken depth first in registration order, get the rows 0, 1, 2, …, and every other method
+    sits at the middle of its children's rows. Two methods of one generation never share a
+    row, and a parent's subtree occupies a contiguous band of rows, so parent→child edges
+    drawn between adjacent columns cross neither each other nor any box, however many
+    methods are registered (the map grows one row per leaf).
+    """
+    ms = _methods_list(methods)
+    names = [m.name for m in ms]
+    children: dict = {n: [] for n in names}
+    roots = []
+    for m in ms:
+        if m.parent in children:
+            children[m.parent].append(m.name)
+        else:
+            roots.append(m.name)
+    out: dict = {}
+    next_row = [0.0]
+
+    def place(name, depth):
+        kids = children[name]
+        if not kids:
+            out[name] = (depth, next_row[0])
+            next_row[0] += 1.0
+            return
+        for k in kids:
+            place(k, depth + 1)
+        out[name] = (depth, (out[kids[0]][1] + out[kids[-1]][1]) / 2)
+
+    for r in roots:
+        place(r, 0)
+    return out
+
+
+def method_map(ax: Axes | None = None, methods: Iterable[Method] | None = None,
+               figsize: tuple[float, float] | None = None, wrap: int = 14,
+               cell: tuple[float, float] = (1.3, 0.42)) -> Axes:
+    """The book's map, drawn from :func:`pgbook.registry.methods`: each method is a box,
+    coloured by the factor of J(θ) it changes relative to its parent, placed as a tidy tree
+    (:func:`map_layout`: one column per generation, one row per leaf), with an elbow arrow
+    from each parent to each child that ends on the child's border (boxes are opaque and
+    drawn above the edges, so no box hides an arrow and no edge crosses a box).
+
+    The layout scales with the registry: a method adds at most one row, and the figure
+    size follows from the grid (``cell`` inches per column and row) unless ``figsize`` is
+    given. Names are wrapped at ``wrap`` characters; the chapter that derives a method is
+    printed under its box. Every box carries the gid ``"method:<name>"`` and every arrow
+    ``"edge:<parent>-><child>"``, so :func:`map_geometry` can measure the drawn figure.
+    Returns the axes.
+    """
+    import textwrap
+
     from .registry import methods as all_methods
 
-    ms = list(methods) if methods is not None else all_methods()
+    ms = _methods_list(methods) if methods is not None else all_methods()
+    if isinstance(wrap, bool) or not isinstance(wrap, int) or wrap < 1:
+        raise ValueError(f"wrap: expected an integer ≥ 1 (characters per line), got {wrap!r}")
+    if ax is not None:
+        _ax(ax)
+    layout = map_layout(ms)
+    n_cols = max((d for d, _ in layout.values()), default=0) + 1
+    n_rows = max((r for _, r in layout.values()), default=0) + 1
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    depth, order = {}, {}
+        # a row must hold the tallest wrapped name: cell[1] inches fits two lines of 7 pt
+        lines = max((textwrap.fill(m.name, wrap).count("\n") + 1 for m in ms), default=1)
+        row_h = cell[1] * max(1.0, lines / 2)
+        size = figsize or (cell[0] * n_cols + 1.7, row_h * n_rows + 0.8)
+        _, ax = plt.subplots(figsize=size)
+    x_of = {name: d for name, (d, _) in layout.items()}
+    y_of = {name: -r for name, (_, r) in layout.items()}
+    by_name = {m.name: m for m in ms}
     for m in ms:
-        depth[m.name] = 0 if m.parent is None or m.parent not in depth else depth[m.parent] + 1
-    rows: dict[int, list] = {}
+        x, y = x_of[m.name], y_of[m.name]
+        box = ax.text(x, y, textwrap.fill(m.name, wrap), ha="left", va="center", fontsize=7,
+                      color="white", zorder=3, gid=f"method:{m.name}",
+                      bbox=dict(boxstyle="round,pad=0.3", fc=SIDE_COLORS[m.axis], ec="none"))
+        if m.chapter:
+            ax.annotate(m.chapter, xy=(1, 1), xycoords=box, xytext=(3, 1),
+                        textcoords="offset points", ha="left", va="bottom", fontsize=6,
+                        color="#888888", zorder=3)
     for m in ms:
-        rows.setdefault(depth[m.name], []).append(m.name)
-    for d, names in rows.items():
-        for k, name in enumerate(names):
-            order[name] = (1.6 * d, -(k - (len(names) - 1) / 2))
-    for m in ms:
-        if m.parent in order:
-            (x0, y0), (x1, y1) = order[m.parent], order[m.name]
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                        arrowprops=dict(arrowstyle="->", color="#888888", lw=0.8,
-                                        shrinkA=14, shrinkB=14))
-    for m in ms:
-        x, y = order[m.name]
-        ax.text(x, y, m.name, ha="center", va="center", fontsize=8,
-                bbox=dict(boxstyle="round,pad=0.3", fc=SIDE_COLORS[m.axis], ec="none",
-                          alpha=0.85), color="white")
+        if m.parent not in by_name:
+            continue
+        x0, y0, x1, y1 = x_of[m.parent], y_of[m.parent], x_of[m.name], y_of[m.name]
+        xm = x1 - 0.2          # the elbow: in the gap before the child's column
+        color = SIDE_COLORS[m.axis]
+        ax.plot([x0 + 0.05, xm, xm], [y0, y0, y1], color=color, lw=0.9, alpha=0.8, zorder=1,
+                solid_capstyle="butt")
+        ax.annotate("", xy=(x1 - 0.01, y1), xytext=(xm, y1), zorder=2,
+                    gid=f"edge:{m.parent}->{m.name}",
+                    arrowprops=dict(arrowstyle="-|>", color=color, lw=0.9, alpha=0.8,
+                                    shrinkA=0, shrinkB=0, mutation_scale=8))
     for side in ("objective", "trajectory", "reward", "both"):
         ax.plot([], [], "s", color=SIDE_COLORS[side], label=f"changes: {side}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    max_d = max(rows) if rows else 0
-    max_k = max(len(v) for v in rows.values()) if rows else 1
-    ax.set_xlim(-0.8, 1.6 * max_d + 0.8)
-    ax.set_ylim(-(max_k / 2) - 0.2, max_k / 2 + 0.2)
-    ax.set_xlabel("modifications from J(θ)")
-    ax.set_xticks([1.6 * d for d in range(max_d + 1)], [str(d) for d in range(max_d + 1)])
+    ax.set_xlim(-0.25, n_cols - 0.05)
+    ax.set_ylim(-(n_rows - 0.5), 0.6)
+    ax.set_xticks(range(n_cols), [str(d) for d in range(n_cols)], fontsize=7)
+    ax.set_xlabel("generation: modifications from J(θ)   (grey: the chapter that derives it)",
+                  fontsize=8)
     ax.set_yticks([])
     ax.grid(False)
-    for sp in ("left",):
-        ax.spines[sp].set_visible(False)
-    ax.set_title("The map: each method and the factor of J(θ) it changes")
+    for name in ("top", "right", "left"):
+        ax.spines[name].set_visible(False)
+    ax.set_title("The map: each method, the method whose failure it fixes, and the factor of "
+                 "J(θ) it changes", fontsize=10)
     return ax
+
+
+# -- chapter 14 ---------------------------------------------------------------------------------
+def runs_band(xs: ArrayLike, runs: ArrayLike, ax: Axes | None = None, label: str | None = None,
+              color: str = "C0", alpha: float = 0.2, ls: str = "-") -> Axes:
+    """The mean of several runs as a line and ±1 standard error as a band: ``runs`` (K, R)
+    (K points on ``xs`` (K,), R runs; R = 1 draws the line alone). Returns the axes."""
+    x, y = _np(xs, "xs", 1), _np(runs, "runs")
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"runs: expected shape ({x.shape[0]}, R) (one row per point of xs) or "
+                         f"({x.shape[0]},), got {_np(runs).shape}")
+    ax = _ax(ax)
+    mean = y.mean(1)
+    ax.plot(x, mean, ls, color=color, label=label)
+    if y.shape[1] > 1:
+        se = y.std(1, ddof=1) / np.sqrt(y.shape[1])
+        ax.fill_between(x, mean - se, mean + se, color=color, alpha=alpha, lw=0)
+    return ax
+
+
+def map_geometry(ax: Axes) -> dict:
+    """Measure a drawn :func:`method_map` (draws the figure first), in display pixels:
+    ``{"boxes": {name: Bbox}, "arrows": {(parent, child): (tip_gap, tip_inside)}}``, where
+    ``tip_gap`` is the distance from the arrow's tip to the child's box (0 when the tip
+    touches it) and ``tip_inside`` says whether the tip lies inside the box (hidden)."""
+    if not isinstance(ax, Axes):
+        raise ValueError(f"ax: expected the matplotlib Axes of a method_map, got "
+                         f"{type(ax).__name__}")
+    fig = ax.figure
+    fig.canvas.draw()
+    boxes, arrows = {}, {}
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if gid.startswith("method:"):
+            boxes[gid[len("method:"):]] = t.get_bbox_patch().get_window_extent()
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if gid.startswith("edge:") and getattr(t, "arrow_patch", None) is not None:
+            parent, child = gid[len("edge:"):].split("->")
+            v = t.arrow_patch.get_transform().transform(t.arrow_patch.get_path().vertices)
+            box = boxes[child]
+            tip = v[np.argmax(v[:, 0])]                    # the arrow points right
+            dx = max(box.x0 - tip[0], 0.0, tip[0] - box.x1)
+            dy = max(box.y0 - tip[1], 0.0, tip[1] - box.y1)
+            inside = bool(box.padded(-1).contains(*tip))
+            arrows[(parent, child)] = (float(np.hypot(dx, dy)), inside)
+    return {"boxes": boxes, "arrows": arrows}

@@ -31,9 +31,9 @@ Usage, in the style of verl's ``core_algos``::
 The ``form`` of a component says how it is called (its signature), so that a function
 asking for a piece can check it got one it knows how to call:
 
-==============  ===========  =======================================================
+==============  ============ =======================================================
 kind            form         signature
-==============  ===========  =======================================================
+==============  ============ =======================================================
 advantage       ``group``    ``fn(rewards (N,), group_size, **options) -> (N,)``, groups
                              contiguous, each group's advantages from its own rewards
                              (options such as ``std_eps``, ``mask`` are keywords)
@@ -41,16 +41,42 @@ advantage       ``batch``    the same, reading the whole batch (e.g. batch white
 advantage       ``baseline`` ``fn(bandit, policy, theta, batch) -> b`` (batch shape);
                              the weight is r − b (Part I)
 advantage       ``token``    ``fn(token_rewards (B, T), mask (B, T)) -> (B, T)``
+advantage       ``critic``   ``fn(token_rewards (B, T), values (B, T) or (B, T+1),
+                             mask (B, T), gamma, lam, **options) -> (advantages,
+                             returns)``, each (B, T): a learned V(h_t) as baseline
+                             (GAE, :mod:`pgbook.reward.critic`)
 policy_loss     ``token``    ``fn(logp, advantages, old_logp, **options) -> per-token loss``
+                             (a loss may take ``mask`` and ``generator`` keywords and carry
+                             a ``clip_mask`` attribute: see :func:`pgbook.methods.policy_loss`)
 aggregation     ``token``    ``fn(per_token_loss (B, T), mask (B, T), max_tokens=None)
                              -> scalar``
 kl              ``token``    ``fn(logp, ref_logp) -> per-token term`` (in the loss), or
                 ``reward``   the reward-side placement applied before the advantages
 reward          ``response`` ``fn(responses (n, N), targets (n, N), dtype) -> (n,)``
-==============  ===========  =======================================================
+correction      ``weights``  ``fn(old_logp, sampler_logp, mask, *, c_max, c_min) -> (B, T)``
+                             sampler/trainer importance weights (chapter 14)
+shaping         ``rollout``  ``fn(rewards (B,), mask (B, T), *, truncated, max_tokens)
+                             -> (rewards, mask)``: reward shaping after the verifier
+                             (chapter 13)
+token_credit    ``entropy``  ``fn(advantages_tok, entropy, mask, *, group_size)
+                             -> advantages_tok``: token-level credit (chapter 13)
+==============  ============ =======================================================
 
 A component registered with :func:`register_label` has no function: it names a choice that
 a method makes (e.g. ``data="on_policy"``) without being called by the library.
+
+In a notebook: running a cell that registers a function again replaces it (the same
+module and name: a re-definition); registering a *different* function under a taken name
+raises, and so does registering a method under a taken name with other parts (pass
+``replace=True``). To remove your pieces, remove the methods first, children before
+parents, then the components they use::
+
+    registry.unregister_method("Rank GRPO")          # ValueError while a child remains
+    registry.unregister("advantage", "rank")          # ValueError while a method uses it
+
+Options: every function that calls a piece forwards only the options the piece's signature
+takes; any other keyword raises :class:`pgbook._validate.UnknownOptionError` (a ValueError)
+naming it, so a misspelt option never passes silently.
 """
 
 from __future__ import annotations
@@ -91,7 +117,14 @@ class Component:
     form: str | None = None
     reference: str = ""
 
-    def __call__(self, *args, **kwargs):
+    def __post_init__(self) -> None:
+        _check_name(self.kind, "kind")
+        _check_name(self.name, "name")
+        _check_side(self.side)
+        if self.fn is not None and not callable(self.fn):
+            raise ValueError(f"fn: expected a callable or None, got {type(self.fn).__name__}")
+
+    def __call__(self, *args, **kwargs) -> object:
         if self.fn is None:
             raise ValueError(f"component {self.kind}/{self.name} is a label with no function")
         return self.fn(*args, **kwargs)
@@ -107,9 +140,15 @@ def _check_side(side: str) -> str:
     return side
 
 
-def _check_name(value, what: str) -> str:
+def _check_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _check_text(value: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: expected a string, got {value!r}")
     return value
 
 
@@ -125,7 +164,7 @@ def _same_definition(a: Callable | None, b: Callable | None) -> bool:
 
 
 def register(kind: str, name: str, *, side: str, summary: str = "", form: str | None = None,
-             reference: str = ""):
+             reference: str = "") -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as component ``kind/name`` on ``side`` of J(θ).
 
     Registering another function under a taken name raises ValueError (unregister it first);
@@ -134,8 +173,12 @@ def register(kind: str, name: str, *, side: str, summary: str = "", form: str | 
     _check_name(kind, "kind")
     _check_name(name, "name")
     _check_side(side)
+    _check_text(summary, "summary")
+    _check_text(reference, "reference")
+    if form is not None:
+        _check_name(form, "form")
 
-    def deco(fn):
+    def deco(fn: Callable) -> Callable:
         if not callable(fn):
             raise ValueError(f"register({kind!r}, {name!r}): expected a function, got "
                              f"{type(fn).__name__}")
@@ -156,6 +199,8 @@ def register_label(kind: str, name: str, *, side: str, summary: str,
     _check_name(kind, "kind")
     _check_name(name, "name")
     _check_side(side)
+    _check_text(summary, "summary")
+    _check_text(reference, "reference")
     table = _COMPONENTS.setdefault(kind, {})
     if name in table and table[name].fn is not None:
         raise ValueError(f"component {kind}/{name} is already registered with a function")
@@ -176,7 +221,7 @@ def unregister(kind: str, name: str) -> None:
 
 def get(kind: str, name: str) -> Component:
     """The component ``kind/name``; a ValueError lists the registered names if absent."""
-    if kind not in _COMPONENTS:
+    if not isinstance(kind, str) or kind not in _COMPONENTS:
         raise ValueError(f"kind: expected one of {sorted(_COMPONENTS)}, got {kind!r}")
     if not isinstance(name, str) or name not in _COMPONENTS[kind]:
         raise ValueError(f"{kind}: expected one of {sorted(_COMPONENTS[kind])}, got {name!r}")
@@ -188,6 +233,8 @@ def resolve(kind: str, name: str, form: str | None = None, *, what: str | None =
     """The function of component ``kind/name``, checked to be callable and (when ``form`` is
     given) of that form; ``what`` names the argument in error messages (default: kind)."""
     what = what or kind
+    if not isinstance(kind, str) or kind not in _COMPONENTS:
+        raise ValueError(f"kind: expected one of {sorted(_COMPONENTS)}, got {kind!r}")
     table = _COMPONENTS.get(kind, {})
     if not isinstance(name, str) or name not in table:
         ok = sorted(n for n, c in table.items() if c.fn is not None
@@ -208,7 +255,7 @@ def resolve(kind: str, name: str, form: str | None = None, *, what: str | None =
 
 def components(kind: str | None = None, form: str | None = None) -> list[Component]:
     """All registered components (of one kind; of one form)."""
-    if kind is not None and kind not in _COMPONENTS:
+    if kind is not None and (not isinstance(kind, str) or kind not in _COMPONENTS):
         raise ValueError(f"kind: expected one of {sorted(_COMPONENTS)}, got {kind!r}")
     kinds = [kind] if kind is not None else sorted(_COMPONENTS)
     return [c for k in kinds for c in _COMPONENTS[k].values() if form is None or c.form == form]
@@ -229,6 +276,14 @@ class Method:
     fixes: str = ""
     chapter: str = ""
     reference: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "name")
+        if self.parent is not None:
+            _check_name(self.parent, "parent")
+        if not isinstance(self.parts, dict):
+            raise ValueError(f"parts: expected a dict {{kind: component name}}, got "
+                             f"{type(self.parts).__name__}")
 
     def resolved_parts(self) -> dict:
         """Components inherited from the parent, overridden by this method's own."""
@@ -264,10 +319,13 @@ def register_method(name: str, parent: str | None, *, fixes: str = "", chapter: 
     An existing name raises ValueError unless ``replace=True`` (or the definition is
     identical, as when a notebook cell runs again)."""
     _check_name(name, "name")
-    if parent is not None and parent not in _METHODS:
+    _check_text(fixes, "fixes")
+    _check_text(chapter, "chapter")
+    _check_text(reference, "reference")
+    if parent is not None and (not isinstance(parent, str) or parent not in _METHODS):
         raise ValueError(f"parent: method {parent!r} is not registered (have {sorted(_METHODS)})")
     for kind, comp in parts.items():
-        if kind not in _COMPONENTS or comp not in _COMPONENTS[kind]:
+        if not isinstance(comp, str) or kind not in _COMPONENTS or comp not in _COMPONENTS[kind]:
             have = sorted(_COMPONENTS.get(kind, {}))
             raise ValueError(f"method {name}: component {kind}/{comp} is not registered"
                              + (f" (have {have})" if have else f" (no kind {kind!r})"))
@@ -297,7 +355,7 @@ def methods() -> list[Method]:
 
 def method(name: str) -> Method:
     """The registered method ``name``; a ValueError lists the names if absent."""
-    if name not in _METHODS:
+    if not isinstance(name, str) or name not in _METHODS:
         raise ValueError(f"method: expected one of {sorted(_METHODS)}, got {name!r}")
     return _METHODS[name]
 

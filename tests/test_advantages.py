@@ -1,5 +1,7 @@
 """Unit tests for pgbook.advantages: group-relative advantage estimators."""
 
+import inspect
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,11 +13,27 @@ from pgbook.reward import advantages as A
 
 
 def _group_estimators():
-    """The built-in group estimators, by name, from the registry (the one list)."""
-    return {c.name: c.fn for c in registry.components("advantage") if c.form in ("group", "batch")}
+    """The built-in group estimators that take the rewards alone, by name, from the registry
+    (estimators with a required option, such as a mask or k, are tested on their own)."""
+    def rewards_only(fn):
+        return all(p.default is not p.empty for p in inspect.signature(fn).parameters.values()
+                   if p.kind is p.KEYWORD_ONLY)
+
+    return {c.name: c.fn for c in registry.components("advantage")
+            if c.form in ("group", "batch") and rewards_only(c.fn)}
 
 
 GROUP_ADVANTAGES = _group_estimators()
+CENTRED = {"grpo", "grpo_mean", "rloo", "group_mean_batch_std_seq", "gpg"}   # advantages sum to 0 per group
+
+
+def _call(fn, r, G, mask=None):
+    """Call an estimator; those that take the response mask get ``mask`` (default: all ones)."""
+    import inspect
+    if "mask" in inspect.signature(fn).parameters:
+        m = torch.ones(r.shape[0], 3, dtype=r.dtype, device=r.device) if mask is None else mask
+        return fn(r, G, mask=m)
+    return fn(r, G)
 
 
 R = torch.tensor([1.0, 0.0, 1.0, 0.0,  1.0, 1.0, 1.0, 1.0,  0.3, 0.1, 0.2, 0.9],
@@ -32,7 +50,7 @@ def test_by_hand():
     loo = (g.sum(1, keepdim=True) - g) / 3
     torch.testing.assert_close(A.rloo_advantage(R, 4), (g - loo).reshape(-1), rtol=0, atol=1e-15)
     c = (g - mu).reshape(-1)
-    torch.testing.assert_close(A.grpo_batch_std_advantage(R, 4), c / (c.std() + 1e-6),
+    torch.testing.assert_close(A.group_mean_batch_std_seq_advantage(R, 4), c / (c.std() + 1e-6),
                                rtol=0, atol=1e-15)
     assert torch.equal(A.plain_advantage(R, 4), R)
     pop = torch.where(sd > 0, (g - mu) / (g.std(1, unbiased=False, keepdim=True) + 1e-6), 0 * g)
@@ -42,7 +60,7 @@ def test_by_hand():
 
 def test_zero_variance_groups_are_zero_and_counted():
     r = torch.tensor([0.1] * 4 + [0.0, 1.0, 0.0, 1.0], dtype=torch.float32)  # 0.1 is inexact
-    for name in ("grpo", "grpo_mean", "grpo_batch_std", "rloo"):
+    for name in ("grpo", "grpo_mean", "group_mean_batch_std_seq", "rloo"):
         adv = GROUP_ADVANTAGES[name](r, 4)
         assert torch.equal(adv[:4], torch.zeros(4)), name
         assert bool(torch.isfinite(adv).all())
@@ -51,7 +69,7 @@ def test_zero_variance_groups_are_zero_and_counted():
     assert int(stats["zero_variance_groups"]) == 1 and float(stats["zero_variance_fraction"]) == 0.5
     # every group zero-variance: no NaN anywhere, even with eps = 0
     same = torch.ones(6, dtype=torch.float64)
-    for name in ("grpo", "grpo_batch_std"):
+    for name in ("grpo", "group_mean_batch_std_seq"):
         assert torch.equal(GROUP_ADVANTAGES[name](same, 3, std_eps=0.0), torch.zeros(6, dtype=torch.float64))
     assert torch.equal(A.grpo_advantage(same, 1), torch.zeros(6, dtype=torch.float64))
 
@@ -64,7 +82,7 @@ def test_properties(n_groups, G, seed, binary):
     r = torch.rand(n_groups * G, generator=gen, dtype=torch.float64)
     if binary:
         r = (r > 0.5).to(torch.float64)
-    for name in ("grpo", "grpo_mean", "rloo", "grpo_batch_std"):
+    for name in ("grpo", "grpo_mean", "rloo", "group_mean_batch_std_seq"):
         adv = GROUP_ADVANTAGES[name](r, G).view(n_groups, G)
         torch.testing.assert_close(adv.sum(1), torch.zeros(n_groups, dtype=torch.float64),
                                    rtol=0, atol=1e-9)
@@ -82,16 +100,16 @@ def test_properties(n_groups, G, seed, binary):
 def test_dtypes(dtype):
     r = R.to(dtype)
     for fn in GROUP_ADVANTAGES.values():
-        out = fn(r, 4)
+        out = _call(fn, r, 4)
         assert out.dtype == dtype and out.shape == (12,)
         tol = 2e-2 if dtype == torch.bfloat16 else 1e-6
-        torch.testing.assert_close(out.double(), fn(R, 4), rtol=tol, atol=tol)
+        torch.testing.assert_close(out.double(), _call(fn, R, 4), rtol=tol, atol=tol)
 
 
 def test_meta_device():
     r = torch.empty(8, device="meta")
     for fn in GROUP_ADVANTAGES.values():
-        out = fn(r, 4)
+        out = _call(fn, r, 4, torch.empty(8, 5, device="meta"))
         assert out.device.type == "meta" and out.shape == (8,)
     assert A.zero_variance_groups(r, 4).shape == (2,)
     m = torch.empty(8, 5, device="meta")
@@ -126,15 +144,15 @@ def test_group_index_regrouping():
     order, G = A.group_by_index(idx)
     assert G == 4 and torch.equal(idx[order], torch.tensor([0] * 4 + [1] * 4 + [2] * 4))
     for name in GROUP_ADVANTAGES:
-        got = A.compute_advantages(r, name, group_index=idx)
+        got = A.compute_advantages(r, name, group_index=idx, mask=torch.ones(12, 3))
         back = torch.empty_like(r)
-        back[order] = GROUP_ADVANTAGES[name](r[order], 4)
+        back[order] = _call(GROUP_ADVANTAGES[name], r[order], 4)
         torch.testing.assert_close(got, back, rtol=0, atol=0)
         # each group's advantages only depend on that group's rewards
         for k in range(3):
             sel = idx == k
             torch.testing.assert_close(got[sel].sum(), torch.zeros((), dtype=torch.float64),
-                                       rtol=0, atol=1e-12) if name != "plain" else None
+                                       rtol=0, atol=1e-12) if name in CENTRED else None
     contiguous = A.compute_advantages(r, "grpo", group_size=4)
     torch.testing.assert_close(contiguous, A.grpo_advantage(r, 4))
     with pytest.raises(ValueError, match="equal size"):
@@ -166,7 +184,7 @@ def test_broadcast_to_tokens():
 
 def test_registered_on_reward_side_with_their_form():
     forms = {"grpo": "group", "grpo_mean": "group", "rloo": "group", "plain": "group",
-             "grpo_batch_std": "batch"}
+             "group_mean_batch_std_seq": "batch", "reinforce_pp_baseline": "batch"}
     for name, form in forms.items():
         c = registry.get("advantage", name)
         assert c.side == "reward" and c.form == form and c.fn is getattr(A, f"{name}_advantage")

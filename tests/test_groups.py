@@ -141,7 +141,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="deterministic"):
         Gp.exact_group_moments(bandits_.noisy_bandit(), pol, th, 2)
     with pytest.raises(ValueError, match="expected one of"):
-        Gp.exact_group_moments(b, pol, th, 2, "grpo_batch_std")
+        Gp.exact_group_moments(b, pol, th, 2, "group_mean_batch_std_seq")
     with pytest.raises(ValueError, match="enumerate"):
         Gp.exact_group_moments(b, pol, th, 2, enumerate="all")
     with pytest.raises(ValueError, match="group_size"):

@@ -121,5 +121,129 @@ def test_policy_bars_draws_one_bar_per_context_and_action():
 
 def test_method_map_draws_registered_methods():
     ax = plots.method_map()
-    names = {t.get_text() for t in ax.texts}
+    names = {(t.get_gid() or "").removeprefix("method:") for t in ax.texts}   # names wrap
     assert {"J(θ)", "REINFORCE", "REINFORCE + baseline"} <= names
+
+
+def test_method_map_scales_without_overlaps_or_hidden_arrows():
+    from pgbook import registry
+
+    ax = plots.method_map()
+    geo = plots.map_geometry(ax)
+    assert set(geo["boxes"]) == {m.name for m in registry.methods()}
+    assert len(geo["arrows"]) == len(registry.methods()) - 1
+    # 30 more methods (as later chapters add them): still no overlap, every arrow visible
+    added = []
+    advantages = ["grpo", "rloo", "grpo_mean", "value"]
+    try:
+        parents = ["GRPO", "REINFORCE + baseline", "PPO-clip"]
+        for k in range(30):
+            parent = parents[k % len(parents)] if k < 6 else added[(k * 7) % len(added)]
+            old = registry.method(parent).resolved_parts().get("advantage")
+            adv = next(a for a in advantages[k % 4:] + advantages if a != old)
+            registry.register_method(f"test method number {k}", parent, advantage=adv,
+                                     chapter=f"{13 + k % 5}")
+            added.append(f"test method number {k}")
+        _, ax = plt.subplots()
+        plt.close(ax.figure)
+        ax = plots.method_map()
+        geo = plots.map_geometry(ax)
+        boxes = list(geo["boxes"].values())
+        assert len(boxes) == len(registry.methods())
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), "two boxes of the map overlap"
+        for edge, (gap, inside) in geo["arrows"].items():
+            assert gap < 2.0 and not inside, edge
+        depth_rows = plots.map_layout(registry.methods())
+        assert len(set(depth_rows.values())) == len(depth_rows)
+    finally:
+        for name in reversed(added):
+            registry.unregister_method(name)
+
+
+def test_explore_static_panels_with_several_axes():
+    from pgbook import widgets
+
+    seen = []
+
+    def draw(axes, a=1.0):
+        seen.append((len(axes), a))
+        axes[0].plot([0, 1], [0, a])
+        axes[1].plot([0, 1], [a, 0])
+
+    fig = widgets.static_panels(draw, [{"a": 0.5}, {"a": 2.0}], axes=2)
+    assert seen == [(2, 0.5), (2, 2.0)] and len(fig.axes) == 4
+    assert fig.axes[0].get_title(loc="left") == "a = 0.5"
+    with pytest.raises(ValueError, match="axes"):
+        widgets.static_panels(draw, [{"a": 1.0}], axes=0)
+
+
+def test_progress_outside_a_kernel_is_a_plain_tqdm():
+    from pgbook import widgets
+
+    bar = widgets.progress(range(3), desc="x", disable=True)
+    assert list(bar) == [0, 1, 2]
+
+
+def test_coordinate_errorbars():
+    ax = plots.coordinate_errorbars(torch.tensor([1.0, -0.5]), [0.9, -0.4], np.array([0.05, 0.05]),
+                                    labels=["a", "b"])
+    assert len(ax.patches) == 2 and len(ax.containers) == 2       # bars + error bars
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    with pytest.raises(ValueError, match="reference"):
+        plots.coordinate_errorbars([1.0, 2.0], [1.0], [0.1])
+
+
+def test_ellipse_and_level_line():
+    M = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=F64)
+    ax = plots.ellipse(torch.zeros(2, dtype=F64), M, 1.0)
+    pts = np.column_stack(ax.lines[0].get_data())
+    q = np.einsum("ni,ij,nj->n", pts, M.numpy(), pts)
+    assert np.allclose(q, 1.0)                                     # every point on δᵀMδ = 1
+    ax.set_xlim(-2, 2)
+    ax.set_ylim(-2, 2)
+    plots.level_line([0.5, 0.5], [1.0, 2.0], ax=ax)
+    x, y = ax.lines[1].get_data()
+    assert np.allclose(np.array(x) * 1.0 + np.array(y) * 2.0, 1.5)  # gᵀθ constant along the line
+    assert ax.get_xlim() == (-2, 2)
+    with pytest.raises(ValueError, match="level"):
+        plots.ellipse([0.0, 0.0], M, 0.0)
+    with pytest.raises(ValueError, match="normal"):
+        plots.level_line([0.0, 0.0], [0.0, 0.0], ax=ax)
+
+
+def test_curves_with_derivative():
+    x = torch.linspace(0, 1, 11, dtype=F64)
+    ax, twin = plots.curves_with_derivative(x, {"a": x ** 2, "b": x}, 2 * x, vlines=[0.5],
+                                            xlabel="ratio r", styles={"b": dict(ls=":")})
+    labels = [ln.get_label() for ln in ax.lines]
+    assert labels[:2] == ["a", "b"] and ax.lines[1].get_linestyle() == ":"
+    assert len(twin.lines) == 1 and twin.get_ylabel() == "d / dr"
+
+
+def test_explore_redraws_once_per_change_with_on_change():
+    from pgbook import widgets
+
+    calls = []
+
+    def draw(axes, which="a", b=0.0):
+        calls.append((which, b, len(axes)))
+
+    def follow(values, controls):      # moving the dropdown shifts the slider's range by 10
+        shift = 0.0 if values["which"] == "a" else 10.0
+        s = controls["b"]
+        if s.min != shift:
+            s.min, s.max = -1e9, 1e9
+            s.value = s.value + (10.0 if shift else -10.0)
+            s.min, s.max = shift, shift + 1.0
+
+    box = widgets.explore(draw, {"which": ["a", "b"], "b": (0.0, 1.0, 0.1)}, on_change=follow, axes=2)
+    dropdown, slider = box.children[0].children
+    assert calls == [("a", 0.0, 2)]
+    calls.clear()
+    slider.value = 0.5
+    assert calls == [("a", 0.5, 2)]
+    calls.clear()
+    dropdown.value = "b"
+    assert calls == [("b", 10.5, 2)] and (slider.min, slider.max) == (10.0, 11.0)

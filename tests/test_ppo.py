@@ -194,11 +194,13 @@ def test_bad_inputs_raise():
 
 
 def test_methods_on_the_map():
-    parent = "Off-policy PG (IS)" if "Off-policy PG (IS)" in registry._METHODS else \
-        "REINFORCE + baseline"
+    # PPO is first-order TRPO: its parent is TRPO, and it changes the step (natural →
+    # gradient) and how the KL enters (constraint → penalty, or a clip instead)
     for name in ("PPO-KL", "PPO-clip"):
         m = pg.method(name)
-        assert m.parent == parent and m.axis == "trajectory"
+        assert m.parent == "TRPO" and m.axis == "trajectory"
+        assert m.changes()["step"] == ("natural", "gradient")
+    assert pg.method("TRPO").parent == "Natural PG"
     assert pg.method("PPO-KL").resolved_parts()["kl"] == "kl_penalty"
     assert pg.method("PPO-clip").resolved_parts()["policy_loss"] == "ppo_clip"
     dual = pg.method("PPO dual-clip")

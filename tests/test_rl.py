@@ -139,7 +139,7 @@ def test_dtypes_end_to_end(dtype):
     lp = tokens.token_logprobs(z, y, chunk_size=3)
     old = lp.detach() + 0.05
     ref = lp.detach() - 0.05
-    loss, _met = rl.method_loss("GRPO (DeepSeekMath)", lp, old, r.to(dtype), mask, 4,
+    loss, _met = rl.method_loss("GRPO", lp, old, r.to(dtype), mask, 4,
                                ref_logp=ref, beta=0.04)
     assert loss.dtype == lp.dtype
     loss.backward()
@@ -155,25 +155,24 @@ def test_meta_device():
     for name in ("GRPO", "RLOO", "Dr. GRPO", "REINFORCE++-baseline"):
         loss, _met = rl.method_loss(name, lp, lp.detach(), r, mask, 2)
         assert loss.device.type == "meta" and loss.shape == ()
-    loss, _ = rl.method_loss("GRPO (DeepSeekMath)", lp, None, r, mask, 2, ref_logp=lp.detach(), beta=0.1)
+    loss, _ = rl.method_loss("GRPO", lp, None, r, mask, 2, ref_logp=lp.detach(), beta=0.1)
     loss.backward()
     assert z.grad.device.type == "meta"
 
 
 def test_method_configs_and_sides():
-    ppo = "PPO-clip" in [m.name for m in registry.methods()]
-    cfg = rl.method_config("GRPO")
-    assert cfg["advantage"] == "grpo" and cfg["policy_loss"] == "ppo_clip"
+    cfg = rl.method_config("GRPO")       # the DeepSeekMath recipe (Shao et al. 2024, eq. 3)
+    assert cfg == dict(advantage="grpo", policy_loss="ppo_clip",
+                       aggregation="seq_mean_token_mean", kl="k3_loss")
     assert rl.method_config("Dr. GRPO") == dict(cfg, advantage="grpo_mean", aggregation="constant")
-    assert rl.method_config("RLOO") == dict(cfg, advantage="rloo")
-    assert rl.method_config("GRPO (DeepSeekMath)") == dict(cfg, aggregation="seq_mean_token_mean",
-                                                           kl="k3_loss")
-    assert rl.method_config("REINFORCE++-baseline")["advantage"] == "grpo_batch_std"
-    # the survey's claim, as computed from the components
-    assert pg.method("GRPO").sides() == ({"reward"} if ppo else {"reward", "trajectory"})
+    assert rl.method_config("RLOO") == dict(cfg, advantage="rloo", aggregation="seq_mean_token_sum",
+                                            kl="k1_in_reward")
+    assert rl.method_config("REINFORCE++-baseline")["advantage"] == "reinforce_pp_baseline"
+    # relative to PPO-clip GRPO changes the advantage and the aggregation (reward side) and
+    # adds a KL term to the loss (trajectory side)
+    assert pg.method("GRPO").sides() == {"reward", "trajectory"}
     assert pg.method("RLOO").sides() == {"reward"}
     assert pg.method("Dr. GRPO").sides() == {"reward"}
-    assert pg.method("GRPO (DeepSeekMath)").sides() == {"reward", "trajectory"}  # KL in the loss
 
 
 def test_method_loss_matches_the_pieces():
@@ -181,7 +180,7 @@ def test_method_loss_matches_the_pieces():
     lp = tokens.token_logprobs(z, y)
     old = lp.detach() + 0.2 * torch.randn(lp.shape, generator=g, dtype=torch.float64)
     for name, adv_name, agg in [("GRPO", "grpo", None), ("RLOO", "rloo", None),
-                                ("Dr. GRPO", "grpo_mean", "constant")]:
+                                ("Dr. GRPO", "grpo_mean", "constant")]:   # β = 0: no KL term
         cfg = rl.method_config(name)
         loss, met = rl.method_loss(name, lp, old, r, mask, 4)
         adv = A.broadcast_to_tokens(A.compute_advantages(r, adv_name, group_size=4), mask)
@@ -189,7 +188,7 @@ def test_method_loss_matches_the_pieces():
         torch.testing.assert_close(loss, want, rtol=0, atol=1e-15)
         assert float(met["zero_variance_fraction"]) == float(A.zero_variance_groups(r, 4).double().mean())
     with pytest.raises(ValueError, match="no KL"):
-        rl.method_loss("GRPO", lp, old, r, mask, 4, beta=0.1)
+        rl.method_loss("PPO-clip", lp, old, r, mask, 4, beta=0.1)
     with pytest.raises(ValueError, match="divisor"):
         rl.method_loss("GRPO", lp, old, r, mask, 3)
     with pytest.raises(ValueError, match="not a group estimator"):

@@ -4,9 +4,14 @@
     python tools/nb.py extract NOTEBOOK.ipynb SCRIPT.py # notebook -> percent-format script
     python tools/nb.py run NOTEBOOK.ipynb [...]        # execute in place, save outputs, time it
     python tools/nb.py times                           # execute every chapter, print wall times
+    python tools/nb.py normalize NOTEBOOK.ipynb [...]  # rewrite as JupyterLab saves it (no run)
 
 A percent script separates cells with ``# %%`` (code) and ``# %% [markdown]`` (Markdown,
 every line prefixed by ``# ``). Chapters are committed executed: run ``run`` after editing.
+
+Every notebook is written exactly as JupyterLab would save it (nbformat 4.5, cell ids, the
+kernelspec and language_info of the ipykernel kernel, integral numbers without ``.0``), so
+opening a chapter in JupyterLab and saving it changes nothing; ``tests/browser`` checks it.
 """
 
 from __future__ import annotations
@@ -17,9 +22,34 @@ import sys
 import time
 
 import nbformat
-from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _jupyterlab_numbers(node):
+    """``node`` with every float of integral value as an int: JupyterLab saves a notebook by
+    sending it through JavaScript, whose JSON has one number type, so the kernel's ``20.0``
+    (a slider's ``max`` in the saved widget state) is saved as ``20``."""
+    if isinstance(node, float) and node.is_integer() and abs(node) < 1e21:
+        return int(node)
+    if isinstance(node, dict):
+        return type(node)((k, _jupyterlab_numbers(v)) for k, v in node.items())
+    if isinstance(node, list):
+        return [_jupyterlab_numbers(v) for v in node]
+    return node
+
+
+def write(nb, path: str) -> None:
+    """Write ``nb`` as JupyterLab saves it (see the module docstring)."""
+    nb = _jupyterlab_numbers(nb)
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    nbformat.write(nb, path)
+
+
+def normalize(path: str) -> None:
+    """Rewrite a notebook as JupyterLab saves it, without executing it."""
+    write(nbformat.read(path, as_version=4), path)
+    print(f"normalized {path}")
 
 
 def build(script: str, out: str) -> None:
@@ -39,7 +69,7 @@ def build(script: str, out: str) -> None:
             nb.cells.append(nbformat.v4.new_code_cell(body))
     for i, c in enumerate(nb.cells):
         c["id"] = f"c{i:03d}"
-    nbformat.write(nb, out)
+    write(nb, out)
     print(f"wrote {out} ({len(nb.cells)} cells)")
 
 
@@ -58,6 +88,8 @@ def extract(notebook: str, out: str) -> None:
 
 
 def run(path: str, timeout: int = 300) -> float:
+    from nbclient import NotebookClient  # only here: the other commands need nbformat alone
+
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(pathlib.Path(path).parent)}})
@@ -66,7 +98,7 @@ def run(path: str, timeout: int = 300) -> float:
     dt = time.perf_counter() - t0
     for c in nb.cells:  # drop volatile execution metadata so diffs stay small
         c.get("metadata", {}).pop("execution", None)
-    nbformat.write(nb, path)
+    write(nb, path)
     print(f"{path}: {dt:.1f} s")
     return dt
 
@@ -80,6 +112,9 @@ if __name__ == "__main__":
     elif cmd == "run":
         for a in args:
             run(a)
+    elif cmd == "normalize":
+        for a in args:
+            normalize(a)
     elif cmd == "times":
         total = 0.0
         for p in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")):

@@ -21,17 +21,22 @@ Everything runs on the device and dtype of θ and the bandit.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from .._validate import (
+    _is_meta,
     check_finite,
+    check_index,
     check_positive_int,
+    check_probs,
     check_same_device,
     check_tensor,
     to_work,
 )
-from ..reward.baselines import baseline_table, sample_weights
+from ..reward.baselines import BaselineSpec, baseline_table, sample_weights
 from ..trajectory.losses import score_function_loss
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 from .stats import estimates_from_loss
@@ -40,6 +45,8 @@ __all__ = [
     "baseline_bias",
     "check_world",
     "exact_J",
+    "exact_control_variate_moments",
+    "exact_coordinate_baseline_variance",
     "exact_estimator_moments",
     "exact_gradient",
     "exact_kl",
@@ -53,8 +60,10 @@ __all__ = [
 ]
 
 
-def check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor | None = None) -> None:
-    """The policy must have the bandit's contexts and actions; θ (when given) its device."""
+def check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor | None = None,
+                name: str = "theta") -> None:
+    """The policy must have the bandit's contexts and actions; θ (when given, named ``name``
+    in errors) must be a finite floating (..., P) tensor on the bandit's device."""
     if not isinstance(bandit, Bandit):
         raise ValueError(f"bandit: expected a pgbook.worlds.bandits.Bandit, got {type(bandit).__name__}")
     if not isinstance(policy, SoftmaxPolicy):
@@ -63,24 +72,39 @@ def check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor | None = No
         raise ValueError(f"policy: expected {bandit.n_contexts} contexts × {bandit.n_actions} "
                          f"actions (the bandit's), got {policy.n_contexts} × {policy.n_actions}")
     if theta is not None:
-        check_tensor(theta, "theta", floating=True)
-        check_same_device(theta=theta, bandit=bandit.means)
+        policy._check_theta(theta, name)  # floating, (..., P), finite
+        check_same_device(**{name: theta}, bandit=bandit.means)
+
+
+def _check_batch(batch: BanditBatch, policy: SoftmaxPolicy) -> BanditBatch:
+    """A BanditBatch whose ids index the policy's contexts and actions (checked before any
+    ``torch.func`` transform, inside which the values cannot be read)."""
+    if not isinstance(batch, BanditBatch):
+        raise ValueError(f"batch: expected a BanditBatch, got {type(batch).__name__}")
+    check_index(batch.s, "batch.s", policy.n_contexts)
+    check_index(batch.a, "batch.a", policy.n_actions)
+    return batch
 
 
 # -- J and its gradient --------------------------------------------------------------------------
 def exact_J(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
     """J(θ) by enumeration (differentiable)."""
+    check_world(bandit, policy, theta)
     return bandit.J(policy.probs(theta))
 
 
 def exact_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
     """∇J(θ), shape (P,), by autograd through the enumerated sum."""
+    check_world(bandit, policy, theta)
     return torch.func.grad(lambda t: exact_J(bandit, policy, t))(theta.detach())
 
 
 # -- the score function and the surrogate ------------------------------------------------------
 def score(policy: SoftmaxPolicy, theta: Tensor, s: Tensor, a: Tensor) -> Tensor:
     """Per-sample score ∇_θ log π_θ(a_i|s_i), shape (*batch, P), by vectorised autograd."""
+    if not isinstance(policy, SoftmaxPolicy):
+        raise ValueError(f"policy: expected a SoftmaxPolicy, got {type(policy).__name__}")
+    policy.log_prob(theta, s, a)  # checks θ, the ids and their shapes before the transform
     jac = torch.func.jacrev(lambda t: policy.log_prob(t, s, a))(theta.detach())
     return jac
 
@@ -90,7 +114,15 @@ def softmax_score(probs: Tensor, s: Tensor, a: Tensor) -> Tensor:
 
     Returns (*batch, S, A): row s_i holds e_{a_i} − π(·|s_i), other rows are zero.
     """
+    check_tensor(probs, "probs", ndim=2, floating=True)
+    check_probs(probs, "probs")
     S, A = probs.shape
+    check_index(s, "s", S)
+    check_index(a, "a", A)
+    if s.shape != a.shape:
+        raise ValueError(f"s and a must have the same shape, got {tuple(s.shape)} and "
+                         f"{tuple(a.shape)}")
+    check_same_device(probs=probs, s=s, a=a)
     out = torch.zeros(*s.shape, S, A, dtype=probs.dtype, device=probs.device)
     row = torch.nn.functional.one_hot(a, A).to(probs.dtype) - probs[s]
     out.scatter_(-2, s[..., None, None].expand(*s.shape, 1, A), row.unsqueeze(-2))
@@ -103,6 +135,8 @@ def reinforce_surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch
 
     ``weights`` has the batch's shape (N,): rewards, or rewards minus a baseline.
     """
+    if not isinstance(batch, BanditBatch):
+        raise ValueError(f"batch: expected a BanditBatch, got {type(batch).__name__}")
     check_tensor(weights, "weights", floating=True)
     if weights.shape != batch.s.shape:
         raise ValueError(f"weights: expected shape {tuple(batch.s.shape)}, got {tuple(weights.shape)}")
@@ -113,7 +147,7 @@ def reinforce_surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch
 
 # -- exact moments of the score-function estimator ---------------------------------------------
 def exact_estimator_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
-                            baseline="none") -> tuple[Tensor, Tensor]:
+                            baseline: BaselineSpec = "none") -> tuple[Tensor, Tensor]:
     """Exact mean (P,) and covariance (P, P) of the *single-sample* estimator
     g = ∇log π(a|s) (r − b(s, a)), by enumerating every (s, a) (and the reward noise).
 
@@ -134,7 +168,7 @@ def exact_estimator_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor
 
 
 def exact_total_variance(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
-                         baseline="none", n_samples: int = 1) -> Tensor:
+                         baseline: BaselineSpec = "none", n_samples: int = 1) -> Tensor:
     """tr Cov[ĝ] of the N-sample estimator with ``baseline`` (a baseline spec), exactly:
     the single-sample trace divided by N = ``n_samples``."""
     check_positive_int(n_samples, "n_samples")
@@ -155,6 +189,7 @@ def exact_total_variances(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
     (the weight r − b), averaged with the trajectory-side score. Half-precision inputs are
     computed in float32 and returned in their own dtype.
     """
+    check_world(bandit, policy, theta)
     check_tensor(tables, "tables", floating=True)
     if tables.dim() < 2 or tuple(tables.shape[-2:]) != (bandit.n_contexts, bandit.n_actions):
         raise ValueError(
@@ -177,7 +212,8 @@ def exact_total_variances(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
         return ((second - mean.pow(2).sum(-1)) / n_samples).to(out_dtype)
 
 
-def baseline_bias(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, baseline) -> Tensor:
+def baseline_bias(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                  baseline: BaselineSpec) -> Tensor:
     """Exact bias E[ĝ_b] − ∇J of the estimator with ``baseline`` (a baseline spec; an (S, A)
     table b(s, a) for an action-dependent one), shape (P,):
 
@@ -193,19 +229,82 @@ def baseline_bias(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, baseline
     return -torch.func.grad(f)(theta.detach())
 
 
+def exact_coordinate_baseline_variance(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                                       table: Tensor, n_samples: int = 1) -> Tensor:
+    """tr Cov[ĝ] exactly when coordinate k of each sample uses its own state baseline,
+    ĝ_k = ∂_k log π(a|s) (r − b_k(s)), with ``table`` b of shape (S, P) (e.g.
+    :func:`pgbook.reward.baselines.optimal_coordinate_baseline_table`):
+
+        tr Cov = (1/N) Σ_k ( Σ_{s,a} ρ π (∂_k log π)² ((r − b_k(s))² + σ²) − (∂_k J)² ).
+
+    A table constant along k is an ordinary state baseline (the value of
+    :func:`exact_total_variance`). Reward side of J(θ). Returns a 0-dim tensor.
+    """
+    check_world(bandit, policy, theta)
+    check_tensor(table, "table", floating=True)
+    if tuple(table.shape) != (bandit.n_contexts, policy.n_params):
+        raise ValueError(f"table: expected shape ({bandit.n_contexts}, {policy.n_params}) "
+                         f"(one baseline per context and coordinate), got {tuple(table.shape)}")
+    check_finite(table, "table")
+    check_same_device(table=table, theta=theta)
+    check_positive_int(n_samples, "n_samples")
+    with torch.no_grad():
+        probs = policy.probs(theta)
+        sc = policy.scores(theta)  # (S, A, P)
+        joint = bandit.rho.to(probs.dtype)[:, None] * probs
+        w = bandit.means.to(probs.dtype)[:, :, None] - table.to(probs.dtype)[:, None, :]
+        mean = torch.einsum("sa,sap->p", joint * bandit.means.to(probs.dtype), sc)
+        second = torch.einsum("sa,sap->p", joint, sc.pow(2) * (w * w + bandit.noise_std ** 2))
+        return (second - mean.pow(2)).sum() / n_samples
+
+
+def exact_control_variate_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
+                                  table: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact mean (P,) and covariance (P, P) of the one-sample estimator with an
+    action-dependent control variate whose expectation is added back (Q-Prop, Gu et al.
+    2017; Tucker et al. 2018; Liu et al. 2018):
+
+        g(s, a) = ∇log π(a|s) (r − b(s, a)) + Σ_{a'} π(a'|s) ∇log π(a'|s) b(s, a'),
+
+    with ``table`` b (S, A) held fixed. The added term is E_{a'~π}[∇log π(a'|s) b(s, a')],
+    computed exactly for the sampled context, so E[g] = ∇J for *any* b (the bias of
+    :func:`baseline_bias` is cancelled); the variance is what b changes. With b = r the
+    action's randomness drops out entirely and only the context's remains. Reward side of
+    J(θ) (the weight r − b) plus an exact correction term.
+    """
+    check_world(bandit, policy, theta)
+    check_tensor(table, "table", floating=True)
+    if tuple(table.shape) != (bandit.n_contexts, bandit.n_actions):
+        raise ValueError(f"table: expected shape ({bandit.n_contexts}, {bandit.n_actions}), "
+                         f"got {tuple(table.shape)}")
+    check_finite(table, "table")
+    check_same_device(table=table, theta=theta)
+    with torch.no_grad():
+        probs = policy.probs(theta)
+        sc = policy.scores(theta)  # (S, A, P)
+        b = table.to(probs.dtype)
+        corr = torch.einsum("sa,sap->sp", probs * b, sc)  # (S, P): Σ_a' π b ∇log π
+        g = sc * (bandit.means.to(probs.dtype) - b)[..., None] + corr[:, None, :]
+        joint = bandit.rho.to(probs.dtype)[:, None] * probs
+        mean = torch.einsum("sa,sap->p", joint, g)
+        second = torch.einsum("sa,sap,saq->pq", joint, g, g) + bandit.noise_std ** 2 * \
+            torch.einsum("sa,sap,saq->pq", joint, sc, sc)
+        return mean, second - torch.outer(mean, mean)
+
+
 # -- Monte-Carlo estimates to compare with ------------------------------------------------------
 def policy_gradient_estimates(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
                               n_samples: int, n_estimates: int, generator: torch.Generator,
-                              baseline="none") -> Tensor:
+                              baseline: BaselineSpec = "none") -> Tensor:
     """M = ``n_estimates`` independent N-sample score-function estimates of ∇J, (M, P).
 
     Each uses a fresh batch of N = ``n_samples`` draws (s, a, r) and the weights r − b for
     ``baseline`` ('none', 'value', 'optimal', a number, or a callable; see
     :func:`pgbook.reward.baselines.get_baseline`).
     """
+    check_world(bandit, policy, theta)
     check_positive_int(n_samples, "n_samples")
     check_positive_int(n_estimates, "n_estimates")
-    check_same_device(theta=theta, bandit=bandit.means)
     theta = theta.detach()
     batch = bandit.sample(policy.probs(theta), (n_estimates, n_samples), generator)
     w = sample_weights(bandit, policy, theta, batch, baseline)
@@ -221,18 +320,28 @@ def policy_gradient_estimates(bandit: Bandit, policy: SoftmaxPolicy, theta: Tens
 def state_kl(logp_ref: Tensor, logp: Tensor) -> Tensor:
     """Per-context KL(π_ref(·|s) ‖ π(·|s)) = Σ_a π_ref(a|s) (log π_ref(a|s) − log π(a|s)).
 
-    ``logp_ref`` and ``logp`` are log-probability tables of shape (..., S, A)
-    (broadcastable); returns (..., S). Differentiable in both. Actions with π_ref = 0
-    (log −inf) contribute 0; an action with π = 0 where π_ref > 0 gives +inf.
+    ``logp_ref`` and ``logp`` are log-probability tables of shape (..., S, A) with the same
+    (S, A) and leading dimensions that broadcast; returns (..., S). Differentiable in both.
+    Actions with π_ref = 0 (log −inf) contribute 0; an action with π = 0 where π_ref > 0
+    gives +inf. NaN or +inf entries raise ValueError.
     """
     check_tensor(logp_ref, "logp_ref", floating=True)
     check_tensor(logp, "logp", floating=True)
     check_same_device(logp_ref=logp_ref, logp=logp)
-    if logp_ref.dim() < 1 or logp.dim() < 1 or logp_ref.shape[-1] != logp.shape[-1]:
+    if logp_ref.dim() < 2 or logp.dim() < 2 or logp_ref.shape[-2:] != logp.shape[-2:]:
         raise ValueError(
-            f"logp_ref and logp: expected the same number of actions (last dim), got "
+            f"logp_ref and logp: expected tables (..., S, A) with the same contexts S and actions A, got "
             f"{tuple(logp_ref.shape)} and {tuple(logp.shape)}"
         )
+    if any(a != b and a != 1 and b != 1
+           for a, b in zip(reversed(logp_ref.shape[:-2]), reversed(logp.shape[:-2]))):
+        raise ValueError(f"logp_ref and logp: leading dimensions do not broadcast, got "
+                         f"{tuple(logp_ref.shape)} and {tuple(logp.shape)}")
+    for name, t in (("logp_ref", logp_ref), ("logp", logp)):
+        # a NaN or +inf entry makes the sum NaN or +inf (−inf entries alone give −inf)
+        if not _is_meta(t) and t.numel() and not float(t.detach().sum()) < math.inf and \
+                bool((torch.isnan(t) | (t == torch.inf)).any()):
+            raise ValueError(f"{name}: expected log-probabilities (−inf allowed), got NaN or +inf")
     p_ref = logp_ref.exp()
     terms = p_ref * (logp_ref - logp)
     return torch.where(p_ref > 0, terms, torch.zeros_like(terms)).sum(-1)

@@ -5,7 +5,8 @@ r_i = r(s, a_i), and estimates ∇J with
 
     ĝ = (1/G) Σ_i Â_i ∇_θ log π_θ(a_i|s),       Â = advantage(r_1 … r_G)   (reward side),
 
-Â from :mod:`pgbook.reward.advantages` ("grpo", "grpo_mean", "rloo", "plain"). With deterministic
+Â any registered advantage of form ``"group"`` ("grpo", "grpo_mean", "rloo", "plain" from
+:mod:`pgbook.reward.advantages`, or yours; an unknown option raises). With deterministic
 rewards, finitely many actions and a small G, the distribution of the group is finite:
 either all A^G ordered tuples, or (since Â and ĝ only depend on *how many* times each action
 was drawn) the C(G + A − 1, A − 1) count vectors n with multinomial probability
@@ -29,7 +30,16 @@ import math
 import torch
 from torch import Tensor
 
-from .._validate import check_positive_int, check_tensor
+from .._validate import (
+    check_in_range,
+    check_index,
+    check_option,
+    check_options,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+    to_work,
+)
 from ..registry import resolve
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 from .bandits import check_world
@@ -58,11 +68,13 @@ def _estimator(name: str, options: dict):
     so an estimator that reads the rest of the batch, form ``"batch"``, would be wrong here).
     """
     fn = resolve("advantage", name, "group", what="estimator")
+    check_options(fn, options, f"estimator {name!r}", skip=2)  # fn(rewards, G, **options)
     return lambda r, G: fn(r, G, **options)
 
 
 # -- the finite set of group outcomes -------------------------------------------------------
-def group_sequences(n_actions: int, group_size: int, device=None) -> Tensor:
+def group_sequences(n_actions: int, group_size: int,
+                    device: torch.device | str | None = None) -> Tensor:
     """Every ordered group (a_1 … a_G) ∈ {0..A−1}^G, shape (A^G, G) long, lexicographic."""
     A = check_positive_int(n_actions, "n_actions")
     G = check_positive_int(group_size, "group_size")
@@ -73,7 +85,8 @@ def group_sequences(n_actions: int, group_size: int, device=None) -> Tensor:
     return digits % A
 
 
-def group_counts(n_actions: int, group_size: int, device=None) -> Tensor:
+def group_counts(n_actions: int, group_size: int,
+                 device: torch.device | str | None = None) -> Tensor:
     """Every count vector n ∈ N^A with Σ_a n_a = G, shape (C(G+A−1, A−1), A) long."""
     A = check_positive_int(n_actions, "n_actions")
     G = check_positive_int(group_size, "group_size")
@@ -87,7 +100,14 @@ def group_counts(n_actions: int, group_size: int, device=None) -> Tensor:
 
 
 def counts_to_sequences(counts: Tensor) -> Tensor:
-    """The sorted group (a_1 ≤ … ≤ a_G) with the given counts, (M, A) → (M, G)."""
+    """The sorted group (a_1 ≤ … ≤ a_G) with the given counts, (M, A) → (M, G); every row
+    must hold non-negative integer counts with the same sum G."""
+    check_tensor(counts, "counts", ndim=2, nonempty=True)
+    check_index(counts, "counts", 2 ** 31)  # integer counts ≥ 0
+    sums = counts.sum(1)
+    if bool((sums != sums[0]).any()):
+        raise ValueError(f"counts: expected rows with one sum G (a group size), got sums from "
+                         f"{int(sums.min())} to {int(sums.max())}")
     G = int(counts[0].sum()) if counts.numel() else 0
     cum = counts.cumsum(1)                                          # (M, A)
     j = torch.arange(G, device=counts.device)
@@ -114,7 +134,8 @@ def _outcomes(probs: Tensor, group_size: int, method: str) -> tuple[Tensor, Tens
     if method == "counts":
         counts = group_counts(A, group_size, probs.device)
         return counts_to_sequences(counts), torch.exp(_log_multinomial(counts, probs))
-    raise ValueError(f"enumerate: expected 'counts' or 'sequences', got {method!r}")
+    check_option(method, "enumerate", ("counts", "sequences"))
+    raise AssertionError  # pragma: no cover
 
 
 def exact_group_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, group_size: int,
@@ -135,6 +156,7 @@ def exact_group_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, gr
     deterministic (``noise_std = 0``).
     """
     check_world(bandit, policy, theta)
+    check_option(enumerate, "enumerate", ("counts", "sequences"))
     if bandit.noise_std > 0:
         raise ValueError(f"bandit: exact group enumeration needs deterministic rewards, got "
                          f"noise_std = {bandit.noise_std}")
@@ -164,6 +186,7 @@ def exact_group_moments(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, gr
 def context_gradients(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
     """∇_θ J_s(θ) = ∇_θ Σ_a π_θ(a|s) r(s, a) for each context, shape (S, P); the exact
     gradient is ∇J = Σ_s ρ(s) ∇J_s."""
+    check_world(bandit, policy, theta)
     check_tensor(theta, "theta", ndim=1, floating=True)
     with torch.no_grad():
         probs = policy.probs(theta.detach())
@@ -195,7 +218,10 @@ def zero_variance_probability(bandit: Bandit, probs: Tensor, group_size: int) ->
     rewards with success probability p this is p^G + (1 − p)^G.
     """
     G = check_positive_int(group_size, "group_size")
+    if not isinstance(bandit, Bandit):
+        raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
     check_tensor(probs, "probs", ndim=2, floating=True)
+    bandit._check_probs(probs)
     eq = (bandit.means[:, :, None] == bandit.means[:, None, :]).to(probs.dtype)  # (S, A, A)
     mass = torch.einsum("sab,sb->sa", eq, probs)          # P(r = r(s, a) | s)
     # Σ_a π(a) P_a^{G−1} = Σ_v Σ_{a∈v} π(a) P_v^{G−1} = Σ_v P_v^G
@@ -216,8 +242,7 @@ def binary_group_weight(p: Tensor, group_size: int, estimator: str = "grpo", **o
     """
     check_tensor(p, "p", floating=True)
     G = check_positive_int(group_size, "group_size")
-    if bool(((p <= 0) | (p >= 1)).any()):
-        raise ValueError("p: expected success probabilities strictly between 0 and 1")
+    check_in_range(p, "p", 0.0, 1.0, low_open=True, high_open=True)
     adv_fn = _estimator(estimator, options)
     work = torch.promote_types(p.dtype, torch.float32)
     pw = p.to(work)
@@ -238,20 +263,31 @@ def binary_group_weight(p: Tensor, group_size: int, estimator: str = "grpo", **o
 def group_estimates(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, batch: BanditBatch,
                     estimator: str = "grpo", **options) -> Tensor:
     """ĝ of each sampled group, shape (n_groups, P): (1/G) Σ_i Â_i ∇log π_θ(a_i|s), with Â
-    from the library's estimator on each row of ``batch.r``."""
+    from the library's estimator on each row of ``batch.r`` (fields (n_groups, G), as
+    :func:`pgbook.worlds.bandits.sample_groups` draws them)."""
+    check_world(bandit, policy, theta)
+    if not isinstance(batch, BanditBatch):
+        raise ValueError(f"batch: expected a BanditBatch, got {type(batch).__name__}")
+    if batch.r.dim() != 2:
+        raise ValueError(f"batch: expected fields of shape (n_groups, G), got "
+                         f"{tuple(batch.r.shape)}")
+    check_index(batch.s, "batch.s", policy.n_contexts)
+    check_index(batch.a, "batch.a", policy.n_actions)
+    check_same_device(theta=theta, batch=batch.s)
     n, G = batch.r.shape
     adv = _estimator(estimator, options)(batch.r.reshape(-1), G).view(n, G)
     with torch.no_grad():
-        sc = policy.scores(theta.detach())                             # (S, A, P)
-        coef = torch.einsum("ng,nga->na", adv, torch.nn.functional.one_hot(
+        sc = policy.scores(to_work(theta.detach()))                    # (S, A, P)
+        coef = torch.einsum("ng,nga->na", adv.to(sc.dtype), torch.nn.functional.one_hot(
             batch.a, policy.n_actions).to(sc.dtype)) / G                     # (n, A)
-        return torch.einsum("na,nap->np", coef, sc[batch.s[:, 0]])
+        return torch.einsum("na,nap->np", coef, sc[batch.s[:, 0]]).to(theta.dtype)
 
 
 def binomial_zero_variance(p: Tensor, group_size: int) -> Tensor:
     """p^G + (1 − p)^G: the probability that a group of G 0/1 rewards is all equal."""
     check_tensor(p, "p", floating=True)
     G = check_positive_int(group_size, "group_size")
+    check_in_range(p, "p", 0.0, 1.0)
     return p.pow(G) + (1 - p).pow(G)
 
 
@@ -259,9 +295,12 @@ def grpo_large_group_weight(p: Tensor) -> Tensor:
     """The G → ∞ limit of w_grpo(p, G): 1/√(p(1 − p)), so that GRPO follows the gradient of
     Σ_s 2·arcsin√p_s instead of Σ_s p_s (d/dp 2 arcsin√p = 1/√(p(1−p)))."""
     check_tensor(p, "p", floating=True)
+    check_in_range(p, "p", 0.0, 1.0, low_open=True, high_open=True)
     return 1.0 / torch.sqrt(p * (1 - p))
 
 
 def n_group_outcomes(n_actions: int, group_size: int) -> tuple[int, int]:
     """(A^G ordered groups, C(G + A − 1, A − 1) count vectors)."""
+    check_positive_int(n_actions, "n_actions")
+    check_positive_int(group_size, "group_size")
     return n_actions ** group_size, math.comb(group_size + n_actions - 1, n_actions - 1)

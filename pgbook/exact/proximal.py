@@ -22,12 +22,16 @@ Factor of J(θ): trajectory (all of this is about how p_θ moves; the reward is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from .._validate import (
     _is_meta,
     check_finite,
+    check_nonnegative_int,
+    check_option,
     check_positive,
     check_positive_int,
     check_same_device,
@@ -38,12 +42,29 @@ from .._validate import (
 from ..worlds.bandits import Bandit, SoftmaxPolicy
 from .bandits import check_world, exact_gradient, exact_J, exact_kl
 
+__all__ = [
+    "UPDATE_RULES",
+    "check_positive_definite",
+    "fisher_information",
+    "kl_gradient",
+    "natural_gradient",
+    "preconditioned_step",
+    "proximal_gradient_step",
+    "proximal_objective",
+    "proximal_point_step",
+    "reference_point_path",
+    "step_to_kl",
+    "update_path",
+]
+
 
 def _kl(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta: Tensor) -> Tensor:
     """KL(π_θref ‖ π_θ) on parameter vectors (:func:`pgbook.exact.bandits.exact_kl`)."""
     return exact_kl(bandit, policy.log_probs(theta_ref), policy.log_probs(theta))
 
 def _check_theta(policy: SoftmaxPolicy, theta: Tensor, name: str = "theta") -> Tensor:
+    if not isinstance(policy, SoftmaxPolicy):
+        raise ValueError(f"policy: expected a SoftmaxPolicy, got {type(policy).__name__}")
     check_tensor(theta, name, floating=True)
     check_shape(theta, name, (policy.n_params,))
     check_finite(theta, name)
@@ -62,8 +83,8 @@ def fisher_information(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> 
     :func:`natural_gradient` (pseudo-inverse or damping) rather than a plain inverse.
     Factor of J(θ): trajectory (the metric of p_θ).
     """
+    check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
-    check_world(bandit, policy, theta)
     return _fisher_and_scores(bandit, policy, theta)[0].to(theta.dtype)
 
 
@@ -85,9 +106,9 @@ def kl_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Tensor, theta:
     θ = θ_ref (the cotangent is zero bit for bit), which makes a reference point refreshed
     every step reduce exactly to gradient ascent.
     """
+    check_world(bandit, policy, theta)
     _check_theta(policy, theta_ref, "theta_ref")
     _check_theta(policy, theta)
-    check_world(bandit, policy, theta)
     t = theta.detach()
     logits, vjp = torch.func.vjp(policy.logits, t)
     diff = torch.softmax(logits, -1) - policy.probs(theta_ref.detach().to(t.dtype))
@@ -137,7 +158,9 @@ def preconditioned_step(theta: Tensor, grad: Tensor, M: Tensor, eta: float) -> T
     Factor of J(θ): trajectory (the geometry in which p_θ moves).
     """
     check_tensor(theta, "theta", ndim=1, floating=True)
+    check_finite(theta, "theta")
     check_shape(grad, "grad", theta.shape)
+    check_tensor(grad, "grad", floating=True)
     check_finite(grad, "grad")
     check_same_device(theta=theta, grad=grad, M=M)
     check_positive_definite(M, "M", theta.shape[0])
@@ -150,11 +173,12 @@ def preconditioned_step(theta: Tensor, grad: Tensor, M: Tensor, eta: float) -> T
 
 def proximal_gradient_step(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, eta: float) -> Tensor:
     """θ_k + η ∇J(θ_k): the proximal step with J replaced by its first-order expansion and
-    D = ½‖θ − θ_k‖² (Euclidean). This is plain gradient ascent on the exact J."""
+    D = ½‖θ − θ_k‖² (Euclidean). This is plain gradient ascent on the exact J. The new θ is
+    detached (a step, not a differentiable map of θ_k)."""
+    check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
-    check_world(bandit, policy, theta)
     eta = check_positive(eta, "eta")
-    return theta + eta * exact_gradient(bandit, policy, theta)
+    return theta.detach() + eta * exact_gradient(bandit, policy, theta)
 
 
 def natural_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
@@ -172,8 +196,14 @@ def natural_gradient(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
     whatever ρ(s) and π(a|s) are (Kakade 2001; chapter 06 checks it).
     Factor of J(θ): trajectory.
     """
+    check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
-    check_world(bandit, policy, theta)
+    if rtol is not None:
+        rtol = check_positive(rtol, "rtol", allow_zero=True)
+    if atol is not None:
+        atol = check_positive(atol, "atol", allow_zero=True)
+    if damping is not None:
+        check_positive(damping, "damping")
     F, sc = _fisher_and_scores(bandit, policy, theta)
     g = to_work(exact_gradient(bandit, policy, theta)).to(F.dtype)
     if damping is None:
@@ -213,14 +243,17 @@ def _divergence(divergence, bandit: Bandit, policy: SoftmaxPolicy, theta_ref: Te
 
 
 def proximal_objective(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, eta: float,
-                       divergence="kl", linearise: bool = False):
+                       divergence: str | Tensor = "kl", linearise: bool = False
+                       ) -> Callable[[Tensor], Tensor]:
     """The function θ ↦ J̃(θ) − (1/η) D(θ, θ_k), with J̃ = J (exact) or, with ``linearise``,
     its first-order expansion J(θ_k) + ∇J(θ_k)ᵀ(θ − θ_k). ``divergence`` is ``"kl"``
     (KL(π_θk ‖ π_θ)), ``"euclidean"`` (½‖θ − θ_k‖²) or a positive-definite matrix M
     (½ δᵀMδ). Returns a callable on (P,) tensors, differentiable."""
+    check_world(bandit, policy, theta_k, "theta_k")
     _check_theta(policy, theta_k, "theta_k")
-    check_world(bandit, policy, theta_k)
     eta = check_positive(eta, "eta")
+    if not isinstance(linearise, bool):
+        raise ValueError(f"linearise: expected True or False, got {linearise!r}")
     theta_k = theta_k.detach()
     dval, _ = _divergence(divergence, bandit, policy, theta_k)
     if linearise:
@@ -237,7 +270,8 @@ def proximal_objective(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, e
 
 
 def proximal_point_step(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, eta: float,
-                        divergence="kl", linearise: bool = False, solver: str = "lbfgs",
+                        divergence: str | Tensor = "kl", linearise: bool = False,
+                        solver: str = "lbfgs",
                         max_iter: int = 500, lr: float = 0.1, tol: float = 1e-13,
                         polish: int = 3) -> Tensor:
     """argmax_θ J̃(θ) − (1/η) D(θ, θ_k), found numerically from θ = θ_k; returns (P,).
@@ -251,10 +285,16 @@ def proximal_point_step(bandit: Bandit, policy: SoftmaxPolicy, theta_k: Tensor, 
     A penalty weaker than the objective's curvature may admit no maximiser; the solver then
     stops at ``max_iter`` wherever it got.
     """
-    f = proximal_objective(bandit, policy, theta_k, eta, divergence, linearise)
+    check_world(bandit, policy, theta_k, "theta_k")
+    # the objective is built in the working dtype (float32 for bfloat16 θ): solving a
+    # bfloat16-rounded objective would stop far from its maximiser
+    f = proximal_objective(bandit, policy, to_work(theta_k.detach()), eta, divergence, linearise)
+    check_option(solver, "solver", ("lbfgs", "ascent"))
     check_positive_int(max_iter, "max_iter")
+    tol = check_positive(tol, "tol")
+    check_nonnegative_int(polish, "polish")
     x = to_work(theta_k.detach()).clone()
-    obj = (lambda t: f(t.to(theta_k.dtype)).to(x.dtype)) if x.dtype != theta_k.dtype else f
+    obj = f
     if solver == "ascent":
         lr = check_positive(lr, "lr")
         grad = torch.func.grad(obj)
@@ -307,7 +347,7 @@ UPDATE_RULES = ("gradient", "natural", "proximal_point")
 
 def update_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: float, n_steps: int,
                 rule: str = "gradient", damping: float | None = None,
-                divergence="kl", kl_step: float | None = None) -> Tensor:
+                divergence: str | Tensor = "kl", kl_step: float | None = None) -> Tensor:
     """Iterates θ_0, …, θ_n of one update rule, shape (n_steps + 1, P):
 
     ``"gradient"``: θ + η∇J;  ``"natural"``: θ + η F⁻¹∇J (see :func:`natural_gradient` for
@@ -319,10 +359,14 @@ def update_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: floa
     the exact J (near the optimum a full KL step would overshoot). Under the quadratic model
     of that KL, ½ s² dᵀFd = δ, the direction d = F⁻¹∇J maximises the first-order gain
     ∇Jᵀ(s d) (Cauchy–Schwarz in the F inner product), which is how chapter 06 compares the
-    two rules fairly.
+    two rules fairly. With ``rule="natural"`` this is TRPO's step (Schulman et al. 2015) on
+    exact quantities, and it differs from TRPO's code in two places, both because the world
+    is exact: TRPO scales d by the quadratic model s = √(2δ / dᵀFd) and its line search
+    checks the *sampled* KL and surrogate, while here the exact KL sets the length and the
+    exact J decides the backtracking.
     """
+    check_world(bandit, policy, theta0, "theta0")
     _check_theta(policy, theta0, "theta0")
-    check_world(bandit, policy, theta0)
     eta = check_positive(eta, "eta")
     check_positive_int(n_steps, "n_steps")
     if rule not in UPDATE_RULES:
@@ -366,21 +410,24 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
     vectorised: one call of :func:`exact_kl` on a grid of s per round (a bracket on a
     geometric grid around the quadratic model's guess √(2δ / dᵀFd), then linear refinements).
     """
+    check_world(bandit, policy, theta, "theta")
     _check_theta(policy, theta)
     _check_theta(policy, direction, "direction")
     delta = check_positive(delta, "delta")
-    t, d = theta.detach(), direction.detach()
+    check_positive_int(rounds, "rounds")
+    if check_positive_int(points, "points") < 2:
+        raise ValueError(f"points: expected at least 2 grid points, got {points}")
+    t = to_work(theta.detach())   # float32 for bfloat16 θ; the step is returned in θ's dtype
+    d = direction.detach().to(t.dtype)
     quad = d @ (fisher_information(bandit, policy, t) @ d)
-    if _is_meta(t):
-        return quad.new_zeros(())
-    if not float(quad) > 0:
-        return quad.new_zeros(())
+    if _is_meta(t) or not float(quad) > 0:
+        return quad.new_zeros(()).to(theta.dtype)
     s0 = torch.sqrt(2 * delta / quad)
     grid = s0 * 2.0 ** torch.arange(-30, 31, dtype=t.dtype, device=t.device)
     kl = _kl(bandit, policy, t, t + grid[:, None] * d)
     above = (kl >= delta).nonzero()
     if above.numel() == 0:  # the KL saturates below δ along this ray: take the largest step
-        return grid[-1]
+        return grid[-1].to(theta.dtype)
     k = int(above[0])
     lo, hi = (grid[k - 1] if k > 0 else grid.new_zeros(())), grid[k]
     for _ in range(rounds):
@@ -388,12 +435,12 @@ def step_to_kl(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor, direction: 
         kl = _kl(bandit, policy, t, t + grid[:, None] * d)
         k = int((kl >= delta).nonzero()[0])
         lo, hi = grid[max(k - 1, 0)], grid[k]
-    return hi
+    return hi.to(theta.dtype)
 
 
 def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, eta: float,
                          n_steps: int, lr: float, refresh: int | str = 1, tau: float = 0.1,
-                         divergence="kl") -> Tensor:
+                         divergence: str | Tensor = "kl") -> Tensor:
     """The reference-point update family, returning θ_0, …, θ_n, shape (n_steps + 1, P).
 
     Inner gradient steps on the penalised objective with a moving reference θ_ref:
@@ -409,8 +456,8 @@ def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, 
     ``divergence``: ``"kl"`` (KL(π_ref ‖ π_θ)), ``"euclidean"`` or a positive-definite M.
     ∇J is exact. Factor of J(θ): trajectory (how far p_θ may drift from a reference).
     """
+    check_world(bandit, policy, theta0, "theta0")
     _check_theta(policy, theta0, "theta0")
-    check_world(bandit, policy, theta0)
     eta = check_positive(eta, "eta")
     lr = check_positive(lr, "lr")
     check_positive_int(n_steps, "n_steps")
@@ -434,6 +481,3 @@ def reference_point_path(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, 
             ref = theta
         pts.append(theta)
     return torch.stack(pts)
-
-
-# -- the map ------------------------------------------------------------------------------------

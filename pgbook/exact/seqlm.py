@@ -16,10 +16,21 @@ full enumeration (``seqs=None``) and run on the device and dtype of θ.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from .._validate import check_positive_int, check_shape, check_tensor
+from .._validate import (
+    check_finite,
+    check_finite_where,
+    check_mask,
+    check_option,
+    check_positive_int,
+    check_same_device,
+    check_shape,
+    check_tensor,
+)
 from ..reward.advantages import reward_to_go
 from ..trajectory.losses import token_pg_loss
 from ..trajectory.tokens import sequence_logprob
@@ -48,8 +59,55 @@ __all__ = [
 
 
 # -- exact quantities by enumeration ----------------------------------------------------------
+def _check_policy(policy: SeqPolicy, theta: Tensor, name: str = "theta") -> None:
+    """A SeqPolicy and a finite (P,) θ on its space's device."""
+    if not isinstance(policy, SeqPolicy):
+        raise ValueError(f"policy: expected a SeqPolicy, got {type(policy).__name__}")
+    check_shape(theta, name, (policy.n_params,))
+    check_tensor(theta, name, floating=True)
+    check_finite(theta, name)
+    check_same_device(**{name: theta}, space=policy.space.rho)
+
+
 def _seqs(policy: SeqPolicy, seqs: Sequences | None) -> Sequences:
-    return policy.space.enumerate() if seqs is None else seqs
+    """The enumeration (default), or ``seqs`` checked against the policy's space (ids in
+    range, shapes, a 0/1 mask): checked here, before any ``torch.func`` transform."""
+    if not isinstance(policy, SeqPolicy):
+        raise ValueError(f"policy: expected a SeqPolicy, got {type(policy).__name__}")
+    if seqs is None:
+        return policy.space.enumerate()
+    if not isinstance(seqs, Sequences):
+        raise ValueError(f"seqs: expected a Sequences batch (or None for the enumeration), got "
+                         f"{type(seqs).__name__}")
+    policy.space.check(seqs.x, seqs.tokens, seqs.mask)
+    return seqs
+
+
+def _check_weights(weights: Tensor, mask: Tensor, seqs: Sequences) -> None:
+    check_shape(weights, "weights", tuple(seqs.tokens.shape))
+    check_tensor(weights, "weights", floating=True)
+    check_shape(mask, "mask", tuple(seqs.tokens.shape))
+    check_same_device(weights=weights, mask=mask, tokens=seqs.tokens)
+    check_mask(mask, "mask")
+    check_finite_where(weights, mask, "weights")
+
+
+def _check_reward(reward: SeqReward) -> SeqReward:
+    if not isinstance(reward, SeqReward):
+        raise ValueError(f"reward: expected a SeqReward, got {type(reward).__name__}")
+    return reward
+
+
+def _check_ref(policy: SeqPolicy, ref_policy: SeqPolicy | None, ref_theta: Tensor) -> SeqPolicy:
+    ref = policy if ref_policy is None else ref_policy
+    if not isinstance(ref, SeqPolicy):
+        raise ValueError(f"ref_policy: expected a SeqPolicy, got {type(ref).__name__}")
+    a, b = policy.space, ref.space
+    if (a.X, a.V, a.T) != (b.X, b.V, b.T):
+        raise ValueError(f"ref_policy: expected a policy on the same space (X, V, T) = "
+                         f"{(a.X, a.V, a.T)}, got {(b.X, b.V, b.T)}")
+    _check_policy(ref, ref_theta, "ref_theta")
+    return ref
 
 
 def sequence_logprobs(policy: SeqPolicy, theta: Tensor, seqs: Sequences | None = None) -> Tensor:
@@ -80,7 +138,8 @@ def exact_expectation(policy: SeqPolicy, theta: Tensor, values: Tensor,
     """
     seqs = _seqs(policy, seqs)
     check_tensor(values, "values")
-    if values.shape[:1] != (len(seqs),):
+    check_finite(values, "values")
+    if values.dim() < 1 or values.shape[:1] != (len(seqs),):
         raise ValueError(f"values: expected a leading dimension of {len(seqs)} (one per "
                          f"enumerated pair), got shape {tuple(values.shape)}")
     q = joint_probs(policy, theta, seqs)
@@ -90,6 +149,7 @@ def exact_expectation(policy: SeqPolicy, theta: Tensor, values: Tensor,
 def exact_J(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
             seqs: Sequences | None = None) -> Tensor:
     """J(θ) = Σ_x ρ(x) Σ_y p_θ(y|x) R(x, y), by enumerating every response; differentiable."""
+    _check_reward(reward)
     seqs = _seqs(policy, seqs)
     return exact_expectation(policy, theta, reward.of(seqs).to(theta.dtype), seqs)
 
@@ -97,8 +157,13 @@ def exact_J(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
 def exact_gradient(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
                    seqs: Sequences | None = None) -> Tensor:
     """∇J(θ), (P,), by autograd through the enumerated sum."""
+    _check_policy(policy, theta)
+    _check_reward(reward)
     seqs = _seqs(policy, seqs)
-    return torch.func.grad(lambda t: exact_J(policy, t, reward, seqs))(theta.detach())
+    t = theta.detach().requires_grad_(True)    # torch.autograd, not torch.func.grad: the
+    with torch.enable_grad():                  # latter imports torch._dynamo (seconds)
+        (g,) = torch.autograd.grad(exact_J(policy, t, reward, seqs), t)
+    return g
 
 
 def exact_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor, ref_policy: SeqPolicy | None = None,
@@ -110,8 +175,9 @@ def exact_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor, ref_policy: Se
     Differentiable in θ (the reference is held fixed). ``ref_policy`` defaults to ``policy``.
     """
     seqs = _seqs(policy, seqs)
+    ref = _check_ref(policy, ref_policy, ref_theta)
     lp = sequence_logprobs(policy, theta, seqs)
-    lr = sequence_logprobs(ref_policy or policy, ref_theta.detach(), seqs).to(lp.dtype)
+    lr = sequence_logprobs(ref, ref_theta.detach(), seqs).to(lp.dtype)
     return exact_expectation(policy, theta, lp - lr, seqs)
 
 
@@ -127,7 +193,7 @@ def exact_forward_kl(policy: SeqPolicy, theta: Tensor, ref_theta: Tensor,
     T > 1 (prefixes drawn from π_ref); the two coincide for a single token.
     """
     seqs = _seqs(policy, seqs)
-    ref = ref_policy or policy
+    ref = _check_ref(policy, ref_policy, ref_theta)
     lp = sequence_logprobs(policy, theta, seqs)
     with torch.no_grad():
         lr = sequence_logprobs(ref, ref_theta.detach(), seqs).to(lp.dtype)
@@ -146,6 +212,10 @@ def reward_weights(reward: SeqReward, seqs: Sequences, weighting: str = "sequenc
       way a sequence-level advantage is broadcast to tokens: the loss applies the mask);
     * ``"reward_to_go"``: w_t = G_t = Σ_{t'≥t} r_t' (zero on padding).
     """
+    check_option(weighting, "weighting", WEIGHTINGS)
+    _check_reward(reward)
+    if not isinstance(seqs, Sequences):
+        raise ValueError(f"seqs: expected a Sequences batch, got {type(seqs).__name__}")
     if weighting == "sequence":
         R = reward.of(seqs)
         return R.unsqueeze(-1).expand_as(seqs.mask)
@@ -158,7 +228,9 @@ def token_pg_surrogate(policy: SeqPolicy, theta: Tensor, seqs: Sequences, weight
                        mask: Tensor | None = None) -> Tensor:
     """:func:`token_pg_loss` with the log-probs recomputed from θ; ``mask`` defaults to the
     response mask (pass ``torch.ones_like(seqs.mask)`` to let the padding into the loss)."""
+    seqs = _seqs(policy, seqs)
     m = seqs.mask if mask is None else mask
+    _check_weights(weights, m, seqs)
     return token_pg_loss(policy.token_logprobs(theta, seqs.x, seqs.tokens), weights, m)
 
 
@@ -166,10 +238,12 @@ def per_sequence_estimates(policy: SeqPolicy, theta: Tensor, seqs: Sequences, we
                            mask: Tensor | None = None) -> Tensor:
     """g_n = Σ_t m_nt w_nt ∇_θ log π_θ(y_nt|h_nt) for every pair, (N, P).
 
-    Per-sample gradients with ``vmap(grad)``: one small graph per response, no loop."""
+    Per-sample gradients with ``vmap(grad)``: one small graph per response, no loop. The
+    ids, the mask and the weights are checked before the transform."""
+    seqs = _seqs(policy, seqs)
+    _check_policy(policy, theta)
     m = seqs.mask if mask is None else mask
-    check_shape(weights, "weights", tuple(seqs.tokens.shape))
-    check_shape(m, "mask", tuple(seqs.tokens.shape))
+    _check_weights(weights, m, seqs)
 
     def one(t, x, tok, mk, w):
         lp = policy.token_logprobs(t, x, tok)
@@ -179,7 +253,8 @@ def per_sequence_estimates(policy: SeqPolicy, theta: Tensor, seqs: Sequences, we
         theta.detach(), seqs.x, seqs.tokens, m, weights.detach())
 
 
-def exact_expected_gradient(policy: SeqPolicy, theta: Tensor, per_sequence_loss,
+def exact_expected_gradient(policy: SeqPolicy, theta: Tensor,
+                            per_sequence_loss: Callable[[Tensor, Sequences], Tensor],
                             seqs: Sequences | None = None) -> Tensor:
     """E_{x~ρ, y~π_θ}[∇_θ ℓ_θ(x, y)] exactly, (P,): the expected gradient of a per-response
     loss on on-policy samples, = ∇_θ Σ_n sg(ρ(x_n) p_θ(y_n|x_n)) ℓ_θ(n) (one backward pass).
@@ -188,6 +263,10 @@ def exact_expected_gradient(policy: SeqPolicy, theta: Tensor, per_sequence_loss,
     (e.g. a surrogate, or a KL estimator summed over tokens, chapter 12). The sampling
     distribution is held fixed: this is what a sampled loss's gradient estimates.
     """
+    if not callable(per_sequence_loss):
+        raise ValueError(f"per_sequence_loss: expected a callable (theta, seqs) -> (N,), got "
+                         f"{type(per_sequence_loss).__name__}")
+    _check_policy(policy, theta)
     seqs = _seqs(policy, seqs)
     with torch.no_grad():
         q = joint_probs(policy, theta, seqs)
@@ -208,8 +287,7 @@ def exact_estimator_mean(policy: SeqPolicy, theta: Tensor, weights: Tensor,
     enumeration (``mask`` defaults to the response mask)."""
     seqs = _seqs(policy, seqs)
     m = seqs.mask if mask is None else mask
-    check_shape(weights, "weights", tuple(seqs.tokens.shape))
-    check_shape(m, "mask", tuple(seqs.tokens.shape))
+    _check_weights(weights, m, seqs)
 
     def gain(t, sq):
         lp = policy.token_logprobs(t, sq.x, sq.tokens)
@@ -258,8 +336,11 @@ def policy_gradient_estimates(policy: SeqPolicy, theta: Tensor, reward: SeqRewar
     """
     B = check_positive_int(n_samples, "n_samples")
     M = check_positive_int(n_estimates, "n_estimates")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
+    check_option(weighting, "weighting", WEIGHTINGS)
+    _check_policy(policy, theta)
+    _check_reward(reward)
+    if not isinstance(mask_padding, bool):
+        raise ValueError(f"mask_padding: expected True or False, got {mask_padding!r}")
     theta = theta.detach()
     seqs = policy.sample(theta, B * M, generator)
     w = reward_weights(reward, seqs, weighting).to(theta.dtype)

@@ -71,6 +71,10 @@ class Result:
     status: str
     message: str
 
+    def __post_init__(self) -> None:
+        if self.status not in ("todo", "wrong", "correct"):
+            raise ValueError(f"status: expected 'todo', 'wrong' or 'correct', got {self.status!r}")
+
     def __bool__(self) -> bool:
         return self.status == "correct"
 
@@ -89,13 +93,15 @@ class _Exercise:
 _EXERCISES: dict[str, _Exercise] = {}
 
 
-def exercise(key: str, title: str):
+def exercise(key: str, title: str) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn(user_function) -> str`` as the checker of exercise ``key``
     (``"CC.n"``: chapter and number)."""
     if not isinstance(key, str) or "." not in key:
         raise ValueError(f"key: expected 'CC.n' (chapter.number), got {key!r}")
+    if not isinstance(title, str):
+        raise ValueError(f"title: expected a string, got {title!r}")
 
-    def deco(fn):
+    def deco(fn: Callable) -> Callable:
         if key in _EXERCISES and _EXERCISES[key].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"exercise {key} is already registered")
         _EXERCISES[key] = _Exercise(key, title, fn)
@@ -113,13 +119,16 @@ def _load_all() -> None:
 def checker(key: str) -> Callable:
     """The checker function of exercise ``key`` (its docstring says what it expects)."""
     _load_all()
-    if key not in _EXERCISES:
+    if not isinstance(key, str) or key not in _EXERCISES:
         raise ValueError(f"key: expected one of {sorted(_EXERCISES)}, got {key!r}")
     return _EXERCISES[key].fn
 
 
 def list_exercises(chapter: str | None = None) -> list[tuple[str, str]]:
     """``(key, title)`` of every exercise (of one chapter, e.g. ``"03"``), in order."""
+    if chapter is not None and not isinstance(chapter, str):
+        raise ValueError(f"chapter: expected a chapter number as a string such as '03', got "
+                         f"{chapter!r}")
     _load_all()
     keys = sorted(_EXERCISES, key=lambda k: (k.split(".")[0], int(k.split(".")[1])))
     return [(k, _EXERCISES[k].title) for k in keys
@@ -129,6 +138,8 @@ def list_exercises(chapter: str | None = None) -> list[tuple[str, str]]:
 def check(key: str, fn: Callable, *, quiet: bool = False) -> Result:
     """Run the checker of exercise ``key`` on the reader's function ``fn``; print and return
     the :class:`Result`. Never raises for a wrong or unfinished answer."""
+    if not isinstance(key, str):
+        raise ValueError(f"key: expected an exercise key such as '02.1', got {key!r}")
     ex = _EXERCISES.get(key) or (_load_all(), _EXERCISES.get(key))[1]
     if ex is None:
         raise ValueError(f"key: expected one of {sorted(_EXERCISES)}, got {key!r}")
@@ -154,12 +165,16 @@ def check(key: str, fn: Callable, *, quiet: bool = False) -> Result:
 # -- helpers for checkers -----------------------------------------------------------------
 def expect(condition: bool, message: str) -> None:
     """Raise :class:`Wrong` with ``message`` unless ``condition``."""
+    if not isinstance(message, str):
+        raise ValueError(f"message: expected a string, got {message!r}")
     if not condition:
         raise Wrong(message)
 
 
-def expect_shape(x, shape: tuple, what: str) -> Tensor:
+def expect_shape(x: object, shape: tuple, what: str) -> Tensor:
     """``x`` must be a tensor of ``shape``; returns it."""
+    if not isinstance(shape, (tuple, list, torch.Size)):
+        raise ValueError(f"shape: expected a tuple of sizes, got {shape!r}")
     if not isinstance(x, Tensor):
         raise Wrong(f"{what}: expected a torch.Tensor of shape {tuple(shape)}, got "
                     f"{type(x).__name__}")
@@ -168,10 +183,13 @@ def expect_shape(x, shape: tuple, what: str) -> Tensor:
     return x
 
 
-def expect_close(got, want: Tensor, what: str, *, atol: float = 1e-8, rtol: float = 1e-6,
-                 hint: str = "") -> None:
+def expect_close(got: object, want: Tensor, what: str, *, atol: float = 1e-8,
+                 rtol: float = 1e-6, hint: str = "") -> None:
     """``got`` must equal ``want`` (a tensor) within tolerance; the message says how it
     differs: shape, NaN, the opposite sign, a constant multiple, or just the largest error."""
+    if not isinstance(want, Tensor):
+        raise ValueError(f"want: expected the right answer as a torch.Tensor, got "
+                         f"{type(want).__name__}")
     got = expect_shape(got, tuple(want.shape), what)
     g = got.detach().to(torch.float64).cpu()
     w = want.detach().to(torch.float64).cpu()

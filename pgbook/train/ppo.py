@@ -28,15 +28,18 @@ import torch
 from torch import Tensor
 
 from .._validate import (
+    _is_meta,
     check_finite,
     check_index,
+    check_number,
+    check_option,
     check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
 )
-from ..exact.bandits import exact_kl, state_kl
-from ..reward.baselines import sample_weights
+from ..exact.bandits import check_world, exact_kl, state_kl
+from ..reward.baselines import BaselineSpec, sample_weights
 from ..trajectory.losses import clip_fraction, importance_weighted_loss, ppo_clip_loss
 from ..worlds.bandits import Bandit, SoftmaxPolicy
 
@@ -51,6 +54,21 @@ class PPOBatch:
     adv: Tensor
     old_logp: Tensor
     theta_old: Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("s", "a"):
+            x = check_tensor(getattr(self, name), name)
+            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+                raise ValueError(f"{name}: expected integer ids, got dtype {x.dtype}")
+        check_tensor(self.adv, "adv", floating=True)
+        check_tensor(self.old_logp, "old_logp", floating=True)
+        check_tensor(self.theta_old, "theta_old", ndim=1, floating=True)
+        if not self.s.shape == self.a.shape == self.adv.shape == self.old_logp.shape:
+            raise ValueError(f"s, a, adv and old_logp: expected one shape, got "
+                             f"{tuple(self.s.shape)}, {tuple(self.a.shape)}, "
+                             f"{tuple(self.adv.shape)} and {tuple(self.old_logp.shape)}")
+        check_same_device(s=self.s, a=self.a, adv=self.adv, old_logp=self.old_logp,
+                          theta_old=self.theta_old)
 
     @property
     def shape(self) -> torch.Size:
@@ -81,14 +99,48 @@ def make_batch(policy: SoftmaxPolicy, theta_old: Tensor, s: Tensor, a: Tensor,
 
 
 def collect(bandit: Bandit, policy: SoftmaxPolicy, theta_old: Tensor, n: int | tuple,
-            generator: torch.Generator, baseline="value") -> PPOBatch:
+            generator: torch.Generator, baseline: BaselineSpec = "value") -> PPOBatch:
     """Sample s ~ ρ, a ~ π_old(·|s), r from the bandit (``n`` = N or (M, N)) and weight
     each sample by A_i = r_i − b(s_i) for ``baseline`` (default: the exact V_old(s), so A
     is the advantage under π_old; see :func:`pgbook.reward.baselines.get_baseline`)."""
+    check_world(bandit, policy, theta_old, "theta_old")
     theta_old = theta_old.detach()
     raw = bandit.sample(policy.probs(theta_old), n, generator)
     adv = sample_weights(bandit, policy, theta_old, raw, baseline)
     return make_batch(policy, theta_old, raw.s, raw.a, adv)
+
+
+def _check_batch(policy: SoftmaxPolicy, batch: PPOBatch) -> PPOBatch:
+    """A PPOBatch whose ids index the policy and whose θ_old fits it (negative ids would
+    wrap around silently when indexing)."""
+    if not isinstance(policy, SoftmaxPolicy):
+        raise ValueError(f"policy: expected a SoftmaxPolicy, got {type(policy).__name__}")
+    if not isinstance(batch, PPOBatch):
+        raise ValueError(f"batch: expected a PPOBatch (see ppo.collect), got {type(batch).__name__}")
+    key = (policy.n_contexts, policy.n_actions, policy.n_params)
+    if getattr(batch, "_checked_for", None) == key:  # the epochs reuse one batch: check it once
+        return batch
+    check_index(batch.s, "batch.s", policy.n_contexts)
+    check_index(batch.a, "batch.a", policy.n_actions)
+    policy._check_theta(batch.theta_old, "batch.theta_old")
+    check_finite(batch.adv, "batch.adv")
+    check_finite(batch.old_logp, "batch.old_logp")
+    if not _is_meta(batch.s):
+        object.__setattr__(batch, "_checked_for", key)
+    return batch
+
+
+def _check_beta(beta: float | Tensor) -> float | Tensor:
+    """β ≥ 0: a number, or a finite tensor (one β per run)."""
+    if isinstance(beta, Tensor):
+        check_finite(beta, "beta")
+        if beta.dim() > 1:
+            raise ValueError(f"beta: expected a number or a tensor of shape (M,), got "
+                             f"{tuple(beta.shape)}")
+        if not _is_meta(beta) and bool((beta < 0).any()):
+            raise ValueError(f"beta: expected values ≥ 0, got min {float(beta.min()):g}")
+        return beta
+    return check_positive(beta, "beta", allow_zero=True)
 
 
 def _logp(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch) -> Tensor:
@@ -125,6 +177,7 @@ def surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch, eps_low: fl
     ``eps_low=ε``: PPO's clipped surrogate (1/N) Σ_i min(r A, clip(r, 1 − ε, 1 + ε_high) A),
     with ``dual_clip=c`` the A < 0 terms bounded below by c·A.
     """
+    _check_batch(policy, batch)
     logp = _logp(policy, theta, batch)
     if eps_low is None:
         if eps_high is not None or dual_clip is not None:
@@ -139,6 +192,13 @@ def surrogate(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch, eps_low: fl
 def batch_kl(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch) -> Tensor:
     """(1/N) Σ_i KL(π_old(·|s_i) ‖ π_θ(·|s_i)), exact over actions at the batch's contexts;
     shape () or (M,). This is the penalty of PPO-KL (Schulman et al. 2017, eq. 8)."""
+    _check_batch(policy, batch)
+    check_tensor(theta, "theta", floating=True)
+    if theta.dim() > 2 or (theta.dim() == 2 and (batch.s.dim() != 2
+                                                 or theta.shape[0] != batch.s.shape[0])):
+        raise ValueError(f"theta: expected shape ({policy.n_params},) or (M, {policy.n_params}) "
+                         f"with M = the leading batch size, got {tuple(theta.shape)} for batch "
+                         f"shape {tuple(batch.s.shape)}")
     kl_s = state_kl(policy.log_probs(batch.theta_old), policy.log_probs(theta))  # (S,) / (M, S)
     if kl_s.dim() == 1:
         return kl_s[batch.s].mean(-1)
@@ -151,6 +211,7 @@ def ppo_objective(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch,
                   beta: float | Tensor = 0.0) -> Tensor:
     """What a PPO epoch maximises: :func:`surrogate` − β · :func:`batch_kl`; () or (M,).
     ``beta`` may be a tensor of shape (M,) (one β per run). Factor of J(θ): trajectory."""
+    beta = _check_beta(beta)
     obj = surrogate(policy, theta, batch, eps_low, eps_high, dual_clip)
     if isinstance(beta, Tensor) or float(beta) != 0.0:
         obj = obj - beta * batch_kl(policy, theta, batch)
@@ -158,7 +219,7 @@ def ppo_objective(policy: SoftmaxPolicy, theta: Tensor, batch: PPOBatch,
 
 
 def adaptive_beta(beta: float | Tensor, kl: float | Tensor, kl_target: float,
-                  factor: float = 2.0, tolerance: float = 1.5):
+                  factor: float = 2.0, tolerance: float = 1.5) -> float | Tensor:
     """Schulman et al. (2017)'s adaptive KL coefficient, applied after each policy update:
 
         β ← β · 2   if KL > 1.5 · d_targ,      β ← β / 2   if KL < d_targ / 1.5,
@@ -168,6 +229,13 @@ def adaptive_beta(beta: float | Tensor, kl: float | Tensor, kl_target: float,
     kl_target = check_positive(kl_target, "kl_target")
     factor = check_positive(factor, "factor")
     tolerance = check_positive(tolerance, "tolerance")
+    beta = _check_beta(beta)
+    if isinstance(kl, Tensor):
+        check_finite(kl, "kl")
+    else:
+        check_number(kl, "kl")
+    if isinstance(beta, Tensor) and isinstance(kl, Tensor):
+        check_same_device(beta=beta, kl=kl)
     if isinstance(beta, Tensor) or isinstance(kl, Tensor):
         b = beta if isinstance(beta, Tensor) else torch.as_tensor(beta, dtype=kl.dtype, device=kl.device)
         k = kl if isinstance(kl, Tensor) else torch.as_tensor(kl, dtype=b.dtype, device=b.device)
@@ -223,8 +291,9 @@ def run_epochs(bandit: Bandit, policy: SoftmaxPolicy, batch: PPOBatch, epochs: i
     beta = check_positive(beta, "beta", allow_zero=True)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
-    if not isinstance(batch, PPOBatch):
-        raise ValueError(f"batch: expected a PPOBatch (see ppo.collect), got {type(batch).__name__}")
+    _check_batch(policy, batch)
+    if not isinstance(bandit, Bandit):
+        raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
     check_same_device(theta_old=batch.theta_old, bandit=bandit.means)
     th0 = batch.theta_old
     if batch.s.dim() == 2:
@@ -267,17 +336,23 @@ def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterat
                    n_samples: int, generator: torch.Generator, epochs: int, lr: float,
                    eps_low: float | None = None, beta: float = 0.0,
                    kl_target: float | None = None,
-                   baseline="value", optimizer: str = "adam") -> dict:
+                   baseline: BaselineSpec = "value", optimizer: str = "adam") -> dict:
     """PPO's outer loop: ``iterations`` times collect N samples from the current policy,
     run ``epochs`` epochs (:func:`run_epochs`), then, with ``kl_target`` = d_targ, adapt β
     by :func:`adaptive_beta` from the batch KL reached. Returns a dict of (iterations + 1,)
     tensors ``J`` (exact), and (iterations,) tensors ``kl`` (batch KL of each update),
     ``beta`` (the β each update used), plus the final ``theta``.
     """
+    check_world(bandit, policy, theta0, "theta0")
     check_positive_int(iterations, "iterations")
     check_positive_int(n_samples, "n_samples")
     if kl_target is not None:
         check_positive(kl_target, "kl_target")
+    check_option(optimizer, "optimizer", OPTIMIZERS)
+    check_positive(lr, "lr")
+    check_positive_int(epochs, "epochs")
+    _check_eps(eps_low)
+    check_positive(beta, "beta", allow_zero=True)
     theta = theta0.detach()
     Js, kls, betas = [bandit.J(policy.probs(theta))], [], []
     for _ in range(iterations):

@@ -33,16 +33,24 @@ from tqdm.auto import trange
 
 from .._validate import (
     check_finite,
+    check_float_dtype,
     check_generator,
     check_index,
+    check_number,
     check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
     work_dtype,
 )
-from ..exact.bandits import reinforce_surrogate
-from ..reward.baselines import sample_weights
+from ..exact.bandits import check_world, reinforce_surrogate
+from ..reward.baselines import (
+    BaselineSpec,
+    RunningMean,
+    running_mean_update,
+    sample_weights,
+    success_weights,
+)
 from ..worlds.bandits import Bandit, BanditBatch, SoftmaxPolicy
 
 
@@ -70,12 +78,14 @@ def sft_loss(policy: SoftmaxPolicy, theta: Tensor, s: Tensor, a: Tensor) -> Tens
     their weights, A = 1 (reward side).
     """
     check_tensor(theta, "theta", floating=True)
+    check_tensor(s, "s", nonempty=True)
+    check_tensor(a, "a", nonempty=True)
     ones = torch.ones(s.shape, dtype=theta.dtype, device=theta.device)
     return -weighted_log_likelihood(policy, theta, BanditBatch(s, a, ones), ones)
 
 
 def empirical_policy(s: Tensor, a: Tensor, n_contexts: int, n_actions: int,
-                     dtype=torch.float64) -> Tensor:
+                     dtype: torch.dtype = torch.float64) -> Tensor:
     """Empirical action frequencies n(s, a) / n(s), shape (S, A), from pairs (s_i, a_i).
 
     For a tabular softmax this is the maximum-likelihood policy, the point SFT converges to
@@ -85,6 +95,7 @@ def empirical_policy(s: Tensor, a: Tensor, n_contexts: int, n_actions: int,
     """
     check_positive_int(n_contexts, "n_contexts")
     check_positive_int(n_actions, "n_actions")
+    check_float_dtype(dtype)
     check_index(s, "s", n_contexts)
     check_index(a, "a", n_actions)
     if s.shape != a.shape:
@@ -119,10 +130,19 @@ def fit_weighted_mle(policy: SoftmaxPolicy, theta0: Tensor, batch: BanditBatch,
     Trajectory factor of J(θ) with fixed reward-side weights.
     """
     check_tensor(theta0, "theta0", floating=True)
+    policy._check_theta(theta0, "theta0")
     check_positive_int(steps, "steps")
     check_positive(lr, "lr")
+    if not isinstance(batch, BanditBatch):
+        raise ValueError(f"batch: expected a BanditBatch, got {type(batch).__name__}")
+    check_index(batch.s, "batch.s", policy.n_contexts)
+    check_index(batch.a, "batch.a", policy.n_actions)
     if weights is None:
         weights = torch.ones(batch.s.shape, dtype=theta0.dtype, device=theta0.device)
+    check_tensor(weights, "weights", floating=True)
+    if weights.shape != batch.s.shape:
+        raise ValueError(f"weights: expected shape {tuple(batch.s.shape)} (the batch's), got "
+                         f"{tuple(weights.shape)}")
     check_finite(weights, "weights")
     out_dtype = theta0.dtype
     theta = theta0.detach().to(work_dtype(out_dtype))
@@ -176,7 +196,8 @@ class History:
 
 
 def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
-              batch_size: int, lr, baseline="none", generator: torch.Generator | None = None,
+              batch_size: int, lr: float | Tensor, baseline: BaselineSpec = "none",
+              generator: torch.Generator | None = None,
               progress: bool = True, desc: str | None = None) -> History:
     """On-policy REINFORCE: for k = 0..steps−1, draw N = ``batch_size`` samples from π_θk,
 
@@ -190,10 +211,14 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     independent batches. ``baseline`` is one of :func:`pgbook.reward.baselines.get_baseline`'s
     choices ('none', 'value', 'optimal', a number, or a callable of one run's θ and batch
     that works under ``torch.func.vmap``, which maps it over the runs),
-    the same for every run. Trajectory factor (the score function) with the reward-side
-    weight r − b; the baseline does not change E[ĝ], only its variance.
+    the same for every run, or a :class:`pgbook.reward.baselines.RunningMean`: an estimated
+    baseline, one table b(s) per run built from that run's earlier batches (updated after
+    each step by :func:`pgbook.reward.baselines.running_mean_update`). Trajectory factor (the
+    score function) with the reward-side weight r − b; the baseline does not change E[ĝ],
+    only its variance.
     """
     check_tensor(theta0, "theta0", floating=True)
+    check_world(bandit, policy, theta0, "theta0")
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
     check_generator(generator, theta0.device)
@@ -201,8 +226,8 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     out_dtype = theta0.dtype
     dtype = work_dtype(out_dtype)
     P = theta0.shape[-1]
-    lr_t = torch.as_tensor(lr, dtype=dtype, device=theta0.device) if not isinstance(lr, Tensor) \
-        else lr.to(dtype)
+    lr_t = torch.as_tensor(check_number(lr, "lr"), dtype=dtype, device=theta0.device) \
+        if not isinstance(lr, Tensor) else check_tensor(lr, "lr", floating=True).to(dtype)
     check_same_device(lr=lr_t, theta0=theta0)
     check_finite(lr_t, "lr")
     if theta0.device.type != "meta" and bool((lr_t <= 0).any()):
@@ -210,6 +235,13 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     runs = torch.broadcast_shapes(theta0.shape[:-1], lr_t.shape)
     theta = theta0.detach().to(dtype).expand(*runs, P).reshape(-1, P).clone()  # (R, P)
     eta = lr_t.expand(runs).reshape(-1, 1)  # (R, 1)
+
+    running = isinstance(baseline, RunningMean)
+    if running:
+        init = 0.0 if isinstance(baseline.init, str) else float(baseline.init)
+        table = torch.full((theta.shape[0], bandit.n_contexts), init, dtype=dtype,
+                           device=theta.device)
+        counts = torch.zeros_like(table)
 
     def weights_one(t, s, a, r):
         return sample_weights(bandit, policy, t, BanditBatch(s, a, r), baseline)
@@ -229,7 +261,12 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
                     leave=False):
         batch = bandit.sample(policy.probs(theta), batch_size, generator)  # (R, N)
         check_finite(batch.r, "rewards")
-        w = weights_fn(theta, batch.s, batch.a, batch.r).to(dtype)
+        if running:  # b(s) from earlier batches only, then updated with this one
+            w = baseline.weights(table, counts, batch.s, batch.r.to(dtype))
+            table, counts = running_mean_update(table, counts, batch.s, batch.r.to(dtype),
+                                                baseline.decay)
+        else:
+            w = weights_fn(theta, batch.s, batch.a, batch.r).to(dtype)
         g = grad_fn(theta, batch.s, batch.a, w)  # (R, P)
         theta = theta + eta * g
         Js.append(exact(theta))
@@ -245,12 +282,88 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
                    lr=lr_t, batch_size=batch_size, baseline=baseline)
 
 
+def rejection_sampling_ft(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor,
+                          iterations: int, batch_size: int, lr: float | Tensor,
+                          generator: torch.Generator,
+                          success: float = 1.0, sft_steps: int = 1, progress: bool = False,
+                          desc: str | None = None) -> History:
+    """Rejection-sampling fine-tuning (expert iteration; STaR, Zelikman et al. 2022; RFT,
+    Yuan et al. 2023): repeat ``iterations`` times
+
+        sample N = ``batch_size`` pairs from π_θ,  keep those with r ≥ ``success``,
+        take ``sft_steps`` gradient steps of SFT on the K kept pairs:
+        θ ← θ + η (1/K) Σ_{kept} ∇log π_θ(a_i|s_i)
+
+    (no step when nothing was kept). This is weighted MLE with the weights
+    :func:`pgbook.reward.baselines.success_weights` on the policy's own samples: one SFT
+    step is (N/K) times the REINFORCE estimate for the binary reward 1[r ≥ success] with no
+    baseline, so its direction is unbiased for ∇P_θ(success) up to the random scale N/K,
+    and failures are discarded rather than pushed down. Shapes, ``lr`` and vectorised runs
+    as in :func:`reinforce`; the returned :class:`History` records the exact J of the
+    bandit's own rewards, ``grad_norm`` of the first SFT step and ``batch_reward`` (the
+    batch's mean reward). Changes both factors relative to REINFORCE: the weight (reward
+    side) and which samples enter (trajectory side).
+    """
+    check_tensor(theta0, "theta0", floating=True)
+    check_world(bandit, policy, theta0, "theta0")
+    check_positive_int(iterations, "iterations")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(sft_steps, "sft_steps")
+    check_generator(generator, theta0.device)
+    check_same_device(theta0=theta0, bandit=bandit.means)
+    success = check_number(success, "success")
+    out_dtype = theta0.dtype
+    dtype = work_dtype(out_dtype)
+    P = theta0.shape[-1]
+    lr_t = torch.as_tensor(check_number(lr, "lr"), dtype=dtype, device=theta0.device) \
+        if not isinstance(lr, Tensor) else check_tensor(lr, "lr", floating=True).to(dtype)
+    check_same_device(lr=lr_t, theta0=theta0)
+    check_finite(lr_t, "lr")
+    if theta0.device.type != "meta" and bool((lr_t <= 0).any()):
+        raise ValueError(f"lr: expected learning rates > 0, got min {float(lr_t.min()):g}")
+    runs = torch.broadcast_shapes(theta0.shape[:-1], lr_t.shape)
+    theta = theta0.detach().to(dtype).expand(*runs, P).reshape(-1, P).clone()  # (R, P)
+    eta = lr_t.expand(runs).reshape(-1, 1)
+
+    def loss_one(t, s, a, w):
+        return weighted_log_likelihood(policy, t, BanditBatch(s, a, w), w)
+
+    grad_fn = torch.func.vmap(torch.func.grad(loss_one))
+
+    def exact(t):
+        with torch.no_grad():
+            return bandit.J(policy.probs(t))
+
+    Js, thetas, norms, rewards = [exact(theta)], [theta], [], []
+    for _ in trange(iterations, disable=not progress, desc=desc or "rejection sampling",
+                    leave=False):
+        batch = bandit.sample(policy.probs(theta), batch_size, generator)  # (R, N)
+        check_finite(batch.r, "rewards")
+        w = success_weights(batch.r.to(dtype), success)                      # N/K on kept
+        for k in range(sft_steps):
+            g = grad_fn(theta, batch.s, batch.a, w)
+            if k == 0:
+                norms.append(g.norm(dim=-1))
+            theta = theta + eta * g
+        Js.append(exact(theta))
+        thetas.append(theta)
+        rewards.append(batch.r.mean(-1))
+
+    def stack(xs, *tail):
+        return torch.stack(xs).reshape(len(xs), *runs, *tail).to(out_dtype)
+
+    return History(J=stack(Js), theta=stack(thetas, P), grad_norm=stack(norms),
+                   batch_reward=stack(rewards), optimum=float(bandit.optimal_J()),
+                   lr=lr_t, batch_size=batch_size, baseline=f"success ≥ {success:g}")
+
+
 __all__ = [
     "History",
     "MLEFit",
     "empirical_policy",
     "fit_weighted_mle",
     "reinforce",
+    "rejection_sampling_ft",
     "sft_loss",
     "weighted_log_likelihood",
 ]

@@ -4,10 +4,15 @@
 * :mod:`~pgbook.trajectory.losses`: policy losses (score function, importance-weighted,
   PPO clip and dual clip), ratios and the clip fraction;
 * :mod:`~pgbook.trajectory.importance`: importance weights, IS estimates, effective
-  sample size.
+  sample size;
+* :mod:`~pgbook.trajectory.corrections`: sampler/trainer mismatch corrections (TIS, MIS,
+  sequence-level IS), and :mod:`~pgbook.trajectory.selection`: which samples enter (dynamic
+  sampling, PODS down-sampling), chapter 14;
+* :mod:`~pgbook.trajectory.distill`: distillation losses, a divergence to a teacher
+  differentiated through π_θ (GKD's generalized JSD, MiniLLM; chapter 16).
 """
 
-from . import importance, losses, tokens
+from . import corrections, distill, importance, losses, selection, tokens
 from .importance import effective_sample_size, importance_weights, is_estimate
 from .losses import (
     clip_fraction,
@@ -20,6 +25,7 @@ from .losses import (
     token_pg_loss,
 )
 from .tokens import (
+    causal_logprobs,
     entropy_from_logits,
     naive_token_logprobs,
     response_mask,
@@ -28,7 +34,10 @@ from .tokens import (
 )
 
 __all__ = [
+    "causal_logprobs",
     "clip_fraction",
+    "corrections",
+    "distill",
     "effective_sample_size",
     "entropy_from_logits",
     "importance",
@@ -43,8 +52,15 @@ __all__ = [
     "ratio",
     "response_mask",
     "score_function_loss",
+    "selection",
     "sequence_logprob",
     "token_logprobs",
     "token_pg_loss",
     "tokens",
 ]
+
+# chapter 15: the policy-token mask of multi-turn trajectories, ratios, variance filtering
+from . import agentic
+from .agentic import reward_variance_filter, trajectory_log_ratio, trajectory_logprob
+
+__all__ += ["agentic", "reward_variance_filter", "trajectory_log_ratio", "trajectory_logprob"]

@@ -9,7 +9,10 @@ With f = r this estimates J(θ); with f = A ∇log π_θ it estimates ∇J(θ). 
 
 * ordinary IS, (1/N) Σ_i w_i f_i: unbiased; its variance grows with E_μ[w²] = 1 + χ²(π‖μ);
 * self-normalised IS (SNIS), Σ_i w_i f_i / Σ_i w_i: biased (≈ −E_μ[w²(f − E_π f)]/N), but
-  consistent, invariant to a constant shift of f, and often of lower variance.
+  consistent, invariant to a constant shift of f, and often of lower variance;
+* truncated IS (TIS), (1/N) Σ_i min(w_i, c) f_i: biased by −E_μ[(w − c)₊ f] (a bias that
+  does not vanish with N), with the variance bounded by c² E_μ[f²]/N (Ionides 2008); the
+  truncated token weight of TIS for LLM rollouts is this estimator per token.
 
 The effective sample size ESS = (Σ w)² / Σ w² says how many on-policy samples the weighted
 batch is worth. Changing the sampling distribution changes the *trajectory* factor
@@ -29,6 +32,7 @@ from torch import Tensor
 from .._validate import (
     _is_meta,
     check_finite,
+    check_positive,
     check_probs,
     check_same_device,
     check_same_shape,
@@ -43,6 +47,7 @@ __all__ = [
     "effective_sample_size",
     "importance_weights",
     "is_estimate",
+    "truncate_weights",
 ]
 
 
@@ -98,6 +103,10 @@ def importance_weights(logp: Tensor, behaviour_logp: Tensor) -> Tensor:
     ≤ 0. Not differentiated (a weight, not a loss; for the differentiable ratio use
     :func:`pgbook.trajectory.losses.ratio`). Trajectory factor of J(θ): it corrects for sampling
     p_μ(τ) instead of p_θ(τ).
+
+    Overflow: a weight too large for the output dtype (π/μ > ~1.8e308 in float64, ~3.4e38 in
+    float32/bfloat16) raises ValueError rather than returning inf (a clamp, as the policy
+    losses use, would bias the estimate without a word).
     """
     check_log_probs(logp, "logp")
     check_log_probs(behaviour_logp, "behaviour_logp")
@@ -105,21 +114,45 @@ def importance_weights(logp: Tensor, behaviour_logp: Tensor) -> Tensor:
     check_same_device(logp=logp, behaviour_logp=behaviour_logp)
     out = torch.promote_types(logp.dtype, behaviour_logp.dtype)
     lw = to_work(logp.detach()) - to_work(behaviour_logp.detach())
-    return torch.exp(lw).to(out)
+    w = torch.exp(lw).to(out)
+    if not _is_meta(w) and not bool(torch.isfinite(w).all()):
+        raise ValueError(f"logp, behaviour_logp: an importance weight π/μ overflows {out} "
+                         f"(largest log-weight {float(lw.max()):.4g}); μ must cover π")
+    return w
 
 
-def is_estimate(values: Tensor, weights: Tensor, self_normalised: bool = False) -> Tensor:
-    """Importance-sampling estimate of E_π[f] from samples of μ:
+def truncate_weights(weights: Tensor, c: float) -> Tensor:
+    """Truncated importance weights min(w, c), same shape and dtype as ``weights``.
 
-        ordinary:         (1/N) Σ_i w_i f_i        (unbiased)
-        self-normalised:  Σ_i w_i f_i / Σ_i w_i    (biased, consistent)
-
-    ``weights`` is (..., N); ``values`` f_i is (..., N) (a scalar per sample, returns (...))
-    or (..., N, P) (a vector per sample, e.g. A_i ∇log π, returns (..., P)). Trajectory
-    factor of J(θ) (the sampling distribution).
+    ``c`` > 0 is the truncation level (TIS uses c ≈ 2 for token weights). Truncation trades
+    a bias, −E_μ[(w − c)₊ f] for the estimate of E_π[f], for a variance bounded by c²:
+    ``c`` ≥ max w leaves the weights (and the estimator) unchanged. Trajectory factor of
+    J(θ): it changes how samples of μ stand in for samples of π_θ.
     """
     check_weights(weights)
+    c = check_positive(c, "c")
+    return torch.clamp(weights, max=c)
+
+
+def is_estimate(values: Tensor, weights: Tensor, self_normalised: bool = False,
+                truncate: float | None = None) -> Tensor:
+    """Importance-sampling estimate of E_π[f] from samples of μ:
+
+        ordinary:         (1/N) Σ_i w_i f_i            (unbiased)
+        self-normalised:  Σ_i w_i f_i / Σ_i w_i        (biased, consistent)
+        truncated:        (1/N) Σ_i min(w_i, c) f_i    (``truncate=c``; biased, bounded weights)
+
+    ``weights`` is (..., N); ``values`` f_i is (..., N) (a scalar per sample, returns (...))
+    or (..., N, P) (a vector per sample, e.g. A_i ∇log π, returns (..., P)). ``truncate``
+    combines with ``self_normalised`` (Σ min(w, c) f / Σ min(w, c)). Trajectory factor of
+    J(θ) (the sampling distribution).
+    """
+    check_weights(weights)
+    if truncate is not None:
+        weights = truncate_weights(weights, check_positive(truncate, "truncate"))
     check_tensor(values, "values", floating=True)
+    if not isinstance(self_normalised, bool):
+        raise ValueError(f"self_normalised: expected True or False, got {self_normalised!r}")
     check_same_device(values=values, weights=weights)
     vector = values.dim() == weights.dim() + 1
     if tuple(values.shape[: weights.dim()]) != tuple(weights.shape) or \
@@ -144,4 +177,5 @@ def effective_sample_size(weights: Tensor) -> Tensor:
     """
     check_weights(weights)
     w = to_work(weights)
+    w = w / w.amax(-1, keepdim=True)  # ESS is scale-free; this keeps Σ w² from overflowing
     return (w.sum(-1).pow(2) / w.pow(2).sum(-1)).to(weights.dtype)

@@ -30,14 +30,23 @@ the logits' dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
 from .._validate import (
     _is_meta,
+    _is_transformed,
+    check_index,
+    check_mask,
+    check_nonnegative_int,
+    check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
+    reject_unknown_options,
     work_dtype,
 )
 
@@ -55,11 +64,18 @@ def _check_logits_tokens(logits: Tensor, tokens: Tensor) -> None:
             f"dimension), got {tuple(tokens.shape)}"
         )
     check_same_device(logits=logits, tokens=tokens)
-    V = logits.shape[-1]
-    if not _is_meta(tokens) and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= V):
+    check_index(tokens, "tokens", logits.shape[-1])
+
+
+def _check_normaliser(lse: Tensor) -> None:
+    """Every position needs a finite logsumexp: no NaN or +inf logit, and at least one logit
+    above −inf (−inf is how a token is forbidden; a position with every token forbidden has
+    no distribution). Checked on the (…,) logsumexp, not the (…, V) logits."""
+    if not _is_meta(lse) and not bool(torch.isfinite(lse).all()):
         raise ValueError(
-            f"tokens: expected ids in [0, {V}), got range [{int(tokens.min())}, {int(tokens.max())}]"
-        )
+            "logits: expected finite logits (−inf forbids a token, but NaN, +inf, or −inf for "
+            f"every token of a position leave no distribution), got "
+            f"{int((~torch.isfinite(lse)).sum())} such position(s)")
 
 
 #: float32 elements of one block of rows (512 KiB): a block's temporaries stay in cache
@@ -173,9 +189,11 @@ def token_logprobs(logits: Tensor, tokens: Tensor, chunk_size: int | None = None
     _check_logits_tokens(logits, tokens)
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    if _is_meta(logits) and logits.device.type != "meta":  # inside torch.func: composite
+    if _is_transformed(logits) or _is_transformed(tokens):  # inside torch.func: composite
         return _picked(logits, tokens) - torch.logsumexp(logits.to(work_dtype(logits.dtype)), -1)
-    return _TokenLogprobs.apply(logits, tokens, chunk_size)[0]
+    logp, lse = _TokenLogprobs.apply(logits, tokens, chunk_size)
+    _check_normaliser(lse)
+    return logp
 
 
 def naive_token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -186,7 +204,9 @@ def naive_token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     Same dtype rule as :func:`token_logprobs` (float32 log-softmax for low-precision logits).
     """
     _check_logits_tokens(logits, tokens)
-    logp = torch.log_softmax(logits.to(work_dtype(logits.dtype)), dim=-1)
+    z = logits.to(work_dtype(logits.dtype))
+    _check_normaliser(torch.logsumexp(z.detach(), dim=-1))
+    logp = torch.log_softmax(z, dim=-1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
@@ -196,8 +216,7 @@ def _check_mask_like(mask: Tensor, ref: Tensor, name_ref: str) -> None:
         raise ValueError(f"mask: expected shape {tuple(ref.shape)} (that of {name_ref}), "
                          f"got {tuple(mask.shape)}")
     check_same_device(mask=mask, **{name_ref: ref})
-    if not _is_meta(mask) and mask.is_floating_point() and bool(((mask != 0) & (mask != 1)).any()):
-        raise ValueError("mask: expected a 0/1 mask, got values other than 0 and 1")
+    check_mask(mask, "mask")
 
 
 def sequence_logprob(token_logp: Tensor, mask: Tensor) -> Tensor:
@@ -205,11 +224,17 @@ def sequence_logprob(token_logp: Tensor, mask: Tensor) -> Tensor:
 
     ``mask`` (B, T) is 1 on response tokens (see :func:`response_mask`) and 0 on prompt and
     padding. Masked positions contribute exactly zero, even where ``token_logp`` is −inf
-    or NaN there (padding). Factor of J(θ): trajectory (log p_θ(τ) up to log ρ(x)).
+    or NaN there (padding); on response tokens a log-prob may be −inf (a token of probability
+    zero) but not NaN or +inf. A mask that is zero everywhere is an error. Factor of J(θ):
+    trajectory (log p_θ(τ) up to log ρ(x)).
     """
     check_tensor(token_logp, "token_logp", floating=True)
     _check_mask_like(mask, token_logp, "token_logp")
     m = mask.to(torch.bool)
+    if not _is_meta(token_logp) and not _is_meta(m) and \
+            bool(((torch.isnan(token_logp) | (token_logp == torch.inf)) & m).any()):
+        raise ValueError("token_logp: expected log-probabilities (≤ 0, −inf allowed) where the "
+                         "mask is 1, got NaN or +inf there")
     return torch.where(m, token_logp, torch.zeros_like(token_logp)).sum(-1)
 
 
@@ -224,12 +249,11 @@ def response_mask(tokens: Tensor, eos_id: int, prompt_len: int = 0,
     Factor of J(θ): trajectory (only tokens the policy sampled belong to log p_θ(τ)).
     """
     check_tensor(tokens, "tokens", ndim=2)
-    if tokens.is_floating_point():
-        raise ValueError(f"tokens: expected an integer tensor, got dtype {tokens.dtype}")
-    if isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0:
-        raise ValueError(f"eos_id: expected a non-negative integer, got {eos_id!r}")
-    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 0:
-        raise ValueError(f"prompt_len: expected a non-negative integer, got {prompt_len!r}")
+    check_index(tokens, "tokens", 2 ** 62)  # integer ids ≥ 0 (the vocabulary is not known here)
+    check_nonnegative_int(eos_id, "eos_id")
+    check_nonnegative_int(prompt_len, "prompt_len")
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: expected a torch.dtype, got {dtype!r}")
     T = tokens.shape[1]
     if prompt_len >= T:
         raise ValueError(f"prompt_len: expected less than T = {T}, got {prompt_len}")
@@ -252,7 +276,9 @@ class _Entropy(torch.autograd.Function):
         for a, b, rows in _blocks(logits, chunk_size):
             z = rows.to(out_dtype)
             torch.logsumexp(z, dim=-1, out=lse[a:b])
-            logp = z - lse[a:b].unsqueeze(-1)
+            # a forbidden token (z = −inf) has p = 0; clamping its log p to the dtype's
+            # lowest finite value makes its term p·log p exactly 0 (0 · −inf would be NaN)
+            logp = (z - lse[a:b].unsqueeze(-1)).clamp_(min=torch.finfo(out_dtype).min)
             torch.sum(logp.exp() * logp, dim=-1, out=H[a:b])
         H.neg_()
         return H.view(logits.shape[:-1]), lse
@@ -273,13 +299,15 @@ class _Entropy(torch.autograd.Function):
         lse_all, H_all = lse.reshape(-1), H.reshape(-1)
         if torch.is_grad_enabled():  # double backward: a differentiable formula
             logp = torch.log_softmax(logits.to(lse.dtype), dim=-1)
+            logp = logp.clamp(min=torch.finfo(lse.dtype).min)
             grad = -grad_out.unsqueeze(-1) * logp.exp() * (logp + H.unsqueeze(-1))
             return grad.to(logits.dtype), None
         grad = logits.new_empty(logits.shape)
         grad_rows = grad.view(-1, logits.shape[-1])
         g_all = grad_out.reshape(-1).to(lse.dtype)
+        lo = torch.finfo(lse.dtype).min
         for a, b, rows in _blocks(logits, ctx.chunk_size):
-            logp = rows.to(lse.dtype) - lse_all[a:b].unsqueeze(-1)
+            logp = (rows.to(lse.dtype) - lse_all[a:b].unsqueeze(-1)).clamp_(min=lo)
             buf = logp.exp().mul_(-g_all[a:b].unsqueeze(-1))        # −g · p
             buf.mul_(logp.add_(H_all[a:b].unsqueeze(-1)))           # · (log p + H)
             grad_rows[a:b].copy_(buf)
@@ -292,7 +320,10 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
     log π(v|h_t) = z_{t,v} − logsumexp(z_t), computed block by block like
     :func:`token_logprobs` (same dtype rule: float32 for low-precision logits; same
     ``chunk_size``): nothing of size (B, T, V) is allocated but the gradient.
-    Differentiable: ∂H_t/∂z_{t,v} = −π(v|h_t) (log π(v|h_t) + H_t). A diagnostic of the
+    Differentiable: ∂H_t/∂z_{t,v} = −π(v|h_t) (log π(v|h_t) + H_t). A logit of −inf (a
+    forbidden token) contributes 0 · (−inf) := 0 to the sum, in the value and in the
+    gradient; NaN or +inf logits, or a position whose every logit is −inf, raise
+    ValueError. A diagnostic of the
     trajectory factor: how spread π_θ(·|h_t) is (entropy collapse, chapter 14).
     """
     check_tensor(logits, "logits", floating=True)
@@ -304,10 +335,13 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
         return entropy_from_logits(logits.unsqueeze(0), chunk_size)[0]
     if logits.numel() == 0:
         return logits.new_zeros(logits.shape[:-1], dtype=work_dtype(logits.dtype))
-    if _is_meta(logits) and logits.device.type != "meta":  # inside torch.func: composite
+    if _is_transformed(logits):  # inside torch.func: composite
         logp = torch.log_softmax(logits.to(work_dtype(logits.dtype)), dim=-1)
+        logp = logp.clamp(min=torch.finfo(logp.dtype).min)
         return -(logp.exp() * logp).sum(-1)
-    return _Entropy.apply(logits, chunk_size)[0]
+    H, lse = _Entropy.apply(logits, chunk_size)
+    _check_normaliser(lse)
+    return H
 
 
 def naive_entropy(logits: Tensor) -> Tensor:
@@ -321,7 +355,157 @@ def naive_entropy(logits: Tensor) -> Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+# -- causal language models: the shift done once -----------------------------------------------
+_eos_mask = response_mask  # causal_logprobs has an argument of that name
+
+
+class CausalLogprobs(NamedTuple):
+    """Response log-probs and their mask, aligned with the tokens they score (see
+    :func:`causal_logprobs`): ``logp`` (float, 0 off the mask) and ``mask`` (0/1, same
+    dtype), both (B, N) with ``prompt_len`` or (B, T) with a full-length ``response_mask``."""
+
+    logp: Tensor
+    mask: Tensor
+
+
+def _model_logits(model, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Logits of ``model`` on ``input_ids[:, :-1]`` (the last token predicts nothing), from a
+    tensor output, an output object with ``.logits`` (transformers) or a tuple (logits first)."""
+    if not callable(model):
+        raise ValueError(f"logits_or_model: expected a (B, T, V) tensor of logits or a module "
+                         f"mapping token ids to logits, got {type(model).__name__}")
+    if attention_mask is None:
+        out = model(input_ids[:, :-1])
+    else:
+        out = model(input_ids[:, :-1], attention_mask=attention_mask[:, :-1])
+    logits = getattr(out, "logits", None)
+    if logits is None:
+        logits = out[0] if isinstance(out, (tuple, list)) and out else out
+    if not isinstance(logits, Tensor):
+        raise ValueError(f"logits_or_model: the model returned {type(out).__name__}; expected "
+                         f"logits (B, T, V), an object with .logits, or a tuple starting with them")
+    return logits
+
+
+@reject_unknown_options
+def causal_logprobs(logits_or_model: Tensor | Callable, input_ids: Tensor, prompt_len: int | None = None, *,
+                    response_mask: Tensor | None = None, eos_id: int | None = None,
+                    attention_mask: Tensor | None = None, temperature: float = 1.0,
+                    chunk_size: int | None = None) -> CausalLogprobs:
+    """log π_θ(y_t | h_t) of the response tokens of a causal LM, and their mask, aligned.
+
+    A causal LM's logits at position t score the token at position t + 1:
+
+        logp[b, j] = log softmax(z[b, j − 1] / τ)[ids[b, j]],     z = model(ids)  (B, T, V),
+
+    so the log-probs of the tokens ``ids[:, 1:]`` come from the logits ``z[:, :-1]``. This
+    function does that shift once and returns log-probs and a mask that index the *same*
+    tokens, so no mask ever needs shifting by hand (``mask[:, :-1]`` is the tempting,
+    silent off-by-one: it drops each response's last token, EOS included, and keeps the
+    prompt's last token).
+
+    Args:
+        logits_or_model: the logits (B, T, V) of the model on ``input_ids`` (or (B, T − 1, V)
+            on ``input_ids[:, :-1]``), or a module/callable mapping (B, T) ids to logits:
+            a :class:`pgbook.worlds.gpt.GPT`, your own model, or a ``transformers`` model
+            (its output's ``.logits`` is used). A model is called once on
+            ``input_ids[:, :-1]`` (``attention_mask[:, :-1]`` passed as ``attention_mask``
+            when given); gradients flow to its parameters.
+        input_ids: (B, T) long, prompt then response.
+        prompt_len: P, the column where responses start (prompts left-padded to a common
+            length P, as :func:`pgbook.worlds.gpt.sample` lays them out). The outputs are
+            then (B, N), N = T − P, aligned with ``input_ids[:, P:]``.
+        response_mask: 0/1 (or bool), 1 on response tokens to train on. With ``prompt_len``:
+            (B, N) aligned with ``input_ids[:, P:]``, or (B, T) aligned with ``input_ids``
+            (its prompt columns must be 0). Without ``prompt_len``: (B, T) aligned with
+            ``input_ids`` (any layout: right-padded prompts, tool tokens masked out), and the
+            outputs are (B, T) with column 0 = 0 (nothing predicts the first token; its mask
+            must be 0).
+        eos_id: with ``prompt_len`` and no ``response_mask``: the mask is 1 up to and
+            including each response's first ``eos_id`` (:func:`response_mask`); with neither,
+            every response token counts.
+        attention_mask: (B, T), passed to the model (only with a model).
+        temperature: τ > 0; the logits are divided by it (in their own dtype, as a
+            sampler does), and the sampler's τ and the trainer's must agree (see
+            :func:`pgbook.train.grpo.check_on_policy`).
+        chunk_size: passed to :func:`token_logprobs` (memory of the log-softmax).
+
+    Returns :class:`CausalLogprobs` ``(logp, mask)``: ``logp`` float32 (float64 for float64
+    logits), 0 off the mask and differentiable on it; ``mask`` 0/1 in the same dtype. Feed
+    them to :func:`pgbook.methods.policy_loss` / :func:`~pgbook.methods.method_loss`.
+    Factor of J(θ): trajectory (log p_θ(τ) = Σ_t log π_θ(y_t|h_t) over the response).
+    """
+    check_tensor(input_ids, "input_ids", ndim=2)
+    if input_ids.dtype != torch.long:
+        raise ValueError(f"input_ids: expected dtype torch.int64 (long), got {input_ids.dtype}")
+    B, T = input_ids.shape
+    if T < 2:
+        raise ValueError(f"input_ids: expected at least 2 positions (a prompt token and a "
+                         f"response token), got shape {tuple(input_ids.shape)}")
+    if prompt_len is not None:
+        if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) \
+                or not 1 <= prompt_len < T:
+            raise ValueError(f"prompt_len: expected an integer in [1, {T - 1}] (the column "
+                             f"where responses start, T = {T}), got {prompt_len!r}")
+    elif response_mask is None:
+        raise ValueError("prompt_len: expected prompt_len (responses start at that column) or "
+                         "a (B, T) response_mask, got neither")
+    if eos_id is not None:
+        if isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0:
+            raise ValueError(f"eos_id: expected a non-negative integer, got {eos_id!r}")
+        if prompt_len is None or response_mask is not None:
+            raise ValueError("eos_id: expected it with prompt_len and without response_mask "
+                             "(a response_mask already says where each response ends)")
+    tau = check_positive(temperature, "temperature")
+    if isinstance(logits_or_model, Tensor):
+        if attention_mask is not None:
+            raise ValueError("attention_mask: only used when a model is given, got logits")
+        logits = logits_or_model
+    else:
+        if attention_mask is not None:
+            check_tensor(attention_mask, "attention_mask")
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask: expected shape {(B, T)} (that of input_ids), "
+                                 f"got {tuple(attention_mask.shape)}")
+        logits = _model_logits(logits_or_model, input_ids, attention_mask)
+    check_tensor(logits, "logits", ndim=3, floating=True)
+    if logits.shape[:2] not in ((B, T), (B, T - 1)):
+        raise ValueError(f"logits: expected shape ({B}, {T}, V) (on input_ids) or "
+                         f"({B}, {T - 1}, V) (on input_ids[:, :-1]), got {tuple(logits.shape)}")
+    check_same_device(logits=logits, input_ids=input_ids)
+    P = 1 if prompt_len is None else prompt_len
+    z = logits[:, P - 1:T - 1]                          # z[:, j] scores input_ids[:, P + j]
+    if tau != 1.0:
+        z = z / tau
+    lp = token_logprobs(z, input_ids[:, P:], chunk_size=chunk_size)      # (B, T − P)
+    if prompt_len is None:
+        lp = torch.cat([lp.new_zeros(B, 1), lp], dim=1)                   # aligned with ids
+    N = lp.shape[1]
+    if response_mask is not None:
+        check_tensor(response_mask, "response_mask")
+        check_same_device(response_mask=response_mask, input_ids=input_ids)
+        if prompt_len is not None and tuple(response_mask.shape) == (B, T):
+            check_mask(response_mask, "response_mask")
+            if not _is_meta(response_mask) and bool((response_mask[:, :P] != 0).any()):
+                raise ValueError(f"response_mask: a (B, T) mask must be 0 on the prompt "
+                                 f"columns [0, {P}), got ones there")
+            response_mask = response_mask[:, P:]
+        check_mask(response_mask, "response_mask", (B, N))
+        if prompt_len is None and not _is_meta(response_mask) and \
+                bool((response_mask[:, 0] != 0).any()):
+            raise ValueError("response_mask: column 0 must be 0 (nothing predicts the first "
+                             "token of input_ids), got ones there")
+        mask = response_mask.to(lp.dtype)
+    elif eos_id is not None:
+        mask = _eos_mask(input_ids[:, P:], eos_id, 0, dtype=lp.dtype)
+    else:
+        mask = torch.ones_like(lp)
+    return CausalLogprobs(torch.where(mask.to(torch.bool), lp, torch.zeros_like(lp)), mask)
+
+
 __all__ = [
+    "CausalLogprobs",
+    "causal_logprobs",
     "entropy_from_logits",
     "naive_entropy",
     "naive_token_logprobs",

@@ -2,11 +2,16 @@
 
 * :mod:`~pgbook.worlds.bandits`: contextual bandits (Part I): J and ∇J by enumeration;
 * :mod:`~pgbook.worlds.seqlm`: an autoregressive tiny LM whose responses can all be listed;
+* :mod:`~pgbook.worlds.answers`: a one-prompt tiny LM whose first token is the answer, so a
+  response has an answer and a length (chapter 13);
 * :mod:`~pgbook.worlds.gpt`: a tiny GPT, a character tokenizer and batched sampling;
-* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT.
+* :mod:`~pgbook.worlds.tasks`: toy tasks with verifiable rewards for the tiny GPT;
+* :mod:`~pgbook.worlds.teachers`: teachers for both LMs (chapter 16);
+* :mod:`~pgbook.worlds.envs` and :mod:`~pgbook.worlds.agentic`: multi-turn environments (a
+  lookup tool), an enumerable tool-use tree, batched multi-turn rollouts (chapter 15).
 """
 
-from . import bandits, gpt, seqlm, tasks
+from . import answers, bandits, gpt, seqlm, tasks, teachers
 from .bandits import (
     Bandit,
     BanditBatch,
@@ -24,6 +29,7 @@ __all__ = [
     "BanditBatch",
     "LinearSoftmax",
     "TabularSoftmax",
+    "answers",
     "bandits",
     "context_bandit",
     "difficulty_bandit",
@@ -32,5 +38,11 @@ __all__ = [
     "offset_bandit",
     "seqlm",
     "tasks",
+    "teachers",
     "two_param_bandit",
 ]
+
+# chapter 15: environments (a lookup tool) and multi-turn worlds
+from . import agentic, envs
+
+__all__ += ["agentic", "envs"]

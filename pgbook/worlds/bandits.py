@@ -17,6 +17,7 @@ the same device.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +25,11 @@ from torch import Tensor
 
 from .._validate import (
     check_finite,
+    check_float_dtype,
     check_generator,
+    check_in_range,
     check_index,
+    check_number,
     check_positive,
     check_positive_int,
     check_probs,
@@ -51,11 +55,24 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BanditBatch:
-    """Samples (s_i, a_i, r_i); each field has the batch shape (e.g. (N,) or (M, N))."""
+    """Samples (s_i, a_i, r_i); each field has the batch shape (e.g. (N,) or (M, N)): ``s`` and
+    ``a`` integer ids, ``r`` floating rewards, on one device (checked on construction; the
+    ids' range is checked by whatever indexes with them)."""
 
     s: Tensor
     a: Tensor
     r: Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("s", "a"):
+            x = check_tensor(getattr(self, name), name)
+            if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+                raise ValueError(f"{name}: expected integer ids, got dtype {x.dtype}")
+        check_tensor(self.r, "r", floating=True)
+        if not self.s.shape == self.a.shape == self.r.shape:
+            raise ValueError(f"s, a and r: expected one batch shape, got {tuple(self.s.shape)}, "
+                             f"{tuple(self.a.shape)} and {tuple(self.r.shape)}")
+        check_same_device(s=self.s, a=self.a, r=self.r)
 
     def __len__(self) -> int:
         return self.s.shape[0]
@@ -86,6 +103,11 @@ class Bandit:
             )
         check_probs(rho, "rho")
         check_finite(means, "means")
+        if not isinstance(name, str):
+            raise ValueError(f"name: expected a string, got {name!r}")
+        if action_names is not None and len(action_names) != means.shape[1]:
+            raise ValueError(f"action_names: expected {means.shape[1]} names (one per action), "
+                             f"got {len(action_names)}")
         self.rho = rho
         self.means = means.to(rho.dtype)
         self.noise_std = check_positive(noise_std, "noise_std", allow_zero=True)
@@ -109,14 +131,22 @@ class Bandit:
     def dtype(self) -> torch.dtype:
         return self.means.dtype
 
-    def to(self, device=None, dtype=None) -> Bandit:
-        """A copy on another device and/or dtype."""
-        return Bandit(self.rho.to(device=device, dtype=dtype),
-                      self.means.to(device=device, dtype=dtype),
+    def to(self, *args, **kwargs) -> Bandit:
+        """A copy on another device and/or dtype, called like ``Tensor.to``: ``to(dtype)``,
+        ``to(device)``, ``to(device, dtype)``, ``to(device=..., dtype=...)``, or
+        ``to(other_tensor)``. The dtype must be floating."""
+        try:
+            means = self.means.to(*args, **kwargs)
+        except (TypeError, RuntimeError) as e:
+            raise ValueError(f"to: expected a device and/or a floating dtype (as Tensor.to "
+                             f"takes them), got args={args!r} kwargs={kwargs!r} ({e})") from None
+        check_float_dtype(means.dtype, "dtype")
+        return Bandit(self.rho.to(device=means.device, dtype=means.dtype), means,
                       self.noise_std, self.name, self.action_names)
 
     def shifted(self, c: float) -> Bandit:
         """The same bandit with every reward shifted by ``c`` (∇J is unchanged)."""
+        c = check_number(c, "c")
         return Bandit(self.rho, self.means + c, self.noise_std, f"{self.name}+{c:g}",
                       self.action_names)
 
@@ -125,14 +155,15 @@ class Bandit:
                 f"noise_std={self.noise_std:g}, device={self.device}, dtype={self.dtype})")
 
     # -- exact quantities ----------------------------------------------------------------
-    def _check_probs(self, probs: Tensor) -> Tensor:
-        check_tensor(probs, "probs", floating=True)
+    def _check_probs(self, probs: Tensor, name: str = "probs") -> Tensor:
+        check_tensor(probs, name, floating=True)
         if tuple(probs.shape[-2:]) != (self.n_contexts, self.n_actions):
             raise ValueError(
-                f"probs: expected shape (..., {self.n_contexts}, {self.n_actions}), "
+                f"{name}: expected shape (..., {self.n_contexts}, {self.n_actions}), "
                 f"got {tuple(probs.shape)}"
             )
-        check_same_device(probs=probs, bandit=self.means)
+        check_same_device(**{name: probs}, bandit=self.means)
+        check_probs(probs, name)
         return probs
 
     def J(self, probs: Tensor, rewards: Tensor | None = None) -> Tensor:
@@ -142,7 +173,12 @@ class Bandit:
         to compute the exact bias of an action-dependent baseline). Returns shape (...).
         """
         self._check_probs(probs)
-        r = self.means if rewards is None else check_shape(rewards, "rewards", self.means.shape)
+        if rewards is None:
+            r = self.means
+        else:
+            check_shape(rewards, "rewards", self.means.shape)
+            check_same_device(rewards=rewards, bandit=self.means)
+            r = check_finite(rewards, "rewards")
         r = r.to(probs.dtype)
         return ((probs * r).sum(-1) * self.rho.to(probs.dtype)).sum(-1)
 
@@ -171,6 +207,7 @@ class Bandit:
 
     def advantages(self, probs: Tensor) -> Tensor:
         """A(s, a) = r(s, a) − V(s), shape (..., S, A): the reward minus the state baseline."""
+        self._check_probs(probs)
         return self.means.to(probs.dtype) - self.values(probs).unsqueeze(-1)
 
     def optimal_J(self) -> Tensor:
@@ -192,6 +229,8 @@ class Bandit:
                 f"probs: expected shape (S, A) or (R, S, A) for sampling, got {tuple(probs.shape)}"
             )
         shape = (n,) if not isinstance(n, (tuple, list, torch.Size)) else tuple(n)
+        if not shape:
+            raise ValueError("n: expected an int N or a non-empty tuple such as (M, N), got ()")
         for k in shape:
             check_positive_int(k, "n")
         check_generator(generator, self.device)
@@ -228,14 +267,14 @@ class SoftmaxPolicy:
     def logits(self, theta: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _check_theta(self, theta: Tensor) -> Tensor:
-        check_tensor(theta, "theta", floating=True)
+    def _check_theta(self, theta: Tensor, name: str = "theta") -> Tensor:
+        check_tensor(theta, name, floating=True)
         if theta.shape[-1:] != (self.n_params,):
             raise ValueError(
-                f"theta: expected shape (..., {self.n_params}) for {type(self).__name__}, "
+                f"{name}: expected shape (..., {self.n_params}) for {type(self).__name__}, "
                 f"got {tuple(theta.shape)}"
             )
-        return theta
+        return check_finite(theta, name)
 
     def probs(self, theta: Tensor) -> Tensor:
         """π_θ(·|s) for every context, shape (..., S, A)."""
@@ -254,6 +293,8 @@ class SoftmaxPolicy:
         use it, which is far faster than autograd on these tiny problems. ``autograd=True``
         forces ``torch.func.jacrev`` (to check the closed form)."""
         self._check_theta(theta)
+        if not isinstance(autograd, bool):
+            raise ValueError(f"autograd: expected True or False, got {autograd!r}")
         theta = theta.detach()
         jac = None if autograd else self._logits_jacobian(theta)
         if jac is None:
@@ -270,12 +311,17 @@ class SoftmaxPolicy:
         check_index(a, "a", self.n_actions)
         if s.shape != a.shape:
             raise ValueError(f"s and a must have the same shape, got {tuple(s.shape)} and {tuple(a.shape)}")
+        self._check_theta(theta)
+        check_same_device(theta=theta, s=s, a=a)
         return self.log_probs(theta)[s, a]
 
-    def init(self, like: Tensor | None = None, dtype=torch.float64, device="cpu") -> Tensor:
+    def init(self, like: Tensor | None = None, dtype: torch.dtype = torch.float64,
+             device: torch.device | str = "cpu") -> Tensor:
         """θ = 0 (the uniform policy), on the device/dtype of ``like`` when given."""
         if like is not None:
+            check_tensor(like, "like", floating=True)
             return like.new_zeros(self.n_params)
+        check_float_dtype(dtype)
         return torch.zeros(self.n_params, dtype=dtype, device=device)
 
 
@@ -303,7 +349,7 @@ class LinearSoftmax(SoftmaxPolicy):
     """Logits linear in features: logits(s, a) = φ(s, a)·θ, with φ of shape (S, A, P)."""
 
     def __init__(self, features: Tensor):
-        check_tensor(features, "features", ndim=3, floating=True)
+        check_tensor(features, "features", ndim=3, floating=True, nonempty=True)
         check_finite(features, "features")
         self.features = features
         self.n_contexts, self.n_actions, self.n_params = features.shape
@@ -322,12 +368,14 @@ class LinearSoftmax(SoftmaxPolicy):
 
 
 # -- the shared bandits ---------------------------------------------------------------------
-def context_bandit(dtype=torch.float64, device="cpu", noise_std: float = 0.0) -> Bandit:
+def context_bandit(dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu",
+                   noise_std: float = 0.0) -> Bandit:
     """Three contexts, four actions; the best action differs by context.
 
     Used from chapter 01 on. Rewards lie in [0, 1]; the uniform policy earns J ≈ 0.43,
     the best policy 1.0.
     """
+    check_float_dtype(dtype)
     rho = torch.tensor([0.5, 0.3, 0.2], dtype=dtype, device=device)
     means = torch.tensor([[1.0, 0.6, 0.2, 0.0],
                           [0.0, 0.3, 1.0, 0.5],
@@ -335,43 +383,52 @@ def context_bandit(dtype=torch.float64, device="cpu", noise_std: float = 0.0) ->
     return Bandit(rho, means, noise_std, "context", ["a0", "a1", "a2", "a3"])
 
 
-def offset_bandit(offset: float = 10.0, dtype=torch.float64, device="cpu") -> Bandit:
+def offset_bandit(offset: float = 10.0, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Bandit:
     """:func:`context_bandit` with every reward raised by ``offset``: the same ∇J, far more
     variance for the plain score-function estimator (chapters 02-03)."""
+    offset = check_number(offset, "offset")
     b = context_bandit(dtype=dtype, device=device).shifted(offset)
     return Bandit(b.rho, b.means, 0.0, f"offset{offset:g}", b.action_names)
 
 
-def two_param_bandit(dtype=torch.float64, device="cpu"):
+def two_param_bandit(dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+                     ) -> tuple[Bandit, LinearSoftmax]:
     """One context, three actions, a linear-softmax policy with two parameters.
 
     Returns ``(bandit, policy)``. The features make J(θ₁, θ₂) a landscape one can draw:
     logits = (θ₁, θ₂, −θ₁ − θ₂) and rewards (1, 0.6, 0): the optimum is at infinity along θ₁.
     """
+    check_float_dtype(dtype)
     rho = torch.ones(1, dtype=dtype, device=device)
     means = torch.tensor([[1.0, 0.6, 0.0]], dtype=dtype, device=device)
     feats = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]], dtype=dtype, device=device)
     return Bandit(rho, means, 0.0, "two-param", ["a0", "a1", "a2"]), LinearSoftmax(feats)
 
 
-def noisy_bandit(noise_std: float = 0.5, dtype=torch.float64, device="cpu") -> Bandit:
+def noisy_bandit(noise_std: float = 0.5, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Bandit:
     """:func:`context_bandit` with Gaussian reward noise of known standard deviation."""
     return context_bandit(dtype=dtype, device=device, noise_std=noise_std)
 
 
 # -- bandits of chosen difficulty and group sampling (chapter 08) --------------------------
-def difficulty_bandit(p_success, n_actions: int = 4, dtype=torch.float64, device="cpu"):
+def difficulty_bandit(p_success: Tensor | Sequence[float], n_actions: int = 4,
+                      dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+                      ) -> tuple[Bandit, TabularSoftmax, Tensor]:
     """Contexts of chosen difficulty: reward 1 for action 0, 0 for the other actions, and θ
     such that π_θ(action 0 | s) = p_s. Returns ``(bandit, policy, theta)`` with ρ uniform and
     a :class:`TabularSoftmax` policy (the wrong actions share one logit, 0).
     """
-    p = torch.as_tensor(p_success, dtype=dtype, device=device)
-    check_tensor(p, "p_success", ndim=1, floating=True)
+    check_float_dtype(dtype)
+    try:
+        p = torch.as_tensor(p_success, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"p_success: expected a sequence of probabilities, got "
+                         f"{p_success!r}") from None
+    check_tensor(p, "p_success", ndim=1, floating=True, nonempty=True)
     A = check_positive_int(n_actions, "n_actions")
     if A < 2:
         raise ValueError(f"n_actions: expected at least 2, got {A}")
-    if bool(((p <= 0) | (p >= 1)).any()):
-        raise ValueError("p_success: expected probabilities strictly between 0 and 1")
+    check_in_range(p, "p_success", 0.0, 1.0, low_open=True, high_open=True)
     S = p.shape[0]
     means = torch.zeros(S, A, dtype=dtype, device=device)
     means[:, 0] = 1.0
@@ -386,6 +443,8 @@ def sample_groups(bandit: Bandit, probs: Tensor, n_groups: int, group_size: int,
                   generator: torch.Generator) -> BanditBatch:
     """n_groups contexts s ~ ρ, then G actions a ~ π(·|s) each: fields of shape (n_groups, G),
     ``s`` constant along a row (the group shares its prompt)."""
+    if not isinstance(bandit, Bandit):
+        raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
     check_positive_int(n_groups, "n_groups")
     G = check_positive_int(group_size, "group_size")
     one = bandit.sample(probs, n_groups, generator)        # contexts (and one action each)

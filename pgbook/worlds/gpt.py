@@ -50,7 +50,9 @@ from torch import Tensor, nn
 
 from .._validate import (
     _is_meta,
+    check_generator,
     check_index,
+    check_nonnegative_int,
     check_positive,
     check_positive_int,
     check_tensor,
@@ -207,6 +209,8 @@ class GPT(nn.Module):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"config: expected a GPTConfig, got {type(config).__name__}")
+        if generator is not None:
+            check_generator(generator, "cpu")
         self.config = cfg = config
         with torch.random.fork_rng(devices=[]):  # torch's default inits, overwritten below
             self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
@@ -298,12 +302,14 @@ class CharTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Characters → ids (a ValueError names an unknown character)."""
+        if not isinstance(text, str):
+            raise ValueError(f"text: expected a string, got {type(text).__name__}")
         bad = sorted({c for c in text if c not in self.stoi})
         if bad:
             raise ValueError(f"text: characters {bad} are not in the vocabulary {self.chars!r}")
         return [self.stoi[c] for c in text]
 
-    def decode(self, ids, specials: bool = False) -> str:
+    def decode(self, ids: Sequence[int] | Tensor, specials: bool = False) -> str:
         """Ids (a list or a 1-D tensor) → text; see the class docstring for specials."""
         if isinstance(ids, Tensor):
             check_tensor(ids, "ids", ndim=1)
@@ -330,6 +336,10 @@ class CharTokenizer:
                      device: torch.device | str = "cpu") -> Tensor:
         """Prompts as a (B, P) long tensor: ``BOS`` + text, left-padded with PAD to ``length``
         (default: the longest), so every prompt ends at column P − 1 (:func:`sample`'s layout)."""
+        if isinstance(texts, str) or not texts:
+            raise ValueError(f"texts: expected a non-empty list of strings, got {texts!r}")
+        if length is not None:
+            check_positive_int(length, "length")
         rows = [([BOS] if bos else []) + self.encode(t) for t in texts]
         P = max(map(len, rows)) if length is None else length
         if any(len(r) > P for r in rows):
@@ -392,6 +402,14 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
         raise ValueError(f"prompts: expected dtype torch.int64 (long), got {prompts.dtype}")
     check_positive_int(max_new_tokens, "max_new_tokens")
     tau = _check_temperature(temperature)
+    check_nonnegative_int(eos_id, "eos_id")
+    check_nonnegative_int(pad_id, "pad_id")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None:
+        check_index(prompts, "prompts", vocab)
+        for name, i in (("eos_id", eos_id), ("pad_id", pad_id)):
+            if i >= vocab:
+                raise ValueError(f"{name}: expected an id in [0, {vocab}), got {i}")
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
     block = getattr(getattr(model, "config", None), "block_size", None)

@@ -33,6 +33,7 @@ parameters, float64 for float64).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,8 @@ from torch import Tensor
 
 from .._validate import (
     check_finite,
+    check_finite_where,
+    check_float_dtype,
     check_generator,
     check_index,
     check_mask,
@@ -88,6 +91,19 @@ class Sequences:
     mask: Tensor
     logp: Tensor | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("x", "tokens"):
+            t = check_tensor(getattr(self, name), name)
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise ValueError(f"{name}: expected integer ids, got dtype {t.dtype}")
+        if self.tokens.dim() < 1 or tuple(self.tokens.shape[:-1]) != tuple(self.x.shape):
+            raise ValueError(f"tokens: expected shape {(*self.x.shape, 'T')} (one row per "
+                             f"prompt of x), got {tuple(self.tokens.shape)}")
+        check_shape(self.mask, "mask", tuple(self.tokens.shape))
+        if self.logp is not None:
+            check_shape(self.logp, "logp", tuple(self.tokens.shape))
+        check_same_device(x=self.x, tokens=self.tokens, mask=self.mask, logp=self.logp)
+
     def __len__(self) -> int:
         return self.x.shape[0]
 
@@ -98,8 +114,13 @@ class Sequences:
 
     def view(self, *shape: int) -> Sequences:
         """The same pairs with the batch dimensions reshaped, e.g. (M·N,) → (M, N)."""
+        try:
+            x = self.x.reshape(shape)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"shape: expected integers with product {self.x.numel()} (the "
+                             f"number of pairs; one may be -1), got {shape}") from None
         T = self.tokens.shape[-1]
-        return Sequences(self.x.reshape(shape), self.tokens.reshape(*shape, T),
+        return Sequences(x, self.tokens.reshape(*shape, T),
                          self.mask.reshape(*shape, T),
                          None if self.logp is None else self.logp.reshape(*shape, T))
 
@@ -120,8 +141,9 @@ class SeqSpace:
     position L) + (V−1)^T (those cut at T without EOS).
     """
 
-    def __init__(self, tokens=("a", "b", "c"), max_len: int = 5, rho: Tensor | None = None,
-                 contexts=None, eos: str = "⏎"):
+    def __init__(self, tokens: Sequence[str] = ("a", "b", "c"), max_len: int = 5,
+                 rho: Tensor | None = None, contexts: Sequence[str] | None = None,
+                 eos: str = "⏎"):
         tokens = tuple(str(t) for t in tokens)
         if len(tokens) < 1:
             raise ValueError("tokens: expected at least one content token, got none")
@@ -174,13 +196,18 @@ class SeqSpace:
         check_tensor(tokens, "tokens")
         if tokens.shape[-1:] != (self.T,):
             raise ValueError(f"tokens: expected shape (..., {self.T}), got {tuple(tokens.shape)}")
+        check_index(tokens, "tokens", self.V)
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise ValueError(f"dtype: expected a torch.dtype, got {dtype!r}")
         m = _response_mask(tokens.reshape(-1, self.T), self.eos_id, dtype=dtype or self.dtype)
         return m.reshape(tokens.shape)
 
-    def encode(self, texts) -> Tensor:
+    def encode(self, texts: str | Sequence[str]) -> Tensor:
         """Strings (one character per token; EOS implied if shorter than T) → tokens (N, T)."""
         if isinstance(texts, str):
             texts = [texts]
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"texts: expected a string or a list of strings, got {texts!r}")
         lookup = {n: i for i, n in enumerate(self.token_names)}
         rows = []
         for s in texts:
@@ -198,6 +225,7 @@ class SeqSpace:
 
     def decode(self, tokens: Tensor) -> list[str]:
         """tokens (N, T) → strings, cut after the first EOS (EOS printed with its name)."""
+        check_tensor(tokens, "tokens", ndim=2)
         mask = self.response_mask(tokens.cpu())
         out = []
         for row, m in zip(tokens.cpu().tolist(), mask.tolist()):
@@ -253,6 +281,7 @@ class SeqSpace:
         check_same_device(x=x, tokens=tokens)
         if mask is not None:
             check_shape(mask, "mask", tuple(tokens.shape))
+            check_same_device(tokens=tokens, mask=mask)
             check_mask(mask, "mask")
 
 
@@ -277,6 +306,7 @@ class SeqPolicy:
                              f"got {tuple(theta.shape)}")
         self.space.check(x, tokens)
         check_same_device(theta=theta, x=x)
+        check_finite(theta, "theta")
 
     def token_logprobs(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
         """log π_θ(y_t | x, y_<t) at every position, (*B, T) (:func:`pgbook.trajectory.tokens.token_logprobs`:
@@ -284,10 +314,13 @@ class SeqPolicy:
         return token_logprobs(self.logits(theta, x, tokens), tokens)
 
     def init(self, generator: torch.Generator | None = None, scale: float = 1.0,
-             like: Tensor | None = None, dtype=torch.float64, device="cpu") -> Tensor:
+             like: Tensor | None = None, dtype: torch.dtype = torch.float64,
+             device: torch.device | str = "cpu") -> Tensor:
         """θ of shape (P,): zeros (the uniform policy) without a generator, else N(0, scale²)."""
         if like is not None:
+            check_tensor(like, "like", floating=True)
             dtype, device = like.dtype, like.device
+        check_float_dtype(dtype)
         if generator is None:
             return torch.zeros(self.n_params, dtype=dtype, device=device)
         check_positive(scale, "scale", allow_zero=True)
@@ -297,7 +330,7 @@ class SeqPolicy:
         return (scale * z).to(dtype)
 
     @torch.no_grad()
-    def sample(self, theta: Tensor, x, generator: torch.Generator) -> Sequences:
+    def sample(self, theta: Tensor, x: Tensor | int, generator: torch.Generator) -> Sequences:
         """Draw responses y ~ π_θ(·|x) token by token.
 
         ``x`` is a (B,) tensor of prompt ids, or an int B (prompts then drawn from ρ).
@@ -307,9 +340,11 @@ class SeqPolicy:
         every step is batched over B.
         """
         sp = self.space
+        check_tensor(theta, "theta", ndim=1, floating=True)
         if isinstance(x, int) and not isinstance(x, bool):
             x = sp.sample_contexts(x, generator).to(theta.device)
-        check_tensor(x, "x", ndim=1)
+        check_tensor(x, "x", ndim=1, nonempty=True)
+        check_index(x, "x", sp.X)
         check_generator(generator, theta.device)
         theta = theta.detach()
         B = x.shape[0]
@@ -338,6 +373,7 @@ class MLPPolicy(SeqPolicy):
     """
 
     def __init__(self, space: SeqSpace, hidden: int = 8):
+        _check_space(space)
         self.space = space
         self.hidden = d = check_positive_int(hidden, "hidden")
         X, V, T = space.X, space.V, space.T
@@ -353,6 +389,7 @@ class MLPPolicy(SeqPolicy):
 
     def unflatten(self, theta: Tensor) -> dict:
         """The parameter blocks of θ as views, by name."""
+        check_shape(theta, "theta", (self.n_params,))
         return {k: theta[s].view(shape) for k, (s, shape) in self.blocks.items()}
 
     def logits(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
@@ -378,6 +415,7 @@ class TabularPolicy(SeqPolicy):
     """
 
     def __init__(self, space: SeqSpace):
+        _check_space(space)
         self.space = space
         V, T = space.V, space.T
         self.n_prefixes = sum(V ** t for t in range(T))
@@ -390,6 +428,11 @@ class TabularPolicy(SeqPolicy):
 
     def prefix_codes(self, tokens: Tensor) -> Tensor:
         """code(y_<t) for every position, (*B, T) integers in [0, n_prefixes)."""
+        check_tensor(tokens, "tokens")
+        if tokens.shape[-1:] != (self.space.T,):
+            raise ValueError(f"tokens: expected shape (..., {self.space.T}), got "
+                             f"{tuple(tokens.shape)}")
+        check_index(tokens, "tokens", self.space.V)
         dev = tokens.device
         return (tokens.unsqueeze(-1) * self._powers.to(dev)).sum(-2) + self._offsets.to(dev)
 
@@ -406,16 +449,31 @@ class Tempered(SeqPolicy):
     """``policy`` sampled at temperature τ: logits / τ (same θ, same parameters)."""
 
     def __init__(self, policy: SeqPolicy, temperature: float):
+        if not isinstance(policy, SeqPolicy):
+            raise ValueError(f"policy: expected a SeqPolicy, got {type(policy).__name__}")
         self.base = policy
         self.space = policy.space
         self.n_params = policy.n_params
         self.temperature = check_positive(temperature, "temperature")
 
-    def logits(self, theta, x, tokens):
+    def logits(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
+        """The base policy's logits divided by τ, (*B, T, V)."""
         return self.base.logits(theta, x, tokens) / self.temperature
 
     def __repr__(self) -> str:
         return f"Tempered({self.base!r}, τ={self.temperature:g})"
+
+
+_SPACE_INTERFACE = ("X", "V", "T", "token_names", "check")
+
+
+def _check_space(space: SeqSpace) -> SeqSpace:
+    """A :class:`SeqSpace`, or an object with the attributes a policy reads (the multi-turn
+    tree of chapter 15, :class:`pgbook.worlds.agentic.TurnSpace`)."""
+    if not isinstance(space, SeqSpace) and not all(hasattr(space, a) for a in _SPACE_INTERFACE):
+        raise ValueError(f"space: expected a SeqSpace (or an object with {list(_SPACE_INTERFACE)}),"
+                         f" got {type(space).__name__}")
+    return space
 
 
 # -- rewards (the reward factor) --------------------------------------------------------------
@@ -429,17 +487,40 @@ class SeqReward:
     Factor of J(θ): the reward factor.
     """
 
-    def __init__(self, token_fn, name: str, outcome: bool):
+    def __init__(self, token_fn: Callable[[Tensor, Tensor, Tensor], Tensor], name: str,
+                 outcome: bool):
+        if not callable(token_fn):
+            raise ValueError(f"token_fn: expected a callable token_fn(x, tokens, mask), got "
+                             f"{type(token_fn).__name__}")
+        if not isinstance(name, str):
+            raise ValueError(f"name: expected a string, got {name!r}")
+        if not isinstance(outcome, bool):
+            raise ValueError(f"outcome: expected True or False, got {outcome!r}")
         self.token_fn = token_fn
         self.name = name
         self.outcome = outcome
 
     def token_rewards(self, x: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
-        """r_t, shape (*B, T), zero where the mask is zero."""
+        """r_t, shape (*B, T), zero where the mask is zero (whatever ``token_fn`` put there).
+
+        ``x`` (*B,) and ``tokens`` (*B, T) integer ids, ``mask`` (*B, T) 0/1 (bool, integer or
+        float; not all zero), on one device. The rewards have the mask's dtype when it is
+        floating, else the reward's own."""
+        check_tensor(x, "x")
+        check_tensor(tokens, "tokens")
+        for name, t in (("x", x), ("tokens", tokens)):
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise ValueError(f"{name}: expected integer ids, got dtype {t.dtype}")
+        if tokens.dim() < 1 or tuple(tokens.shape[:-1]) != tuple(x.shape):
+            raise ValueError(f"tokens: expected shape {(*x.shape, 'T')} (one row per prompt of "
+                             f"x), got {tuple(tokens.shape)}")
+        check_shape(mask, "mask", tuple(tokens.shape))
+        check_same_device(x=x, tokens=tokens, mask=mask)
+        check_mask(mask, "mask")
         r = self.token_fn(x, tokens, mask)
-        check_shape(r, "token rewards", tuple(tokens.shape))
-        check_finite(r, "token rewards")
-        return r * mask.to(r.dtype)
+        check_shape(r, "token_fn(x, tokens, mask)", tuple(tokens.shape))
+        check_finite_where(r, mask, "token_fn(x, tokens, mask)")
+        return torch.where(mask != 0, r, torch.zeros_like(r))
 
     def __call__(self, x: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
         """R(x, y), shape (*B,)."""
@@ -453,28 +534,42 @@ class SeqReward:
         return f"SeqReward({self.name!r}, {'outcome' if self.outcome else 'per-token'})"
 
 
-def outcome_reward(fn, name: str = "outcome") -> SeqReward:
+def outcome_reward(fn: Callable[[Tensor, Tensor, Tensor], Tensor],
+                   name: str = "outcome") -> SeqReward:
     """An outcome reward from ``fn(x, tokens, mask) -> R (*B,)``, placed on the last
     response token (so its reward-to-go is R at every response position)."""
 
+    if not callable(fn):
+        raise ValueError(f"fn: expected a callable fn(x, tokens, mask) -> R, got "
+                         f"{type(fn).__name__}")
+
     def token_fn(x, tokens, mask):
-        R = fn(x, tokens, mask).to(mask.dtype)
-        last = (mask.sum(-1).round().long() - 1).clamp_min(0)
-        return torch.zeros_like(mask).scatter(-1, last.unsqueeze(-1), R.unsqueeze(-1))
+        R = fn(x, tokens, mask)
+        check_shape(R, "fn(x, tokens, mask)", tuple(x.shape))
+        dtype = mask.dtype if mask.is_floating_point() else \
+            (R.dtype if R.is_floating_point() else torch.float32)
+        R = R.to(dtype)
+        last = ((mask != 0).sum(-1) - 1).clamp_min(0)
+        out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+        return out.scatter(-1, last.unsqueeze(-1), R.unsqueeze(-1))
 
     return SeqReward(token_fn, name, outcome=True)
 
 
-def equals_target(space: SeqSpace, targets) -> SeqReward:
+def equals_target(space: SeqSpace, targets: Sequence[str]) -> SeqReward:
     """R = 1 if the response equals the prompt's target string (EOS included), else 0.
 
     ``targets``: one string per prompt, e.g. ``["ab", "ca", "bbc"]`` (EOS implied).
     """
+    _check_space(space)
+    if isinstance(targets, str) or not all(isinstance(t, str) for t in targets):
+        raise ValueError(f"targets: expected a list of strings (one per prompt), got {targets!r}")
     if len(targets) != space.X:
         raise ValueError(f"targets: expected one string per prompt ({space.X}), got {len(targets)}")
     tgt = space.encode(list(targets))  # (X, T)
 
     def fn(x, tokens, mask):
+        check_index(x, "x", space.X)
         return (tokens == tgt.to(tokens.device)[x]).all(-1)
 
     return outcome_reward(fn, f"equals target {list(targets)}")
@@ -482,6 +577,9 @@ def equals_target(space: SeqSpace, targets) -> SeqReward:
 
 def contains(space: SeqSpace, pattern: str) -> SeqReward:
     """R = 1 if the response contains ``pattern`` as a contiguous substring, else 0."""
+    _check_space(space)
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"pattern: expected a non-empty string, got {pattern!r}")
     pat = space.encode([pattern])[0, : len(pattern)]
     k = pat.shape[0]
     if k > space.T:
@@ -497,10 +595,14 @@ def contains(space: SeqSpace, pattern: str) -> SeqReward:
 
 def token_table_reward(table: Tensor, name: str = "per-token") -> SeqReward:
     """A per-token reward r_t = table[x, y_t] (``table`` (X, V)), so R = Σ_t m_t table[x, y_t]."""
-    check_tensor(table, "table", ndim=2, floating=True)
+    check_tensor(table, "table", ndim=2, floating=True, nonempty=True)
     check_finite(table, "table")
+    X, V = table.shape
 
     def token_fn(x, tokens, mask):
-        return table.to(device=tokens.device, dtype=mask.dtype)[x.unsqueeze(-1), tokens]
+        check_index(x, "x", X)
+        check_index(tokens, "tokens", V)
+        dtype = mask.dtype if mask.is_floating_point() else table.dtype
+        return table.to(device=tokens.device, dtype=dtype)[x.unsqueeze(-1), tokens]
 
     return SeqReward(token_fn, name, outcome=False)

@@ -34,7 +34,18 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._validate import check_positive, check_positive_int, check_tensor, make_generator
+from .._validate import (
+    check_float_dtype,
+    check_generator,
+    check_mask,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+    make_generator,
+    unknown_options,
+)
 from ..registry import register
 from ..trajectory.tokens import sequence_logprob
 from .gpt import BOS, EOS, GPT, PAD, CharTokenizer, GPTConfig, logprobs, sample
@@ -92,9 +103,42 @@ def _digits(v: Tensor, width: int) -> tuple[Tensor, Tensor]:
     return (v[:, None] // powers) % 10, ln
 
 
+def _check_ids(x: Tensor, name: str) -> Tensor:
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{name}: expected integer token ids, got dtype {x.dtype}")
+    return x
+
+
+def _check_prompt(prompt: str, chars: str, sep: str) -> str:
+    """The input part of a prompt string (its characters from ``chars``, ``sep`` at the end
+    optional)."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt: expected a string, got {type(prompt).__name__}")
+    body = prompt[:-1] if prompt.endswith(sep) else prompt
+    bad = sorted({c for c in body if c not in chars})
+    if bad:
+        raise ValueError(f"prompt: characters {bad} are not in the task's alphabet {chars!r}")
+    return body
+
+
+_TASK_INTERFACE = ("sample", "reward", "demonstrations", "tokenizer", "prompt_len",
+                   "max_new_tokens")
+
+
+def _check_task(task: Task) -> Task:
+    """A :class:`Task`, or an object with its interface (e.g. a wrapper that changes the
+    demonstrations, :class:`pgbook.worlds.teachers.SystematicErrors`)."""
+    if not isinstance(task, Task) and not all(hasattr(task, a) for a in _TASK_INTERFACE):
+        raise ValueError(f"task: expected a pgbook.worlds.tasks.Task (or an object with its "
+                         f"methods {list(_TASK_INTERFACE)}), got {type(task).__name__}")
+    return task
+
+
 def _check_responses(responses: Tensor, targets: Tensor) -> None:
     check_tensor(responses, "responses", ndim=2)
     check_tensor(targets, "targets", ndim=2)
+    _check_ids(responses, "responses")
+    _check_ids(targets, "targets")
     if targets.shape != responses.shape:
         raise ValueError(f"targets: expected shape {tuple(responses.shape)} (that of the "
                          f"responses), got {tuple(targets.shape)}")
@@ -111,6 +155,7 @@ def exact_match(responses: Tensor, targets: Tensor, dtype: torch.dtype = torch.f
     response that never emits EOS, or stops early or late, is wrong. Factor of J(θ): reward.
     """
     _check_responses(responses, targets)
+    check_float_dtype(dtype)
     return (responses == targets).all(-1).to(dtype)
 
 
@@ -124,6 +169,7 @@ def partial_credit(responses: Tensor, targets: Tensor,
     Factor of J(θ): reward.
     """
     _check_responses(responses, targets)
+    check_float_dtype(dtype)
     live = targets != PAD
     hit = (responses == targets) & live
     return hit.sum(-1).to(dtype) / live.sum(-1).clamp(min=1).to(dtype)
@@ -169,9 +215,7 @@ class Task:
     def sample(self, n: int, generator: torch.Generator) -> Problems:
         """Draw n problems x ~ ρ(x) on the generator's device (prompts (n, P), targets (n, N))."""
         check_positive_int(n, "n")
-        if not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator: expected a torch.Generator, "
-                             f"got {type(generator).__name__}")
+        check_generator(generator)
         inputs, answers = self._problems(n, generator)
         like = inputs[0][0]
         prompts = _pack([_const(n, BOS, like), *inputs,
@@ -182,6 +226,7 @@ class Task:
     def responses(self, tokens: Tensor) -> Tensor:
         """The last N = ``max_new_tokens`` columns of sampled sequences (n, P + N) → (n, N)."""
         check_tensor(tokens, "tokens", ndim=2)
+        _check_ids(tokens, "tokens")
         N = self.max_new_tokens
         if tokens.shape[1] not in (N, self.prompt_len + N):
             raise ValueError(f"tokens: expected {N} (responses) or {self.prompt_len + N} "
@@ -196,11 +241,16 @@ class Task:
         :func:`exact_match` (R ∈ {0, 1}) or, with ``partial=True``, :func:`partial_credit`.
         Factor of J(θ): reward.
         """
+        if not isinstance(partial, bool):
+            raise ValueError(f"partial: expected True or False, got {partial!r}")
         fn = partial_credit if partial else exact_match
         return fn(self.responses(tokens), targets, dtype=dtype)
 
     def check(self, prompt: str, response: str) -> bool:
         """String-level verifier: ``response == solve(prompt)`` (the reference for tests)."""
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            raise ValueError(f"prompt, response: expected strings, got {type(prompt).__name__} "
+                             f"and {type(response).__name__}")
         return response == self.solve(prompt)
 
     def demonstrations(self, problems: Problems, noise: float = 0.0,
@@ -215,10 +265,14 @@ class Task:
         q = check_positive(noise, "noise", allow_zero=True)
         if q > 1:
             raise ValueError(f"noise: expected a probability in [0, 1], got {q}")
+        if not isinstance(problems, Problems):
+            raise ValueError(f"problems: expected Problems (from task.sample), got "
+                             f"{type(problems).__name__}")
         tgt = problems.targets
         if q > 0:
             if generator is None:
                 raise ValueError("generator: noise > 0 needs a torch.Generator")
+            check_generator(generator, tgt.device)
             ids = self.answer_ids.to(tgt.device)
             flip = torch.rand(tgt.shape, generator=generator, device=tgt.device) < q
             rnd = ids[torch.randint(len(ids), tgt.shape, generator=generator, device=tgt.device)]
@@ -239,6 +293,8 @@ class Reverse(Task):
         check_positive_int(max_len, "max_len")
         if min_len > max_len:
             raise ValueError(f"min_len: expected at most max_len = {max_len}, got {min_len}")
+        if not isinstance(letters, str) or not letters:
+            raise ValueError(f"letters: expected a non-empty string, got {letters!r}")
         self.min_len, self.max_len = min_len, max_len
         self.chars = self.answer_chars = letters
         self.max_input_len = self.max_answer_len = max_len
@@ -254,7 +310,8 @@ class Reverse(Task):
         return [(x, ln)], [(rev, ln)]
 
     def solve(self, prompt: str) -> str:
-        return prompt.rstrip(self.sep)[::-1]
+        """The reversed letters of ``prompt`` (e.g. ``"abca>"`` → ``"acba"``)."""
+        return _check_prompt(prompt, self.chars, self.sep)[::-1]
 
 
 class SortDigits(Task):
@@ -269,7 +326,7 @@ class SortDigits(Task):
         check_positive_int(max_len, "max_len")
         if min_len > max_len:
             raise ValueError(f"min_len: expected at most max_len = {max_len}, got {min_len}")
-        if not 1 <= n_digits <= 10:
+        if isinstance(n_digits, bool) or not isinstance(n_digits, int) or not 1 <= n_digits <= 10:
             raise ValueError(f"n_digits: expected an integer in [1, 10], got {n_digits}")
         self.min_len, self.max_len, self.n_digits = min_len, max_len, n_digits
         self.max_input_len = self.max_answer_len = max_len
@@ -284,7 +341,8 @@ class SortDigits(Task):
         return [(x, ln)], [(srt, ln)]
 
     def solve(self, prompt: str) -> str:
-        return "".join(sorted(prompt.rstrip(self.sep)))
+        """The digits of ``prompt`` in increasing order (e.g. ``"3141:"`` → ``"1134"``)."""
+        return "".join(sorted(_check_prompt(prompt, self.chars, self.sep)))
 
 
 class Add(Task):
@@ -318,8 +376,12 @@ class Add(Task):
         return [(da + 3, la), _const(n, plus, a), (db + 3, lb)], [(ds + 3, ls)]
 
     def solve(self, prompt: str) -> str:
-        a, b = prompt.rstrip(self.sep).split("+")
-        return str(int(a) + int(b))
+        """The sum (e.g. ``"37+5="`` → ``"42"``)."""
+        body = _check_prompt(prompt, self.chars, self.sep)
+        parts = body.split("+")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"prompt: expected 'a+b{self.sep}' with two numbers, got {prompt!r}")
+        return str(int(parts[0]) + int(parts[1]))
 
 
 TASKS = {"reverse": Reverse, "sort": SortDigits, "add": Add}
@@ -328,17 +390,25 @@ TASKS = {"reverse": Reverse, "sort": SortDigits, "add": Add}
 # -- a starting policy ----------------------------------------------------------------------
 
 
-def demonstration_loss(model, seq: Tensor, mask: Tensor) -> Tensor:
+def demonstration_loss(model: torch.nn.Module, seq: Tensor, mask: Tensor) -> Tensor:
     """Token-averaged negative log-likelihood  −Σ_{b,t} m_bt log π_θ(y_bt|h_bt) / Σ m_bt.
 
     The weighted-MLE loss with every weight A = 1 (supervised fine-tuning); ``seq`` and
-    ``mask`` as returned by :meth:`Task.demonstrations`. Factor of J(θ): trajectory.
+    ``mask`` as returned by :meth:`Task.demonstrations` (0/1, not all zero: an empty batch
+    or one without an answer token has no loss). Factor of J(θ): trajectory.
     """
+    check_tensor(seq, "seq", ndim=2)
+    check_tensor(mask, "mask", ndim=2)
+    if mask.shape != seq.shape:
+        raise ValueError(f"mask: expected shape {tuple(seq.shape)} (that of seq), got "
+                         f"{tuple(mask.shape)}")
+    check_same_device(seq=seq, mask=mask)
+    check_mask(mask, "mask")
     lp = logprobs(model, seq)
     return -sequence_logprob(lp, mask).sum() / mask.sum().clamp(min=1)
 
 
-def pretrain(model, task: Task, steps: int, batch_size: int, lr: float,
+def pretrain(model: torch.nn.Module, task: Task, steps: int, batch_size: int, lr: float,
              generator: torch.Generator, progress: bool = True, noise: float = 0.0,
              warmup: int = 20) -> Tensor:
     """Supervised next-token training on fresh demonstrations; returns the losses (steps,).
@@ -352,6 +422,11 @@ def pretrain(model, task: Task, steps: int, batch_size: int, lr: float,
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
     check_positive(lr, "lr")
+    _check_task(task)
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model: expected a torch.nn.Module (a GPT), got {type(model).__name__}")
+    check_generator(generator)
+    check_nonnegative_int(warmup, "warmup")
     from tqdm.auto import trange
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0,
@@ -374,10 +449,11 @@ def pretrain(model, task: Task, steps: int, batch_size: int, lr: float,
 
 
 @torch.no_grad()
-def success_rate(model, task: Task, n: int, generator: torch.Generator,
+def success_rate(model: torch.nn.Module, task: Task, n: int, generator: torch.Generator,
                  temperature: float = 1.0, partial: bool = False) -> float:
     """Mean reward of ``n`` fresh problems answered by sampling at ``temperature``
     (a Monte-Carlo estimate of J(θ); greedy decoding at temperature 0)."""
+    _check_task(task)
     prob = task.sample(n, generator)
     s = sample(model, prob.prompts, task.max_new_tokens, generator, temperature)
     return float(task.reward(s.tokens, prob.targets, partial=partial).mean())
@@ -387,8 +463,10 @@ def policy_config(task: Task, **overrides) -> GPTConfig:
     """The book's default GPT for ``task``: vocabulary and block size from the task, one
     block, 2 heads, 32 channels, init std 0.05 (:class:`pgbook.worlds.gpt.GPTConfig`'s defaults);
     ``overrides`` replace any field."""
+    _check_task(task)
     kw = {"vocab_size": task.tokenizer.vocab_size,
           "block_size": task.prompt_len + task.max_new_tokens}
+    unknown_options("policy_config", overrides, GPTConfig.__dataclass_fields__)
     kw.update(overrides)
     return GPTConfig(**kw)
 
