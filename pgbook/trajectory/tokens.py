@@ -351,7 +351,11 @@ def naive_entropy(logits: Tensor) -> Tensor:
     :func:`entropy_from_logits` is compared and benchmarked against (same dtype rule).
     """
     check_tensor(logits, "logits", floating=True)
-    logp = torch.log_softmax(logits.to(work_dtype(logits.dtype)), dim=-1)
+    if logits.dim() < 1:
+        raise ValueError(f"logits: expected shape (..., V), got {tuple(logits.shape)}")
+    z = logits.to(work_dtype(logits.dtype))
+    _check_normaliser(torch.logsumexp(z.detach(), dim=-1))
+    logp = torch.log_softmax(z, dim=-1).clamp(min=torch.finfo(z.dtype).min)
     return -(logp.exp() * logp).sum(-1)
 
 

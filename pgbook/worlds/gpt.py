@@ -122,7 +122,13 @@ class KVCache:
         """Append k, v (B, H, T, C/H) to block ``layer``'s keys and values and return all of
         them, (B, H, length + T, C/H). (``length`` moves on in :meth:`GPT.forward`, once
         every block has appended.)"""
+        if k.dim() != 4 or k.shape != v.shape:
+            raise ValueError(f"k, v: expected two (B, H, T, C/H) tensors of one shape, got "
+                             f"{tuple(k.shape)} and {tuple(v.shape)}")
         a, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"k: expected at most {self.max_len - a} new positions (the cache "
+                             f"holds {self.max_len}, {a} used), got {k.shape[2]}")
         old = self.kv.get(layer)
         if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
             if old is not None:
@@ -141,6 +147,12 @@ class KVCache:
     def select(self, rows: Tensor) -> None:
         """Keep the batch rows ``rows`` (a long index): reorder, drop or repeat them (e.g. a
         prompt run once, copied to each of its G responses)."""
+        check_tensor(rows, "rows", ndim=1)
+        if rows.dtype != torch.long:
+            raise ValueError(f"rows: expected dtype torch.int64 (long), got {rows.dtype}")
+        for k, _ in self.kv.values():
+            check_index(rows, "rows", k.shape[0])
+            break
         self.kv = {layer: (k.index_select(0, rows), v.index_select(0, rows))
                    for layer, (k, v) in self.kv.items()}
 
