@@ -117,6 +117,26 @@ def test_entropy_double_backward_functorch_and_meta(device):
     assert TK.entropy_from_logits(z[0, 0]).shape == ()          # one distribution (V,)
 
 
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_entropy_and_logprobs_with_forbidden_tokens(device, chunk):
+    """A −inf logit (a forbidden token) adds 0 to the entropy and gets a zero gradient: the
+    blocked path equals the entropy of the allowed tokens alone, with no NaN anywhere."""
+    z, y = _logits((2, 3, 6), torch.float64, device, seed=8)
+    z[..., 0] = -torch.inf
+    y = y.clamp(min=1)
+    z1 = z.clone().requires_grad_()
+    H = TK.entropy_from_logits(z1, chunk_size=chunk)
+    torch.testing.assert_close(H.cpu(), _ref_entropy(z[..., 1:]), rtol=0, atol=1e-12)
+    H.sum().backward()
+    z2 = z[..., 1:].cpu().clone().requires_grad_()
+    _ref_entropy(z2).sum().backward()
+    assert bool((z1.grad[..., 0] == 0).all())
+    torch.testing.assert_close(z1.grad[..., 1:].cpu(), z2.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(TK.naive_entropy(z).cpu(), H.detach().cpu(), rtol=0, atol=1e-12)
+    lp = TK.token_logprobs(z, y, chunk_size=chunk)
+    torch.testing.assert_close(lp.cpu(), _ref_logprobs(z[..., 1:], y - 1), rtol=0, atol=1e-12)
+
+
 def test_entropy_saves_no_vocabulary_sized_copy(device):
     z, _ = _logits((2, 8, 300), torch.float32, device, seed=8)
     z.requires_grad_()
