@@ -1,7 +1,7 @@
 """Benchmark: group advantages and their broadcast to tokens, pgbook against verl's estimators.
 
     python benchmarks/bench_advantages.py                       # N = 256 … 65536, G = 8, T = 128
-    python benchmarks/bench_advantages.py --baseline 04d1f09    # also pgbook as it was then
+    python benchmarks/bench_advantages.py --baseline f3182df    # also pgbook as it was then
     python benchmarks/bench_advantages.py --sizes 64,256 --reps 3  # quick
     python benchmarks/bench_advantages.py --device cuda
 

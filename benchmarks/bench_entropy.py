@@ -1,7 +1,7 @@
 """Benchmark: per-position entropy + an entropy bonus, forward and backward, against the naive path.
 
     python benchmarks/bench_entropy.py                          # B=8, T=1024, V=32000, CPU
-    python benchmarks/bench_entropy.py --baseline 04d1f09       # also pgbook as it was then
+    python benchmarks/bench_entropy.py --baseline f3182df       # also pgbook as it was then
     python benchmarks/bench_entropy.py --batch 2 --tokens 64 --vocab 1000 --reps 1   # quick
     python benchmarks/bench_entropy.py --device cuda
 

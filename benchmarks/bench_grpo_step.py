@@ -1,13 +1,13 @@
 """Benchmark: the cost of a GRPO step at the book's settings (chapter 12), before and after.
 
-    python benchmarks/bench_grpo_step.py --baseline 04d1f09      # before/after, 3 runs each
+    python benchmarks/bench_grpo_step.py --baseline f3182df      # before/after, 3 runs each
     python benchmarks/bench_grpo_step.py --steps 3 --pretrain-steps 5 --repeats 1   # quick
     python benchmarks/bench_grpo_step.py --device cuda
 
 Chapter 12's run: the ``Reverse`` task, the pretrained policy of chapter 11
 (``pretrained_policy(task)``: one block, 2 heads, 32 channels, 200 supervised steps), then
 ``grpo_train(model, task, steps=20, prompts_per_step=16, group_size=8,
-generator=make_generator(4), method="GRPO (DeepSeekMath)", beta=0.04, ref_model=<frozen
+generator=make_generator(4), method="GRPO", beta=0.04, ref_model=<frozen
 copy>, epochs_per_batch=2, eps_low=0.2, lr=3e-3)``: 128 responses of up to 7 tokens after
 8-token prompts per step, two AdamW updates per step, one thread (as the chapter sets).
 
@@ -40,8 +40,8 @@ import _common as C
 TARGET, WINDOW = 0.9, 5
 
 
-def _settings(steps: int) -> dict:
-    return dict(steps=steps, prompts_per_step=16, group_size=8, method="GRPO (DeepSeekMath)",
+def _settings(steps: int, method: str = "GRPO") -> dict:
+    return dict(steps=steps, prompts_per_step=16, group_size=8, method=method,
                 beta=0.04, epochs_per_batch=2, eps_low=0.2, lr=3e-3, progress=False)
 
 
@@ -97,10 +97,20 @@ def worker(init: str, steps: int, pretrain_steps: int, device: str, threads: int
     dev = torch.device(device)
     model = model.to(dev)
 
+    # chapter 12's recipe (k3 KL in the loss, per-sequence token means) is "GRPO" today and
+    # was "GRPO (DeepSeekMath)" before the methods were renamed (04d1f09)
+    try:
+        method = "GRPO (DeepSeekMath)"
+        pg.methods.method_config(method)
+    except ValueError:
+        method = "GRPO"
+    if pg.methods.method_config(method).get("kl") != "k3_loss":
+        raise SystemExit(f"{method!r} is not chapter 12's recipe: {pg.methods.method_config(method)}")
+
     def run(n):
         m = copy.deepcopy(model)
         return G_.grpo_train(m, task, generator=pg.make_generator(4, dev),
-                             ref_model=copy.deepcopy(model), **_settings(n))
+                             ref_model=copy.deepcopy(model), **_settings(n, method))
 
     run(2)                                              # warm-up on a copy
     acc = _phases(G_) if phases else None

@@ -1,7 +1,7 @@
 """Benchmark: token log-probs + GRPO's policy loss, forward and backward, against the naive path.
 
     python benchmarks/bench_logprobs.py                          # B=8, T=1024, V=32000, CPU
-    python benchmarks/bench_logprobs.py --baseline 04d1f09       # also pgbook as it was then
+    python benchmarks/bench_logprobs.py --baseline f3182df       # also pgbook as it was then
     python benchmarks/bench_logprobs.py --batch 2 --tokens 64 --vocab 1000 --reps 1   # quick
     python benchmarks/bench_logprobs.py --device cuda
 

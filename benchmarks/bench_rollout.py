@@ -1,7 +1,7 @@
 """Benchmark: rollout throughput of the tiny GPT, with and without the KV cache.
 
     python benchmarks/bench_rollout.py                          # lengths 16, 64, 256
-    python benchmarks/bench_rollout.py --baseline 04d1f09       # also the sampler as it was then
+    python benchmarks/bench_rollout.py --baseline f3182df       # also the sampler as it was then
     python benchmarks/bench_rollout.py --lengths 4,8 --batch 4 --configs book   # quick
     python benchmarks/bench_rollout.py --device cuda
 
@@ -9,8 +9,10 @@
 tokens, either with the KV cache (``cache=True``, the default: the prompt is run once, then
 each step runs the one new token against the cached keys and values) or without it
 (``cache=False``: every step re-runs the whole prefix, which is what the sampler did before
-the cache). The EOS id is set to one the model never produces, so every row runs all N
-steps. Models (random weights, ``GPTConfig(vocab_size=V, block_size=P + max N, ...)``):
+the cache). The EOS is an extra id V whose logit is set to −1e4 (the final LayerNorm's
+feature 0 made the constant 1, and the head's weight on it −1e4 for id V), so the model never
+produces it and every row runs all N steps. Models (random weights, ``GPTConfig(vocab_size=V
++ 1, block_size=P + max N, ...)``):
 
 * ``book``: the book's policy, 1 block, 2 heads, 32 channels (about 14k parameters at V=16);
 * ``4x128``: 4 blocks, 4 heads, 128 channels (about 0.8M parameters).
@@ -52,8 +54,12 @@ def worker(configs, lengths, B, P, V, reps, device, threads, expect, modes, budg
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     out = {}
     for name in configs:
-        cfg = gpt.GPTConfig(V, block_size=P + max(lengths), **CONFIGS[name])
-        model = gpt.GPT(cfg, make_generator(0)).to(dev)
+        cfg = gpt.GPTConfig(V + 1, block_size=P + max(lengths), **CONFIGS[name])
+        model = gpt.GPT(cfg, make_generator(0))
+        with torch.no_grad():  # id V is the EOS, and its logit is −1e4: it is never drawn
+            model.ln_f.weight[0], model.ln_f.bias[0] = 0.0, 1.0   # feature 0 is the constant 1
+            model.head.weight[V, 0] = -1e4
+        model = model.to(dev)
         g = make_generator(1)
         prompts = torch.randint(3, V, (B, P), generator=g).to(dev)
         prompts[:, 0] = gpt.BOS

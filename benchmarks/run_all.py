@@ -1,6 +1,6 @@
 """Run every benchmark of issue 16 in one go and write their tables to one markdown file.
 
-    python benchmarks/run_all.py                          # CPU, "before" = pgbook at 04d1f09
+    python benchmarks/run_all.py                          # CPU, "before" = pgbook at f3182df
     python benchmarks/run_all.py --out /tmp/tables.md     # also write the tables there
     python benchmarks/run_all.py --device cuda --out benchmarks/results-cuda.md
     python benchmarks/run_all.py --quick --baseline none  # tiny sizes: checks the scripts run
