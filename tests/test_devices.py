@@ -369,3 +369,22 @@ def test_grpo_steps(device, kw):
     assert float(h.first_epoch_ratio_error.max()) <= (0.0 if exact else 1e-5)
     assert float(h.logprob_gap.max()) < 1e-5             # cached sampler vs trainer
     assert float(h.kl_ref[0]) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64, torch.int64])
+def test_check_mask_on_a_large_mask(device, dtype):
+    """check_mask's fast path (a min/max reduction, then m(m − 1) = 0 block by block) accepts
+    exactly the 0/1 masks: one bad value deep in a mask of several blocks is still found."""
+    from pgbook._validate import _MASK_BLOCK, check_mask
+    n = 3 * _MASK_BLOCK + 5
+    m = (torch.arange(n, device=device) % 3 == 0).to(dtype)
+    assert check_mask(m, "mask") is m
+    bad = [2, -1] + ([0.5, float("nan"), float("inf"), 1 - 2 ** -8] if dtype != torch.int64 else [])
+    for v in bad:
+        m2 = m.clone()
+        m2[2 * _MASK_BLOCK + 7] = v
+        with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
+            check_mask(m2, "mask")
+    with pytest.raises(ValueError, match="all zero"):
+        check_mask(torch.zeros_like(m), "mask")
+    check_mask(torch.zeros_like(m), "mask", allow_all_zero=True)
