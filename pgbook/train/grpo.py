@@ -528,7 +528,8 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     B = n_prompts * G
     per_mb = n_prompts // n_mb
     on_policy_atol = _on_policy_atol(param.dtype)
-    lazy_old = n_mb == 1 and not (in_reward and beta > 0) and credit_fn is None and teach is None
+    lazy_old = n_mb == 1 and not (in_reward and beta > 0) and credit_fn is None \
+        and teach is None and sampler is None
     rec = {name: [] for name in METRICS}
     rec_t = {name: [] for name in TEACHER_METRICS}
     bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
@@ -589,6 +590,11 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                 lp, ent_k = _trainer_logprobs(model, s.tokens[idx], tau, P, entropy=old is None)
                 if old is None:   # the first update sees the whole batch at θ_old
                     old, ent = lp.detach(), ent_k
+                    # its ratios are 1 by construction, so check it against the rollout's
+                    # own log-probs instead (same θ, same arithmetic up to round-off): a
+                    # dropout model in train mode, say, fails here as it would against a
+                    # separate pass
+                    check_on_policy(lp, s.logprobs.to(lp_dtype), mask, on_policy_atol)
                 if first_err is None:  # on-policy before the first update: ratios are 1
                     first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
                 if sampler is not None:
