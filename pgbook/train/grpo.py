@@ -96,8 +96,10 @@ class GRPOHistory:
       because the old log-probs are the trainer's own forward pass (with one minibatch and
       nothing needing them before the update they are that update's forward pass itself;
       otherwise a separate pass before it, which with several minibatches must give the same
-      numbers on a subset of rows, as it does on the CPU); above :func:`check_on_policy`'s tolerance training stops with an error
-      naming the likely causes (e.g. a model with dropout left in train mode).
+      numbers on a subset of rows, as it does on the CPU). Above :func:`check_on_policy`'s
+      tolerance training stops with an error naming the likely causes (e.g. a model with
+      dropout left in train mode); where the old log-probs are the update's own pass, that
+      check compares it with the rollout's log-probs instead.
     * ``rollouts``: responses generated in the step: B, or more with dynamic sampling
       (every resampled batch counts, the discarded groups included).
     * ``seconds``: wall time since the start of training, at the end of each step.
