@@ -81,3 +81,16 @@ ci:
 
 clean-site:
 	rm -rf build/html build/doctrees build/jupyter_execute build/site_assets docs/api
+
+# make gpu-check: on a machine with a CUDA GPU (and a CUDA build of torch in the venv), run the
+# device-parametrised tests on CUDA (`pytest -m device`, tests/conftest.py's `device` fixture) and
+# every benchmark on CUDA; the tables are written to $(GPU_TABLES) for benchmarks/README.md.
+GPU_PY ?= .venv/bin/python
+GPU_TABLES ?= benchmarks/results-cuda.md
+
+.PHONY: gpu-check
+gpu-check:
+	@$(GPU_PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+	  'gpu-check: torch.cuda.is_available() is False (no GPU, or a CPU-only torch)')"
+	PGBOOK_TEST_DEVICES=cuda $(GPU_PY) -m pytest -q -m device tests
+	$(GPU_PY) benchmarks/run_all.py --device cuda --out $(GPU_TABLES)

@@ -317,6 +317,37 @@ def check_probs(p: Tensor, name: str, *, dim: int = -1, atol: float | None = Non
     return p
 
 
+#: elements of a float mask checked at a time on the CPU (the block's temporaries stay in cache)
+_MASK_BLOCK = 1 << 16
+
+
+def _fast_01(mask: Tensor) -> bool | None:
+    """For a non-empty mask: True if it holds only 0 and 1 and some 1, False if all zero,
+    None if not proven 0/1 (the caller's exact check then finds and names the bad values).
+
+    One reduction (min and max: NaN and values outside [0, 1] fail it) and, for floats,
+    min m(m − 1) = 0 (on [0, 1], m(m − 1) ≤ 0 with equality exactly at 0 and 1), on the CPU
+    in cache-sized blocks through one reused buffer: a mask-sized temporary costs several
+    times more than a pass."""
+    if mask.dtype == torch.bool:
+        return bool(mask.any())
+    lo, hi = torch.aminmax(mask)
+    if not (bool(lo >= 0) and bool(hi <= 1)):
+        return None
+    if mask.is_floating_point():
+        flat = mask.detach().reshape(-1)
+        step = _MASK_BLOCK if flat.device.type == "cpu" else flat.numel()
+        buf = flat.new_empty(min(step, flat.numel()))
+        lows = []
+        for a in range(0, flat.numel(), step):
+            c = flat[a:a + step]
+            b = torch.sub(c, 1, out=buf[:c.numel()]).mul_(c)      # m(m − 1) ∈ [−1/4, 0]
+            lows.append(b.amin())
+        if bool(torch.stack(lows).amin() != 0):
+            return None
+    return bool(hi > 0)
+
+
 def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
                allow_all_zero: bool = False) -> Tensor:
     """A 0/1 mask (bool, integer or floating) of ``shape`` that is not all zero.
@@ -334,6 +365,12 @@ def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
         raise ValueError(f"{name}: expected a 0/1 mask (bool, integer or floating), got dtype "
                          f"{mask.dtype}")
     if _is_meta(mask):
+        return mask
+    ok = _fast_01(mask) if mask.numel() else None
+    if ok is not None:                        # proven a 0/1 mask by reductions alone
+        if not allow_all_zero and not ok:
+            raise ValueError(f"{name}: the mask is all zero, so there is no token to sum or "
+                             f"average over (got shape {tuple(mask.shape)})")
         return mask
     if mask.dtype != torch.bool:
         bad = (mask != 0) & (mask != 1)

@@ -575,6 +575,9 @@ spec("pgbook.trajectory.tokens.entropy_from_logits", TT.entropy_from_logits,
     "a position with every logit -inf", dict(logits=torch.full((2, 3), -INF, dtype=F64)),
     "logits").bad("a scalar", dict(logits=torch.tensor(1.0, dtype=F64)), "logits").count(
     "chunk_size").grad("logits").meta().bf16("logits")
+spec("pgbook.trajectory.tokens.naive_entropy", TT.naive_entropy, dict(logits=LOGITS)).floats(
+    "logits").bad("a scalar", dict(logits=torch.tensor(1.0, dtype=F64)), "logits").grad(
+    "logits").meta().bf16("logits")
 spec("pgbook.trajectory.tokens.sequence_logprob", TT.sequence_logprob,
      dict(token_logp=LP, mask=MASK)).floats("token_logp", inf=False).bad(
     "+inf on a response token", dict(token_logp=_with(LP, INF)), "token_logp").mask(
@@ -2240,6 +2243,33 @@ spec("pgbook.worlds.gpt.logprobs", WG.logprobs, dict(model=MODEL, tokens=DEMO)).
     "temperature", positive=True).bad("zero temperature", dict(temperature=0.0), "temperature").count(
     "chunk_size").meta(model=META_MODEL, tokens=DEMO.to("meta")).skip_bf16(
     "the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
+spec("pgbook.worlds.gpt.next_token_logits", WG.next_token_logits,
+     dict(model=MODEL, tokens=DEMO, prompt_len=2)).count("prompt_len").bad(
+    "prompt_len = T", dict(prompt_len=DEMO.shape[1]), "prompt_len").bad(
+    "1-D", dict(tokens=DEMO[0]), "tokens").bad(
+    "a token past the vocabulary", dict(tokens=_with(DEMO, 99)), "idx").meta(
+    model=META_MODEL, tokens=DEMO.to("meta")).skip_bf16(
+    "the model's dtype decides (a bfloat16 GPT is covered by tests/test_gpt.py)")
+spec("pgbook.worlds.gpt.GPT.new_cache", MODEL.new_cache, dict(max_len=4)).count("max_len")
+spec("pgbook.worlds.gpt.KVCache", WG.KVCache, dict(max_len=4)).count("max_len")
+_KV = torch.zeros(2, 1, 3, 8, dtype=F64)
+spec("pgbook.worlds.gpt.KVCache.update", lambda **kw: WG.KVCache(4).update(**kw),
+     dict(layer=0, k=_KV, v=_KV)).bad("v of another shape", dict(v=_KV[:, :, :2]), "k, v").bad(
+    "3-D keys", dict(k=_KV[0], v=_KV[0]), "k, v").bad(
+    "more positions than max_len", dict(k=_KV.repeat(1, 1, 2, 1), v=_KV.repeat(1, 1, 2, 1)),
+    "k").grad("k", "v").skip_meta("a cache of values").skip_bf16("stores its inputs as they are")
+spec("pgbook.worlds.gpt.KVCache.select", lambda **kw: _filled_cache().select(**kw),
+     dict(rows=torch.tensor([0, 0, 1]))).bad("float rows", dict(rows=torch.tensor([0.0])),
+                                             "rows").bad(
+    "a row past the batch", dict(rows=torch.tensor([2])), "rows").bad(
+    "2-D rows", dict(rows=torch.tensor([[0]])), "rows").skip_meta("a cache of values")
+
+
+def _filled_cache() -> WG.KVCache:
+    c = WG.KVCache(4)
+    c.update(0, _KV, _KV)
+    return c
+
 
 # -- pgbook.worlds.envs -----------------------------------------------------------------------
 STORES = ["12", "34", "56", "78"]                                    # a = 1, b = 2 in episode 0

@@ -89,11 +89,13 @@ def zero_variance_groups(rewards: Tensor, group_size: int) -> Tensor:
     return (r == r[:, :1]).all(dim=1)
 
 
-def _centred(r: Tensor) -> tuple[Tensor, Tensor]:
-    """(R − μ_G) with exact zeros in zero-variance groups, and the zero-variance flags."""
-    zero = (r == r[:, :1]).all(dim=1, keepdim=True)
+def _centred(r: Tensor, exact_zeros: bool = True) -> tuple[Tensor, Tensor]:
+    """(R − μ_G) with exact zeros in zero-variance groups (``exact_zeros=False``: left as
+    computed, for a caller that zeroes them itself), and the zero-variance flags (M, 1)."""
+    lo, hi = torch.aminmax(r, dim=1, keepdim=True)
+    zero = lo == hi
     c = r - r.mean(dim=1, keepdim=True)
-    return torch.where(zero, torch.zeros_like(c), c), zero
+    return (torch.where(zero, 0.0, c) if exact_zeros else c), zero
 
 
 def _std(c: Tensor, dim: int, unbiased: bool = True) -> Tensor:
@@ -120,11 +122,10 @@ def grpo_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6,
     check_positive(std_eps, "std_eps", allow_zero=True)
     _check_unbiased(unbiased)
     r = _grouped(rewards, group_size)
-    c, zero = _centred(r)
-    sd = _std(c, 1, unbiased)
-    adv = torch.where(zero, torch.zeros_like(c),
-                      c / torch.where(zero, torch.ones_like(sd), sd + std_eps))
-    return adv.reshape(-1).to(rewards.dtype)
+    c, zero = _centred(r, exact_zeros=False)
+    # a zero-variance group divides by +inf: exactly 0 (never 0/0), with no pass of its own
+    den = torch.where(zero, torch.inf, _std(c, 1, unbiased) + std_eps)
+    return (c / den).reshape(-1).to(rewards.dtype)
 
 
 @register("advantage", "grpo_mean", side="reward", form="group",
@@ -237,8 +238,9 @@ def rloo_advantage(rewards: Tensor, group_size: int, *, std_eps: float = 1e-6) -
     check_positive_int(group_size, "group_size")
     if group_size < 2:
         raise ValueError(f"group_size: RLOO needs at least 2 responses per group, got {group_size}")
-    c, _ = _centred(_grouped(rewards, group_size))
-    return (c * (group_size / (group_size - 1))).reshape(-1).to(rewards.dtype)
+    c, zero = _centred(_grouped(rewards, group_size), exact_zeros=False)
+    scale = (~zero).to(c.dtype) * (group_size / (group_size - 1))  # (M, 1): one pass over c
+    return (c * scale).reshape(-1).to(rewards.dtype)
 
 
 @register("advantage", "plain", side="reward", form="group",
@@ -336,9 +338,10 @@ def broadcast_to_tokens(advantages: Tensor, mask: Tensor) -> Tensor:
     check_same_device(advantages=advantages, mask=mask)
     check_mask(mask, "mask")
     check_finite(advantages, "advantages")
-    m = mask.to(torch.bool)
-    a = advantages.unsqueeze(1).expand(mask.shape)
-    return torch.where(m, a, torch.zeros_like(a))
+    a = advantages.unsqueeze(1)
+    if torch.promote_types(a.dtype, mask.dtype) == a.dtype:   # bool, integer or ≤ precision
+        return a * mask                                        # one pass: Â·1 = Â, Â·0 = 0
+    return (a * mask).to(a.dtype)
 
 
 # -- token-level returns -----------------------------------------------------------------------

@@ -53,6 +53,7 @@ from .._validate import (
     check_tensor,
     keyword_names,
     reject_unknown_options,
+    work_dtype,
 )
 from ..registry import components, get, resolve
 from ..registry import method as method_registry
@@ -61,7 +62,7 @@ from ..reward import teacher as _teacher
 from ..reward.shaping import truncated_responses
 from ..trajectory.selection import dynamic_sampling_order, informative_groups
 from ..trajectory.tokens import entropy_from_logits, token_logprobs
-from ..worlds.gpt import EOS, Sample, logprobs, sample
+from ..worlds.gpt import EOS, Sample, logprobs, next_token_logits, sample
 from ..worlds.tasks import Problems
 
 if TYPE_CHECKING:
@@ -92,10 +93,13 @@ class GRPOHistory:
     * ``logprob_gap``: max |sampled − recomputed| log-prob over response tokens (the
       rollout–trainer mismatch; float round-off here, since both use the same model).
     * ``first_epoch_ratio_error``: max |r − 1| on the first update of the step: 0 exactly,
-      because the old log-probs are the trainer's own forward pass (with several minibatches
-      this also needs the pass to give the same numbers on a subset of rows, as it does on
-      the CPU); above :func:`check_on_policy`'s tolerance training stops with an error
-      naming the likely causes (e.g. a model with dropout left in train mode).
+      because the old log-probs are the trainer's own forward pass (with one minibatch and
+      nothing needing them before the update they are that update's forward pass itself;
+      otherwise a separate pass before it, which with several minibatches must give the same
+      numbers on a subset of rows, as it does on the CPU). Above :func:`check_on_policy`'s
+      tolerance training stops with an error naming the likely causes (e.g. a model with
+      dropout left in train mode); where the old log-probs are the update's own pass, that
+      check compares it with the rollout's log-probs instead.
     * ``rollouts``: responses generated in the step: B, or more with dynamic sampling
       (every resampled batch counts, the discarded groups included).
     * ``seconds``: wall time since the start of training, at the end of each step.
@@ -153,17 +157,20 @@ class GRPOHistory:
         return {name: getattr(self, name) for name in METRICS}
 
 
-def _trainer_logprobs(model, tokens: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
-    """log π(tokens[:, t] | tokens[:, :t]) (B, T) and the per-position entropy (B, T) from one
-    forward pass, aligned like :func:`pgbook.worlds.gpt.logprobs` (column 0 is 0). Same arithmetic
-    as :func:`pgbook.worlds.gpt.logprobs`, so the log-probs are bit-identical to it."""
-    z = model(tokens[:, :-1])
+def _trainer_logprobs(model, tokens: Tensor, temperature: float, prompt_len: int | None = None,
+                      entropy: bool = True) -> tuple[Tensor, Tensor | None]:
+    """log π(tokens[:, t] | tokens[:, :t]) (B, T) (differentiable where grad is on) and, with
+    ``entropy``, the per-position entropy (B, T) (detached) from one forward pass, aligned like
+    :func:`pgbook.worlds.gpt.logprobs` (column 0 is 0). Same arithmetic as
+    :func:`pgbook.worlds.gpt.logprobs` with the same ``prompt_len`` (a prompt shared by a group
+    once), so the log-probs are bit-identical to it."""
+    z = next_token_logits(model, tokens, prompt_len)
     if temperature != 1.0:
         z = z / temperature
     lp = token_logprobs(z, tokens[:, 1:])
-    ent = entropy_from_logits(z)
     pad = lp.new_zeros(lp.shape[0], 1)
-    return torch.cat([pad, lp], 1), torch.cat([pad, ent], 1)
+    ent = torch.cat([pad, entropy_from_logits(z.detach())], 1) if entropy else None
+    return torch.cat([pad, lp], 1), ent
 
 
 def _rollout(roller, task, n_prompts: int, G: int, N: int, generator, tau: float,
@@ -523,11 +530,13 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                          f"got {ref_param.device}")
 
     opt = optimizer if optimizer is not None else torch.optim.AdamW(
-        model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+        model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0, foreach=True)
     N = task.max_new_tokens
     B = n_prompts * G
     per_mb = n_prompts // n_mb
     on_policy_atol = _on_policy_atol(param.dtype)
+    lazy_old = n_mb == 1 and not (in_reward and beta > 0) and credit_fn is None \
+        and teach is None and sampler is None
     rec = {name: [] for name in METRICS}
     rec_t = {name: [] for name in TEACHER_METRICS}
     bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
@@ -548,20 +557,24 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         if shaping_fn is not None:
             R_used, loss_mask = shaping_fn(R, mask, truncated=truncated_responses(
                 s.tokens, mask, EOS), max_tokens=N)
-        # 2. old (trainer-recomputed) and reference log-probs
+        # 2. reference log-probs, each group's shared prompt run once. The old log-probs come
+        # from the first update's own forward pass (θ = θ_old there, so its ratios are exactly
+        # 1) unless something needs them before it (the KL in the reward, a token-credit or
+        # teacher term) or the first minibatch is not the whole batch
+        P = prob.prompts.shape[1]
+        lp_dtype = work_dtype(param.dtype)
         with torch.no_grad():
-            old, ent = _trainer_logprobs(model, s.tokens, tau)
-            ref = logprobs(ref_model, s.tokens, tau).to(old.dtype)
-            zero = old.new_zeros(())
-            k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
-                                                    torch.where(m, ref, zero), "k3"), zero)
+            ref = logprobs(ref_model, s.tokens, tau, prompt_len=P).to(lp_dtype)
+            old = ent = None
+            if not lazy_old:
+                old, ent = _trainer_logprobs(model, s.tokens, tau, P)
             # 3. rewards (KL-shaped if the KL sits in the reward) and group advantages
             shaped = _methods.shaped_rewards(kl_name, R_used, old, ref, mask, beta) \
                 if in_reward and beta > 0 else R_used
             adv = _adv.compute_advantages(shaped, cfg["advantage"], group_size=G, mask=mask,
                                           **adv_options)
-            adv_tok = adv.to(old.dtype) * loss_mask if adv.dim() == 2 else \
-                _adv.broadcast_to_tokens(adv.to(old.dtype), loss_mask)
+            adv_tok = adv.to(lp_dtype) * loss_mask if adv.dim() == 2 else \
+                _adv.broadcast_to_tokens(adv.to(lp_dtype), loss_mask)
             if credit_fn is not None and bool(loss_mask.any()):
                 adv_tok = credit_fn(adv_tok, ent, loss_mask, group_size=G)
             if teach is not None:  # the teacher's per-token term, after the group normalisation
@@ -572,17 +585,27 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         losses, clips, rmax, first_err = [], [], [], None
         for _epoch in range(mu):
             order = torch.randperm(n_prompts, generator=generator, device=device) if n_mb > 1 \
-                else torch.arange(n_prompts, device=device)
+                else None
             for k in range(n_mb):
-                groups = order[k * per_mb:(k + 1) * per_mb]
-                idx = (groups[:, None] * G + torch.arange(G, device=device)).reshape(-1)
+                if order is None:
+                    idx = slice(None)
+                else:
+                    groups = order[k * per_mb:(k + 1) * per_mb]
+                    idx = (groups[:, None] * G + torch.arange(G, device=device)).reshape(-1)
                 if not bool(loss_mask[idx].any()):
                     continue            # every response of this minibatch left the loss
-                lp = logprobs(model, s.tokens[idx], tau)
+                lp, ent_k = _trainer_logprobs(model, s.tokens[idx], tau, P, entropy=old is None)
+                if old is None:   # the first update sees the whole batch at θ_old
+                    old, ent = lp.detach(), ent_k
+                    # its ratios are 1 by construction, so check it against the rollout's
+                    # own log-probs instead (same θ, same arithmetic up to round-off): a
+                    # dropout model in train mode, say, fails here as it would against a
+                    # separate pass
+                    check_on_policy(lp, s.logprobs.to(lp_dtype), mask, on_policy_atol)
                 if first_err is None:  # on-policy before the first update: ratios are 1
                     first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
                 if sampler is not None:
-                    extra["sampler_logp"] = s.logprobs[idx].to(old.dtype)
+                    extra["sampler_logp"] = s.logprobs[idx].to(lp_dtype)
                 value, met = _methods.policy_loss(
                     lp, old[idx], adv_tok[idx], loss_mask[idx], loss=cfg["policy_loss"],
                     aggregation=cfg["aggregation"], eps_low=eps_low, eps_high=eps_high,
@@ -591,12 +614,18 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm, foreach=True)
                 opt.step()
                 losses.append(value.detach())
                 clips.append(met["clip_fraction"])
                 rmax.append(met["ratio_max"])
+        if old is None:  # no update ran (every response left the loss): θ is still θ_old
+            with torch.no_grad():
+                old, ent = _trainer_logprobs(model, s.tokens, tau, P)
         with torch.no_grad():
+            zero = old.new_zeros(())
+            k3 = torch.where(m, _kl.kl_estimate(torch.where(m, old, zero),
+                                                    torch.where(m, ref, zero), "k3"), zero)
             n_tok = mask.sum()
             gap = (s.logprobs.to(old.dtype) - old).abs().masked_fill(~m, 0).max()
             row = {
@@ -610,10 +639,11 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                 "length": n_tok / B,
                 "logprob_gap": gap,
                 "first_epoch_ratio_error": zero if first_err is None else first_err,
-                "rollouts": n_rollouts,
             }
-        for name, v in row.items():
-            rec[name].append(float(v))
+            values = torch.stack([v.to(torch.float64) for v in row.values()]).tolist()  # one copy
+        for name, v in zip(row, values):
+            rec[name].append(v)
+        rec["rollouts"].append(float(n_rollouts))
         rec["seconds"].append(time.perf_counter() - t0)
         if progress:
             bar.set_postfix(reward=f"{rec['reward'][-1]:.2f}", kl=f"{rec['kl_ref'][-1]:.3f}",

@@ -10,19 +10,22 @@ logits. Factor of J(θ): trajectory (these are the log p_θ(τ) terms that get d
 
 Shapes: B responses, T positions, V vocabulary; ``logits`` (B, T, V), ``tokens`` (B, T).
 
-Memory. ``log_softmax(logits).gather(tokens)`` (:func:`naive_token_logprobs`) builds and
-keeps a second (B, T, V) tensor for the backward pass; at B = 8, T = 1024, V = 32k that is a
-1 GiB float32 copy per call. :func:`token_logprobs` keeps only the logsumexp (B, T) and
-the logits it was given, and its backward writes the gradient (B, T, V) in place: the only
-(B, T, V) tensor it allocates is the gradient itself (plus chunk-sized float32 temporaries
-for low-precision logits). ``chunk_size`` bounds the forward temporaries the same way.
+Memory and speed. ``log_softmax(logits).gather(tokens)`` (:func:`naive_token_logprobs`)
+builds and keeps a second (B, T, V) tensor for the backward pass; at B = 8, T = 1024, V =
+32k that is a 1 GiB float32 copy per call. :func:`token_logprobs` keeps only the logsumexp
+(B, T) and the logits it was given, and works through the B·T rows of the logits in small
+blocks (about 512 KiB of float32 at a time, e.g. 4 rows at V = 32k): the forward's
+temporaries and the backward's softmax stay in the CPU's cache instead of round-tripping a
+(B, T, V) temporary through memory (``torch.logsumexp`` on the whole tensor builds one
+internally). The backward writes the gradient (B, T, V) block by block: the only
+(B, T, V) tensor the call allocates is the gradient itself. :func:`entropy_from_logits`
+works the same way. ``chunk_size`` (rows of dim 0) only lowers the block size further.
 
 Dtype rule. Log-probabilities are returned in ``torch.promote_types(logits.dtype,
 torch.float32)``: float32 for bfloat16/float16/float32 logits, float64 for float64.
 For low-precision logits the logsumexp is computed in float32 (a bfloat16 logsumexp of
-magnitude ~10 is only resolved to ~0.03), and the gradient flows back in the logits' dtype.
-The float32 work happens chunk by chunk, so with bfloat16 logits pass ``chunk_size``:
-without it the forward pass briefly holds two float32 copies of the whole (B, T, V).
+magnitude ~10 is only resolved to ~0.03), block by block, and the gradient flows back in
+the logits' dtype.
 """
 
 from __future__ import annotations
@@ -75,36 +78,59 @@ def _check_normaliser(lse: Tensor) -> None:
             f"{int((~torch.isfinite(lse)).sum())} such position(s)")
 
 
-def _chunks(n: int, chunk_size: int | None) -> list[tuple[int, int]]:
-    """Row ranges [a, b) of at most ``chunk_size`` rows covering range(n) (one range if None)."""
-    step = max(n, 1) if chunk_size is None else chunk_size
-    return [(a, min(a + step, n)) for a in range(0, n, step)]
+#: float32 elements of one block of rows (512 KiB): a block's temporaries stay in cache
+_BLOCK = 1 << 17
 
 
-def _lse_and_picked(logits: Tensor, tokens: Tensor, chunk_size: int | None) -> tuple[Tensor, Tensor]:
-    """logsumexp (…,) and the picked logit (…,), both in the output dtype, chunked on dim 0."""
+def _row_views(x: Tensor) -> list[tuple[int, Tensor]]:
+    """x (..., V) as (offset, (n, V) view) pairs covering its N = numel/V rows in order: one
+    view when the layout allows it, else one per index of dim 0 (e.g. ``logits[:, :-1]``)."""
+    V = x.shape[-1]
+    try:
+        return [(0, x.view(-1, V))]
+    except RuntimeError:
+        n = x[0].numel() // V if x.shape[0] else 0
+        return [(i * n, x[i].reshape(-1, V)) for i in range(x.shape[0])]
+
+
+def _blocks(x: Tensor, chunk_size: int | None) -> list[tuple[int, int, Tensor]]:
+    """Blocks (start, stop, rows (stop − start, V)) of the flattened rows of x (..., V), at most
+    ``_BLOCK`` elements each and at most ``chunk_size`` rows of dim 0 (one block on meta)."""
+    V = max(x.shape[-1], 1)
+    if x.device.type == "meta" or x.numel() == 0:
+        return [(0, x.numel() // V, x.reshape(-1, x.shape[-1]))]
+    step = max(1, _BLOCK // V)
+    if chunk_size is not None and x.dim() > 1:
+        step = min(step, chunk_size * (x[0].numel() // V))
+    return [(off + a, off + min(a + step, len(rows)), rows[a:a + step])
+            for off, rows in _row_views(x) for a in range(0, len(rows), step)]
+
+
+def _lse(logits: Tensor, chunk_size: int | None) -> Tensor:
+    """logsumexp over the last dimension, (…,), in the output dtype, block by block."""
     out_dtype = work_dtype(logits.dtype)
-    parts = [torch.logsumexp(logits[a:b].to(out_dtype), dim=-1)
-             for a, b in _chunks(logits.shape[0], chunk_size)]
-    if not parts:
-        lse = logits.new_zeros(logits.shape[:-1], dtype=out_dtype)
-    else:
-        lse = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(out_dtype)
-    return lse, picked
+    lse = logits.new_empty(logits.numel() // max(logits.shape[-1], 1), dtype=out_dtype)
+    for a, b, rows in _blocks(logits, chunk_size):
+        torch.logsumexp(rows.to(out_dtype), dim=-1, out=lse[a:b])
+    return lse.view(logits.shape[:-1])
+
+
+def _picked(logits: Tensor, tokens: Tensor) -> Tensor:
+    """z[token] at every position, (…,), in the output dtype."""
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).to(work_dtype(logits.dtype))
 
 
 class _TokenLogprobs(torch.autograd.Function):
     """log π(token) = z[token] − logsumexp(z), with a backward that allocates only the gradient.
 
     ∂ log π(y)/∂z = onehot(y) − softmax(z), so the gradient of the logits is
-    g · (onehot(y) − softmax(z)), written chunk by chunk into one (B, T, V) buffer.
+    g · (onehot(y) − softmax(z)), written block by block into one (B, T, V) buffer.
     """
 
     @staticmethod
     def forward(logits, tokens, chunk_size):
-        lse, picked = _lse_and_picked(logits, tokens, chunk_size)
-        return picked - lse, lse
+        lse = _lse(logits, chunk_size)
+        return _picked(logits, tokens) - lse, lse
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -124,18 +150,22 @@ class _TokenLogprobs(torch.autograd.Function):
             p = torch.softmax(logits.to(lse.dtype), dim=-1)
             onehot = torch.zeros_like(p).scatter_(-1, tokens.unsqueeze(-1), 1.0)
             return (grad_out.unsqueeze(-1) * (onehot - p)).to(logits.dtype), None, None
-        grad = torch.empty_like(logits)
+        V = logits.shape[-1]
+        grad = logits.new_empty(logits.shape)                 # contiguous: rows are a view
+        grad_rows = grad.view(-1, V)
+        g_all = grad_out.reshape(-1).to(lse.dtype)
+        lse_all, tok_all = lse.reshape(-1), tokens.reshape(-1)
         same = logits.dtype == lse.dtype
-        for a, b in _chunks(logits.shape[0], ctx.chunk_size):
-            g = grad_out[a:b].to(lse.dtype).unsqueeze(-1)
+        for a, b, rows in _blocks(logits, ctx.chunk_size):
+            g = g_all[a:b].unsqueeze(-1)
             if same:  # write straight into the gradient buffer: no temporary
-                buf = torch.sub(logits[a:b], lse[a:b].unsqueeze(-1), out=grad[a:b])
-            else:     # low precision: a float32 temporary of one chunk
-                buf = logits[a:b].to(lse.dtype).sub_(lse[a:b].unsqueeze(-1))
+                buf = torch.sub(rows, lse_all[a:b].unsqueeze(-1), out=grad_rows[a:b])
+            else:     # low precision: a float32 temporary of one block
+                buf = rows.to(lse.dtype).sub_(lse_all[a:b].unsqueeze(-1))
             buf.exp_().mul_(-g)                                  # −g · softmax(z)
-            buf.scatter_add_(-1, tokens[a:b].unsqueeze(-1), g)   # + g · onehot(y)
+            buf.scatter_add_(-1, tok_all[a:b].unsqueeze(-1), g)  # + g · onehot(y)
             if not same:
-                grad[a:b].copy_(buf)
+                grad_rows[a:b].copy_(buf)
         return grad, None, None
 
 
@@ -147,21 +177,20 @@ def token_logprobs(logits: Tensor, tokens: Tensor, chunk_size: int | None = None
         tokens: (B, T) long, the token whose log-probability is wanted at each position
             (for a causal LM: the logits at position t score the token at position t + 1;
             shift before calling).
-        chunk_size: process this many rows of dim 0 at a time (bounds the (chunk, T, V)
-            temporaries of the forward and backward passes); ``None`` = all rows at once.
+        chunk_size: at most this many rows of dim 0 per block (the default blocks are
+            already small: about 512 KiB of float32 logits; see the module docstring).
 
     Returns (B, T) in float32 for bfloat16/float16/float32 logits and float64 for float64
-    (the module's dtype rule), on the logits' device. Differentiable in ``logits``; the
-    backward allocates the (B, T, V) gradient and nothing else of that size (see the
-    module docstring). Under ``torch.func`` transforms a plain composite formula is used.
+    (the module's dtype rule), on the logits' device. Differentiable in ``logits``; neither
+    pass allocates anything of size (B, T, V) except the gradient (see the module
+    docstring). Under ``torch.func`` transforms a plain composite formula is used.
     Factor of J(θ): trajectory.
     """
     _check_logits_tokens(logits, tokens)
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
     if _is_transformed(logits) or _is_transformed(tokens):  # inside torch.func: composite
-        lse, picked = _lse_and_picked(logits, tokens, None)
-        return picked - lse
+        return _picked(logits, tokens) - torch.logsumexp(logits.to(work_dtype(logits.dtype)), -1)
     logp, lse = _TokenLogprobs.apply(logits, tokens, chunk_size)
     _check_normaliser(lse)
     return logp
@@ -234,13 +263,67 @@ def response_mask(tokens: Tensor, eos_id: int, prompt_len: int = 0,
     return (in_resp & (eos_before == 0)).to(dtype)
 
 
-def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor:
-    """Per-position entropy H_t = logsumexp(z_t) − Σ_v softmax(z_t)_v z_{t,v}, shape (…,) = (B, T).
+class _Entropy(torch.autograd.Function):
+    """H = −Σ_v p_v log p_v with log p = z − logsumexp(z), block by block; saves only the
+    logsumexp and H (…,). Backward: ∂H/∂z_v = −p_v (log p_v + H), written block by block."""
 
-    Same dtype rule as :func:`token_logprobs` (float32 for low-precision logits); chunked
-    on dim 0 like it. Differentiable (plain autograd). A logit of −inf (a forbidden token)
-    contributes 0 · (−inf) := 0 to the sum, in the value and in the gradient; NaN or +inf
-    logits, or a position whose every logit is −inf, raise ValueError. A diagnostic of the
+    @staticmethod
+    def forward(logits, chunk_size):
+        out_dtype = work_dtype(logits.dtype)
+        n = logits.numel() // max(logits.shape[-1], 1)
+        lse = logits.new_empty(n, dtype=out_dtype)
+        H = logits.new_empty(n, dtype=out_dtype)
+        for a, b, rows in _blocks(logits, chunk_size):
+            z = rows.to(out_dtype)
+            torch.logsumexp(z, dim=-1, out=lse[a:b])
+            # a forbidden token (z = −inf) has p = 0; clamping its log p to the dtype's
+            # lowest finite value makes its term p·log p exactly 0 (0 · −inf would be NaN)
+            logp = (z - lse[a:b].unsqueeze(-1)).clamp_(min=torch.finfo(out_dtype).min)
+            torch.sum(logp.exp() * logp, dim=-1, out=H[a:b])
+        H.neg_()
+        return H.view(logits.shape[:-1]), lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, chunk_size = inputs
+        H, lse = output
+        ctx.save_for_backward(logits, lse, H)
+        ctx.chunk_size = chunk_size
+        ctx.mark_non_differentiable(lse)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_lse):
+        logits, lse, H = ctx.saved_tensors
+        if grad_out is None:
+            return None, None
+        lse_all, H_all = lse.reshape(-1), H.reshape(-1)
+        if torch.is_grad_enabled():  # double backward: a differentiable formula
+            logp = torch.log_softmax(logits.to(lse.dtype), dim=-1)
+            logp = logp.clamp(min=torch.finfo(lse.dtype).min)
+            grad = -grad_out.unsqueeze(-1) * logp.exp() * (logp + H.unsqueeze(-1))
+            return grad.to(logits.dtype), None
+        grad = logits.new_empty(logits.shape)
+        grad_rows = grad.view(-1, logits.shape[-1])
+        g_all = grad_out.reshape(-1).to(lse.dtype)
+        lo = torch.finfo(lse.dtype).min
+        for a, b, rows in _blocks(logits, ctx.chunk_size):
+            logp = (rows.to(lse.dtype) - lse_all[a:b].unsqueeze(-1)).clamp_(min=lo)
+            buf = logp.exp().mul_(-g_all[a:b].unsqueeze(-1))        # −g · p
+            buf.mul_(logp.add_(H_all[a:b].unsqueeze(-1)))           # · (log p + H)
+            grad_rows[a:b].copy_(buf)
+        return grad, None
+
+
+def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor:
+    """Per-position entropy H_t = −Σ_v π(v|h_t) log π(v|h_t), shape (…,) = (B, T).
+
+    log π(v|h_t) = z_{t,v} − logsumexp(z_t), computed block by block like
+    :func:`token_logprobs` (same dtype rule: float32 for low-precision logits; same
+    ``chunk_size``): nothing of size (B, T, V) is allocated but the gradient.
+    Differentiable: ∂H_t/∂z_{t,v} = −π(v|h_t) (log π(v|h_t) + H_t). A logit of −inf (a
+    forbidden token) contributes 0 · (−inf) := 0 to the sum, in the value and in the
+    gradient; NaN or +inf logits, or a position whose every logit is −inf, raise
+    ValueError. A diagnostic of the
     trajectory factor: how spread π_θ(·|h_t) is (entropy collapse, chapter 14).
     """
     check_tensor(logits, "logits", floating=True)
@@ -248,18 +331,32 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
         raise ValueError(f"logits: expected shape (..., V), got {tuple(logits.shape)}")
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    out_dtype = work_dtype(logits.dtype)
-    if logits.shape[0] == 0:
-        return logits.new_zeros(logits.shape[:-1], dtype=out_dtype)
-    parts = []
-    for a, b in _chunks(logits.shape[0], chunk_size):
-        z = logits[a:b].to(out_dtype)
-        lse = torch.logsumexp(z, dim=-1)
-        _check_normaliser(lse.detach())
-        # a forbidden token (z = −inf) has p = 0: its term p·z is 0, with a zero gradient
-        z_fin = torch.where(z == -torch.inf, torch.zeros((), dtype=z.dtype, device=z.device), z)
-        parts.append(lse - (torch.softmax(z, dim=-1) * z_fin).sum(-1))
-    return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+    if logits.dim() == 1:
+        return entropy_from_logits(logits.unsqueeze(0), chunk_size)[0]
+    if logits.numel() == 0:
+        return logits.new_zeros(logits.shape[:-1], dtype=work_dtype(logits.dtype))
+    if _is_transformed(logits):  # inside torch.func: composite
+        logp = torch.log_softmax(logits.to(work_dtype(logits.dtype)), dim=-1)
+        logp = logp.clamp(min=torch.finfo(logp.dtype).min)
+        return -(logp.exp() * logp).sum(-1)
+    H, lse = _Entropy.apply(logits, chunk_size)
+    _check_normaliser(lse)
+    return H
+
+
+def naive_entropy(logits: Tensor) -> Tensor:
+    """The textbook −Σ softmax(z) · log_softmax(z) over the last dimension, shape (…,).
+
+    It materialises two (B, T, V) tensors (kept for the backward pass); the reference
+    :func:`entropy_from_logits` is compared and benchmarked against (same dtype rule).
+    """
+    check_tensor(logits, "logits", floating=True)
+    if logits.dim() < 1:
+        raise ValueError(f"logits: expected shape (..., V), got {tuple(logits.shape)}")
+    z = logits.to(work_dtype(logits.dtype))
+    _check_normaliser(torch.logsumexp(z.detach(), dim=-1))
+    logp = torch.log_softmax(z, dim=-1).clamp(min=torch.finfo(z.dtype).min)
+    return -(logp.exp() * logp).sum(-1)
 
 
 # -- causal language models: the shift done once -----------------------------------------------
@@ -414,6 +511,7 @@ __all__ = [
     "CausalLogprobs",
     "causal_logprobs",
     "entropy_from_logits",
+    "naive_entropy",
     "naive_token_logprobs",
     "response_mask",
     "sequence_logprob",

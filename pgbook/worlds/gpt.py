@@ -18,6 +18,9 @@ sampled token*: the trajectory factor of J(θ) = E_{τ~p_θ}[R(τ)]. This module
   log-probability of every sampled token *under the sampling distribution* and the
   response mask (:class:`Sample`); :func:`logprobs` recomputes the same log-probabilities
   from one forward pass (that is what a trainer differentiates).
+* :class:`KVCache`: the keys and values of the positions already run, so that sampling
+  runs each new token once (``model(idx, cache)``) instead of re-running the prefix, and
+  a prompt shared by a group of G responses runs once for all of them.
 
 Token layout (used by :mod:`pgbook.worlds.tasks` and the chapters that train the model): a batch
 of prompts is a (B, P) long tensor, ``BOS`` first, left-padded with ``PAD`` so that every
@@ -97,41 +100,106 @@ class GPTConfig:
                              f"got {self.n_embd}")
 
 
+class KVCache:
+    """The keys and values of the positions a :class:`GPT` has already seen.
+
+    For each block, a pair (B, H, L, C/H) whose first ``length`` positions hold the keys and
+    values of the positions run so far. ``model(idx, cache)`` appends idx's and lets idx
+    attend to all of them, so decoding costs one position's work per new token (attention
+    over the prefix) instead of a forward pass over the whole prefix, and a prompt shared by
+    many rows can be run once and copied (:meth:`select`). Without autograd (sampling) the
+    pairs are buffers of L = ``max_len`` positions written in place; when the keys need
+    gradients (the trainer's shared-prompt pass) they are concatenated instead, since
+    autograd cannot differentiate through a buffer that is overwritten.
+    """
+
+    def __init__(self, max_len: int):
+        self.max_len = check_positive_int(max_len, "max_len")
+        self.length = 0
+        self.kv: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append k, v (B, H, T, C/H) to block ``layer``'s keys and values and return all of
+        them, (B, H, length + T, C/H). (``length`` moves on in :meth:`GPT.forward`, once
+        every block has appended.)"""
+        if k.dim() != 4 or k.shape != v.shape:
+            raise ValueError(f"k, v: expected two (B, H, T, C/H) tensors of one shape, got "
+                             f"{tuple(k.shape)} and {tuple(v.shape)}")
+        a, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"k: expected at most {self.max_len - a} new positions (the cache "
+                             f"holds {self.max_len}, {a} used), got {k.shape[2]}")
+        old = self.kv.get(layer)
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            if old is not None:
+                k, v = torch.cat([old[0][:, :, :a], k], dim=2), torch.cat([old[1][:, :, :a], v], dim=2)
+            self.kv[layer] = (k, v)
+            return k, v
+        if old is None or old[0].shape[2] < end:  # buffers for max_len positions (keys' dtype)
+            shape = (*k.shape[:2], self.max_len, k.shape[3])
+            buffers = (k.new_empty(shape), v.new_empty(shape))
+            if old is not None:
+                buffers[0][:, :, :a], buffers[1][:, :, :a] = old[0][:, :, :a], old[1][:, :, :a]
+            self.kv[layer] = old = buffers
+        old[0][:, :, a:end], old[1][:, :, a:end] = k, v
+        return old[0][:, :, :end], old[1][:, :, :end]
+
+    def select(self, rows: Tensor) -> None:
+        """Keep the batch rows ``rows`` (a long index): reorder, drop or repeat them (e.g. a
+        prompt run once, copied to each of its G responses)."""
+        check_tensor(rows, "rows", ndim=1)
+        if rows.dtype != torch.long:
+            raise ValueError(f"rows: expected dtype torch.int64 (long), got {rows.dtype}")
+        for k, _ in self.kv.values():
+            check_index(rows, "rows", k.shape[0])
+            break
+        self.kv = {layer: (k.index_select(0, rows), v.index_select(0, rows))
+                   for layer, (k, v) in self.kv.items()}
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which position t attends to positions ≤ t.
 
     x (B, T, C) → q, k, v (B, H, T, C/H) → softmax(q kᵀ/√(C/H) + causal mask) v → (B, T, C),
-    via ``F.scaled_dot_product_attention(..., is_causal=True)``.
+    via ``F.scaled_dot_product_attention``. With a :class:`KVCache` the keys and values of
+    earlier positions come from the cache, and x's T positions follow them.
     """
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.layer = cfg.n_head, layer
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        past = 0 if cache is None else cache.length
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        if past == 0 or T == 1:   # the whole prefix, or one new token that sees all of it
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+        else:                     # T new tokens after `past` cached ones: query i sees ≤ past + i
+            allowed = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.n_embd)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(cfg, layer)
         self.ln2 = nn.LayerNorm(cfg.n_embd)
         width = cfg.mlp_ratio * cfg.n_embd
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, width), nn.GELU(approximate="tanh"),
                                  nn.Linear(width, cfg.n_embd))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
 
 
@@ -159,7 +227,7 @@ class GPT(nn.Module):
         with torch.random.fork_rng(devices=[]):  # torch's default inits, overwritten below
             self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
             self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-            self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+            self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
             self.ln_f = nn.LayerNorm(cfg.n_embd)
             self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
@@ -180,22 +248,38 @@ class GPT(nn.Module):
         """Number of trainable parameters (a tied head is counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """idx (B, T) long on the model's device, T ≤ block_size → logits (B, T, V)."""
+    def forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+        """idx (B, T) long on the model's device → logits (B, T, V).
+
+        Without ``cache`` idx holds positions 0 … T − 1 (T ≤ block_size). With a
+        :class:`KVCache` (:meth:`new_cache`) it holds the *next* T positions, cache.length …
+        cache.length + T − 1: their keys and values are appended to the cache and they
+        attend to every earlier position, so ``model(x[:, :P], c)`` then ``model(x[:, P:], c)``
+        gives the logits of ``model(x)`` (up to floating-point reassociation).
+        """
         check_tensor(idx, "idx", ndim=2)
+        past = 0 if cache is None else cache.length
         T = idx.shape[1]
-        if T > self.config.block_size:
+        if past + T > self.config.block_size:
             raise ValueError(f"idx: expected at most block_size = {self.config.block_size} "
-                             f"positions, got {T}")
+                             f"positions, got {past + T}" + (f" ({past} cached)" if past else ""))
+        if cache is not None and past + T > cache.max_len:
+            raise ValueError(f"cache: holds {cache.max_len} positions, {past + T} needed")
         if idx.device != self.wte.weight.device:
             raise ValueError(f"idx: expected tokens on the model's device "
                              f"{self.wte.weight.device}, got {idx.device}")
         check_index(idx, "idx", self.config.vocab_size)
-        pos = torch.arange(T, device=idx.device)
+        pos = torch.arange(past, past + T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, cache)
+        if cache is not None:
+            cache.length += T
         return self.head(self.ln_f(x))
+
+    def new_cache(self, max_len: int | None = None) -> KVCache:
+        """An empty :class:`KVCache` for up to ``max_len`` positions (default: block_size)."""
+        return KVCache(self.config.block_size if max_len is None else max_len)
 
 
 # -- the tokenizer ------------------------------------------------------------------------
@@ -298,7 +382,8 @@ def _check_temperature(temperature: float) -> float:
 
 @torch.no_grad()
 def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Generator,
-           temperature: float = 1.0, eos_id: int = EOS, pad_id: int = PAD) -> Sample:
+           temperature: float = 1.0, eos_id: int = EOS, pad_id: int = PAD,
+           cache: bool = True) -> Sample:
     """Sample B responses at once: y_t ~ softmax(z_t / temperature), t = P … P + N − 1.
 
     Args:
@@ -308,14 +393,21 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
         generator: a ``torch.Generator`` on the model's device (the only randomness).
         temperature: τ > 0 samples from softmax(z/τ); τ = 0 is greedy decoding (argmax),
             and then ``logprobs`` holds the model's own (τ = 1) log-probabilities.
+        cache: decode with a :class:`KVCache` (a :class:`GPT` only; other modules are always
+            run on the whole prefix): the prompt is run once, then each step runs the one
+            new token, so a step costs O(prefix) instead of a forward pass over the prefix.
+            ``cache=False`` re-runs the prefix at every step (the reference it is tested
+            against: the same random draws in the same order, hence the same tokens, and
+            log-probs equal up to floating-point reassociation).
 
     Returns a :class:`Sample` (tokens, logprobs, mask), all (B, P + N). Rows stop
     independently: after a row's first EOS it receives ``pad_id`` with log-prob 0 and mask
-    0. The loop runs over the N generated positions (each step a batched forward pass on
-    the prefix; no KV cache, so the recorded log-probs and :func:`logprobs` come from the
-    same computation up to floating-point reassociation) and stops early once every row has
-    ended. Deterministic given the generator's state. No gradient is recorded: these are
-    the "old" log-probs of a rollout. Factor of J(θ): trajectory (draws τ ~ p_θ).
+    0. The loop runs over the N generated positions (each step one batched forward pass, on
+    the new token with the cache, on the prefix without) and stops early once every row has
+    ended. The recorded log-probs and :func:`logprobs` come from the same model up to
+    floating-point reassociation. Deterministic given the generator's state. No gradient
+    is recorded: these are the "old" log-probs of a rollout. Factor of J(θ): trajectory
+    (draws τ ~ p_θ).
     """
     check_tensor(prompts, "prompts", ndim=2)
     if prompts.dtype != torch.long:
@@ -333,7 +425,7 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
     block = getattr(getattr(model, "config", None), "block_size", None)
-    B, P = prompts.shape
+    P = prompts.shape[1]
     if block is not None and P + max_new_tokens > block:
         raise ValueError(f"max_new_tokens: prompt length {P} + {max_new_tokens} exceeds the "
                          f"model's block_size = {block}")
@@ -342,14 +434,33 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
     if generator.device.type != prompts.device.type:
         raise ValueError(f"generator: expected a generator on {prompts.device}, "
                          f"got one on {generator.device}")
-    T = P + max_new_tokens
+    with torch.inference_mode():  # no autograd bookkeeping at all; results cloned out below
+        tokens, logp = _decode(model, prompts, P + max_new_tokens, generator, tau, eos_id, pad_id,
+                               cache and isinstance(model, GPT))
+    tokens, logp = tokens.clone(), logp.clone()
+    mask = response_mask(tokens, eos_id, P, dtype=logp.dtype)
+    return Sample(tokens, logp * mask, mask)
+
+
+def _decode(model: GPT, prompts: Tensor, T: int, generator: torch.Generator, tau: float,
+            eos_id: int, pad_id: int, cache: bool) -> tuple[Tensor, Tensor]:
+    """:func:`sample`'s loop: tokens (B, T) and the sampled tokens' log-probs (B, T)."""
+    B, P = prompts.shape
     tokens = prompts.new_full((B, T), pad_id)
     tokens[:, :P] = prompts
     logp = None
     done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
+    kv = model.new_cache(T) if cache else None
+    work = None                                               # the log-probs' dtype
     for t in range(P, T):
-        z = model(tokens[:, :t])[:, -1]                       # (B, V) logits for position t
-        z = z.to(torch.promote_types(z.dtype, torch.float32))
+        if kv is None:
+            z = model(tokens[:, :t])[:, -1]                   # (B, V) logits for position t
+        elif t == P:                                          # each prompt once per group
+            z = _prompt_logits(model, prompts, kv)[:, -1]
+        else:                                                 # then one new token a step
+            z = model(tokens[:, t - 1:t], kv)[:, -1]
+        work = work or torch.promote_types(z.dtype, torch.float32)
+        z = z.to(work)
         lp = torch.log_softmax(z if tau in (0.0, 1.0) else z / tau, dim=-1)
         if tau == 0.0:
             nxt = lp.argmax(-1)
@@ -357,26 +468,70 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
             nxt = torch.multinomial(lp.exp(), 1, generator=generator).squeeze(-1)
         if logp is None:
             logp = lp.new_zeros(B, T)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        nxt = torch.where(done, pad_id, nxt)
         tokens[:, t] = nxt
-        logp[:, t] = torch.where(done, lp.new_zeros(()), lp.gather(-1, nxt[:, None]).squeeze(-1))
+        logp[:, t] = torch.where(done, 0.0, lp.gather(-1, nxt[:, None]).squeeze(-1))
         done = done | (nxt == eos_id)
         if bool(done.all()):
             break
-    mask = response_mask(tokens, eos_id, P, dtype=logp.dtype)
-    return Sample(tokens, logp * mask, mask)
+    return tokens, logp
+
+
+def _prompt_logits(model: GPT, prompts: Tensor, cache: KVCache) -> Tensor:
+    """``model(prompts, cache)`` (B, P, V), running each run of identical consecutive prompts
+    once (the G responses of a GRPO group are contiguous rows with the same prompt): the
+    repeats get copies of its keys and values (:meth:`KVCache.select`)."""
+    B = prompts.shape[0]
+    if _is_meta(prompts) or B < 2:
+        return model(prompts, cache)
+    first = torch.ones(B, dtype=torch.bool, device=prompts.device)  # row starts a new prompt
+    first[1:] = (prompts[1:] != prompts[:-1]).any(dim=1)
+    starts = first.nonzero().squeeze(1)
+    if 2 * starts.shape[0] > B:                       # few repeats: not worth the copies
+        return model(prompts, cache)
+    z = model(prompts.index_select(0, starts), cache)
+    rows = first.cumsum(0) - 1                        # row b reads distinct prompt rows[b]
+    cache.select(rows)
+    return z.index_select(0, rows)
+
+
+def next_token_logits(model: GPT, tokens: Tensor, prompt_len: int | None = None) -> Tensor:
+    """``model(tokens[:, :-1])``, (B, T − 1, V): logits[:, t] scores tokens[:, t + 1].
+
+    With ``prompt_len`` = P (a :class:`GPT` only), the first P columns are a prompt that
+    consecutive rows may share (the G responses of a group): each run of identical prompts
+    is computed once, its keys and values are copied to its rows (:class:`KVCache`), and
+    only the response columns run per row, so a group costs one prompt plus G responses
+    instead of G prompts plus G responses. The logits are those of the plain pass (up to
+    floating-point reassociation; on the CPU they are bit-identical), and so are the
+    gradients (up to the order in which the G copies' gradients are summed).
+    """
+    check_tensor(tokens, "tokens", ndim=2)
+    T = tokens.shape[1]
+    if prompt_len is not None:
+        check_positive_int(prompt_len, "prompt_len")
+        if prompt_len >= T:
+            raise ValueError(f"prompt_len: expected less than the T = {T} positions of tokens, "
+                             f"got {prompt_len}")
+    if prompt_len is None or prompt_len >= T - 1 or not isinstance(model, GPT):
+        return model(tokens[:, :-1])
+    cache = model.new_cache(T - 1)
+    z_prompt = _prompt_logits(model, tokens[:, :prompt_len], cache)
+    return torch.cat([z_prompt, model(tokens[:, prompt_len:-1], cache)], dim=1)
 
 
 def logprobs(model: GPT, tokens: Tensor, temperature: float = 1.0,
-             chunk_size: int | None = None) -> Tensor:
+             chunk_size: int | None = None, prompt_len: int | None = None) -> Tensor:
     """Recompute log π(tokens[:, t] | tokens[:, :t]) for every t ≥ 1 in one forward pass.
 
     logits = model(tokens[:, :-1]) scores positions 1 … T − 1; the result (B, T) has a 0 in
     column 0 (nothing predicts the first token) and uses the memory-efficient
     :func:`pgbook.trajectory.tokens.token_logprobs` (``chunk_size`` is passed on). With the same
     ``temperature`` as :func:`sample` (τ > 0) it reproduces the sampled log-probs on the
-    response positions; multiply by the mask to ignore the rest. Differentiable in the
-    model's parameters (this is log π_θ in every policy loss). Factor of J(θ): trajectory.
+    response positions; multiply by the mask to ignore the rest. ``prompt_len`` = P runs
+    a prompt shared by consecutive rows (the first P columns) once (:func:`next_token_logits`;
+    same values). Differentiable in the model's parameters (this is log π_θ in every policy
+    loss). Factor of J(θ): trajectory.
     """
     check_tensor(tokens, "tokens", ndim=2)
     if tokens.dtype != torch.long:
@@ -384,7 +539,7 @@ def logprobs(model: GPT, tokens: Tensor, temperature: float = 1.0,
     if tokens.shape[1] < 2:
         raise ValueError(f"tokens: expected at least 2 positions, got shape {tuple(tokens.shape)}")
     tau = check_positive(temperature, "temperature")
-    z = model(tokens[:, :-1])
+    z = next_token_logits(model, tokens, prompt_len)
     if tau != 1.0:
         z = z / tau
     lp = token_logprobs(z, tokens[:, 1:], chunk_size=chunk_size)
@@ -398,7 +553,9 @@ __all__ = [
     "PAD",
     "CharTokenizer",
     "GPTConfig",
+    "KVCache",
     "Sample",
     "logprobs",
+    "next_token_logits",
     "sample",
 ]
