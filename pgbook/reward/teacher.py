@@ -11,15 +11,15 @@ log π_T(y|x) − log π_θ(y|x), whose expectation under π_θ is −KL(π_θ�
 responses. Two ways to turn it into a per-token advantage, both registered (kind
 ``"teacher"``, form ``"token"``, ``fn(logp, teacher_logp, mask) -> (B, T)``):
 
-==================  ========================================================================
-``reverse_kl``      A_t = r_t (discount 0): the Thinking Machines / Tinker recipe
-                    (tinker-cookbook ``distillation/train_on_policy.py``,
-                    ``incorporate_kl_penalty`` with ``kl_discount_factor = 0``, its default).
-                    Its expected gradient is that of Σ_t KL(π_θ(·|h_t)‖π_T(·|h_t)) with the
-                    prefixes h_t held where π_θ put them, *not* ∇KL of whole responses.
-``reverse_kl_to_go``  A_t = Σ_{t'≥t} r_t' (discount 1, the reward-to-go of chapter 09): the
-                    score-function estimator of −∇KL(π_θ‖π_T) of whole responses, unbiased.
-==================  ========================================================================
+======================  ========================================================================
+``reverse_kl``          A_t = r_t (discount 0): the Thinking Machines / Tinker recipe
+                        (tinker-cookbook ``distillation/train_on_policy.py``,
+                        ``incorporate_kl_penalty`` with ``kl_discount_factor = 0``, its default).
+                        Its expected gradient is that of Σ_t KL(π_θ(·∣h_t)‖π_T(·∣h_t)) with the
+                        prefixes h_t held where π_θ put them, *not* ∇KL of whole responses.
+``reverse_kl_to_go``    A_t = Σ_{t'≥t} r_t' (discount 1, the reward-to-go of chapter 09): the
+                        score-function estimator of −∇KL(π_θ‖π_T) of whole responses, unbiased.
+======================  ========================================================================
 
 :func:`teacher_advantages` takes any discount γ ∈ [0, 1] (Tinker's ``kl_discount_factor``).
 
