@@ -266,7 +266,9 @@ def _notebook_bar():
                 return super().close()
             super().close()
             self._closed_text = True
-            if self._handle is not None:
+            if self._handle is not None and not self.leave:   # leave=False: nothing stays
+                self._handle.update(Pretty(""))
+            elif self._handle is not None:
                 d = dict(self.format_dict)
                 d.update(ncols=72, ascii=False, colour=None)
                 self._handle.update(Pretty(self.format_meter(**d)))

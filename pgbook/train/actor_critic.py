@@ -145,7 +145,7 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
             the last (each record costs one pass over the enumeration per run).
         progress, desc: a tqdm bar and its label.
     """
-    from tqdm.auto import trange
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
 
     steps = check_positive_int(steps, "steps")
     eval_every = check_positive_int(eval_every, "eval_every")
@@ -242,7 +242,7 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
 
     J_hist, err_hist, when = [], [], []
     t0 = time.perf_counter()
-    bar = trange(steps, disable=not progress, desc=desc or advantage)
+    bar = progress_bar(range(steps), disable=not progress, desc=desc or advantage)
     for k in bar:
         with torch.no_grad():
             if k % eval_every == 0:

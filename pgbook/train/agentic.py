@@ -114,7 +114,7 @@ def pretrain_agent(env: Env, seed: int = 0, steps: int = 100, batch_size: int = 
     check_positive_int(batch_size, "batch_size")
     check_positive(lr, "lr")
     check_flag(progress, "progress")
-    from tqdm.auto import trange
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
 
     model = GPT(agent_config(env, **config), make_generator(seed))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
@@ -125,7 +125,7 @@ def pretrain_agent(env: Env, seed: int = 0, steps: int = 100, batch_size: int = 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     g = make_generator(seed + 1)
     losses = []
-    for _ in trange(steps, disable=not progress, desc="pretrain agent"):
+    for _ in progress_bar(range(steps), disable=not progress, desc="pretrain agent"):
         tokens, pmask, _ = env.demonstrations(batch_size, g, p_tool, noise)
         loss = demonstration_loss(model, tokens, pmask)
         opt.zero_grad(set_to_none=True)
@@ -295,7 +295,7 @@ def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step
     ``window``-step mean reward reaches it. The model is put in eval mode (sampling and
     training must compute the same log-probs: no dropout).
     """
-    from tqdm.auto import trange
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
 
     _check_model(model)
     _check_env(env)
@@ -322,7 +322,7 @@ def agent_grpo_train(model: nn.Module, env: Env, *, steps: int, prompts_per_step
     options = _check_options(advantage_options)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     rec = {k: [] for k in AGENT_METRICS}
-    bar = trange(steps, disable=not progress, desc=desc or f"GRPO in {type(env).__name__}")
+    bar = progress_bar(range(steps), disable=not progress, desc=desc or f"GRPO in {type(env).__name__}")
     t0 = time.perf_counter()
     for _ in bar:
         model.eval()

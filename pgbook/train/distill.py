@@ -132,7 +132,7 @@ def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
         lr: Adam's learning rate (β = (0.9, 0.999)).
         eval_every: record the exact J and KL every this many steps, and after the last.
     """
-    from tqdm.auto import trange
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
 
     for name, pol in (("policy", policy), ("teacher_policy", teacher_policy)):
         if not isinstance(pol, SeqPolicy):
@@ -209,7 +209,7 @@ def seqlm_opd_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
     J_hist, kl_hist, when, zv_hist, tf_hist = [], [], [], [], []
     runs_idx = torch.arange(R, device=dev)[:, None]
     t0 = time.perf_counter()
-    bar = trange(steps + 1, disable=not progress, desc=desc or "GRPO / OPD runs")
+    bar = progress_bar(range(steps + 1), disable=not progress, desc=desc or "GRPO / OPD runs")
     for k in bar:
         with torch.no_grad():
             # every response of the enumeration: its log-prob under each run's θ, (R, N)

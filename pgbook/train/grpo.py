@@ -419,7 +419,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
             "all_fail"; default: the method's ``teacher_gate`` part, else "always").
             A method with a teacher part (e.g. "OPD", "GRPO-OPD") needs one.
     """
-    from tqdm.auto import trange
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
 
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module (a pgbook.worlds.gpt.GPT), got "
@@ -539,7 +539,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         and teach is None and sampler is None
     rec = {name: [] for name in METRICS}
     rec_t = {name: [] for name in TEACHER_METRICS}
-    bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
+    bar = progress_bar(range(steps), disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
     t0 = time.perf_counter()
     roller = model if sampler is None else sampler
     for _ in bar:

@@ -274,7 +274,7 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
         method: the registered method this run names (its policy loss and aggregation are
             used; default ``"PPO (value head, GAE)"``).
     """
-    from tqdm.auto import trange
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
 
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected a pgbook.worlds.gpt.GPT, got {type(model).__name__}")
@@ -376,7 +376,7 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
     N = task.max_new_tokens
     per_mb = B // n_mb
     rec = {name: [] for name in PPO_METRICS}
-    bar = trange(steps, disable=not progress, desc=desc or f"PPO ({critic} critic, λ={lam:g})")
+    bar = progress_bar(range(steps), disable=not progress, desc=desc or f"PPO ({critic} critic, λ={lam:g})")
     t0 = time.perf_counter()
     for _ in bar:
         prob = task.sample(B, generator)

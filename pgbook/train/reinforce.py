@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import trange
 
 from .._validate import (
     check_finite,
@@ -149,7 +148,8 @@ def fit_weighted_mle(policy: SoftmaxPolicy, theta0: Tensor, batch: BanditBatch,
     f = lambda t: weighted_log_likelihood(policy, t, batch, weights)
     value_and_grad = torch.func.grad_and_value(f)
     values = []
-    for _ in trange(steps, disable=not progress, desc="weighted MLE", leave=False):
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
+    for _ in progress_bar(range(steps), disable=not progress, desc="weighted MLE", leave=False):
         g, v = value_and_grad(theta)
         values.append(v)
         theta = theta + lr * g
@@ -257,7 +257,8 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
             return bandit.J(policy.probs(t))
 
     Js, thetas, norms, rewards = [exact(theta)], [theta], [], []
-    for _ in trange(steps, disable=not progress, desc=desc or f"REINFORCE ({baseline})",
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
+    for _ in progress_bar(range(steps), disable=not progress, desc=desc or f"REINFORCE ({baseline})",
                     leave=False):
         batch = bandit.sample(policy.probs(theta), batch_size, generator)  # (R, N)
         check_finite(batch.r, "rewards")
@@ -335,7 +336,8 @@ def rejection_sampling_ft(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor,
             return bandit.J(policy.probs(t))
 
     Js, thetas, norms, rewards = [exact(theta)], [theta], [], []
-    for _ in trange(iterations, disable=not progress, desc=desc or "rejection sampling",
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
+    for _ in progress_bar(range(iterations), disable=not progress, desc=desc or "rejection sampling",
                     leave=False):
         batch = bandit.sample(policy.probs(theta), batch_size, generator)  # (R, N)
         check_finite(batch.r, "rewards")

@@ -203,7 +203,7 @@ def grpo_seqlm(policy: SeqPolicy, theta0: Tensor, reward: SeqReward, *, steps: i
             full; a run counts only the batches it needed).
         progress: a tqdm bar (``desc`` its label).
     """
-    from tqdm.auto import trange
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
 
     check_tensor(theta0, "theta0", floating=True)
     if theta0.dim() not in (1, 2):
@@ -319,7 +319,7 @@ def grpo_seqlm(policy: SeqPolicy, theta0: Tensor, reward: SeqReward, *, steps: i
                                       s.mask.reshape(-1, policy.space.T))
                             ).to(th.dtype).view(n_runs, -1)
 
-    bar = trange(steps, disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
+    bar = progress_bar(range(steps), disable=not progress, desc=desc or f"{method} (G={G}, μ={mu})")
     for _ in bar:
         th = theta.detach()
         s, R = draw(th)

@@ -427,7 +427,7 @@ def pretrain(model: torch.nn.Module, task: Task, steps: int, batch_size: int, lr
         raise ValueError(f"model: expected a torch.nn.Module (a GPT), got {type(model).__name__}")
     check_generator(generator)
     check_nonnegative_int(warmup, "warmup")
-    from tqdm.auto import trange
+    from ..widgets import progress as progress_bar  # the saved output is the finished bar
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0,
                             foreach=True)
@@ -437,7 +437,7 @@ def pretrain(model: torch.nn.Module, task: Task, steps: int, batch_size: int, lr
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     losses = []
-    for _ in trange(steps, disable=not progress, desc=f"pretrain {task.name}"):
+    for _ in progress_bar(range(steps), disable=not progress, desc=f"pretrain {task.name}"):
         seq, mask = task.demonstrations(task.sample(batch_size, generator), noise, generator)
         loss = demonstration_loss(model, seq, mask)
         opt.zero_grad(set_to_none=True)
