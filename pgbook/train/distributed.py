@@ -99,7 +99,14 @@ from ..registry import get, method, methods, resolve
 from ..reward import advantages as _adv
 from ..reward.shaping import truncated_responses
 from ..worlds.gpt import EOS, logprobs, sample
-from .grpo import _on_policy_atol, _piece, _resolve, _trainer_logprobs, check_on_policy
+from .grpo import (
+    _model_device,
+    _on_policy_atol,
+    _piece,
+    _resolve,
+    _trainer_logprobs,
+    check_on_policy,
+)
 
 if TYPE_CHECKING:
     from ..worlds.tasks import Task
@@ -536,13 +543,8 @@ def _check_run(a: dict, W: int, *, objects: bool = True) -> dict:
         raise ValueError(f"micro_batches: expected a divisor of the {k} groups per rank, got {M}")
     param = device = None
     if objects:
-        param = next(model.parameters(), None)
-        if param is None:
-            raise ValueError("model: expected a model with parameters, got none")
-        device = param.device
-        if device.type == "meta":
-            raise ValueError("model: training needs values (sampling, rewards); the meta device "
-                             "has none")
+        device = _model_device(model)
+        param = next(model.parameters())
 
     _methods.method(method)                      # an unknown name: "method: ..."
     try:

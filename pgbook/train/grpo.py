@@ -275,6 +275,17 @@ def check_on_policy(logp: Tensor, old_logp: Tensor, mask: Tensor, atol: float = 
     return err
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters, refusing a model without parameters or on meta
+    (training samples and scores responses: it needs values)."""
+    param = next(model.parameters(), None)
+    if param is None:
+        raise ValueError("model: expected a model with parameters, got none")
+    if param.device.type == "meta":
+        raise ValueError("model: training needs values (sampling, rewards); the meta device has none")
+    return param.device
+
+
 def _on_policy_atol(dtype: torch.dtype) -> float:
     """The trainer's tolerance of :func:`check_on_policy`: 1e-3, or 5e-2 for a half-precision
     model (a bfloat16 logit of magnitude 4 is resolved only to ~0.03)."""
@@ -452,12 +463,8 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
     tau = check_positive(temperature, "temperature")
     check_generator(generator)
-    param = next(model.parameters(), None)
-    if param is None:
-        raise ValueError("model: expected a model with parameters, got none")
-    device = param.device
-    if device.type == "meta":
-        raise ValueError("model: training needs values (sampling, rewards); the meta device has none")
+    device = _model_device(model)
+    param = next(model.parameters())
     if generator.device != device:
         raise ValueError(f"generator: expected a generator on the model's device {device}, "
                          f"got one on {generator.device}")

@@ -58,6 +58,7 @@ from ..reward.critic import gae, value_loss
 from ..trajectory.tokens import token_logprobs
 from ..worlds.gpt import GPT, logprobs, sample
 from ..worlds.tasks import Task
+from .grpo import _model_device
 
 __all__ = [
     "PPO_METRICS",
@@ -325,12 +326,7 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
         raise ValueError(f"method: expected a method whose advantage is 'gae' (e.g. 'PPO (value "
                          f"head, GAE)'), got {method!r} with advantage {cfg['advantage']!r}")
     check_generator(generator)
-    param = next(model.parameters(), None)
-    if param is None:
-        raise ValueError("model: expected a model with parameters, got none")
-    device = param.device
-    if device.type == "meta":
-        raise ValueError("model: training needs values (sampling, rewards); the meta device has none")
+    device = _model_device(model)
     if generator.device != device:
         raise ValueError(f"generator: expected a generator on the model's device {device}, "
                          f"got one on {generator.device}")
