@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -178,18 +179,18 @@ def state_bytes(*modules: nn.Module, optimizer_slots: int = 2) -> int:
 class activation_bytes:
     """Context manager: the bytes of the tensors autograd saves for the backward pass inside
     it (the activations a training step keeps alive), through
-    ``torch.autograd.graph.saved_tensors_hooks``; ``.bytes`` after the block. A storage saved
-    twice is counted once."""
+    ``torch.autograd.graph.saved_tensors_hooks``; ``.bytes`` after the block. Counted at the
+    block's end over the saved tensors still alive (a graph built and dropped inside the
+    block keeps nothing), a storage saved twice once. Counting at the end makes the number
+    independent of the allocator: a dropped tensor's address reused by a later one would
+    otherwise be mistaken for the same storage."""
 
     def __init__(self):
         self.bytes = 0
-        self._seen: set = set()
+        self._saved: list = []
 
     def _pack(self, t):
-        key = (t.untyped_storage().data_ptr(), t.dtype) if t.device.type != "meta" else id(t)
-        if key not in self._seen:
-            self._seen.add(key)
-            self.bytes += t.untyped_storage().nbytes() if t.device.type != "meta" else 0
+        self._saved.append(weakref.ref(t))
         return t
 
     def __enter__(self):
@@ -199,6 +200,16 @@ class activation_bytes:
 
     def __exit__(self, *exc):
         self._hooks.__exit__(*exc)
+        seen = set()
+        for ref in self._saved:
+            t = ref()
+            if t is None or t.device.type == "meta":
+                continue
+            key = (t.untyped_storage().data_ptr(), t.dtype)
+            if key not in seen:
+                seen.add(key)
+                self.bytes += t.untyped_storage().nbytes()
+        self._saved = []
 
 
 @dataclass
