@@ -176,3 +176,17 @@ def test_bad_inputs():
         ValueModel(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="group_size"):
         compare_ppo_grpo(TASK, model, steps=1, responses_per_step=10, group_size=4)
+
+
+def test_activation_bytes_counts_what_the_graph_keeps():
+    """Saved tensors of a graph dropped inside the block do not count, and the count does
+    not depend on which addresses the allocator reuses."""
+    from pgbook.train.ppo_llm import activation_bytes
+
+    x = torch.randn(100, 100, requires_grad=True)
+    with activation_bytes() as kept:
+        y = (x * 2).exp()          # exp saves its output: 100 × 100 float32
+        z = (x * 3).sin().sum()    # sin saves its input, but this graph is dropped
+        del z
+    assert kept.bytes == 100 * 100 * 4
+    assert y.requires_grad
