@@ -18,6 +18,11 @@ response token, as verl stores it) every row computes the token-level advantages
   responses). verl's group ids are given as an int64 numpy array (its fast path; verl's
   trainer passes uuid strings, which are slower to factorise).
 
+``check_mask`` remembers a mask it has proven 0/1 (until the mask is written to), so the
+rows above, which pass the same mask at every call as a trainer passes one response mask to
+several functions, check its values once. The rows "mask checked at this call" pass an
+inference-tensor copy of the mask instead, which cannot remember: every call reads it.
+
 A second table times the same without the token dimension: the (N,) advantages from the (N,)
 rewards (pgbook's estimator; verl's function bodies minus the sum over tokens and the
 broadcast), and a third ``broadcast_to_tokens`` against the bare ``adv[:, None] * mask``, with
@@ -215,7 +220,11 @@ def _nosync():
 
 def _one_size(A, est, names, N, G, T, reps, device, sync, with_verl):
     """Every row's times at batch size N."""
+    import torch
+
     R, mask, tr, index = _inputs(N, G, T, device)
+    with torch.inference_mode():   # an inference tensor cannot remember that it was checked
+        fresh = mask.clone()
     adv = A.grpo_advantage(R, G)
     row = {}
     ref = {e: A.broadcast_to_tokens(est[e](R, G), mask) for e in ESTIMATORS}
@@ -230,21 +239,26 @@ def _one_size(A, est, names, N, G, T, reps, device, sync, with_verl):
     for e in ESTIMATORS:
         f = est[e]
         tok = (lambda f=f: A.broadcast_to_tokens(f(tr.sum(-1), G), mask))
+        cold = (lambda f=f: A.broadcast_to_tokens(f(tr.sum(-1), G), fresh))
         sca = (lambda f=f: f(R, G))
         if with_verl:
             err = float((verl[e]() - ref[e]).abs().max())
             assert err < 1e-4, f"verl's {e} disagrees with pgbook's by {err}"
             (t, tv), (ratio, _) = _time([tok, verl[e]], reps, sync)
             row[f"verl {e} tokens"], row[f"ratio {e} tokens"] = tv, ratio
+            (tc, _), (ratio, _) = _time([cold, verl[e]], reps, sync)
+            row[f"pgbook {e} tokens cold"], row[f"ratio {e} tokens cold"] = tc, ratio
             (s_, sv), (ratio, _) = _time([sca, verl_s[e]], reps, sync)
             row[f"verl {e}"], row[f"ratio {e}"] = sv, ratio
         else:
             (t,), _ = _time([tok], reps, sync)
             (s_,), _ = _time([sca], reps, sync)
         row[f"pgbook {e} tokens"], row[f"pgbook {e}"] = t, s_
-    (tb, tm), _ = _time([lambda: A.broadcast_to_tokens(adv, mask), lambda: adv[:, None] * mask],
-                        reps, sync)
+    (tb, tf, tm), _ = _time([lambda: A.broadcast_to_tokens(adv, mask),
+                             lambda: A.broadcast_to_tokens(adv, fresh),
+                             lambda: adv[:, None] * mask], reps, sync)
     row["broadcast_to_tokens"], row["adv[:, None] * mask"] = tb, tm
+    row["broadcast_to_tokens cold"] = tf
     # the same calls with the module's validation helpers switched off
     saved = {n: getattr(A, n) for n in names}
 
@@ -349,6 +363,10 @@ def main() -> None:
                     [cell(now[str(n)][f"verl {e} tokens"]) for n in sizes])
         rows.append([f"pgbook / verl, {e}"] +
                     [f"{now[str(n)][f'ratio {e} tokens']:.2f}" for n in sizes])
+        rows.append([f"pgbook {e}, mask checked at this call"] +
+                    [cell(now[str(n)][f"pgbook {e} tokens cold"]) for n in sizes])
+        rows.append([f"pgbook / verl, {e}, mask checked at this call"] +
+                    [f"{now[str(n)][f'ratio {e} tokens cold']:.2f}" for n in sizes])
     rows.append(["verl grpo (looped)"] +
                 [cell(now[str(n)].get("verl grpo looped tokens")) for n in sizes])
     out.append(C.markdown(["estimator", *cols], rows))
@@ -370,6 +388,8 @@ def main() -> None:
     if before:
         rows.append(["broadcast_to_tokens, before"] +
                     [cell(before[str(n)]["broadcast_to_tokens"]) for n in sizes])
+    rows.append(["broadcast_to_tokens, mask checked at this call"] +
+                [cell(now[str(n)]["broadcast_to_tokens cold"]) for n in sizes])
     rows.append(["adv[:, None] * mask"] + [cell(now[str(n)]["adv[:, None] * mask"]) for n in sizes])
     rows.append(["validation share"] +
                 [f"{now[str(n)]['broadcast_to_tokens validation share']:.0%}" for n in sizes])

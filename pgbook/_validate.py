@@ -319,33 +319,56 @@ def check_probs(p: Tensor, name: str, *, dim: int = -1, atol: float | None = Non
 
 #: elements of a float mask checked at a time on the CPU (the block's temporaries stay in cache)
 _MASK_BLOCK = 1 << 16
+#: the attribute under which a tensor proven to be a 0/1 mask remembers it (see ``check_mask``)
+_MASK_MEMO = "_pgbook_checked_01"
+
+
+def _memo_key(mask: Tensor) -> tuple | None:
+    """What must be unchanged for an earlier proof that ``mask`` is 0/1 to still hold: its
+    version counter (bumped by every in-place write, through any view), storage address,
+    shape, strides and dtype. ``None`` when the tensor cannot remember (an inference tensor
+    has no version counter; a tensor inside a ``torch.func`` transform or on the meta
+    device holds no values)."""
+    if mask.is_inference() or _is_meta(mask):
+        return None
+    try:
+        return (mask._version, mask.data_ptr(), mask.shape, mask.stride(), mask.dtype)
+    except RuntimeError:  # pragma: no cover - tensors without storage (some subclasses)
+        return None
 
 
 def _fast_01(mask: Tensor) -> bool | None:
     """For a non-empty mask: True if it holds only 0 and 1 and some 1, False if all zero,
     None if not proven 0/1 (the caller's exact check then finds and names the bad values).
 
-    One reduction (min and max: NaN and values outside [0, 1] fail it) and, for floats,
-    min m(m − 1) = 0 (on [0, 1], m(m − 1) ≤ 0 with equality exactly at 0 and 1), on the CPU
-    in cache-sized blocks through one reused buffer: a mask-sized temporary costs several
-    times more than a pass."""
+    Floats: b = m − m² is 0 exactly at m = 0 and m = 1, > 0 on (0, 1), < 0 elsewhere and
+    NaN at NaN or ±inf; so min b = 0 together with Σ b = 0 proves every entry 0 or 1 (a sum
+    of non-negative floats is 0 only if each is), and Σ m > 0 that some entry is 1. On the
+    CPU this runs in cache-sized blocks through one reused buffer (a mask-sized temporary
+    costs several times more than a pass) and reads the scalars back in one go. Integers:
+    min ≥ 0 and max ≤ 1."""
     if mask.dtype == torch.bool:
         return bool(mask.any())
-    lo, hi = torch.aminmax(mask)
-    if not (bool(lo >= 0) and bool(hi <= 1)):
+    if not mask.is_floating_point():
+        lo, hi = torch.aminmax(mask)
+        lo, hi = torch.stack([lo, hi]).tolist()
+        return bool(hi > 0) if lo >= 0 and hi <= 1 else None
+    flat = mask.detach().reshape(-1)
+    n = flat.numel()
+    step = _MASK_BLOCK if flat.device.type == "cpu" else n
+    buf = flat.new_empty(min(step, n))
+    parts = []
+    for a in range(0, n, step):
+        c = flat[a:a + step]
+        b = torch.addcmul(c, c, c, value=-1, out=buf[:c.numel()])       # m − m²
+        parts += [b.amin(), b.sum(), c.sum()]
+    if len(parts) > 3:
+        vals = torch.stack(parts).view(-1, 3)
+        parts = [vals[:, 0].amin(), vals[:, 1].sum(), vals[:, 2].sum()]
+    low, spread, ones = torch.stack(parts).tolist()
+    if not (low == 0 and spread == 0):          # also False when either is NaN
         return None
-    if mask.is_floating_point():
-        flat = mask.detach().reshape(-1)
-        step = _MASK_BLOCK if flat.device.type == "cpu" else flat.numel()
-        buf = flat.new_empty(min(step, flat.numel()))
-        lows = []
-        for a in range(0, flat.numel(), step):
-            c = flat[a:a + step]
-            b = torch.sub(c, 1, out=buf[:c.numel()]).mul_(c)      # m(m − 1) ∈ [−1/4, 0]
-            lows.append(b.amin())
-        if bool(torch.stack(lows).amin() != 0):
-            return None
-    return bool(hi > 0)
+    return ones > 0
 
 
 def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
@@ -357,6 +380,15 @@ def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
     silently read them as 1). An all-zero mask (nothing to sum or average over) is refused
     unless ``allow_all_zero``; single all-zero rows (padding rows) are fine. Value checks are
     skipped on the meta device and inside ``torch.func`` transforms.
+
+    A mask proven 0/1 remembers it (an attribute on the tensor holding its version counter,
+    storage address, shape, strides and dtype), so the same mask passed on to the next
+    function (a trainer hands one response mask to the advantages, the loss, the KL and the
+    aggregation) is not read again. Any in-place write to it, through any view, bumps the
+    version and the next call checks the values afresh. Writes that bypass the version
+    counter (through ``.data``, or a NumPy array sharing the memory) are not seen: do not
+    edit a mask that way after passing it to pgbook. Inference tensors (made under
+    ``torch.inference_mode``) have no version counter and are checked at every call.
     """
     check_tensor(mask, name)
     if shape is not None and tuple(mask.shape) != tuple(shape):
@@ -364,9 +396,19 @@ def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
     if mask.is_complex():
         raise ValueError(f"{name}: expected a 0/1 mask (bool, integer or floating), got dtype "
                          f"{mask.dtype}")
-    if _is_meta(mask):
+    key = _memo_key(mask)
+    if key is None and _is_meta(mask):
         return mask
-    ok = _fast_01(mask) if mask.numel() else None
+    memo = getattr(mask, _MASK_MEMO, None) if key is not None else None
+    if memo is not None and memo[0] == key:
+        ok = memo[1]
+    else:
+        ok = _fast_01(mask) if mask.numel() else None
+        if ok is not None and key is not None:
+            try:
+                setattr(mask, _MASK_MEMO, (key, ok))
+            except (AttributeError, RuntimeError):  # pragma: no cover - exotic subclasses
+                pass
     if ok is not None:                        # proven a 0/1 mask by reductions alone
         if not allow_all_zero and not ok:
             raise ValueError(f"{name}: the mask is all zero, so there is no token to sum or "

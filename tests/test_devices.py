@@ -373,18 +373,61 @@ def test_grpo_steps(device, kw):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64, torch.int64])
 def test_check_mask_on_a_large_mask(device, dtype):
-    """check_mask's fast path (a min/max reduction, then m(m − 1) = 0 block by block) accepts
-    exactly the 0/1 masks: one bad value deep in a mask of several blocks is still found."""
+    """check_mask's fast path (min and sum of m − m², block by block) accepts exactly the 0/1
+    masks: one bad value deep in a mask of several blocks is still found."""
     from pgbook._validate import _MASK_BLOCK, check_mask
     n = 3 * _MASK_BLOCK + 5
     m = (torch.arange(n, device=device) % 3 == 0).to(dtype)
     assert check_mask(m, "mask") is m
-    bad = [2, -1] + ([0.5, float("nan"), float("inf"), 1 - 2 ** -8] if dtype != torch.int64 else [])
+    floats = [0.5, float("nan"), float("inf"), -float("inf"), 1 - 2 ** -8, 1e20, 1e-30,
+              torch.finfo(dtype).tiny / 4 if dtype.is_floating_point else 0]
+    bad = [2, -1] + (floats if dtype != torch.int64 else [])
     for v in bad:
         m2 = m.clone()
         m2[2 * _MASK_BLOCK + 7] = v
         with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
             check_mask(m2, "mask")
+    if dtype.is_floating_point:   # m − m² = +1/4 and −1/4: the sum cancels, the min does not
+        m2 = m.clone()
+        m2[5], m2[6] = 0.5, (1 + 2 ** 0.5) / 2
+        with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
+            check_mask(m2, "mask")
     with pytest.raises(ValueError, match="all zero"):
         check_mask(torch.zeros_like(m), "mask")
     check_mask(torch.zeros_like(m), "mask", allow_all_zero=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_check_mask_remembers_a_proof_until_the_mask_changes(device, dtype):
+    """A mask proven 0/1 is not read again while unchanged; any in-place write (directly,
+    through a view, or filling it with zeros) makes the next call check it afresh."""
+    from pgbook._validate import _MASK_MEMO, check_mask
+    m = (torch.arange(40, device=device).view(4, 10) % 3 == 0).to(dtype)
+    check_mask(m, "mask")
+    assert getattr(m, _MASK_MEMO)[1] is True
+    check_mask(m, "mask")                                  # from the memo
+    m[1, 2] = 2
+    with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
+        check_mask(m, "mask")
+    m[1, 2] = 1
+    check_mask(m, "mask")
+    m[2].fill_(3)                                          # through a view
+    with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
+        check_mask(m, "mask")
+    m.zero_()
+    check_mask(m, "mask", allow_all_zero=True)             # remembered as all zero ...
+    with pytest.raises(ValueError, match="all zero"):      # ... which is still refused
+        check_mask(m, "mask")
+    v = m[:, :5]                                           # a view is a tensor of its own
+    v.fill_(1)
+    check_mask(v, "mask")
+    m[0, 0] = -1                                           # shares the base's version counter
+    with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
+        check_mask(v, "mask")
+    with torch.inference_mode():                           # no version counter: checked each time
+        w = torch.ones(3, 4, device=device, dtype=dtype)
+        check_mask(w, "mask")
+        assert not hasattr(w, _MASK_MEMO)
+        w[0, 0] = 5
+        with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
+            check_mask(w, "mask")
