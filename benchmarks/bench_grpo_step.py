@@ -1,6 +1,6 @@
 """Benchmark: the cost of a GRPO step at the book's settings (chapter 12), before and after.
 
-    python benchmarks/bench_grpo_step.py --baseline f3182df      # before/after, 3 runs each
+    python benchmarks/bench_grpo_step.py --baseline f3182df      # before/after, 5 runs each
     python benchmarks/bench_grpo_step.py --steps 3 --pretrain-steps 5 --repeats 1   # quick
     python benchmarks/bench_grpo_step.py --device cuda
 
@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--pretrain-steps", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline", default=None, metavar="REV",
@@ -194,8 +194,12 @@ def main() -> None:
         same = b["reward"] == n["reward"]
         dkl = max(abs(x - y) for x, y in zip(b["kl_ref"], n["kl_ref"]))
         dent = max(abs(x - y) for x, y in zip(b["entropy"], n["entropy"]))
+        pairs = sorted(b_["cpu_step"] / a_["cpu_step"]
+                       for b_, a_ in zip(runs["before"], runs["after"]))
         out.append(f"\nspeed-up (CPU per step, medians): "
-                   f"{med['before']['cpu_step'] / med['after']['cpu_step']:.2f}×; same steps to "
+                   f"{med['before']['cpu_step'] / med['after']['cpu_step']:.2f}× (run by run, "
+                   f"each before/after pair run back to back: "
+                   f"{', '.join(f'{x:.2f}' for x in pairs)}×); same steps to "
                    f"target: {'yes' if b['first_step'] == n['first_step'] else 'NO'}; per-step "
                    f"rewards identical: {'yes' if same else 'NO'}; largest difference in the "
                    f"per-step KL to the reference {dkl:.1e}, in the entropy {dent:.1e}")

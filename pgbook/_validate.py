@@ -11,11 +11,13 @@ are skipped there, shape and device checks are not).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import functools
 import inspect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -45,9 +47,11 @@ __all__ = [
     "check_tensor",
     "keyword_names",
     "make_generator",
+    "parameters",
     "reject_unknown_options",
     "to_work",
     "unknown_options",
+    "values_checked",
     "work_dtype",
 ]
 
@@ -118,6 +122,31 @@ def _is_meta(x: Tensor) -> bool:
     return x.device.type == "meta" or _is_transformed(x)
 
 
+#: set (by :func:`values_checked`) while a function that has checked its inputs' values
+#: computes with pgbook's own pieces on values derived from them
+_VALUES_CHECKED = contextvars.ContextVar("pgbook_values_checked", default=False)
+
+
+@contextlib.contextmanager
+def values_checked() -> Iterator[None]:
+    """Inside this block the *value* checks (finite, 0/1 mask, index range) are skipped; the
+    checks of types, shapes and devices still run. For a pgbook function that has checked
+    its inputs and then hands values computed from them to other pgbook functions (the
+    policy loss to its aggregation and metrics), so that each value is read once. Only
+    values derived from checked ones may be passed to the calls inside it."""
+    token = _VALUES_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_CHECKED.reset(token)
+
+
+def _no_values(x: Tensor) -> bool:
+    """True when a value check of ``x`` is skipped: no readable values (:func:`_is_meta`),
+    or inside :func:`values_checked`."""
+    return _VALUES_CHECKED.get() or _is_meta(x)
+
+
 def check_tensor(x: Tensor, name: str, *, ndim: int | None = None, floating: bool = False,
                  nonempty: bool = False) -> Tensor:
     """``x`` must be a tensor (of ``ndim`` dimensions; of a floating dtype when asked; with at
@@ -174,7 +203,7 @@ def _bad_count(x: Tensor) -> str:
 def check_finite(x: Tensor, name: str) -> Tensor:
     """No NaN and no ±inf in ``x`` (skipped on the meta device, which holds no values)."""
     check_tensor(x, name)
-    if not x.is_floating_point() or _is_meta(x) or x.numel() == 0:
+    if not x.is_floating_point() or _no_values(x) or x.numel() == 0:
         return x
     # one reduction: a NaN or ±inf entry makes the sum non-finite (the exact, slower test runs
     # only then, and lets through finite values whose sum merely overflowed)
@@ -187,7 +216,7 @@ def check_finite_where(x: Tensor, mask: Tensor, name: str) -> Tensor:
     """No NaN and no ±inf in ``x`` where ``mask`` is non-zero (masked positions, e.g.
     padding, may hold anything: they never reach a value or a gradient)."""
     check_tensor(x, name)
-    if not x.is_floating_point() or _is_meta(x) or _is_meta(mask):
+    if not x.is_floating_point() or _no_values(x) or _is_meta(mask):
         return x
     bad = ~torch.isfinite(x) & (mask != 0)
     if bool(bad.any()):
@@ -329,7 +358,7 @@ def _memo_key(mask: Tensor) -> tuple | None:
     shape, strides and dtype. ``None`` when the tensor cannot remember (an inference tensor
     has no version counter; a tensor inside a ``torch.func`` transform or on the meta
     device holds no values)."""
-    if mask.is_inference() or _is_meta(mask):
+    if mask.is_inference():
         return None
     try:
         return (mask._version, mask.data_ptr(), mask.shape, mask.stride(), mask.dtype)
@@ -396,9 +425,9 @@ def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
     if mask.is_complex():
         raise ValueError(f"{name}: expected a 0/1 mask (bool, integer or floating), got dtype "
                          f"{mask.dtype}")
-    key = _memo_key(mask)
-    if key is None and _is_meta(mask):
+    if _no_values(mask):
         return mask
+    key = _memo_key(mask)
     memo = getattr(mask, _MASK_MEMO, None) if key is not None else None
     if memo is not None and memo[0] == key:
         ok = memo[1]
@@ -436,10 +465,13 @@ def check_index(idx: Tensor, name: str, size: int) -> Tensor:
     check_tensor(idx, name)
     if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
         raise ValueError(f"{name}: expected an integer tensor, got dtype {idx.dtype}")
-    if not _is_meta(idx) and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+    if _no_values(idx) or not idx.numel():
+        return idx
+    lo, hi = torch.stack(torch.aminmax(idx)).tolist()        # one read-back
+    if lo < 0 or hi >= size:
         raise ValueError(
             f"{name}: expected ids in [0, {size}) (indices into {size} entries), got range "
-            f"[{int(idx.min())}, {int(idx.max())}]"
+            f"[{lo}, {hi}]"
         )
     return idx
 
@@ -475,13 +507,29 @@ def unknown_options(what: str, given: Iterable[str], accepted: Iterable[str]) ->
                              f"(its options: {accepted})")
 
 
+@functools.lru_cache(maxsize=1024)
+def _cached_parameters(fn: Callable) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(fn).parameters
+
+
+def parameters(fn: Callable) -> Mapping[str, inspect.Parameter]:
+    """``inspect.signature(fn).parameters``, remembered per function (reading a signature
+    costs tens of µs, and a trainer asks for the same few at every step)."""
+    if not callable(fn):
+        raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
+    try:
+        return _cached_parameters(fn)
+    except TypeError:   # an unhashable callable
+        return inspect.signature(fn).parameters
+
+
 def keyword_names(fn: Callable, skip: int = 0) -> tuple[list[str], bool]:
     """The names ``fn`` accepts as keywords after its first ``skip`` positional parameters
     (those the caller fills), and whether it takes ``**kwargs``."""
     if not callable(fn):
         raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
     check_nonnegative_int(skip, "skip")
-    params = list(inspect.signature(fn).parameters.values())
+    params = list(parameters(fn).values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     skipped = {p.name for p in positional[:skip]}
     names = [p.name for p in params if p.name not in skipped

@@ -50,11 +50,10 @@ def _prepare(per_token_loss: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     check_same_device(per_token_loss=per_token_loss, mask=mask)
     check_finite_where(per_token_loss, mask, "per_token_loss")
     work = torch.promote_types(per_token_loss.dtype, torch.float32)
-    m = mask.to(torch.bool)
+    m = mask if mask.dtype == torch.bool else mask.to(torch.bool)
+    x = per_token_loss if per_token_loss.dtype == work else per_token_loss.to(work)
     # masked positions contribute exactly 0 even if the loss holds NaN/inf there (padding)
-    masked = torch.where(m, per_token_loss.to(work), torch.zeros((), dtype=work,
-                                                                 device=per_token_loss.device))
-    return masked, m.to(work)
+    return torch.where(m, x, 0.0), m.to(work)
 
 
 def _seq_count(m: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,6 @@ Shapes: N = B responses (contiguous groups of G per prompt, see
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 
 import torch
@@ -34,13 +33,16 @@ from torch import Tensor
 from . import aggregation as _agg
 from . import kl as _kl
 from ._validate import (
+    check_finite_where,
     check_mask,
     check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
     keyword_names,
+    parameters,
     unknown_options,
+    values_checked,
 )
 from .registry import Method, get, method, register_label, register_method, resolve
 from .reward import advantages as _adv
@@ -193,8 +195,6 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
         per_token = per_token * w.to(per_token.dtype)
         metrics.update({f"sampler_{k}": v for k, v in
                         _corr.correction_stats(w, old, sampler_logp, m).items()})
-    pg = agg_fn(per_token, m, max_tokens)
-    loss_value = pg
     if kl != "none" and (beta > 0 or ref_logp is not None):
         if ref_logp is None:
             raise ValueError(f"ref_logp: kl={kl!r} with beta > 0 needs the reference log-probs")
@@ -202,34 +202,47 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
         check_same_device(logp=logp, ref_logp=ref_logp)
         ref = torch.where(m, ref_logp.detach().to(logp.dtype), zero)
         k = get("kl", kl).fn(lp, ref)
-        loss_value = agg_fn(per_token + beta * k, m, max_tokens)
-        metrics["kl"] = _agg.token_mean(k.detach(), m)
-
-    with torch.no_grad():
-        r = _losses.ratio(lp.detach(), old)
-        params = inspect.signature(loss_fn).parameters
-        if hasattr(loss_fn, "clip_mask"):   # the loss says where its gradient is cut
-            opts = dict(options)
-            if gen_state is not None:       # the same random choice as the loss made
-                opts["generator"] = torch.Generator(device=gen.device)
-                opts["generator"].set_state(gen_state)
-            clipped = loss_fn.clip_mask(lp.detach(), adv, old, **opts)
-        elif "eps_low" in params:  # the clip range the loss used (its defaults where not given)
-            el = options.get("eps_low", params["eps_low"].default)
-            eh = options.get("eps_high", params["eps_high"].default if "eps_high" in params
-                             else None)
-            clipped = _losses.clip_fraction(lp.detach(), old, adv, el, el if eh is None else eh)
-        else:                    # a loss without a clip never zeroes a token's gradient
-            clipped = torch.zeros_like(m)
-        metrics.update(
-            pg_loss=pg.detach(),
-            clip_fraction=_agg.token_mean(clipped.to(logp.dtype), m),
-            ratio_mean=_agg.token_mean(r, m),
-            ratio_max=torch.where(m, r, torch.full_like(r, -torch.inf)).max(),
-            approx_kl_old=_agg.token_mean(_kl.kl_estimate(lp.detach(), old, "k3"), m),
-            tokens=m.sum(),
-        )
+        total = check_finite_where(per_token + beta * k, m, "per_token_loss")
+    else:
+        k = None
+        total = check_finite_where(per_token, m, "per_token_loss")
+    # every value below is computed from checked ones: none is read again to check it
+    with values_checked():
+        pg = agg_fn(per_token, m, max_tokens)
+        loss_value = pg if k is None else agg_fn(total, m, max_tokens)
+        if k is not None:
+            metrics["kl"] = _agg.token_mean(k.detach(), m)
+        with torch.no_grad():
+            metrics.update(_loss_metrics(loss_fn, options, gen, gen_state, lp, adv, old, m, pg))
     return loss_value, metrics
+
+
+def _loss_metrics(loss_fn, options: dict, gen, gen_state, lp: Tensor, adv: Tensor, old: Tensor,
+                  m: Tensor, pg: Tensor) -> dict:
+    """:func:`policy_loss`'s diagnostics (masked inputs, bool mask, the aggregated loss)."""
+    r = _losses.ratio(lp.detach(), old)
+    params = parameters(loss_fn)
+    if hasattr(loss_fn, "clip_mask"):   # the loss says where its gradient is cut
+        opts = dict(options)
+        if gen_state is not None:       # the same random choice as the loss made
+            opts["generator"] = torch.Generator(device=gen.device)
+            opts["generator"].set_state(gen_state)
+        clipped = loss_fn.clip_mask(lp.detach(), adv, old, **opts)
+    elif "eps_low" in params:  # the clip range the loss used (its defaults where not given)
+        el = options.get("eps_low", params["eps_low"].default)
+        eh = options.get("eps_high", params["eps_high"].default if "eps_high" in params
+                         else None)
+        clipped = _losses.clip_fraction(lp.detach(), old, adv, el, el if eh is None else eh)
+    else:                    # a loss without a clip never zeroes a token's gradient
+        clipped = torch.zeros_like(m)
+    return dict(
+        pg_loss=pg.detach(),
+        clip_fraction=_agg.token_mean(clipped.to(lp.dtype), m),
+        ratio_mean=_agg.token_mean(r, m),
+        ratio_max=torch.where(m, r, torch.full_like(r, -torch.inf)).max(),
+        approx_kl_old=_agg.token_mean(_kl.kl_estimate(lp.detach(), old, "k3"), m),
+        tokens=m.sum(),
+    )
 
 
 def shaped_rewards(kl: str, rewards: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor,

@@ -409,6 +409,8 @@ spec("pgbook._validate.check_options", V.check_options,
                                              "options").count("skip", zero=False)
 spec("pgbook._validate.keyword_names", V.keyword_names, dict(fn=_OPT_FN, skip=1)).bad(
     "fn not callable", dict(fn="f"), "fn").count("skip", zero=False)
+spec("pgbook._validate.parameters", V.parameters, dict(fn=_OPT_FN)).bad(
+    "fn not callable", dict(fn="f"), "fn").bad("fn None", dict(fn=None), "fn")
 spec("pgbook._validate.reject_unknown_options", V.reject_unknown_options, dict(fn=_OPT_FN)).bad(
     "a function with **kwargs", dict(fn=lambda **kw: 0), "kwargs").bad(
     "fn not callable", dict(fn=3), "fn").bad(

@@ -43,8 +43,6 @@ name through :mod:`pgbook.registry`.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import Tensor
 
@@ -60,6 +58,7 @@ from .._validate import (
     check_same_device,
     check_shape,
     check_tensor,
+    parameters,
     work_dtype,
 )
 from ..registry import components, register, resolve
@@ -303,7 +302,7 @@ def compute_advantages(rewards: Tensor, estimator: str = "grpo", *, group_size: 
                          f"'group' or 'batch'), got {estimator!r}")
     fn = resolve("advantage", estimator, what="estimator")
     check_options(fn, options, f"estimator {estimator!r}", skip=2)  # fn(rewards, G, **options)
-    if mask is not None and "mask" in inspect.signature(fn).parameters:
+    if mask is not None and "mask" in parameters(fn):
         options["mask"] = mask
     if (group_size is None) == (group_index is None):
         raise ValueError("expected exactly one of group_size and group_index")

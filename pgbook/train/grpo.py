@@ -53,6 +53,7 @@ from .._validate import (
     check_tensor,
     keyword_names,
     reject_unknown_options,
+    values_checked,
     work_dtype,
 )
 from ..registry import components, get, resolve
@@ -570,8 +571,10 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         # teacher term) or the first minibatch is not the whole batch
         P = prob.prompts.shape[1]
         lp_dtype = work_dtype(param.dtype)
-        with torch.no_grad():
+        with torch.inference_mode():   # the frozen reference: no autograd bookkeeping at all
             ref = logprobs(ref_model, s.tokens, tau, prompt_len=P).to(lp_dtype)
+        ref = ref.clone()               # an ordinary tensor again (the loss may save it)
+        with torch.no_grad():
             old = ent = None
             if not lazy_old:
                 old, ent = _trainer_logprobs(model, s.tokens, tau, P)
@@ -608,9 +611,11 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                     # own log-probs instead (same θ, same arithmetic up to round-off): a
                     # dropout model in train mode, say, fails here as it would against a
                     # separate pass
-                    check_on_policy(lp, s.logprobs.to(lp_dtype), mask, on_policy_atol)
+                    with values_checked():   # both come from checked log-probs
+                        check_on_policy(lp, s.logprobs.to(lp_dtype), mask, on_policy_atol)
                 if first_err is None:  # on-policy before the first update: ratios are 1
-                    first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
+                    with values_checked():
+                        first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
                 if sampler is not None:
                     extra["sampler_logp"] = s.logprobs[idx].to(lp_dtype)
                 value, met = _methods.policy_loss(
