@@ -276,6 +276,16 @@ def check_on_policy(logp: Tensor, old_logp: Tensor, mask: Tensor, atol: float = 
     return err
 
 
+def _whole(x: Tensor) -> Tensor:
+    """The rows of a minibatch that is the whole batch: all of them, the tensor itself."""
+    return x
+
+
+def _rows(idx: Tensor) -> Callable[[Tensor], Tensor]:
+    """The rows ``idx`` of a minibatch, as a function of a batch tensor."""
+    return lambda x: x[idx]
+
+
 def _model_device(model: nn.Module) -> torch.device:
     """The device of a model's parameters, refusing a model without parameters or on meta
     (training samples and scores responses: it needs values)."""
@@ -597,14 +607,14 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
             order = torch.randperm(n_prompts, generator=generator, device=device) if n_mb > 1 \
                 else None
             for k in range(n_mb):
-                if order is None:
-                    idx = slice(None)
+                if order is None:   # the whole batch: the tensors themselves (so a mask
+                    rows = _whole      # checked once is not read again)
                 else:
                     groups = order[k * per_mb:(k + 1) * per_mb]
-                    idx = (groups[:, None] * G + torch.arange(G, device=device)).reshape(-1)
-                if not bool(loss_mask[idx].any()):
+                    rows = _rows((groups[:, None] * G + torch.arange(G, device=device)).reshape(-1))
+                if not bool(rows(loss_mask).any()):
                     continue            # every response of this minibatch left the loss
-                lp, ent_k = _trainer_logprobs(model, s.tokens[idx], tau, P, entropy=old is None)
+                lp, ent_k = _trainer_logprobs(model, rows(s.tokens), tau, P, entropy=old is None)
                 if old is None:   # the first update sees the whole batch at θ_old
                     old, ent = lp.detach(), ent_k
                     # its ratios are 1 by construction, so check it against the rollout's
@@ -615,13 +625,13 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                         check_on_policy(lp, s.logprobs.to(lp_dtype), mask, on_policy_atol)
                 if first_err is None:  # on-policy before the first update: ratios are 1
                     with values_checked():
-                        first_err = check_on_policy(lp, old[idx], mask[idx], on_policy_atol)
+                        first_err = check_on_policy(lp, rows(old), rows(mask), on_policy_atol)
                 if sampler is not None:
-                    extra["sampler_logp"] = s.logprobs[idx].to(lp_dtype)
+                    extra["sampler_logp"] = rows(s.logprobs).to(lp_dtype)
                 value, met = _methods.policy_loss(
-                    lp, old[idx], adv_tok[idx], loss_mask[idx], loss=cfg["policy_loss"],
+                    lp, rows(old), rows(adv_tok), rows(loss_mask), loss=cfg["policy_loss"],
                     aggregation=cfg["aggregation"], eps_low=eps_low, eps_high=eps_high,
-                    ref_logp=ref[idx] if kl_loss != "none" else None, kl=kl_loss,
+                    ref_logp=rows(ref) if kl_loss != "none" else None, kl=kl_loss,
                     beta=beta if kl_loss != "none" else 0.0, max_tokens=N, **extra)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
