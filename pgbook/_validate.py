@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
     "LOG_RATIO_CLAMP",
@@ -348,8 +349,10 @@ def check_probs(p: Tensor, name: str, *, dim: int = -1, atol: float | None = Non
 
 #: elements of a float mask checked at a time on the CPU (the block's temporaries stay in cache)
 _MASK_BLOCK = 1 << 16
-#: the attribute under which a tensor proven to be a 0/1 mask remembers it (see ``check_mask``)
-_MASK_MEMO = "_pgbook_checked_01"
+#: the masks proven 0/1, each with what must be unchanged for the proof to hold (see
+#: ``check_mask``); keyed by identity, an entry goes when its tensor does (nothing is
+#: stored on the tensor, so no proof travels with a copy, a pickle or a saved file)
+_MASK_PROOFS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def _memo_key(mask: Tensor) -> tuple | None:
@@ -410,8 +413,8 @@ def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
     unless ``allow_all_zero``; single all-zero rows (padding rows) are fine. Value checks are
     skipped on the meta device and inside ``torch.func`` transforms.
 
-    A mask proven 0/1 remembers it (an attribute on the tensor holding its version counter,
-    storage address, shape, strides and dtype), so the same mask passed on to the next
+    A mask proven 0/1 is remembered (by identity, with its version counter, storage address,
+    shape, strides and dtype, for as long as the tensor lives), so the same mask passed on to the next
     function (a trainer hands one response mask to the advantages, the loss, the KL and the
     aggregation) is not read again. Any in-place write to it, through any view, bumps the
     version and the next call checks the values afresh. Writes that bypass the version
@@ -428,16 +431,13 @@ def check_mask(mask: Tensor, name: str, shape: Sequence[int] | None = None, *,
     if _no_values(mask):
         return mask
     key = _memo_key(mask)
-    memo = getattr(mask, _MASK_MEMO, None) if key is not None else None
+    memo = _MASK_PROOFS.get(mask) if key is not None else None
     if memo is not None and memo[0] == key:
         ok = memo[1]
     else:
         ok = _fast_01(mask) if mask.numel() else None
         if ok is not None and key is not None:
-            try:
-                setattr(mask, _MASK_MEMO, (key, ok))
-            except (AttributeError, RuntimeError):  # pragma: no cover - exotic subclasses
-                pass
+            _MASK_PROOFS[mask] = (key, ok)
     if ok is not None:                        # proven a 0/1 mask by reductions alone
         if not allow_all_zero and not ok:
             raise ValueError(f"{name}: the mask is all zero, so there is no token to sum or "

@@ -401,10 +401,10 @@ def test_check_mask_on_a_large_mask(device, dtype):
 def test_check_mask_remembers_a_proof_until_the_mask_changes(device, dtype):
     """A mask proven 0/1 is not read again while unchanged; any in-place write (directly,
     through a view, or filling it with zeros) makes the next call check it afresh."""
-    from pgbook._validate import _MASK_MEMO, check_mask
+    from pgbook._validate import _MASK_PROOFS, check_mask
     m = (torch.arange(40, device=device).view(4, 10) % 3 == 0).to(dtype)
     check_mask(m, "mask")
-    assert getattr(m, _MASK_MEMO)[1] is True
+    assert _MASK_PROOFS[m][1] is True
     check_mask(m, "mask")                                  # from the memo
     m[1, 2] = 2
     with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
@@ -427,7 +427,31 @@ def test_check_mask_remembers_a_proof_until_the_mask_changes(device, dtype):
     with torch.inference_mode():                           # no version counter: checked each time
         w = torch.ones(3, 4, device=device, dtype=dtype)
         check_mask(w, "mask")
-        assert not hasattr(w, _MASK_MEMO)
+        assert w not in _MASK_PROOFS
         w[0, 0] = 5
         with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
             check_mask(w, "mask")
+
+
+def test_a_remembered_proof_does_not_travel_with_a_copy():
+    """The proof lives beside the tensor, not on it: a deep copy, a pickle or a saved and
+    loaded mask is checked afresh (a stale proof could otherwise meet a tensor that reuses
+    the freed memory of the one it was made for)."""
+    import copy
+    import io
+
+    from pgbook._validate import _MASK_PROOFS, check_mask
+    m = torch.ones(3, 4)
+    check_mask(m, "mask")
+    assert m in _MASK_PROOFS
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    for other in (copy.deepcopy(m), torch.load(buf, weights_only=True)):
+        assert other not in _MASK_PROOFS
+        other[0, 0] = 0.5
+        with pytest.raises(ValueError, match="mask: expected a 0/1 mask"):
+            check_mask(other, "mask")
+    n = len(_MASK_PROOFS)
+    del m
+    assert len(_MASK_PROOFS) == n - 1                     # gone with its tensor
