@@ -134,6 +134,17 @@ def markdown(headers: list[str], rows: list[list], align: str | None = None) -> 
     return "\n".join(lines)
 
 
+def add_common_args(ap, what: str = "pgbook",
+                    inline_help: str = "run the current code's workers in this process "
+                                       "(a smoke run)") -> None:
+    """The options every benchmark takes: --device, --threads, --baseline, --inline."""
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help=f"also time {what} as of git revision REV (e.g. {BEFORE_REV})")
+    ap.add_argument("--inline", action="store_true", help=inline_help)
+
+
 def set_threads(n: int) -> None:
     import torch
 

@@ -170,15 +170,10 @@ def main(what: str, doc: str, variants: list[str]) -> str:
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions (median)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtypes", default=",".join(DTYPES))
     ap.add_argument("--variants", default=",".join(variants))
-    ap.add_argument("--baseline", default=None, metavar="REV",
-                    help=f"also time pgbook as of git revision REV ('before'; e.g. {C.BEFORE_REV})")
-    ap.add_argument("--inline", action="store_true",
-                    help="run every row in this process (a smoke run: the memory figures are "
-                         "then not per row, and there is no 'before' row)")
+    C.add_common_args(ap, "pgbook", inline_help="run every row in this process (a smoke run: "
+                      "the memory figures are then not per row, and there is no 'before' row)")
     ap.add_argument("--worker", nargs=4, metavar=("VARIANT", "DTYPE", "EXPECT", "MEASURE"),
                     help=argparse.SUPPRESS)
     a = ap.parse_args()

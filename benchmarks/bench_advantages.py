@@ -311,12 +311,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--budget", type=float, default=0.05,
                     help="seconds each function runs per round (repeated calls)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--baseline", default=None, metavar="REV",
-                    help=f"also time pgbook as of git revision REV ('before'; e.g. {C.BEFORE_REV})")
-    ap.add_argument("--inline", action="store_true",
-                    help="run the current code's workers in this process (a smoke run)")
+    C.add_common_args(ap, "pgbook")
     ap.add_argument("--worker", nargs=2, metavar=("EXPECT", "VERL"), help=argparse.SUPPRESS)
     return ap
 

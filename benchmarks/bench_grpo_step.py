@@ -131,12 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--pretrain-steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--baseline", default=None, metavar="REV",
-                    help=f"also time grpo_train as of git revision REV (e.g. {C.BEFORE_REV})")
-    ap.add_argument("--inline", action="store_true",
-                    help="run the current code's workers in this process (a smoke run)")
+    C.add_common_args(ap, "grpo_train")
     ap.add_argument("--worker", nargs=3, metavar=("INIT", "EXPECT", "PHASES"),
                     help=argparse.SUPPRESS)
     return ap

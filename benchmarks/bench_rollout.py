@@ -106,12 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--budget", type=float, default=4.0,
                     help="seconds of repetitions per case at most (after the first call)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--baseline", default=None, metavar="REV",
-                    help=f"also time the sampler as of git revision REV (e.g. {C.BEFORE_REV})")
-    ap.add_argument("--inline", action="store_true",
-                    help="run the current code's workers in this process (a smoke run)")
+    C.add_common_args(ap, "the sampler")
     ap.add_argument("--worker", nargs=2, metavar=("EXPECT", "MODES"), help=argparse.SUPPRESS)
     return ap
 

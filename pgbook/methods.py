@@ -678,6 +678,15 @@ def _call(name: str, cfg: dict) -> str:
             f'aggregation="{cfg["aggregation"]}"{kl})')
 
 
+def _check_table_options(names, markdown) -> None:
+    """The options shared by :func:`loss_table` and :func:`map_table`."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or \
+            not all(isinstance(n, str) for n in names):
+        raise ValueError(f"names: expected a list of method names, got {names!r}")
+    if not isinstance(markdown, bool):
+        raise ValueError(f"markdown: expected True or False, got {markdown!r}")
+
+
 def loss_table(names: list[str] | None = None, *, markdown: bool = False) -> list[dict] | str:
     """One row per method: the pieces of its per-token loss, read from the registry.
 
@@ -696,11 +705,7 @@ def loss_table(names: list[str] | None = None, *, markdown: bool = False) -> lis
         names = [m.name for m in _methods()
                  if get("policy_loss", m.resolved_parts().get("policy_loss", "exact")).fn
                  is not None]
-    if isinstance(names, str) or not isinstance(names, (list, tuple)) or \
-            not all(isinstance(n, str) for n in names):
-        raise ValueError(f"names: expected a list of method names, got {names!r}")
-    if not isinstance(markdown, bool):
-        raise ValueError(f"markdown: expected True or False, got {markdown!r}")
+    _check_table_options(names, markdown)
     rows = []
     for name in names:
         m = method(name)
@@ -850,11 +855,7 @@ def map_table(names: list[str] | None = None, *, markdown: bool = False) -> list
 
     if names is None:
         names = [m.name for m in _methods()]
-    if isinstance(names, str) or not isinstance(names, (list, tuple)) or \
-            not all(isinstance(n, str) for n in names):
-        raise ValueError(f"names: expected a list of method names, got {names!r}")
-    if not isinstance(markdown, bool):
-        raise ValueError(f"markdown: expected True or False, got {markdown!r}")
+    _check_table_options(names, markdown)
     rows = []
     for name in names:
         m = method(name)
