@@ -74,8 +74,53 @@ def _phases(G_):
     return acc
 
 
+def floor_step(model, ref_model, opt, task, generator, G: int = 8, n_prompts: int = 16,
+               beta: float = 0.04, mu: int = 2) -> None:
+    """The model's passes of one GRPO step and nothing else (the floor row).
+
+    A KV-cached decode of G responses to each of ``n_prompts`` prompts (each prompt run
+    once; all N = ``task.max_new_tokens`` positions, where the trainer stops once every
+    response has ended, which at chapter 12's settings is rarely earlier), the reference log-probs under ``inference_mode``, and μ updates: a forward pass
+    (each group's prompt once), log_softmax + gather, the loss −mean(Â·log π) + β·mean(log π
+    − log π_ref), backward, the clip and AdamW. No input checks (``values_checked``), no
+    response mask, reward, advantage estimator, metrics or history.
+    """
+    import torch
+
+    from pgbook.worlds.gpt import next_token_logits
+
+    def token_lp(z, tokens):
+        return torch.log_softmax(z, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+    prompts = task.sample(n_prompts, generator).prompts
+    P, N = prompts.shape[1], task.max_new_tokens
+    with torch.inference_mode():
+        kv = model.new_cache(P + N)
+        z = model(prompts, kv)[:, -1].repeat_interleave(G, 0)
+        kv.select(torch.arange(n_prompts, device=prompts.device).repeat_interleave(G))
+        columns = [prompts.repeat_interleave(G, 0)]
+        for t in range(N):   # all N tokens: the trainer's passes run over P + N columns
+            nxt = torch.multinomial(torch.log_softmax(z, -1).exp(), 1, generator=generator)
+            columns.append(nxt)
+            if t < N - 1:
+                z = model(nxt, kv)[:, -1]
+        tokens = torch.cat(columns, 1)
+    tokens = tokens.clone()
+    adv = torch.randn(tokens.shape[0], 1, generator=generator, device=tokens.device)
+    with torch.inference_mode():
+        ref = token_lp(next_token_logits(ref_model, tokens, P), tokens[:, 1:])
+    ref = ref.clone()
+    for _ in range(mu):
+        lp = token_lp(next_token_logits(model, tokens, P), tokens[:, 1:])
+        loss = -(lp * adv).mean() + beta * (lp - ref).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step()
+
+
 def worker(init: str, steps: int, pretrain_steps: int, device: str, threads: int,
-           expect: str | None, phases: bool) -> dict:
+           expect: str | None, phases: bool, floor: bool = False) -> dict:
     import copy
 
     import torch
@@ -107,6 +152,9 @@ def worker(init: str, steps: int, pretrain_steps: int, device: str, threads: int
     if pg.methods.method_config(method).get("kl") != "k3_loss":
         raise SystemExit(f"{method!r} is not chapter 12's recipe: {pg.methods.method_config(method)}")
 
+    if floor:
+        return _floor_worker(model, task, steps, dev)
+
     def run(n):
         m = copy.deepcopy(model)
         return G_.grpo_train(m, task, generator=pg.make_generator(4, dev),
@@ -126,13 +174,44 @@ def worker(init: str, steps: int, pretrain_steps: int, device: str, threads: int
             "phases": {k: v / h.steps for k, v in acc.items()} if acc else None}
 
 
+def _floor_worker(model, task, steps: int, dev) -> dict:
+    """Times ``steps`` calls of :func:`floor_step` (after 2 to warm up), like :func:`worker`."""
+    import copy
+
+    import torch
+
+    import pgbook as pg
+    from pgbook._validate import values_checked
+
+    s = _settings(steps)
+    ref_model = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], betas=(0.9, 0.99), weight_decay=0.0,
+                            foreach=True)
+    generator = pg.make_generator(4, dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    args = (model, ref_model, opt, task, generator, s["group_size"], s["prompts_per_step"],
+            s["beta"], s["epochs_per_batch"])
+    with values_checked():
+        for _ in range(2):
+            floor_step(*args)
+        sync()
+        c0, w0 = time.process_time(), time.perf_counter()
+        for _ in range(steps):
+            floor_step(*args)
+        sync()
+    return {"cpu_step": (time.process_time() - c0) / steps,
+            "wall_step": (time.perf_counter() - w0) / steps, "steps": steps}
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--pretrain-steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=5)
     C.add_common_args(ap, "grpo_train")
-    ap.add_argument("--worker", nargs=3, metavar=("INIT", "EXPECT", "PHASES"),
+    ap.add_argument("--no-floor", action="store_true",
+                    help="leave out the floor row (the model's passes alone)")
+    ap.add_argument("--worker", nargs=3, metavar=("INIT", "EXPECT", "MODE"),
                     help=argparse.SUPPRESS)
     return ap
 
@@ -140,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
 def _work(a) -> dict:
     expect = None if a.worker[1] == "-" else a.worker[1]
     return worker(a.worker[0], a.steps, a.pretrain_steps, a.device, a.threads, expect,
-                  a.worker[2] == "1")
+                  a.worker[2] == "1", floor=a.worker[2] == "floor")
 
 
 def main() -> None:
@@ -161,10 +240,13 @@ def main() -> None:
         if before_dir:  # pretrain once with the current code; every run loads those weights
             C.run_worker("bench_grpo_step.py", [init, "-", "0", "--steps", "1", *args[2:]])
         runs = {v: [] for v in versions}
+        floors = []
         for _ in range(a.repeats):
             for v, path in versions.items():
                 runs[v].append(C.run_worker("bench_grpo_step.py", [init, path or "-", "0", *args],
                                             pythonpath=path))
+            if not a.no_floor:
+                floors.append(C.run_worker("bench_grpo_step.py", [init, "-", "floor", *args]))
         timed = {v: C.run_worker("bench_grpo_step.py", [init, path or "-", "1", *args],
                                  pythonpath=path) for v, path in versions.items()}
     phases = {v: r["phases"] for v, r in timed.items()}
@@ -178,6 +260,11 @@ def main() -> None:
                      f"{med[v]['wall_step'] * 1e3:.1f}", r0["steps"],
                      "never" if r0["first_step"] is None else r0["first_step"],
                      f"{r0['reward'][0]:.3f} → {r0['reward'][-1]:.3f}"])
+    if floors:
+        med["floor"] = {k: statistics.median(r[k] for r in floors) for k in ("cpu_step", "wall_step")}
+        rows.append(["floor: the model's passes alone", f"{med['floor']['cpu_step'] * 1e3:.1f}",
+                     ", ".join(f"{r['cpu_step'] * 1e3:.1f}" for r in floors),
+                     f"{med['floor']['wall_step'] * 1e3:.1f}", floors[0]["steps"], "", ""])
     out = [head, f"chapter 12's GRPO run: {a.steps} steps of 16 prompts × G = 8, μ = 2; "
                  f"{a.repeats} run(s) per version, alternating", ""]
     out.append(C.markdown(["version", "CPU ms/step (median)", "CPU ms/step (each run)",
@@ -198,6 +285,14 @@ def main() -> None:
                    f"target: {'yes' if b['first_step'] == n['first_step'] else 'NO'}; per-step "
                    f"rewards identical: {'yes' if same else 'NO'}; largest difference in the "
                    f"per-step KL to the reference {dkl:.1e}, in the entropy {dent:.1e}")
+    if floors:
+        base = "before" if before_dir else "after"
+        out.append(f"floor: the model's own passes (bare decode, reference, two updates with the "
+                   f"plainest loss, clip, AdamW; no checks or metrics) take "
+                   f"{med['floor']['cpu_step'] / med[base]['cpu_step']:.0%} of {base}'s step: "
+                   f"no code around this model could make the step more than "
+                   f"{med[base]['cpu_step'] / med['floor']['cpu_step']:.2f}× cheaper than "
+                   f"{base} on this machine")
     out.append("\nWhere a step's CPU time goes (ms per step, one run with timers):")
     names = list(dict.fromkeys(k for p in phases.values() for k in p))
     prow = [[k] + [f"{phases[v].get(k, 0.0) * 1e3:.2f}" for v in versions] for k in names]

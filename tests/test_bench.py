@@ -23,3 +23,5 @@ def test_benchmark_runs_and_prints_its_tables(script):
     assert text.startswith("machine: ") and "torch " in text and "load average" in text
     assert "threads: 1" in text
     assert text.count("|---") >= 1
+    if script == "bench_grpo_step.py":   # the bound on what any code around the model can gain
+        assert "| floor: the model's passes alone |" in text and "no code around this model" in text
