@@ -186,10 +186,11 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
 
 
 def check_pair(x: Tensor, other: Tensor, name_x: str, name_other: str) -> None:
-    """``x`` a floating tensor and ``other`` a tensor of the same shape on the same device
-    (log-probs and their advantages, ratios' old log-probs, reference log-probs)."""
+    """``x`` and ``other`` real floating tensors of the same shape on the same device
+    (log-probs and their advantages, ratios' old log-probs, reference log-probs): a bool,
+    integer or complex ``other`` is refused, never read as numbers."""
     check_tensor(x, name_x, floating=True)
-    check_tensor(other, name_other)
+    check_tensor(other, name_other, floating=True)
     check_same_shape(x, other, name_x, name_other)
     check_same_device(**{name_x: x, name_other: other})
 

@@ -65,8 +65,8 @@ _CALLER_OPTIONS = ("eps_low", "eps_high", "std_eps", "beta", "ref_logp", "max_to
                    "correction_max", "correction_min")
 
 
-def _check_bt(x: Tensor, name: str, ref: Tensor) -> None:
-    check_tensor(x, name)
+def _check_bt(x: Tensor, name: str, ref: Tensor, floating: bool = True) -> None:
+    check_tensor(x, name, floating=floating)
     if x.shape != ref.shape:
         raise ValueError(f"{name}: expected shape {tuple(ref.shape)} (that of logp), "
                          f"got {tuple(x.shape)}")
@@ -144,7 +144,7 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, m
     """
     check_tensor(logp, "logp", ndim=2, floating=True)
     _check_bt(advantages_tok, "advantages_tok", logp)
-    _check_bt(mask, "mask", logp)
+    _check_bt(mask, "mask", logp, floating=False)
     check_mask(mask, "mask")
     check_same_device(logp=logp, advantages_tok=advantages_tok, mask=mask)
     if old_logp is None:
@@ -315,7 +315,7 @@ def method_loss(name: str, logp: Tensor, old_logp: Tensor | None, rewards: Tenso
         raise ValueError(f"teacher_coef: method {name!r} has no teacher's term to weigh; "
                          f"expected the default 1.0, got {teacher_coef}")
     check_tensor(logp, "logp", ndim=2, floating=True)
-    _check_bt(mask, "mask", logp)
+    _check_bt(mask, "mask", logp, floating=False)
     check_mask(mask, "mask")
     check_same_device(logp=logp, mask=mask)
     beta = check_positive(beta, "beta", allow_zero=True)

@@ -393,8 +393,8 @@ def token_losses(logp: Tensor, old_logp: Tensor | None, advantages_tok: Tensor, 
     dtype of ``logp``. Factor of J(θ): trajectory (the loss) and, with the KL, both.
     """
     check_tensor(logp, "logp", ndim=2, floating=True)
-    for name, x in (("advantages_tok", advantages_tok), ("mask", mask)):
-        _methods._check_bt(x, name, logp)
+    _methods._check_bt(advantages_tok, "advantages_tok", logp)
+    _methods._check_bt(mask, "mask", logp, floating=False)
     check_same_device(logp=logp, advantages_tok=advantages_tok, mask=mask)
     check_mask(mask, "mask", allow_all_zero=True)    # a micro-batch may hold no loss token
     check_finite_where(advantages_tok, mask, "advantages_tok")
