@@ -51,10 +51,19 @@ from .._validate import (
 )
 
 
+def _check_vocab(logits: Tensor) -> None:
+    """The last dimension (the vocabulary) must hold at least one token: over an empty one
+    there is no distribution (no log-prob, no entropy)."""
+    if logits.shape[-1] == 0:
+        raise ValueError(f"logits: expected a vocabulary dimension V ≥ 1 (the last), got shape "
+                         f"{tuple(logits.shape)}")
+
+
 def _check_logits_tokens(logits: Tensor, tokens: Tensor) -> None:
     check_tensor(logits, "logits", floating=True)
     if logits.dim() < 2:
         raise ValueError(f"logits: expected shape (B, T, V) (or (..., V)), got {tuple(logits.shape)}")
+    _check_vocab(logits)
     check_tensor(tokens, "tokens")
     if tokens.dtype != torch.long:
         raise ValueError(f"tokens: expected dtype torch.int64 (long), got {tokens.dtype}")
@@ -329,6 +338,7 @@ def entropy_from_logits(logits: Tensor, chunk_size: int | None = None) -> Tensor
     check_tensor(logits, "logits", floating=True)
     if logits.dim() < 1:
         raise ValueError(f"logits: expected shape (..., V), got {tuple(logits.shape)}")
+    _check_vocab(logits)
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
     if logits.dim() == 1:
@@ -353,6 +363,7 @@ def naive_entropy(logits: Tensor) -> Tensor:
     check_tensor(logits, "logits", floating=True)
     if logits.dim() < 1:
         raise ValueError(f"logits: expected shape (..., V), got {tuple(logits.shape)}")
+    _check_vocab(logits)
     z = logits.to(work_dtype(logits.dtype))
     _check_normaliser(torch.logsumexp(z.detach(), dim=-1))
     logp = torch.log_softmax(z, dim=-1).clamp(min=torch.finfo(z.dtype).min)
