@@ -271,6 +271,9 @@ class LookupEnv(Env):
         if lengths.shape[0] != actions.shape[0]:
             raise ValueError(f"lengths: expected one length per row of actions "
                              f"({actions.shape[0]}), got shape {tuple(lengths.shape)}")
+        if actions.shape[1] == 0:
+            raise ValueError(f"actions: expected at least one column (a turn's tokens), got "
+                             f"shape {tuple(actions.shape)}")
         check_same_device(actions=actions, lengths=lengths)
         key = actions[:, 1 % actions.shape[1]] - self.key0
         ok = (lengths == 3) & (actions[:, 0] == self.open_id) & (key >= 0) & \
