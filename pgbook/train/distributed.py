@@ -285,6 +285,10 @@ def shard_loss(per_token_loss: Tensor, mask: Tensor, aggregation: str, normalise
     """
     num, _ = row_terms(per_token_loss, mask, aggregation, max_tokens)
     W = _world()[0] if world_size is None else check_positive_int(world_size, "world_size")
+    if isinstance(normaliser, Tensor) and (normaliser.is_complex() or
+                                           normaliser.dtype == torch.bool):
+        raise ValueError(f"normaliser: expected a real count (an integer or floating tensor or "
+                         f"a number), got dtype {normaliser.dtype}")
     c = torch.as_tensor(check_number(normaliser, "normaliser"), dtype=num.dtype,
                         device=num.device) \
         if not isinstance(normaliser, Tensor) else normaliser.to(num.dtype)
