@@ -122,6 +122,8 @@ class KVCache:
         """Append k, v (B, H, T, C/H) to block ``layer``'s keys and values and return all of
         them, (B, H, length + T, C/H). (``length`` moves on in :meth:`GPT.forward`, once
         every block has appended.)"""
+        check_tensor(k, "k", floating=True)
+        check_tensor(v, "v", floating=True)
         if k.dim() != 4 or k.shape != v.shape:
             raise ValueError(f"k, v: expected two (B, H, T, C/H) tensors of one shape, got "
                              f"{tuple(k.shape)} and {tuple(v.shape)}")
