@@ -428,6 +428,9 @@ def sample(model: GPT, prompts: Tensor, max_new_tokens: int, generator: torch.Ge
         raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
     block = getattr(getattr(model, "config", None), "block_size", None)
     P = prompts.shape[1]
+    if P == 0:
+        raise ValueError(f"prompts: expected at least one column (each prompt ends at column "
+                         f"P − 1, at least BOS), got shape {tuple(prompts.shape)}")
     if block is not None and P + max_new_tokens > block:
         raise ValueError(f"max_new_tokens: prompt length {P} + {max_new_tokens} exceeds the "
                          f"model's block_size = {block}")
