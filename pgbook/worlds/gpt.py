@@ -40,7 +40,8 @@ the ``meta`` device runs :meth:`GPT.forward` and :func:`logprobs` for shapes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -287,6 +288,13 @@ class GPT(nn.Module):
 # -- the tokenizer ------------------------------------------------------------------------
 
 
+def _check_integer_ids(ids: Tensor, name: str) -> None:
+    """Token ids must be an integer tensor (a float, bool or complex one is refused, never
+    read as ids)."""
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"{name}: expected an integer tensor of token ids, got dtype {ids.dtype}")
+
+
 class CharTokenizer:
     """One token per character of ``chars``, after the specials PAD = 0, BOS = 1, EOS = 2.
 
@@ -327,7 +335,17 @@ class CharTokenizer:
         """Ids (a list or a 1-D tensor) → text; see the class docstring for specials."""
         if isinstance(ids, Tensor):
             check_tensor(ids, "ids", ndim=1)
+            _check_integer_ids(ids, "ids")
             ids = ids.tolist()
+        elif isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise ValueError(f"ids: expected a list of integer ids or a 1-D integer tensor, got "
+                             f"{type(ids).__name__}")
+        else:
+            ids = list(ids)
+            bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+            if bad:
+                raise ValueError(f"ids: expected integer ids, got {bad[0]!r} "
+                                 f"({type(bad[0]).__name__})")
         out = []
         for i in ids:
             if not 0 <= i < self.vocab_size:
@@ -344,6 +362,7 @@ class CharTokenizer:
     def decode_batch(self, tokens: Tensor, specials: bool = False) -> list[str]:
         """(B, T) ids → B strings (``decode`` row by row: for display, not for training)."""
         check_tensor(tokens, "tokens", ndim=2)
+        _check_integer_ids(tokens, "tokens")
         return [self.decode(row, specials) for row in tokens.tolist()]
 
     def encode_batch(self, texts: Sequence[str], length: int | None = None, bos: bool = True,
