@@ -104,8 +104,9 @@ def _loss_mask(mask: Tensor | None, e: Episodes, theta: Tensor) -> Tensor:
 
 
 def _weights(weights: Tensor, m: Tensor, e: Episodes, theta: Tensor) -> Tensor:
-    """Per-token weights (N, T), finite where the mask is 1, on θ's device."""
+    """Per-token weights (N, T), floating, finite where the mask is 1, on θ's device."""
     check_shape(weights, "weights", tuple(e.tokens.shape))
+    check_tensor(weights, "weights", floating=True)
     check_same_device(theta=theta, weights=weights)
     check_finite_where(weights, m, "weights")
     return weights.detach().to(work_dtype(theta.dtype))
@@ -221,8 +222,9 @@ def state_values(policy: SeqPolicy, theta: Tensor, ep: Episodes) -> tuple[Tensor
 def turn_returns_exact(turn_rewards: Tensor, gamma: float = 1.0) -> Tensor:
     """G_k = Σ_{k'≥k} γ^{k'−k} r_{k'}, (*N, K) (``turn_rewards`` floating, finite; γ ∈ [0, 1])."""
     check_tensor(turn_rewards, "turn_rewards", floating=True)
-    if turn_rewards.dim() < 1:
-        raise ValueError(f"turn_rewards: expected shape (*N, K), got {tuple(turn_rewards.shape)}")
+    if turn_rewards.dim() < 1 or turn_rewards.shape[-1] == 0:
+        raise ValueError(f"turn_rewards: expected shape (*N, K) with K ≥ 1 turns, got "
+                         f"{tuple(turn_rewards.shape)}")
     check_finite(turn_rewards, "turn_rewards")
     gamma = check_positive(gamma, "gamma", allow_zero=True)
     if gamma > 1:

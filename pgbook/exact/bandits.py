@@ -61,9 +61,10 @@ __all__ = [
 
 
 def check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor | None = None,
-                name: str = "theta") -> None:
+                name: str = "theta", *, batched: bool = False) -> None:
     """The policy must have the bandit's contexts and actions; θ (when given, named ``name``
-    in errors) must be a finite floating (..., P) tensor on the bandit's device."""
+    in errors) must be a finite floating (P,) tensor on the bandit's device, or (..., P)
+    with ``batched`` (for the functions that take a batch of parameter vectors)."""
     if not isinstance(bandit, Bandit):
         raise ValueError(f"bandit: expected a pgbook.worlds.bandits.Bandit, got {type(bandit).__name__}")
     if not isinstance(policy, SoftmaxPolicy):
@@ -72,7 +73,7 @@ def check_world(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor | None = No
         raise ValueError(f"policy: expected {bandit.n_contexts} contexts × {bandit.n_actions} "
                          f"actions (the bandit's), got {policy.n_contexts} × {policy.n_actions}")
     if theta is not None:
-        policy._check_theta(theta, name)  # floating, (..., P), finite
+        policy._check_theta(theta, name, batched=batched)  # floating, (P,) or (..., P), finite
         check_same_device(**{name: theta}, bandit=bandit.means)
 
 
@@ -88,8 +89,9 @@ def _check_batch(batch: BanditBatch, policy: SoftmaxPolicy) -> BanditBatch:
 
 # -- J and its gradient --------------------------------------------------------------------------
 def exact_J(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor) -> Tensor:
-    """J(θ) by enumeration (differentiable)."""
-    check_world(bandit, policy, theta)
+    """J(θ) by enumeration (differentiable); ``theta`` (P,) or a batch (..., P), J of shape
+    (...)."""
+    check_world(bandit, policy, theta, batched=True)
     return bandit.J(policy.probs(theta))
 
 

@@ -138,6 +138,9 @@ def exact_expectation(policy: SeqPolicy, theta: Tensor, values: Tensor,
     """
     seqs = _seqs(policy, seqs)
     check_tensor(values, "values")
+    if values.dtype == torch.bool or values.is_complex():
+        raise ValueError(f"values: expected real numbers (a floating or integer tensor), got "
+                         f"dtype {values.dtype}")
     check_finite(values, "values")
     if values.dim() < 1 or values.shape[:1] != (len(seqs),):
         raise ValueError(f"values: expected a leading dimension of {len(seqs)} (one per "
@@ -149,6 +152,7 @@ def exact_expectation(policy: SeqPolicy, theta: Tensor, values: Tensor,
 def exact_J(policy: SeqPolicy, theta: Tensor, reward: SeqReward,
             seqs: Sequences | None = None) -> Tensor:
     """J(θ) = Σ_x ρ(x) Σ_y p_θ(y|x) R(x, y), by enumerating every response; differentiable."""
+    _check_policy(policy, theta)
     _check_reward(reward)
     seqs = _seqs(policy, seqs)
     return exact_expectation(policy, theta, reward.of(seqs).to(theta.dtype), seqs)

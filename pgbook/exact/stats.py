@@ -55,7 +55,7 @@ def estimates_from_loss(loss_fn: Callable[..., Tensor], theta: Tensor,
     if not callable(loss_fn):
         raise ValueError(f"loss_fn: expected a callable loss_fn(theta, batch), got "
                          f"{type(loss_fn).__name__}")
-    check_tensor(theta, "theta", floating=True)
+    check_tensor(theta, "theta", ndim=1, floating=True, nonempty=True)  # (P,), P ≥ 1
     parts = batches if isinstance(batches, tuple) else (batches,)
     if not parts:
         raise ValueError("batches: expected a tensor or a tuple of tensors, got ()")
@@ -120,12 +120,17 @@ class EstimatorStats:
         """Standard error of each coordinate of the mean, (P,)."""
         return self.estimates.std(0, unbiased=True) / math.sqrt(self.n)
 
+    def _check_exact(self, exact: Tensor) -> Tensor:
+        """``exact`` a finite floating (P,) vector on the estimates' device."""
+        check_shape(exact, "exact", tuple(self.mean.shape))
+        check_tensor(exact, "exact", floating=True)
+        check_same_device(estimates=self.estimates, exact=exact)
+        return check_finite(exact, "exact")
+
     def z_scores(self, exact: Tensor) -> Tensor:
         """(mean − exact) / stderr per coordinate; coordinates with zero spread give 0 when
         the mean matches exactly and ±inf otherwise."""
-        check_shape(exact, "exact", self.mean.shape)
-        check_finite(exact, "exact")
-        check_same_device(estimates=self.estimates, exact=exact)
+        self._check_exact(exact)
         diff = self.mean - exact.to(self.mean.dtype)
         se = self.stderr
         tiny = 1e3 * torch.finfo(se.dtype).eps * (1 + exact.abs().max())
@@ -145,9 +150,7 @@ class EstimatorStats:
 
     def _sq_errors(self, exact: Tensor) -> Tensor:
         """‖ĝ_m − g‖² for each estimate, (M,)."""
-        check_shape(exact, "exact", tuple(self.mean.shape))
-        check_same_device(estimates=self.estimates, exact=exact)
-        check_finite(exact, "exact")
+        self._check_exact(exact)
         return (self.estimates - exact.to(self.estimates.dtype)).pow(2).sum(-1)
 
     def mse(self, exact: Tensor) -> Tensor:
@@ -173,11 +176,13 @@ class EstimatorStats:
 
     def relative_error(self, exact: Tensor) -> float:
         """‖mean − exact‖ / ‖exact‖."""
+        self._check_exact(exact)
         return float(relative_error(self.mean, exact).detach())
 
     def summary(self, exact: Tensor | None = None) -> str:
         s = f"M={self.n}  total variance={float(self.total_variance):.4g}"
         if exact is not None:
+            self._check_exact(exact)
             s += (f"  ‖mean−∇J‖/‖∇J‖={self.relative_error(exact):.3g}"
                   f"  max|z|={self.max_abs_z(exact):.2f}")
         return s
@@ -209,8 +214,8 @@ def variance_difference(a: EstimatorStats, b: EstimatorStats) -> tuple[Tensor, T
 def cosine(u: Tensor, v: Tensor) -> Tensor:
     """Cosine similarity of two vectors (or of each row of u with v), shape ``u.shape[:-1]``
     (0 where either vector is zero, torch's convention)."""
-    check_tensor(u, "u", floating=True)
-    check_tensor(v, "v", floating=True)
+    check_tensor(u, "u", floating=True, nonempty=True)
+    check_tensor(v, "v", floating=True, nonempty=True)
     check_same_device(u=u, v=v)
     if u.dim() < 1 or v.dim() < 1 or u.shape[-1] != v.shape[-1] or v.dim() > u.dim():
         raise ValueError(f"v: expected a vector of u's last dimension (or rows that broadcast "
@@ -223,8 +228,8 @@ def cosine(u: Tensor, v: Tensor) -> Tensor:
 def relative_error(estimate: Tensor, exact: Tensor) -> Tensor:
     """‖estimate − exact‖ / ‖exact‖ over the last dimension (rows of ``estimate`` against one
     ``exact`` vector broadcast); shape ``estimate.shape[:-1]``."""
-    check_tensor(estimate, "estimate", floating=True)
-    check_tensor(exact, "exact", floating=True)
+    check_tensor(estimate, "estimate", floating=True, nonempty=True)
+    check_tensor(exact, "exact", ndim=1, floating=True, nonempty=True)
     check_same_device(estimate=estimate, exact=exact)
     check_finite(estimate, "estimate")
     check_finite(exact, "exact")

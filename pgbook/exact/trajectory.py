@@ -132,7 +132,7 @@ def path_stats(policy: SeqPolicy, thetas: Tensor, reward: SeqReward,
     (e.g. a run's (steps + 1, R, P)) → ``{"J": (...), "entropy": (...)}``, plus
     ``"J_per_prompt"`` (..., X). Not differentiated."""
     seqs = _seqs(policy, seqs)
-    check_tensor(thetas, "thetas", floating=True)
+    check_tensor(thetas, "thetas", floating=True, nonempty=True)
     if thetas.dim() < 1 or thetas.shape[-1] != policy.n_params:
         raise ValueError(f"thetas: expected shape (..., {policy.n_params}), got "
                          f"{tuple(thetas.shape)}")

@@ -89,7 +89,7 @@ def _check_call(bandit: Bandit, policy: SoftmaxPolicy, theta: Tensor,
     if (policy.n_contexts, policy.n_actions) != (bandit.n_contexts, bandit.n_actions):
         raise ValueError(f"policy: expected {bandit.n_contexts} contexts × {bandit.n_actions} "
                          f"actions (the bandit's), got {policy.n_contexts} × {policy.n_actions}")
-    policy._check_theta(theta)
+    policy._check_theta(theta, batched=False)
     check_same_device(theta=theta, bandit=bandit.means)
     if batch is not None:
         if not isinstance(batch, BanditBatch):
@@ -278,6 +278,9 @@ def _check_running(table: Tensor, counts: Tensor, s: Tensor, r: Tensor) -> None:
         raise ValueError("table: expected shape (*R, S), got a scalar")
     S = table.shape[-1]
     check_shape(counts, "counts", tuple(table.shape))
+    if counts.dtype == torch.bool or counts.is_complex():
+        raise ValueError(f"counts: expected a real (integer or floating) tensor of counts, got "
+                         f"dtype {counts.dtype}")
     check_index(s, "s", S)
     check_tensor(r, "r", floating=True)
     if s.shape != r.shape or tuple(s.shape[:-1]) != tuple(table.shape[:-1]) or s.dim() < 1:
@@ -335,8 +338,9 @@ def success_weights(rewards: Tensor, success: float = 1.0, normalise: bool = Tru
     kept samples and zero for discarded ones (never negative).
     """
     check_tensor(rewards, "rewards", floating=True)
-    if rewards.dim() < 1:
-        raise ValueError("rewards: expected shape (..., N), got a scalar")
+    if rewards.dim() < 1 or rewards.numel() == 0:
+        raise ValueError(f"rewards: expected shape (..., N) with at least one sample, got "
+                         f"{tuple(rewards.shape)}")
     check_finite(rewards, "rewards")
     success = check_number(success, "success")
     if not isinstance(normalise, bool):

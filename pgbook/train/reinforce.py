@@ -129,7 +129,7 @@ def fit_weighted_mle(policy: SoftmaxPolicy, theta0: Tensor, batch: BanditBatch,
     Trajectory factor of J(θ) with fixed reward-side weights.
     """
     check_tensor(theta0, "theta0", floating=True)
-    policy._check_theta(theta0, "theta0")
+    policy._check_theta(theta0, "theta0", batched=False)
     check_positive_int(steps, "steps")
     check_positive(lr, "lr")
     if not isinstance(batch, BanditBatch):
@@ -218,7 +218,7 @@ def reinforce(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, steps: int,
     only its variance.
     """
     check_tensor(theta0, "theta0", floating=True)
-    check_world(bandit, policy, theta0, "theta0")
+    check_world(bandit, policy, theta0, "theta0", batched=True)
     check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
     check_generator(generator, theta0.device)
@@ -306,7 +306,7 @@ def rejection_sampling_ft(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor,
     side) and which samples enter (trajectory side).
     """
     check_tensor(theta0, "theta0", floating=True)
-    check_world(bandit, policy, theta0, "theta0")
+    check_world(bandit, policy, theta0, "theta0", batched=True)
     check_positive_int(iterations, "iterations")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(sft_steps, "sft_steps")

@@ -34,7 +34,6 @@ from torch import Tensor
 
 from .._validate import (
     _is_meta,
-    check_finite,
     check_flag,
     check_generator,
     check_index,
@@ -172,12 +171,8 @@ class MarkovMLPPolicy(MLPPolicy):
     def table(self, theta: Tensor) -> Tensor:
         """log π_θ(· | x, prev, t) for every context, previous token (BOS = V last) and
         position: (X, V + 1, T, V)."""
-        check_tensor(theta, "theta", ndim=1, floating=True)
-        if theta.shape[0] != self.n_params:
-            raise ValueError(f"theta: expected shape ({self.n_params},) for {type(self).__name__}, "
-                             f"got {tuple(theta.shape)}")
-        check_finite(theta, "theta")
-        p = self.unflatten(theta)
+        self._check_theta(theta)
+        p = self._blocks(theta)
         h = torch.tanh(p["E_ctx"][:, None, None, :] + p["E_prev"][None, :, None, :]
                        + p["E_pos"][None, None, :, :])                     # (X, V+1, T, d)
         z = h @ p["W"] + p["b"]

@@ -93,8 +93,8 @@ class Bandit:
 
     def __init__(self, rho: Tensor, means: Tensor, noise_std: float = 0.0, name: str = "bandit",
                  action_names: list[str] | None = None):
-        check_tensor(rho, "rho", ndim=1, floating=True)
-        check_tensor(means, "means", ndim=2, floating=True)
+        check_tensor(rho, "rho", ndim=1, floating=True, nonempty=True)      # ≥ 1 context
+        check_tensor(means, "means", ndim=2, floating=True, nonempty=True)  # ≥ 1 action
         check_same_device(rho=rho, means=means)
         if means.shape[0] != rho.shape[0]:
             raise ValueError(
@@ -267,8 +267,16 @@ class SoftmaxPolicy:
     def logits(self, theta: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _check_theta(self, theta: Tensor, name: str = "theta") -> Tensor:
+    def _check_theta(self, theta: Tensor, name: str = "theta", *, batched: bool = True
+                     ) -> Tensor:
+        """``theta`` a finite floating tensor of shape (..., P), or exactly (P,) when not
+        ``batched`` (the functions that take one parameter vector)."""
         check_tensor(theta, name, floating=True)
+        if not batched and theta.shape != (self.n_params,):
+            raise ValueError(
+                f"{name}: expected shape ({self.n_params},) for {type(self).__name__} (one "
+                f"parameter vector), got {tuple(theta.shape)}"
+            )
         if theta.shape[-1:] != (self.n_params,):
             raise ValueError(
                 f"{name}: expected shape (..., {self.n_params}) for {type(self).__name__}, "
@@ -291,8 +299,9 @@ class SoftmaxPolicy:
         It is the logits' Jacobian minus its π-weighted mean over actions; subclasses whose
         Jacobian is known in closed form (tabular: the identity; linear: the features)
         use it, which is far faster than autograd on these tiny problems. ``autograd=True``
-        forces ``torch.func.jacrev`` (to check the closed form)."""
-        self._check_theta(theta)
+        forces ``torch.func.jacrev`` (to check the closed form). ``theta`` is one parameter
+        vector, (P,)."""
+        self._check_theta(theta, batched=False)
         if not isinstance(autograd, bool):
             raise ValueError(f"autograd: expected True or False, got {autograd!r}")
         theta = theta.detach()
@@ -311,7 +320,7 @@ class SoftmaxPolicy:
         check_index(a, "a", self.n_actions)
         if s.shape != a.shape:
             raise ValueError(f"s and a must have the same shape, got {tuple(s.shape)} and {tuple(a.shape)}")
-        self._check_theta(theta)
+        self._check_theta(theta, batched=False)
         check_same_device(theta=theta, s=s, a=a)
         return self.log_probs(theta)[s, a]
 
@@ -447,6 +456,10 @@ def sample_groups(bandit: Bandit, probs: Tensor, n_groups: int, group_size: int,
         raise ValueError(f"bandit: expected a Bandit, got {type(bandit).__name__}")
     check_positive_int(n_groups, "n_groups")
     G = check_positive_int(group_size, "group_size")
+    check_tensor(probs, "probs", floating=True)
+    if tuple(probs.shape) != (bandit.n_contexts, bandit.n_actions):
+        raise ValueError(f"probs: expected shape ({bandit.n_contexts}, {bandit.n_actions}) "
+                         f"(one policy's table), got {tuple(probs.shape)}")
     one = bandit.sample(probs, n_groups, generator)        # contexts (and one action each)
     s = one.s[:, None].expand(n_groups, G)
     p = probs.detach()

@@ -152,7 +152,7 @@ class SeqSpace:
         self.T = check_positive_int(max_len, "max_len")
         if rho is None:
             rho = torch.full((3,), 1 / 3, dtype=torch.float64)
-        check_tensor(rho, "rho", ndim=1, floating=True)
+        check_tensor(rho, "rho", ndim=1, floating=True, nonempty=True)  # ≥ 1 prompt
         check_probs(rho, "rho")
         self.rho = rho
         self.token_names = (*tokens, eos)
@@ -299,11 +299,18 @@ class SeqPolicy:
     def logits(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _check(self, theta: Tensor, x: Tensor, tokens: Tensor) -> None:
-        check_tensor(theta, "theta", ndim=1, floating=True)
+    def _check_theta(self, theta: Tensor, name: str = "theta", *, finite: bool = True
+                     ) -> Tensor:
+        """``theta`` a floating (P,) tensor, finite unless ``finite=False`` (the caller
+        checks the values later)."""
+        check_tensor(theta, name, ndim=1, floating=True)
         if theta.shape[0] != self.n_params:
-            raise ValueError(f"theta: expected shape ({self.n_params},) for {type(self).__name__}, "
-                             f"got {tuple(theta.shape)}")
+            raise ValueError(f"{name}: expected shape ({self.n_params},) for "
+                             f"{type(self).__name__}, got {tuple(theta.shape)}")
+        return check_finite(theta, name) if finite else theta
+
+    def _check(self, theta: Tensor, x: Tensor, tokens: Tensor) -> None:
+        self._check_theta(theta, finite=False)
         self.space.check(x, tokens)
         check_same_device(theta=theta, x=x)
         check_finite(theta, "theta")
@@ -388,14 +395,18 @@ class MLPPolicy(SeqPolicy):
         self.n_params = start
 
     def unflatten(self, theta: Tensor) -> dict:
-        """The parameter blocks of θ as views, by name."""
-        check_shape(theta, "theta", (self.n_params,))
+        """The parameter blocks of θ, a finite floating (P,) tensor, as views, by name."""
+        self._check_theta(theta)
+        return self._blocks(theta)
+
+    def _blocks(self, theta: Tensor) -> dict:
+        """:meth:`unflatten` for a θ its caller has checked."""
         return {k: theta[s].view(shape) for k, (s, shape) in self.blocks.items()}
 
     def logits(self, theta: Tensor, x: Tensor, tokens: Tensor) -> Tensor:
         """logits (*B, T, V) for every position, teacher-forced on ``tokens`` (*B, T)."""
         self._check(theta, x, tokens)
-        p = self.unflatten(theta)
+        p = self._blocks(theta)
         bos = torch.full_like(tokens[..., :1], self.space.V)
         prev = torch.cat([bos, tokens[..., :-1]], -1)
         emb = torch.nn.functional.embedding
