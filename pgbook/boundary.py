@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ._validate import (
+    _no_values,
     check_finite,
     check_pair,
     check_positive,
@@ -39,10 +40,28 @@ from ._validate import (
 __all__ = ["dpo_loss", "implied_reward"]
 
 
+def _check_logprobs(x: Tensor, name: str) -> None:
+    """``x`` a non-empty floating tensor of finite log-probabilities (≤ 0)."""
+    check_tensor(x, name, floating=True, nonempty=True)
+    check_finite(x, name)
+    if not _no_values(x):
+        top = float(x.detach().amax())
+        if top > 0:
+            raise ValueError(f"{name}: expected log-probabilities (≤ 0), got max {top:.4g}")
+
+
+def _check_no_overflow(x: Tensor, what: str, beta: float) -> None:
+    """``x``, computed from finite checked inputs, must be finite: else it overflowed."""
+    if not _no_values(x) and not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{what} overflows {x.dtype} (β = {beta:g}): the log-probabilities "
+                         f"are too far apart for this β and dtype")
+
+
 def implied_reward(logp: Tensor, ref_logp: Tensor, beta: float) -> Tensor:
     """DPO's implied reward r̂_θ(x, y) = β (log π_θ(y|x) − log π_ref(y|x)), shape of ``logp``.
 
-    ``logp``, ``ref_logp``: sequence log-probabilities (any shape, the same), finite; β > 0.
+    ``logp``, ``ref_logp``: sequence log-probabilities (any shape, the same, non-empty), finite
+    and ≤ 0; β > 0. A result that overflows the dtype raises.
     Not detached: unlike a reward on the map, it is a function of θ (differentiate it and
     you differentiate the policy). Outside the frame of J(θ): it replaces R by the policy.
     """
@@ -50,10 +69,12 @@ def implied_reward(logp: Tensor, ref_logp: Tensor, beta: float) -> Tensor:
     check_tensor(logp, "logp", floating=True)
     check_tensor(ref_logp, "ref_logp", floating=True)
     check_same_device(logp=logp, ref_logp=ref_logp)
-    check_finite(logp, "logp")
-    check_finite(ref_logp, "ref_logp")
+    _check_logprobs(logp, "logp")
+    _check_logprobs(ref_logp, "ref_logp")
     beta = check_positive(beta, "beta")
-    return beta * (logp - ref_logp.to(logp.dtype))
+    out = beta * (logp - ref_logp.to(logp.dtype))
+    _check_no_overflow(out, "implied_reward: β (logp − ref_logp)", beta)
+    return out
 
 
 def dpo_loss(chosen_logp: Tensor, rejected_logp: Tensor, ref_chosen_logp: Tensor,
@@ -63,8 +84,8 @@ def dpo_loss(chosen_logp: Tensor, rejected_logp: Tensor, ref_chosen_logp: Tensor
 
         ℓ = −log σ(β Δ),        −∇ℓ = β σ(−β Δ) [∇log π_θ(y_w|x) − ∇log π_θ(y_l|x)].
 
-    ``chosen_logp``/``rejected_logp``: the policy's sequence log-probabilities of the
-    preferred (y_w) and the other (y_l) response, (n,), differentiable; the reference's
+    ``chosen_logp``/``rejected_logp``: the policy's sequence log-probabilities (finite, ≤ 0,
+    n ≥ 1) of the preferred (y_w) and the other (y_l) response, (n,), differentiable; the reference's
     ``ref_*`` (n,) are detached inside. Average the result for a batch loss (TRL takes the
     mean). This is TRL's ``DPOTrainer`` with ``loss_type="sigmoid"`` (its
     ``per_sequence_loss``, the log-probs summed over the completion tokens) term for term.
@@ -77,7 +98,7 @@ def dpo_loss(chosen_logp: Tensor, rejected_logp: Tensor, ref_chosen_logp: Tensor
                     ("ref_chosen_logp", ref_chosen_logp),
                     ("ref_rejected_logp", ref_rejected_logp)):
         check_tensor(x, name, ndim=1, floating=True)
-        check_finite(x, name)
+        _check_logprobs(x, name)
     check_pair(chosen_logp, rejected_logp, "chosen_logp", "rejected_logp")
     check_pair(chosen_logp, ref_chosen_logp, "chosen_logp", "ref_chosen_logp")
     check_pair(chosen_logp, ref_rejected_logp, "chosen_logp", "ref_rejected_logp")
@@ -87,4 +108,5 @@ def dpo_loss(chosen_logp: Tensor, rejected_logp: Tensor, ref_chosen_logp: Tensor
     w, lose = to_work(chosen_logp), to_work(rejected_logp)
     delta = (w - ref_chosen_logp.detach().to(w.dtype)) - (lose - ref_rejected_logp.detach().to(
         w.dtype))
+    _check_no_overflow(beta * delta, "dpo_loss: β Δ (the margin of the log-ratios)", beta)
     return (-torch.nn.functional.logsigmoid(beta * delta)).to(chosen_logp.dtype)

@@ -777,8 +777,10 @@ def _side_parts(choice, side: str, parent: str, what: str) -> dict:
         parts = {k: v for k, v in mine.items() if theirs.get(k) != v and get(k, v).side == side}
         if not parts:
             changed = sorted(k for k, v in mine.items() if theirs.get(k) != v)
-            raise ValueError(f"{what}: method {choice!r} changes no {side}-side piece of "
-                             f"{parent!r} (its changes: {changed})")
+            raise ValueError(f"{what}: method {choice!r} changes no {side}-side piece "
+                             f"relative to the new method's parent {parent!r} (compose's "
+                             f"parent={parent!r}, the pieces compared against; {choice!r} "
+                             f"differs from it in {changed})")
         return parts
     if not isinstance(choice, Mapping) or not choice:
         raise ValueError(f"{what}: expected a registered method or a non-empty dict {{kind: "

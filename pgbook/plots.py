@@ -353,13 +353,29 @@ def policy_bars(probs: ArrayLike, ax: Axes | None = None,
                 action_names: Sequence[str] | None = None,
                 context_names: Sequence[str] | None = None, title: str | None = None) -> Axes:
     """π(a|s) as grouped bars: one group per context, one bar per action. ``probs`` is
-    (S, A) or (A,) (a single context). Returns the axes."""
+    (S, A) or (A,) (a single context): probabilities in [0, 1], each row summing to 1.
+    Returns the axes."""
     p = _np(probs, "probs")
     if p.ndim == 1:
         p = p[None]
     if p.ndim != 2:
         raise ValueError(f"probs: expected shape (S, A) or (A,), got {p.shape}")
     S, A = p.shape
+    if p.size == 0:
+        raise ValueError(f"probs: expected at least one context and one action, got shape "
+                         f"{p.shape}")
+    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+        bad = p[~(np.isfinite(p) & (p >= 0) & (p <= 1))]
+        raise ValueError(f"probs: expected probabilities in [0, 1], got {bad.size} value(s) "
+                         f"outside (e.g. {bad[0]:.4g})")
+    low = isinstance(probs, Tensor) and probs.dtype in (torch.float16, torch.bfloat16)
+    eps = (torch.finfo(probs.dtype).eps if isinstance(probs, Tensor) and probs.is_floating_point()
+           else np.finfo(np.float64).eps)
+    tol = max(1e-3 if low else 1e-5, A * eps / 2)   # A values each rounded (as check_probs)
+    err = float(np.abs(p.sum(1) - 1).max())
+    if err > tol:
+        raise ValueError(f"probs: expected each row (context) to sum to 1, largest deviation "
+                         f"is {err:.3g} (tolerance {tol:g})")
     if action_names is not None and len(action_names) != A:
         raise ValueError(f"action_names: expected {A} names, got {len(action_names)}")
     if context_names is not None and len(context_names) != S:

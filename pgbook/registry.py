@@ -62,6 +62,12 @@ token_credit    ``entropy``  ``fn(advantages_tok, entropy, mask, *, group_size)
                              -> advantages_tok``: token-level credit (chapter 13)
 ==============  ============ =======================================================
 
+The kinds are fixed (:data:`KINDS`: the table's, the teacher and distillation pieces of
+chapter 16, and the labels ``data``, ``step``, ``mask``, ``selection``): registering under
+another kind raises, so a misspelt kind never becomes a new, empty one. A function
+registered with a kind and form of the table must take the table's leading positional
+arguments (checked once, when it is registered; without a form, the fewest of its kind).
+
 A component registered with :func:`register_label` has no function: it names a choice that
 a method makes (e.g. ``data="on_policy"``) without being called by the library.
 
@@ -81,10 +87,12 @@ naming it, so a misspelt option never passes silently.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "KINDS",
     "SIDES",
     "Component",
     "Method",
@@ -101,6 +109,21 @@ __all__ = [
 ]
 
 SIDES = ("reward", "trajectory")
+
+#: every kind of component (see the module docstring); ``register`` refuses any other
+KINDS = ("advantage", "aggregation", "correction", "data", "distill_loss", "kl", "mask",
+         "policy_loss", "reward", "selection", "shaping", "step", "teacher", "teacher_gate",
+         "token_credit")
+
+#: (kind, form) -> how many positional arguments the library passes a piece of that form
+#: (the table of the module docstring; the turn-level advantages of pgbook.reward.turns)
+_POSITIONAL = {
+    ("advantage", "group"): 2, ("advantage", "batch"): 2, ("advantage", "baseline"): 4,
+    ("advantage", "token"): 2, ("advantage", "critic"): 3, ("advantage", "turn"): 2,
+    ("policy_loss", "token"): 3, ("aggregation", "token"): 2, ("kl", "token"): 2,
+    ("kl", "reward"): 2, ("reward", "response"): 3, ("correction", "weights"): 3,
+    ("shaping", "rollout"): 2, ("token_credit", "entropy"): 3,
+}
 
 
 @dataclass(frozen=True)
@@ -140,6 +163,39 @@ def _check_side(side: str) -> str:
     return side
 
 
+def _check_kind(kind: str) -> str:
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    return kind
+
+
+def _check_signature(fn: Callable, kind: str, name: str, form: str | None) -> None:
+    """``fn`` must take the positional arguments its kind and form are called with (the
+    fewest of the kind's forms when ``form`` is None), and require no more of them."""
+    if form is not None:
+        if (kind, form) not in _POSITIONAL:
+            return
+        n, how = _POSITIONAL[kind, form], f"kind {kind!r}, form {form!r}"
+    else:
+        counts = [v for (k, _), v in _POSITIONAL.items() if k == kind]
+        if not counts:
+            return
+        n, how = min(counts), f"kind {kind!r}, at least"
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):          # a builtin without a signature: not checked
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes = len(positional) + (10 ** 9 if any(p.kind is p.VAR_POSITIONAL for p in params)
+                               else 0)
+    required = sum(p.default is p.empty for p in positional)
+    if takes < n or (form is not None and required > n):
+        raise ValueError(f"register({kind!r}, {name!r}): expected a function taking {n} "
+                         f"positional argument(s) (the library calls {how} with {n}; see the "
+                         f"table in pgbook.registry), got {getattr(fn, '__qualname__', fn)!r} with "
+                         f"signature {inspect.signature(fn)}")
+
+
 def _check_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what}: expected a non-empty string, got {value!r}")
@@ -169,8 +225,10 @@ def register(kind: str, name: str, *, side: str, summary: str = "", form: str | 
 
     Registering another function under a taken name raises ValueError (unregister it first);
     registering a re-definition of the same function (a re-run notebook cell) replaces it.
+    ``kind`` must be one of :data:`KINDS`, and ``fn`` must take the positional arguments
+    of its kind and form (the module docstring's table), checked here, once.
     """
-    _check_name(kind, "kind")
+    _check_kind(kind)
     _check_name(name, "name")
     _check_side(side)
     _check_text(summary, "summary")
@@ -182,6 +240,7 @@ def register(kind: str, name: str, *, side: str, summary: str = "", form: str | 
         if not callable(fn):
             raise ValueError(f"register({kind!r}, {name!r}): expected a function, got "
                              f"{type(fn).__name__}")
+        _check_signature(fn, kind, name, form)
         table = _COMPONENTS.setdefault(kind, {})
         if name in table and not _same_definition(table[name].fn, fn):
             raise ValueError(f"component {kind}/{name} is already registered "
@@ -195,8 +254,9 @@ def register(kind: str, name: str, *, side: str, summary: str = "", form: str | 
 
 def register_label(kind: str, name: str, *, side: str, summary: str,
                    reference: str = "") -> Component:
-    """Register a component that is a named choice rather than a function (e.g. ``"none"``)."""
-    _check_name(kind, "kind")
+    """Register a component that is a named choice rather than a function (e.g. ``"none"``);
+    ``kind`` one of :data:`KINDS`."""
+    _check_kind(kind)
     _check_name(name, "name")
     _check_side(side)
     _check_text(summary, "summary")
@@ -322,6 +382,9 @@ def register_method(name: str, parent: str | None, *, fixes: str = "", chapter: 
     _check_text(fixes, "fixes")
     _check_text(chapter, "chapter")
     _check_text(reference, "reference")
+    if parent is not None and parent == name:
+        raise ValueError(f"parent: a method cannot be its own parent (got parent={parent!r} "
+                         f"for method {name!r})")
     if parent is not None and (not isinstance(parent, str) or parent not in _METHODS):
         raise ValueError(f"parent: method {parent!r} is not registered (have {sorted(_METHODS)})")
     for kind, comp in parts.items():

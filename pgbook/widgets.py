@@ -17,7 +17,7 @@ Controls are given by value:
 ================================  ==================================================
 spec                              control
 ================================  ==================================================
-``(min, max, step)`` floats       a float slider (ints: an int slider)
+``(min, max, step)`` floats       a float slider (ints: an int slider); min ≤ max, step > 0
 a list of values                  a selection slider for numbers, a dropdown otherwise
 a list of ``(label, value)``      a dropdown with those labels
 ``True`` / ``False``              a checkbox
@@ -64,9 +64,17 @@ def control(name: str, spec: object, initial: object = None) -> ipywidgets.Widge
         return spec
     if isinstance(spec, bool):
         return w.Checkbox(value=spec if initial is None else bool(initial), description=name)
-    if isinstance(spec, tuple) and len(spec) == 3 and all(isinstance(x, (int, float))
-                                                          for x in spec):
+    if isinstance(spec, tuple) and spec and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in spec):
+        if len(spec) != 3:
+            raise ValueError(f"{name}: a tuple of numbers is a slider's range (min, max, step), "
+                             f"got {len(spec)} number(s) {spec!r}; for a choice among values "
+                             f"pass a list")
         lo, hi, step = spec
+        if not lo <= hi:
+            raise ValueError(f"{name}: expected (min, max, step) with min ≤ max, got {spec!r}")
+        if not step > 0:
+            raise ValueError(f"{name}: expected (min, max, step) with step > 0, got {spec!r}")
         value = lo if initial is None else initial
         if all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
             return w.IntSlider(value=value, min=lo, max=hi, step=step, description=name,

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from .._validate import (
     _is_meta,
+    _no_values,
     check_finite,
     check_finite_where,
     check_mask,
@@ -56,9 +57,11 @@ from .._validate import (
     check_positive,
     check_positive_int,
     check_same_device,
+    check_same_shape,
     check_shape,
     check_tensor,
     parameters,
+    values_checked,
     work_dtype,
 )
 from ..registry import components, register, resolve
@@ -432,23 +435,54 @@ def _lengths(mask: Tensor, rewards: Tensor) -> Tensor:
     return mask.to(torch.bool).sum(-1).to(work_dtype(rewards.dtype))
 
 
+def _check_counts(x: Tensor, name: str) -> Tensor:
+    """``x`` a non-empty real tensor (integer or floating) of counts: a bool or complex
+    tensor is refused (its values are checked to be whole numbers by the caller)."""
+    check_tensor(x, name, nonempty=True)
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{name}: expected a real tensor of counts (integer or floating "
+                         f"dtype), got dtype {x.dtype}")
+    return x
+
+
+def _fractional(x: Tensor) -> Tensor:
+    """A 0-d bool tensor: whether ``x`` holds an entry that is not a whole number."""
+    return (x != x.round()).any() if x.is_floating_point() else torch.zeros((), dtype=torch.bool,
+                                                                            device=x.device)
+
+
 def comb_ratio(a: Tensor, b: Tensor, k: int) -> Tensor:
     """C(a, k) / C(b, k) for integer-valued tensors a ≤ b (b ≥ k), elementwise; 0 where a < k.
 
     Computed as Π_{j<k} (a − j)/(b − j) (no factorials, exact for the small counts of a
-    group). Shapes broadcast; dtype of ``a`` (floating)."""
+    group). Shapes broadcast; dtype of ``a`` (floating); non-empty. ``b`` must hold whole
+    numbers (an integer dtype, or floats); ``a`` is not checked to be whole (the product is a
+    polynomial in a, which autograd differentiates)."""
     check_tensor(a, "a", floating=True)
-    check_tensor(b, "b")
+    _check_counts(a, "a")
+    _check_counts(b, "b")
     check_same_device(a=a, b=b)
     k = check_nonnegative_int(k, "k")
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(f"a and b: expected shapes that broadcast together, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}") from None
     check_finite(a, "a")
     check_finite(b, "b")
-    if not _is_meta(a) and not _is_meta(b) and a.numel() and b.numel():
-        if bool((a > b).any()):
-            raise ValueError("a: expected a ≤ b (C(a, k)/C(b, k) with a subset count a), got an "
-                             "entry above b")
-        if bool((b < k).any()):
-            raise ValueError(f"b: expected b ≥ k = {k} (C(b, k) > 0), got min {float(b.min()):g}")
+    if not _no_values(a) and not _no_values(b):
+        above, below, frac = torch.stack([(a > b).any(), (b < k).any(),
+                                          _fractional(b)]).tolist()      # one read-back
+        if above:
+            raise ValueError("a: expected a ≤ b (C(a, k)/C(b, k) with a subset count a), got "
+                             "an entry above b")
+        if below:
+            raise ValueError(f"b: expected b ≥ k = {k} (C(b, k) > 0), got min "
+                             f"{float(b.min()):g}")
+        if frac:
+            bad = b[b != b.round()]
+            raise ValueError(f"b: expected whole numbers (a count), got {bad.numel()} other "
+                             f"value(s) (e.g. {bad.flatten()[0].item():g})")
     j = torch.arange(k, device=a.device, dtype=a.dtype)
     num = (a.unsqueeze(-1) - j).clamp_min(0)
     return (num / (b.unsqueeze(-1) - j).to(a.dtype)).prod(-1)
@@ -456,18 +490,31 @@ def comb_ratio(a: Tensor, b: Tensor, k: int) -> Tensor:
 
 def pass_at_k_estimate(n: Tensor, c: Tensor, k: int) -> Tensor:
     """ρ(n, c, k) = 1 − C(n − c, k)/C(n, k): the unbiased estimate of pass@k from n samples of
-    which c are correct (Chen et al. 2021, the Codex paper), elementwise; needs n ≥ k."""
-    check_tensor(n, "n", floating=True)
-    check_tensor(c, "c")
+    which c are correct (Chen et al. 2021, the Codex paper), elementwise; needs n ≥ k.
+
+    ``n`` (floating, whole numbers) and ``c`` (integer or floating, 0 ≤ c ≤ n) of one shape,
+    non-empty; ``c`` is not checked to be whole (ρ is a polynomial in c, which autograd
+    differentiates)."""
+    check_tensor(n, "n", floating=True, nonempty=True)
+    _check_counts(c, "c")
     check_same_device(n=n, c=c)
+    check_same_shape(n, c, "n", "c")
+    k = check_nonnegative_int(k, "k")
     check_finite(n, "n")
     check_finite(c, "c")
-    if not _is_meta(c) and not _is_meta(n) and c.numel() and bool(((c < 0) | (c > n)).any()):
-        raise ValueError("c: expected 0 ≤ c ≤ n correct samples, got an entry outside")
-    k = check_nonnegative_int(k, "k")
-    if not _is_meta(n) and n.numel() and bool((n < k).any()):
-        raise ValueError(f"n: expected n ≥ k = {k} samples, got min {float(n.min()):g}")
-    return 1 - comb_ratio(n - c, n, k)
+    if not _no_values(n) and not _no_values(c):
+        outside, below, frac = torch.stack([((c < 0) | (c > n)).any(), (n < k).any(),
+                                            _fractional(n)]).tolist()    # one read-back
+        if outside:
+            raise ValueError("c: expected 0 ≤ c ≤ n correct samples, got an entry outside")
+        if below:
+            raise ValueError(f"n: expected n ≥ k = {k} samples, got min {float(n.min()):g}")
+        if frac:
+            bad = n[n != n.round()]
+            raise ValueError(f"n: expected whole numbers (a count of samples), got "
+                             f"{bad.numel()} other value(s) (e.g. {bad.flatten()[0].item():g})")
+    with values_checked():      # n − c ≤ n, n ≥ k and n whole: checked above
+        return 1 - comb_ratio(n - c, n, k)
 
 
 @register("advantage", "remax", side="reward", form="group",
@@ -712,11 +759,12 @@ def passk_analytic_advantage(rewards: Tensor, group_size: int, *, k: int,
     _binary(r, "passk_analytic")
     n = torch.full_like(r[:, :1], float(group_size))
     c = r.sum(1, keepdim=True)
-    mean = 1 - comb_ratio(n - c, n, k)
-    sd = (mean * (1 - mean)).clamp_min(0).sqrt() + std_eps
-    safe = torch.where(sd > 0, sd, torch.ones_like(sd))      # σ = 0: every subset scores alike
-    pos = (1 - mean) / safe
-    neg = (1 - mean - comb_ratio(n - c - 1, n - 1, k - 1)) / safe
+    with values_checked():      # counts of checked 0/1 rewards, n = G ≥ k
+        mean = 1 - comb_ratio(n - c, n, k)
+        sd = (mean * (1 - mean)).clamp_min(0).sqrt() + std_eps
+        safe = torch.where(sd > 0, sd, torch.ones_like(sd))  # σ = 0: every subset scores alike
+        pos = (1 - mean) / safe
+        neg = (1 - mean - comb_ratio(n - c - 1, n - 1, k - 1)) / safe
     adv = torch.where(sd > 0, torch.where(r > 0, pos, neg), torch.zeros_like(r))
     return adv.reshape(-1).to(rewards.dtype)
 
@@ -755,11 +803,13 @@ def pkpo_advantage(rewards: Tensor, group_size: int, *, k: int, baseline: str = 
     n = torch.full_like(r[:, :1], float(group_size))
     c = r.sum(1, keepdim=True)
     # a wrong response's group has c ≤ n − 1 correct ones (c = n: no wrong response to weigh)
-    wrong = pass_at_k_estimate(n - 1, torch.minimum(c, n - 1), k - 1) if k > 1 else \
-        torch.zeros_like(c)
-    adv = k * torch.where(r > 0, torch.ones_like(r), wrong)
-    if loo:
-        adv = adv - k * pass_at_k_estimate(n - 1, c - r, k)
+    with values_checked():      # counts of checked 0/1 rewards, n = G > k (k ≤ G − 1 with loo)
+        wrong = pass_at_k_estimate(n - 1, torch.minimum(c, n - 1), k - 1) if k > 1 else \
+            torch.zeros_like(c)
+        adv = k * torch.where(r > 0, torch.ones_like(r), wrong)
+        if loo:
+            left = c - r
+            adv = adv - k * pass_at_k_estimate((n - 1).expand_as(left), left, k)
     return adv.reshape(-1).to(rewards.dtype)
 
 

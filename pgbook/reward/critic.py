@@ -268,7 +268,18 @@ def value_loss(values: Tensor, returns: Tensor, mask: Tensor, *, old_values: Ten
         l2 = (v_clip - ret).pow(2)
         per_token = 0.5 * torch.maximum(l1, l2)
         clipped = l2 > l1
-    loss = agg(per_token, m, None)
+    try:
+        loss = agg(per_token, m, None)
+    except ValueError as e:     # the aggregation's one finite check: name where it came from
+        if not str(e).startswith("per_token_loss:") or \
+                bool(torch.isfinite(per_token.detach()[m]).all()):
+            raise
+        raise ValueError(
+            f"values − returns overflows {values.dtype}: ½ (V − R̂)²"
+            + (" (or its clipped twin, from old_values)" if eps_value is not None else "")
+            + f" is not finite at {int((~torch.isfinite(per_token.detach()) & m).sum())} "
+            f"unmasked token(s); largest |values| {float(v.detach().abs().amax()):.3g}, "
+            f"largest |returns| {float(ret.abs().amax()):.3g}") from None
     with torch.no_grad():
         n = m.sum().to(torch.promote_types(values.dtype, torch.float32))
         metrics = {

@@ -164,8 +164,10 @@ def clip_fraction(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_low: f
                   eps_high: float | None = None) -> Tensor:
     """Boolean (same shape): where the PPO clip is active, i.e. where the gradient is zero:
     (A > 0 and r > 1 + ε_high) or (A < 0 and r < 1 − ε_low). Same checks as
-    :func:`ppo_clip_loss` (shapes, devices, finite values, the clip range)."""
+    :func:`ppo_clip_loss` (shapes, devices, finite values, the clip range); ``advantages``
+    real floating."""
     check_pair(logp, advantages, "logp", "advantages")
+    check_tensor(advantages, "advantages", floating=True)
     check_finite(advantages, "advantages")
     eps_low, eps_high = _check_clip(eps_low, eps_high)
     r = ratio(logp, old_logp).detach()
