@@ -892,14 +892,19 @@ spec("pgbook.reward.advantages.comb_ratio", RA.comb_ratio,
      dict(a=torch.tensor([2.0, 3.0, 5.0], dtype=F64), b=torch.tensor([5.0, 5.0, 6.0], dtype=F64),
           k=2)).floats("a").floats("b", dtype=False).bad(
     "a above b", dict(a=torch.tensor([6.0, 3.0, 5.0], dtype=F64)), "a").bad(
-    "b below k", dict(k=6), "b").count("k", zero=False).device("b").grad("a").meta().bf16(
-    "a", "b")
+    "b below k", dict(k=6), "b").bad(
+    "a fractional count", dict(a=torch.tensor([2.5, 3.0, 5.0], dtype=F64)), "a").count(
+    "k", zero=False).device("b").skip_grad("a and b are counts (whole numbers): a perturbed "
+                                           "count is refused").meta().bf16("a", "b")
 spec("pgbook.reward.advantages.pass_at_k_estimate", RA.pass_at_k_estimate,
      dict(n=torch.full((3,), 5.0, dtype=F64), c=torch.tensor([1.0, 2.0, 3.0], dtype=F64), k=2)
      ).floats("n").floats("c", dtype=False).bad(
     "c above n", dict(c=torch.tensor([0.0, 6.0, 2.0], dtype=F64)), "c").bad(
     "negative c", dict(c=torch.tensor([-1.0, 1.0, 2.0], dtype=F64)), "c").bad(
-    "n below k", dict(k=6), "n").count("k", zero=False).device("c").grad("c").meta().bf16("n", "c")
+    "n below k", dict(k=6), "n").bad(
+    "a fractional count", dict(c=torch.tensor([1.5, 2.0, 3.0], dtype=F64)), "c").count(
+    "k", zero=False).device("c").skip_grad("n and c are counts (whole numbers): a perturbed "
+                                           "count is refused").meta().bf16("n", "c")
 spec("pgbook.reward.advantages.zero_variance_groups", RA.zero_variance_groups,
      dict(rewards=R4, group_size=2)).floats("rewards").count("group_size").meta().bf16("rewards")
 spec("pgbook.reward.advantages.advantage_stats", RA.advantage_stats,

@@ -455,9 +455,8 @@ def comb_ratio(a: Tensor, b: Tensor, k: int) -> Tensor:
     """C(a, k) / C(b, k) for integer-valued tensors a ≤ b (b ≥ k), elementwise; 0 where a < k.
 
     Computed as Π_{j<k} (a − j)/(b − j) (no factorials, exact for the small counts of a
-    group). Shapes broadcast; dtype of ``a`` (floating); non-empty. ``b`` must hold whole
-    numbers (an integer dtype, or floats); ``a`` is not checked to be whole (the product is a
-    polynomial in a, which autograd differentiates)."""
+    group). Shapes broadcast; dtype of ``a`` (floating); non-empty. ``a`` and ``b`` are counts:
+    they must hold whole numbers (``b`` of an integer dtype, or floats)."""
     check_tensor(a, "a", floating=True)
     _check_counts(a, "a")
     _check_counts(b, "b")
@@ -471,8 +470,8 @@ def comb_ratio(a: Tensor, b: Tensor, k: int) -> Tensor:
     check_finite(a, "a")
     check_finite(b, "b")
     if not _no_values(a) and not _no_values(b):
-        above, below, frac = torch.stack([(a > b).any(), (b < k).any(),
-                                          _fractional(b)]).tolist()      # one read-back
+        above, below, frac, frac_a = torch.stack([(a > b).any(), (b < k).any(), _fractional(b),
+                                                  _fractional(a)]).tolist()  # one read-back
         if above:
             raise ValueError("a: expected a ≤ b (C(a, k)/C(b, k) with a subset count a), got "
                              "an entry above b")
@@ -483,6 +482,10 @@ def comb_ratio(a: Tensor, b: Tensor, k: int) -> Tensor:
             bad = b[b != b.round()]
             raise ValueError(f"b: expected whole numbers (a count), got {bad.numel()} other "
                              f"value(s) (e.g. {bad.flatten()[0].item():g})")
+        if frac_a:
+            bad = a[a != a.round()]
+            raise ValueError(f"a: expected whole numbers (a count), got {bad.numel()} other "
+                             f"value(s) (e.g. {bad.flatten()[0].item():g})")
     j = torch.arange(k, device=a.device, dtype=a.dtype)
     num = (a.unsqueeze(-1) - j).clamp_min(0)
     return (num / (b.unsqueeze(-1) - j).to(a.dtype)).prod(-1)
@@ -492,9 +495,8 @@ def pass_at_k_estimate(n: Tensor, c: Tensor, k: int) -> Tensor:
     """ρ(n, c, k) = 1 − C(n − c, k)/C(n, k): the unbiased estimate of pass@k from n samples of
     which c are correct (Chen et al. 2021, the Codex paper), elementwise; needs n ≥ k.
 
-    ``n`` (floating, whole numbers) and ``c`` (integer or floating, 0 ≤ c ≤ n) of one shape,
-    non-empty; ``c`` is not checked to be whole (ρ is a polynomial in c, which autograd
-    differentiates)."""
+    ``n`` (floating) and ``c`` (integer or floating, 0 ≤ c ≤ n) of one shape, non-empty,
+    both whole numbers (counts)."""
     check_tensor(n, "n", floating=True, nonempty=True)
     _check_counts(c, "c")
     check_same_device(n=n, c=c)
@@ -503,8 +505,8 @@ def pass_at_k_estimate(n: Tensor, c: Tensor, k: int) -> Tensor:
     check_finite(n, "n")
     check_finite(c, "c")
     if not _no_values(n) and not _no_values(c):
-        outside, below, frac = torch.stack([((c < 0) | (c > n)).any(), (n < k).any(),
-                                            _fractional(n)]).tolist()    # one read-back
+        outside, below, frac, frac_c = torch.stack([((c < 0) | (c > n)).any(), (n < k).any(),
+                                                    _fractional(n), _fractional(c)]).tolist()
         if outside:
             raise ValueError("c: expected 0 ≤ c ≤ n correct samples, got an entry outside")
         if below:
@@ -512,6 +514,10 @@ def pass_at_k_estimate(n: Tensor, c: Tensor, k: int) -> Tensor:
         if frac:
             bad = n[n != n.round()]
             raise ValueError(f"n: expected whole numbers (a count of samples), got "
+                             f"{bad.numel()} other value(s) (e.g. {bad.flatten()[0].item():g})")
+        if frac_c:
+            bad = c[c != c.round()]
+            raise ValueError(f"c: expected whole numbers (a count of correct samples), got "
                              f"{bad.numel()} other value(s) (e.g. {bad.flatten()[0].item():g})")
     with values_checked():      # n − c ≤ n, n ≥ k and n whole: checked above
         return 1 - comb_ratio(n - c, n, k)
