@@ -37,24 +37,32 @@ typical wrong ones; the solutions live in the tests, not in the chapters.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
     "Result",
     "Wrong",
+    "atol_for",
     "check",
     "checker",
     "exercise",
     "expect",
     "expect_close",
+    "expect_loss",
+    "expect_scalar",
     "expect_shape",
+    "fmt_distinct",
+    "fmt_pair",
     "list_exercises",
+    "near",
 ]
 
 
@@ -131,6 +139,10 @@ def list_exercises(chapter: str | None = None) -> list[tuple[str, str]]:
                          f"{chapter!r}")
     _load_all()
     keys = sorted(_EXERCISES, key=lambda k: (k.split(".")[0], int(k.split(".")[1])))
+    chapters = sorted({k.split(".")[0] for k in keys})
+    if chapter is not None and chapter not in chapters:
+        raise ValueError(f"chapter: expected one of {', '.join(repr(c) for c in chapters)}, got "
+                         f"{chapter!r}")
     return [(k, _EXERCISES[k].title) for k in keys
             if chapter is None or k.split(".")[0] == chapter]
 
@@ -147,19 +159,50 @@ def check(key: str, fn: Callable, *, quiet: bool = False) -> Result:
         res = Result(key, ex.title, "wrong", f"expected a function, got {type(fn).__name__}")
     else:
         try:
-            message = ex.fn(fn)
+            message = ex.fn(_guarded(fn))
             res = Result(key, ex.title, "correct", message or "correct")
-        except NotImplementedError:
+        except _Todo:
             res = Result(key, ex.title, "todo", "not done yet (the function raises "
                                                  "NotImplementedError)")
         except Wrong as e:
             res = Result(key, ex.title, "wrong", str(e))
-        except Exception as e:  # the reader's code failed: say how, do not stop the chapter
+        except _Raised as e:  # the reader's code failed: say how, do not stop the chapter
             res = Result(key, ex.title, "wrong",
-                         f"your function raised {type(e).__name__}: {e}")
+                         f"your function raised {type(e.error).__name__}: {e.error}")
+        except Exception as e:  # the checker could not use what the function returned
+            res = Result(key, ex.title, "wrong",
+                         f"the checker could not use your result ({type(e).__name__}: {e}); "
+                         f"help(pg.exercises.checker({key!r})) says what it expects")
     if not quiet:
         print(res)
     return res
+
+
+class _Todo(Exception):
+    """The reader's function raised NotImplementedError."""
+
+
+class _Raised(Exception):
+    """The reader's function raised ``error`` (told apart from the checker's own failures)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _guarded(fn: Callable) -> Callable:
+    """``fn``, with what it raises marked as the reader's (:class:`_Todo`, :class:`_Raised`)."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError as e:
+            raise _Todo() from e
+        except Exception as e:
+            raise _Raised(e) from e
+
+    return call
 
 
 # -- helpers for checkers -----------------------------------------------------------------
@@ -172,7 +215,7 @@ def expect(condition: bool, message: str) -> None:
 
 
 def expect_shape(x: object, shape: tuple, what: str) -> Tensor:
-    """``x`` must be a tensor of ``shape``; returns it."""
+    """``x`` must be a real (not complex) tensor of ``shape``; returns it."""
     if not isinstance(shape, (tuple, list, torch.Size)):
         raise ValueError(f"shape: expected a tuple of sizes, got {shape!r}")
     if not isinstance(x, Tensor):
@@ -180,21 +223,136 @@ def expect_shape(x: object, shape: tuple, what: str) -> Tensor:
                     f"{type(x).__name__}")
     if tuple(x.shape) != tuple(shape):
         raise Wrong(f"{what}: expected shape {tuple(shape)}, got {tuple(x.shape)}")
+    if x.is_complex():
+        raise Wrong(f"{what}: expected real numbers, got a complex tensor ({x.dtype})")
     return x
+
+
+def _low_precision(x: Tensor) -> bool:
+    return x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _tolerance(got: Tensor, atol: float, rtol: float) -> tuple[float, float]:
+    """The tolerance for an answer in ``got``'s precision: as asked for float64 (and integer
+    answers); for float32 (or half) at least what rounding to that precision costs."""
+    if got.dtype == torch.float32:
+        return max(atol, 1e-6), max(rtol, 1e-5)
+    if got.dtype in (torch.float16, torch.bfloat16):
+        return max(atol, 1e-3), max(rtol, 1e-2)
+    return atol, rtol
+
+
+def _check_dtype(got: Tensor, what: str, *, allow_bool: bool = False) -> None:
+    if got.is_complex():
+        raise Wrong(f"{what}: expected real numbers, got a complex tensor ({got.dtype})")
+    if got.dtype == torch.bool and not allow_bool:
+        raise Wrong(f"{what}: expected numbers, got a boolean tensor")
+
+
+def _check_finite(got: Tensor, what: str) -> None:
+    if got.is_floating_point():
+        bad = ~torch.isfinite(got.detach())
+        if bool(bad.any()):
+            idx = tuple(int(i) for i in torch.nonzero(bad)[0])
+            kind = "NaN" if bool(got.detach()[idx].isnan()) else "inf"
+            where = f" at {idx if len(idx) > 1 else idx[0]}" if idx else ""
+            raise Wrong(f"{what}: your result is {kind}{where}")
+
+
+def fmt_distinct(a: float, b: float, digits: int = 6) -> tuple[str, str]:
+    """``a`` and ``b`` printed with at least ``digits`` significant digits, and more where
+    needed for two different numbers to print differently."""
+    a, b = float(a), float(b)
+    for d in range(digits, 18):
+        sa, sb = f"{a:.{d}g}", f"{b:.{d}g}"
+        if sa != sb or a == b:
+            break
+    return sa, sb
+
+
+def fmt_pair(want: float, got: float) -> str:
+    """``"expected W, got G"`` with enough digits that two different numbers print
+    differently."""
+    w, g = fmt_distinct(want, got)
+    return f"expected {w}, got {g}"
+
+
+def atol_for(got: Tensor, atol: float) -> float:
+    """The absolute tolerance ``atol`` (for float64) in ``got``'s precision."""
+    return _tolerance(got, atol, 0.0)[0]
+
+
+def expect_scalar(x: object, what: str) -> Tensor:
+    """``x`` must be one number: a Python int or float, a NumPy scalar, or a 0-dim tensor,
+    real and finite; returns it as a 0-dim tensor in its own precision (a Python number as
+    float64)."""
+    if isinstance(x, (bool, np.bool_)):
+        raise Wrong(f"{what}: expected a number or 0-dim tensor, got bool")
+    if isinstance(x, (complex, np.complexfloating)):
+        raise Wrong(f"{what}: expected a real number, got complex")
+    if isinstance(x, (int, float)):
+        t = torch.tensor(float(x), dtype=torch.float64)
+    elif isinstance(x, (np.floating, np.integer)):
+        t = torch.from_numpy(np.asarray(x))
+        if not t.is_floating_point():
+            t = t.to(torch.float64)
+    elif isinstance(x, Tensor):
+        if x.dim() != 0:
+            raise Wrong(f"{what}: expected a 0-dim tensor (a scalar), got shape "
+                        f"{tuple(x.shape)}")
+        _check_dtype(x, what)
+        t = x
+    else:
+        raise Wrong(f"{what}: expected a number or 0-dim tensor, got {type(x).__name__}")
+    _check_finite(t, what)
+    return t
+
+
+def expect_loss(x: object, what: str = "loss") -> Tensor:
+    """``x`` must be a 0-dim floating tensor through which gradients flow (a loss the
+    checker differentiates); returns it."""
+    if not isinstance(x, Tensor):
+        raise Wrong(f"{what}: expected a 0-dim tensor (a loss to differentiate), got "
+                    f"{type(x).__name__}")
+    x = expect_scalar(x, what)
+    if not x.requires_grad:
+        raise Wrong(f"{what}: the loss must be differentiable (no .detach(), no .item()): "
+                    f"got a tensor without a gradient")
+    return x
+
+
+def near(got: object, want: object, *, atol: float = 1e-9, rtol: float = 0.0) -> bool:
+    """Whether the number or tensor ``got`` equals ``want`` within a tolerance that follows
+    ``got``'s precision (for the checkers' diagnoses of typical mistakes)."""
+    g = got if isinstance(got, Tensor) else torch.tensor(float(got), dtype=torch.float64)
+    w = want if isinstance(want, Tensor) else torch.tensor(float(want), dtype=torch.float64)
+    if g.is_complex() or w.is_complex() or g.shape != w.shape:
+        return False
+    a, r = _tolerance(g, atol, rtol)
+    return bool(torch.allclose(g.detach().to(torch.float64).cpu(),
+                               w.detach().to(torch.float64).cpu(), atol=a, rtol=r))
 
 
 def expect_close(got: object, want: Tensor, what: str, *, atol: float = 1e-8,
                  rtol: float = 1e-6, hint: str = "") -> None:
     """``got`` must equal ``want`` (a tensor) within tolerance; the message says how it
-    differs: shape, NaN, the opposite sign, a constant multiple, or just the largest error."""
+    differs: shape, NaN, the opposite sign, a constant multiple, or just the largest error.
+
+    The tolerance follows ``got``'s precision: a float32 answer is held to what float32
+    rounding allows (atol ≥ 1e-6, rtol ≥ 1e-5). A 0-dim ``want`` takes any scalar answer
+    (:func:`expect_scalar`). Complex answers are refused, and boolean ones unless the
+    comparison is exact (``atol == rtol == 0``: a mask)."""
     if not isinstance(want, Tensor):
         raise ValueError(f"want: expected the right answer as a torch.Tensor, got "
                          f"{type(want).__name__}")
+    if want.dim() == 0:
+        got = expect_scalar(got, what)
     got = expect_shape(got, tuple(want.shape), what)
+    _check_dtype(got, what, allow_bool=(atol == 0 and rtol == 0))
+    _check_finite(got, what)
+    atol, rtol = _tolerance(got, atol, rtol)
     g = got.detach().to(torch.float64).cpu()
     w = want.detach().to(torch.float64).cpu()
-    if not bool(torch.isfinite(g).all()):
-        raise Wrong(f"{what}: your result holds NaN or inf")
     if torch.allclose(g, w, atol=atol, rtol=rtol):
         return
     extra = f" ({hint})" if hint else ""
@@ -203,7 +361,10 @@ def expect_close(got: object, want: Tensor, what: str, *, atol: float = 1e-8,
     den = float((w * w).sum())
     if den > 0:
         c = float((g * w).sum()) / den
-        if abs(c) > 1e-12 and torch.allclose(g, c * w, atol=atol, rtol=max(rtol, 1e-6)):
-            raise Wrong(f"{what}: off by a constant factor {c:.4g}{extra}")
+        if abs(c) > 1e-12 and abs(c - 1) > max(rtol, 1e-6) \
+                and torch.allclose(g, c * w, atol=atol, rtol=max(rtol, 1e-6)):
+            raise Wrong(f"{what}: off by a constant factor {c:.6g}{extra}")
     err = float((g - w).abs().max())
-    raise Wrong(f"{what}: largest error {err:.3g} (tolerance {atol:g}){extra}")
+    prec = " (computed in float32; the inputs were float64)" if got.dtype == torch.float32 else ""
+    raise Wrong(f"{what}: largest error {err:.3g} (tolerance {atol:g} + {rtol:g}·|expected|)"
+                f"{prec}{extra}")

@@ -7,7 +7,7 @@ import torch
 
 from ..aggregation import seq_mean_token_mean
 from ..worlds.bandits import TabularSoftmax, context_bandit
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_scalar, expect_shape
 
 __all__: list[str] = []  # the checkers are reached through pgbook.exercises.check("00.k", fn)
 
@@ -24,9 +24,7 @@ def check_exact_objective(fn):
         probs = policy.probs(theta)
         want = bandit.J(probs)
         got = fn(bandit.rho.clone(), probs.clone(), bandit.means.clone())
-        if isinstance(got, (float, int)):
-            got = torch.tensor(float(got), dtype=torch.float64)
-        expect_shape(got, (), "J")
+        got = expect_scalar(got, "J")
         g = float(got)
         unweighted = float((probs * bandit.means).sum(-1).mean())
         if abs(g - unweighted) < 1e-9 and abs(unweighted - float(want)) > 1e-6:

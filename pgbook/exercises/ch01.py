@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..worlds.bandits import TabularSoftmax, noisy_bandit
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_scalar, expect_shape
 
 __all__: list[str] = []  # the checkers are reached through pgbook.exercises.check("01.k", fn)
 
@@ -50,9 +50,7 @@ def check_reward_variance(fn):
     probs = policy.probs(theta)
     want = bandit.reward_variance(probs)
     got = fn(bandit.rho.clone(), probs.clone(), bandit.means.clone(), 0.5)
-    if isinstance(got, (float, int)):
-        got = torch.tensor(float(got), dtype=torch.float64)
-    expect_shape(got, (), "σ_r²")
+    got = expect_scalar(got, "σ_r²")
     g, w = float(got), float(want)
     J = float(bandit.J(probs))
     if abs(g - (w + J * J)) < 1e-9:

@@ -9,7 +9,7 @@ import torch
 
 from ..exact.bandits import exact_estimator_moments, exact_gradient, softmax_score
 from ..worlds.bandits import TabularSoftmax, context_bandit
-from . import Wrong, exercise, expect_close, expect_shape
+from . import Wrong, exercise, expect_close, expect_scalar, expect_shape
 
 __all__: list[str] = []  # the checkers are reached through pgbook.exercises.check("02.k", fn)
 
@@ -76,9 +76,7 @@ def check_total_variance(fn):
     _, cov = exact_estimator_moments(bandit, policy, theta)
     want = torch.diagonal(cov).sum()
     got = fn(bandit.rho.clone(), probs.clone(), bandit.means.clone())
-    if isinstance(got, (float, int)):
-        got = torch.tensor(float(got), dtype=torch.float64)
-    expect_shape(got, (), "tr Σ")
+    got = expect_scalar(got, "tr Σ")
     g = float(got)
     grad = exact_gradient(bandit, policy, theta)
     if abs(g - (float(want) + float(grad.pow(2).sum()))) < 1e-10:

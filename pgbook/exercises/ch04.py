@@ -37,7 +37,7 @@ def check_reinforce_step(fn):
         raise Wrong("you step downhill: REINFORCE ascends, θ + lr · ĝ")
     if torch.allclose(g, theta + 0.7 * 40 * step):
         raise Wrong("you sum over the batch: ĝ is the mean over the N samples")
-    expect_close(got - theta, 0.7 * step, "θ_new − θ", atol=1e-12,
+    expect_close((got - theta).to(got.dtype), 0.7 * step, "θ_new − θ", atol=1e-12,
                  hint="row s_i of sample i's score is e_{a_i} − π(·|s_i), other rows 0")
     return "θ + η (1/N) Σ (r − b(s)) (e_a − π) in row s"
 

@@ -9,7 +9,7 @@ import torch
 
 from ..exact.proximal import fisher_information, preconditioned_step
 from ..worlds.bandits import TabularSoftmax, context_bandit
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_scalar, expect_shape, fmt_pair, near
 
 __all__: list[str] = []  # the checkers are reached through pgbook.exercises.check("06.k", fn)
 
@@ -68,14 +68,11 @@ def check_trpo_step_length(fn):
     quad = float(d @ F @ d)
     want = math.sqrt(2 * 0.01 / quad)
     got = fn(d.clone(), F.clone(), 0.01)
-    if isinstance(got, torch.Tensor):
-        expect(got.numel() == 1, f"s: expected a scalar, got shape {tuple(got.shape)}")
-        got = float(got)
-    expect(isinstance(got, (int, float)), f"s: expected a number, got {type(got).__name__}")
-    if abs(got - math.sqrt(0.01 / quad)) < 1e-12:
+    t = expect_scalar(got, "s")
+    got = float(t)
+    if near(t, math.sqrt(0.01 / quad), atol=1e-12):
         raise Wrong("the factor 2 is missing: the KL's quadratic model is ½ s² dᵀFd = δ")
-    if abs(got - 2 * 0.01 / quad) < 1e-12:
+    if near(t, 2 * 0.01 / quad, atol=1e-12):
         raise Wrong("take the square root: s² = 2δ / dᵀFd")
-    expect(abs(got - want) < 1e-12, f"s = {got:.6g}, expected √(2δ / dᵀFd) = {want:.6g}")
-    expect(abs(0.5 * got ** 2 * quad - 0.01) < 1e-12, "½ s² dᵀFd should equal δ")
+    expect(near(t, want, atol=1e-12), f"s: {fmt_pair(want, got)} (√(2δ / dᵀFd))")
     return "s = √(2δ / dᵀFd): the step lands on the trust region's boundary (quadratic model)"

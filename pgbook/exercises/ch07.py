@@ -7,7 +7,7 @@ import torch
 
 from ..train.ppo import adaptive_beta
 from ..trajectory.losses import ppo_clip_loss
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_scalar, expect_shape, fmt_pair, near
 
 __all__: list[str] = []  # the checkers are reached through pgbook.exercises.check("07.k", fn)
 
@@ -51,15 +51,15 @@ def check_next_beta(fn):
              (0.3, 0.031, 0.02), (4.0, 0.0134, 0.02), (4.0, 0.0133, 0.02)]
     for beta, kl, target in cases:
         want = adaptive_beta(beta, kl, target)
-        got = fn(beta, kl, target)
-        got = float(got)
-        if abs(got - want) > 1e-12:
-            if kl > 1.5 * target and abs(got - beta / 2) < 1e-12:
+        t = expect_scalar(fn(beta, kl, target), "β")
+        got = float(t)
+        if not near(t, want, atol=1e-12):
+            if kl > 1.5 * target and near(t, beta / 2, atol=1e-12):
                 raise Wrong("the rule is reversed: a KL above the target must *raise* β (a stronger "
                             "penalty), not lower it")
-            if kl > 1.5 * target and abs(got - 1.5 * beta) < 1e-12:
+            if kl > 1.5 * target and near(t, 1.5 * beta, atol=1e-12):
                 raise Wrong("the factor is 2 (β ← 2β); 1.5 is the tolerance on the KL")
-            raise Wrong(f"β = {beta}, KL = {kl}, d_targ = {target}: expected {want:g}, got {got:g} "
+            raise Wrong(f"β = {beta}, KL = {kl}, d_targ = {target}: {fmt_pair(want, got)} "
                         f"(×2 above 1.5·d_targ, ÷2 below d_targ/1.5, unchanged in between)")
     return "×2 above 1.5·d_targ, ÷2 below d_targ/1.5, unchanged in between (edges included)"
 

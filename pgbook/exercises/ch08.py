@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..exact.groups import binomial_zero_variance
 from ..reward.advantages import grpo_advantage, rloo_advantage
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_scalar, expect_shape, fmt_pair, near
 
 # contiguous groups: a mixed group, a zero-variance group, a group of non-binary rewards
 _REWARDS = {
@@ -86,24 +84,23 @@ def check_dynamic_sampling_scale(fn):
               torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), 4)]
     for p, rho, G in cases:
         got = fn(p.clone(), rho.clone(), G)
-        if isinstance(got, torch.Tensor):
-            expect(got.numel() == 1, f"expected one number, got a tensor of shape "
-                                     f"{tuple(got.shape)} (one factor for the whole batch, "
-                                     "not one per context)")
-            got = float(got)
-        expect(isinstance(got, (int, float)) and math.isfinite(got),
-               f"expected a finite number, got {got!r}")
+        if isinstance(got, torch.Tensor) and got.dim() != 0:
+            raise Wrong(f"c: expected one number (a 0-dim tensor), got a tensor of shape "
+                        f"{tuple(got.shape)} (one factor for the whole batch, not one per "
+                        "context)")
+        t = expect_scalar(got, "c")
+        got = float(t)
         silent = float(rho @ binomial_zero_variance(p, G))
         want = 1.0 / (1.0 - silent)
-        if abs(got - (1.0 - silent)) < 1e-9:
+        if near(t, 1.0 - silent, atol=1e-9):
             raise Wrong("you return 1 − P(silent): the kept groups are fewer, but each kept "
                         "batch is full, so the expected gradient grows by 1/(1 − P(silent))")
         unweighted = 1.0 / (1.0 - float(binomial_zero_variance(p, G).mean()))
-        if abs(got - unweighted) < 1e-9 and abs(unweighted - want) > 1e-9:
+        if near(t, unweighted, atol=1e-9) and abs(unweighted - want) > 1e-9:
             raise Wrong("you average the silent probability over contexts without ρ(s): "
                         "P(silent) = Σ_s ρ(s) (p_s^G + (1 − p_s)^G)")
-        expect(abs(got - want) < 1e-9,
-               f"for G = {G} expected {want:.6g}, got {got:.6g} (hint: E[ĝ | kept] per "
+        expect(near(t, want, atol=1e-9),
+               f"for G = {G} {fmt_pair(want, got)} (hint: E[ĝ | kept] per "
                "context is E[ĝ_s]/(1 − q_s), and contexts are kept in proportion to "
                "ρ(s)(1 − q_s))")
     return ("c = 1/(1 − Σ_s ρ(s)(p_s^G + (1 − p_s)^G)): a longer step in the same expected "

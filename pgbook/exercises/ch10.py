@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..reward.critic import gae, td_residuals, value_loss
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_loss, expect_shape
 
 
 def _batch(seed: int, B: int = 6, T: int = 5):
@@ -89,8 +89,7 @@ def check_value_loss(fn):
         v = (v_old + 0.4 * torch.randn(v_old.shape, generator=g, dtype=torch.float64))
         want, _ = value_loss(v, r, m, old_values=v_old, eps_value=eps)
         vv = v.clone().requires_grad_(True)
-        got = fn(vv, v_old.clone(), r.clone(), m.clone(), eps)
-        expect_shape(got, (), "loss")
+        got = expect_loss(fn(vv, v_old.clone(), r.clone(), m.clone(), eps), "loss")
         l1 = 0.5 * ((v - r) ** 2 * m).sum() / m.sum()
         vc = torch.maximum(torch.minimum(v, v_old + eps), v_old - eps)
         l2 = 0.5 * ((vc - r) ** 2 * m).sum() / m.sum()
@@ -105,10 +104,10 @@ def check_value_loss(fn):
         if torch.allclose(val, l2, atol=1e-10):
             raise Wrong("that is the clipped error alone: take the max of the clipped and the "
                         "unclipped errors")
-        expect_close(val, want.detach(), "loss", atol=1e-10,
+        expect_close(got.detach(), want.detach(), "loss", atol=1e-10,
                      hint="½ · token mean of max((V − R̂)², (clip(V, V_old ± ε) − R̂)²)")
-        expect(got.requires_grad, "the loss must be differentiable in values (no .detach())")
-        (gv,) = torch.autograd.grad(got, vv)
+        (gv,) = torch.autograd.grad(got, vv, allow_unused=True)
+        expect(gv is not None, "the loss must be differentiable in values (no .detach())")
         (gw,) = torch.autograd.grad(value_loss(vv, r, m, old_values=v_old, eps_value=eps)[0], vv)
         expect_close(gv, gw, "∂loss/∂values", atol=1e-10,
                      hint="where the clipped term wins and V is outside the clip range, the "

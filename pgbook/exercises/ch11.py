@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_scalar, expect_shape, fmt_pair, near
 
 
 def _logits(seed: int = 11):
@@ -40,7 +38,11 @@ def check_token_logprobs(fn):
            "logits of size 1000 give inf or NaN: exp(z) overflows; torch.logsumexp subtracts "
            "the maximum first")
     zz = z.clone().requires_grad_()
-    (grad,) = torch.autograd.grad(fn(zz, y).sum(), zz)
+    out = expect_shape(fn(zz, y), tuple(y.shape), "log-probs")
+    expect(out.requires_grad, "log-probs: must be differentiable in the logits (no .detach())")
+    (grad,) = torch.autograd.grad(out.sum(), zz, allow_unused=True)
+    expect(grad is not None, "log-probs: no gradient reaches the logits (compute them from z, "
+                             "no .detach())")
     onehot = torch.nn.functional.one_hot(y, 9).to(torch.float64)
     expect_close(grad, onehot - torch.softmax(z, -1), "∂ Σ log π / ∂z", atol=1e-10,
                  hint="the gradient is onehot(y) − softmax(z)")
@@ -55,20 +57,19 @@ def check_predicted_success(fn):
     c = 1 − q + q/K on the right letter. Return its success rate when sampling at
     temperature 1: E_L[c^L] (a float)."""
     for q, K, lengths in [(0.25, 5, [2, 3, 4, 5, 6]), (0.1, 3, [1, 4]), (0.5, 10, [3])]:
-        got = fn(q, K, list(lengths))
-        got = float(got) if isinstance(got, torch.Tensor) and got.numel() == 1 else got
-        expect(isinstance(got, (int, float)), f"expected a float, got {type(got).__name__}")
+        t = expect_scalar(fn(q, K, list(lengths)), "success rate")
+        got = float(t)
         c = 1 - q + q / K
         want = sum(c ** L for L in lengths) / len(lengths)
-        if abs(got - sum((1 - q) ** L for L in lengths) / len(lengths)) < 1e-12:
+        if near(t, sum((1 - q) ** L for L in lengths) / len(lengths), atol=1e-12):
             raise Wrong("you use c = 1 − q: a replaced letter is still right with probability "
                         "1/K (the replacement is drawn from all K letters)")
         mean_len = sum(lengths) / len(lengths)
-        if len(set(lengths)) > 1 and abs(got - c ** mean_len) < 1e-12:
+        if len(set(lengths)) > 1 and near(t, c ** mean_len, atol=1e-12):
             raise Wrong("you raise c to the mean length: the success rate is the mean of c^L "
                         "over lengths, which is larger (c^L is convex in L)")
-        expect(math.isclose(got, want, rel_tol=1e-10, abs_tol=1e-12),
-               f"q = {q}, K = {K}, lengths {lengths}: expected {want:.6f}, got {got:.6f}")
+        expect(near(t, want, atol=1e-12, rtol=1e-10),
+               f"q = {q}, K = {K}, lengths {lengths}: {fmt_pair(want, got)}")
     return "E_L[(1 − q + q/K)^L] for three settings"
 
 

@@ -8,7 +8,7 @@ from ..kl import kl_estimate
 from ..methods import policy_loss
 from ..reward.advantages import broadcast_to_tokens
 from ..trajectory.tokens import response_mask
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_loss, expect_shape, fmt_pair, near
 
 
 def _batch(seed: int = 12):
@@ -52,30 +52,31 @@ def check_grpo_loss(fn):
     for eps, beta in ((0.2, 0.04), (0.1, 0.5)):
         x = lp.clone().requires_grad_()
         got = fn(x, old.clone(), ref.clone(), adv.clone(), mask.clone(), eps=eps, beta=beta)
-        expect(isinstance(got, torch.Tensor) and got.numel() == 1,
-               f"expected a scalar tensor, got {type(got).__name__}"
-               + (f" of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else ""))
-        expect(bool(torch.isfinite(got).all()),
-               "your loss is NaN or inf: the padding holds −inf log-probs; select the response "
-               "tokens with torch.where(mask > 0, ...) before any exp or product")
+        if isinstance(got, torch.Tensor) and got.dim() == 0 and got.is_floating_point():
+            expect(bool(torch.isfinite(got)),
+                   "your loss is NaN or inf: the padding holds −inf log-probs; select the "
+                   "response tokens with torch.where(mask > 0, ...) before any exp or product")
+        got = expect_loss(got, "loss")
         want = _reference_loss(lp, old, ref, adv, mask, eps, beta)
         g = float(got.detach())
-        if abs(g - float(_reference_loss(lp, old, ref, adv, mask, eps, beta, "token_mean"))) < 1e-10:
+        if near(got, _reference_loss(lp, old, ref, adv, mask, eps, beta, "token_mean"), atol=1e-10):
             raise Wrong("you average over all tokens of the batch (DAPO's token mean); GRPO "
                         "averages each response's tokens, then the responses")
-        if abs(g - float(_reference_loss(lp, old, ref, adv, mask, eps, beta, kl="k2_loss"))) < 1e-10:
+        if near(got, _reference_loss(lp, old, ref, adv, mask, eps, beta, kl="k2_loss"), atol=1e-10):
             raise Wrong("your KL term is k2 = ½(log π − log π_ref)²; GRPO adds k3 = r − 1 − log r "
                         "with r = π_ref/π_θ")
         pg_only = float(_reference_loss(lp, old, ref, adv, mask, eps, 0.0))
-        if abs(g - pg_only) < 1e-10:
+        if near(got, pg_only, atol=1e-10):
             raise Wrong("the KL term is missing: add β·k3 to every token's loss")
-        if abs(g - (-pg_only + (float(want) - pg_only))) < 1e-10:
+        if near(got, -pg_only + (float(want) - pg_only), atol=1e-10):
             raise Wrong("the surrogate's sign is flipped: the loss is *minus* min(r·Â, clip(r)·Â), "
                         "plus β·k3 (losses are minimised)")
-        expect(abs(g - float(want)) < 1e-10,
-               f"(ε = {eps}, β = {beta}) expected {float(want):.6f}, got {g:.6f} (hint: "
+        expect(near(got, want, atol=1e-10),
+               f"(ε = {eps}, β = {beta}) {fmt_pair(float(want), g)} (hint: "
                "−min(r·Â, clip(r)·Â) per token, the minimum taken before averaging)")
-        (grad,) = torch.autograd.grad(got, x)
+        (grad,) = torch.autograd.grad(got, x, allow_unused=True)
+        expect(grad is not None, "the loss must be differentiable in logp: no gradient reaches "
+                                 "it (compute the loss from logp, no .detach())")
         y = lp.clone().requires_grad_()
         (want_grad,) = torch.autograd.grad(_reference_loss(y, old, ref, adv, mask, eps, beta), y)
         expect_close(torch.where(mask > 0, grad, torch.zeros_like(grad)), want_grad, "∂L/∂logp",

@@ -6,7 +6,7 @@ import torch
 
 from ..reward.advantages import opo_advantage, pkpo_advantage
 from ..reward.shaping import soft_overlong_penalty
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, atol_for, exercise, expect, expect_close, expect_shape, fmt_distinct
 
 
 def _binomial(p: float, G: int) -> torch.Tensor:
@@ -32,6 +32,7 @@ def check_pkpo(fn):
             for K in range(G + 1):
                 r = torch.tensor([1.0] * K + [0.0] * (G - K), dtype=torch.float64)
                 got = expect_shape(fn(r.clone(), k), (G,), f"fn(rewards with {K} correct, k={k})")
+                atol = atol_for(got, 1e-9)
                 got = got.detach().to(torch.float64)
                 expect(bool(torch.isfinite(got).all()), f"k={k}, {K} correct: your advantages "
                                                          "hold NaN or inf")
@@ -39,9 +40,10 @@ def check_pkpo(fn):
                 a_neg = got[-1] if K < G else 0.0
                 w = w + pk[K] * (K * a_pos / p - (G - K) * a_neg / (1 - p)) / G
             want = k * (1 - p) ** (k - 1)
-            if abs(float(w) - want) > 1e-9:
+            if abs(float(w) - want) > atol:
+                w_s, want_s = fmt_distinct(float(w), want, 4)
                 raise Wrong(f"k={k}: at success probability p={p} your estimator's expected update "
-                            f"is {float(w):.4g}·∇p, but ∇pass@k = k(1−p)^(k−1)∇p = {want:.4g}·∇p "
+                            f"is {w_s}·∇p, but ∇pass@k = k(1−p)^(k−1)∇p = {want_s}·∇p "
                             "(a wrong response should get k·ρ(G−1, c, k−1): the chance that k − 1 "
                             "others drawn from the remaining G − 1 contain a correct one)")
         for K in range(G + 1):

@@ -6,7 +6,7 @@ import torch
 
 from ..trajectory.corrections import token_truncate
 from ..trajectory.losses import cispo_loss, sequence_log_ratio
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_scalar, expect_shape
 
 
 def _batch(seed: int = 0):
@@ -61,7 +61,9 @@ def check_cispo(fn):
                  hint="−min(exp(logp − old_logp), cap) · A · logp, the weight detached")
     expect(got.requires_grad, "loss: no gradient reaches logp; the loss is −sg[w]·A·logp, "
                               "differentiable through logp")
-    (grad,) = torch.autograd.grad(got.sum(), logp)
+    (grad,) = torch.autograd.grad(got.sum(), logp, allow_unused=True)
+    expect(grad is not None, "loss: no gradient reaches logp; the loss is −sg[w]·A·logp, "
+                             "differentiable through logp")
     r = (logp0 - old).exp()
     w = torch.clamp(r, max=cap)
     if torch.allclose(grad, -A * (w + logp0 * r * (r < cap)), atol=1e-8):
@@ -110,7 +112,7 @@ def check_entropy_change(fn):
         zz = z.clone().requires_grad_(True)
         H = -(torch.softmax(zz, -1) * torch.log_softmax(zz, -1)).sum()
         want = torch.autograd.grad(H, zz)[0] @ dz
-        got = expect_shape(fn(probs.clone(), dz.clone()), (), "ΔH")
+        got = expect_scalar(fn(probs.clone(), dz.clone()), "ΔH")
         if torch.allclose(got.detach().to(torch.float64), -want, atol=1e-10):
             raise Wrong("the sign is flipped: rewarding likely tokens (positive covariance) must "
                         "lower the entropy, ΔH = −Cov(log π, Δz)")

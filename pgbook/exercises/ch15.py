@@ -7,7 +7,7 @@ import torch
 from ..exact.agentic import episode_logprobs
 from ..reward.turns import gigpo_advantage, turn_returns, turns_to_tokens
 from ..worlds.agentic import LookupWorld, MarkovMLPPolicy
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, atol_for, exercise, expect, expect_close, expect_shape
 
 
 def _world():
@@ -46,7 +46,7 @@ def check_trajectory_logprob(fn):
         raise Wrong("the environment's factors are missing: Σ_τ exp(your log p) is "
                     f"{float((g.exp()).sum()):.3f}, not 1 (add env_logp)")
     expect_close(got, want, "log p_θ(τ)", atol=1e-10)
-    expect(abs(float(g.exp().sum()) - 1) < 1e-10, "Σ_τ p_θ(τ) must be 1")
+    expect(abs(float(g.exp().sum()) - 1) < atol_for(got, 1e-10), "Σ_τ p_θ(τ) must be 1")
     return (f"env_logp + Σ_t m_t log π_θ(y_t|h_t) on all {len(ep)} trajectories; they sum to "
             f"probability 1")
 

@@ -11,7 +11,7 @@ from ..reward.teacher import mix_teacher, teacher_advantages, teacher_gate
 from ..trajectory.distill import token_divergence
 from ..worlds.seqlm import MLPPolicy, SeqSpace
 from ..worlds.teachers import table_policy
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, atol_for, exercise, expect, expect_close, expect_shape
 
 
 def _world():
@@ -58,10 +58,10 @@ def check_opd_reward_to_go(fn):
         raise Wrong("you give every token the whole response's sum Σ_t r_t: unbiased, but a "
                     "token cannot change the rewards paid before it; keep only t' ≥ t "
                     "(reward-to-go, chapter 09)")
-    expect_close(g, want, "A", atol=1e-9, hint="A_t = Σ_{t'≥t} (log π_T − log π_θ)(y_t'), "
+    expect_close(got, want, "A", atol=1e-9, hint="A_t = Σ_{t'≥t} (log π_T − log π_θ)(y_t'), "
                  "0 on the padding")
     g_est = exact_estimator_mean(policy, theta, g, seqs)
-    expect((g_est + grad_kl).norm() < 1e-9, "the expected gradient is not −∇KL(π_θ‖π_T)")
+    expect((g_est + grad_kl).norm() < atol_for(got, 1e-9), "the expected gradient is not −∇KL(π_θ‖π_T)")
     return (f"reward-to-go of the teacher's log-ratio on all {len(seqs)} responses; its expected "
             f"gradient is −∇KL(π_θ‖π_T) exactly")
 

@@ -6,7 +6,7 @@ import torch
 
 from ..aggregation import aggregate
 from ..train.distributed import data_parallel_loss, group_layout, shard_loss
-from . import Wrong, exercise, expect, expect_close, expect_shape
+from . import Wrong, exercise, expect, expect_close, expect_loss, expect_shape, fmt_pair, near
 
 
 def _shards(seed: int, empty: bool = False):
@@ -24,15 +24,21 @@ def _shards(seed: int, empty: bool = False):
     return loss, mask, group_layout(W * M, rows, W, M), W, M
 
 
-def _scalar(got, what: str) -> float:
-    expect(isinstance(got, torch.Tensor) and got.numel() == 1,
-           f"{what}: expected a scalar tensor, got {type(got).__name__}"
-           + (f" of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else ""))
-    v = float(got.detach().reshape(()))
-    expect(v == v and abs(v) != float("inf"), f"{what}: your loss is NaN or inf (the padding "
-           "holds NaN: select the response tokens with torch.where(mask > 0, ...) before "
-           "summing, and give an empty row 0, not 0/0)")
-    return v
+def _scalar(got, what: str) -> torch.Tensor:
+    if isinstance(got, torch.Tensor) and got.dim() == 0 and got.is_floating_point():
+        v = float(got.detach())
+        expect(v == v and abs(v) != float("inf"), f"{what}: your loss is NaN or inf (the "
+               "padding holds NaN: select the response tokens with torch.where(mask > 0, ...) "
+               "before summing, and give an empty row 0, not 0/0)")
+    return expect_loss(got, what)
+
+
+def _grad_finite(got: torch.Tensor, x: torch.Tensor, what: str) -> None:
+    (gx,) = torch.autograd.grad(got, x, allow_unused=True)
+    expect(gx is not None, f"{what}: no gradient reaches per_token_loss: compute the loss from "
+                           "it (no .detach(), no new tensor)")
+    expect(bool(torch.isfinite(gx).all()), f"{what}: NaN in the gradient: the padding's NaN "
+           "reached it (use torch.where, not a product with the mask)")
 
 
 @exercise("A1.1", "A rank's share of the token-mean loss")
@@ -50,27 +56,23 @@ def check_token_share(fn):
         for k in range(W * M):
             rows = shards == k
             x = loss[rows].clone().requires_grad_()
-            got = fn(x, mask[rows].clone(), N.clone(), W)
-            v = _scalar(got, f"shard {k}")
+            got = _scalar(fn(x, mask[rows].clone(), N.clone(), W), f"shard {k}")
+            v = float(got.detach())
             want = float(shard_loss(loss[rows], mask[rows], "token_mean", N, world_size=W))
             own = float(aggregate(loss[rows], mask[rows], "token_mean"))
-            if abs(v - own) < 1e-12 and abs(v - want) > 1e-12:
+            if near(got, own, atol=1e-12) and not near(got, want, atol=1e-12):
                 raise Wrong(f"shard {k}: you divide by this micro-batch's own token count: that "
                             "is the per-rank mean, which weighs the tokens of a short shard more "
                             "than those of a long one; divide by the global count")
-            if abs(v * W - want) < 1e-12 and abs(v - want) > 1e-12:
+            if near(got * W, want, atol=1e-12) and not near(got, want, atol=1e-12):
                 raise Wrong(f"shard {k}: off by a factor 1/W = 1/{W}: DDP *averages* the ranks' "
                             "gradients, so each rank's share must be W times its part of the sum")
-            if abs(v - want) > 1e-12:
-                raise Wrong(f"shard {k}: expected {want:.6g}, got {v:.6g} (W · Σ m·ℓ / N_global)")
+            if not near(got, want, atol=1e-12):
+                raise Wrong(f"shard {k}: {fmt_pair(want, v)} (W · Σ m·ℓ / N_global)")
             total += v / W
-            if got.requires_grad:
-                (gx,) = torch.autograd.grad(got, x)
-                expect(bool(torch.isfinite(gx).all()), f"shard {k}: NaN in the gradient: the "
-                       "padding's NaN reached it (use torch.where, not a product with the mask)")
-            else:
-                raise Wrong("your loss is not differentiable in per_token_loss")
-        expect(abs(total - float(aggregate(loss, mask, "token_mean"))) < 1e-12,
+            _grad_finite(got, x, f"shard {k}")
+        expect(near(torch.tensor(total, dtype=got.dtype), float(aggregate(loss, mask, "token_mean")),
+                    atol=1e-12),
                "the shares, averaged over the ranks, do not add up to the token mean")
     return "W · Σ m·ℓ / N_global: DDP's average over ranks gives one process's token mean"
 
@@ -113,33 +115,36 @@ def check_sequence_share(fn):
     filtering); ``global_sequences`` is the 0-dim number of responses with at least one token
     in the loss over the whole batch (all-reduced). Return the share whose DDP average is
     GRPO's ``seq_mean_token_mean`` of the whole batch: W · Σ_{i: L_i > 0} (Σ_t m_it ℓ_it / L_i)
-    / B'_global, with L_i = Σ_t m_it."""
+    / B'_global, with L_i = Σ_t m_it. It must be differentiable (a 0-dim tensor)."""
     for seed in (3, 4):
         loss, mask, shards, W, M = _shards(seed, empty=True)
         n_seq = (mask.sum(1) > 0).sum().to(torch.float64)
         total = 0.0
         for k in range(W * M):
             rows = shards == k
-            got = fn(loss[rows].clone(), mask[rows].clone(), n_seq.clone(), W)
-            v = _scalar(got, f"shard {k}")
+            x = loss[rows].clone().requires_grad_()
+            got = _scalar(fn(x, mask[rows].clone(), n_seq.clone(), W), f"shard {k}")
+            v = float(got.detach())
             want = float(shard_loss(loss[rows], mask[rows], "seq_mean_token_mean", n_seq,
                                     world_size=W))
             sums = float(shard_loss(loss[rows], mask[rows], "seq_mean_token_sum", n_seq,
                                     world_size=W))
-            if abs(v - sums) < 1e-12 and abs(v - want) > 1e-12:
+            if near(got, sums, atol=1e-12) and not near(got, want, atol=1e-12):
                 raise Wrong(f"shard {k}: you sum each response's token terms (a token-sum "
                             "aggregation); GRPO averages them first: divide each response's sum "
                             "by its length L_i")
             local = float(aggregate(loss[rows], mask[rows], "seq_mean_token_mean")) \
                 if bool(mask[rows].any()) else 0.0
-            if abs(v - local) < 1e-12 and abs(v - want) > 1e-12:
+            if near(got, local, atol=1e-12) and not near(got, want, atol=1e-12):
                 raise Wrong(f"shard {k}: you average over this micro-batch's own responses: with "
                             "responses left out of the loss the shards hold unequal counts, and "
                             "the per-rank mean reweights them")
-            if abs(v - want) > 1e-12:
-                raise Wrong(f"shard {k}: expected {want:.6g}, got {v:.6g} "
+            if not near(got, want, atol=1e-12):
+                raise Wrong(f"shard {k}: {fmt_pair(want, v)} "
                             "(W · Σ_i (Σ_t m·ℓ / L_i) / B'_global over the non-empty rows)")
             total += v / W
-        expect(abs(total - float(aggregate(loss, mask, "seq_mean_token_mean"))) < 1e-12,
+            _grad_finite(got, x, f"shard {k}")
+        expect(near(torch.tensor(total, dtype=got.dtype),
+                    float(aggregate(loss, mask, "seq_mean_token_mean")), atol=1e-12),
                "the shares, averaged over the ranks, do not add up to GRPO's mean")
     return "W · Σ_i (Σ_t m·ℓ / L_i) / B'_global: exact with responses left out of the loss"
