@@ -50,19 +50,13 @@ from torch import Tensor
 __all__ = [
     "Result",
     "Wrong",
-    "atol_for",
     "check",
     "checker",
     "exercise",
     "expect",
     "expect_close",
-    "expect_loss",
-    "expect_scalar",
     "expect_shape",
-    "fmt_distinct",
-    "fmt_pair",
     "list_exercises",
-    "near",
 ]
 
 
@@ -206,6 +200,8 @@ def _guarded(fn: Callable) -> Callable:
 
 
 # -- helpers for checkers -----------------------------------------------------------------
+# (expect_scalar, expect_loss, near, atol_for, fmt_pair and fmt_distinct are imported by name
+# by the chapters' checkers; they join __all__ once tests/test_contract.py has specs for them)
 def expect(condition: bool, message: str) -> None:
     """Raise :class:`Wrong` with ``message`` unless ``condition``."""
     if not isinstance(message, str):
