@@ -219,7 +219,7 @@ _OWN_LOSS_OPTIONS = {
 }
 
 
-def check_fits_task(module: nn.Module, name: str, task) -> None:
+def _check_fits_task(module: nn.Module, name: str, task: Task) -> None:
     """At setup: a model (or reference, teacher, sampler, value model) whose ``config``
     gives a vocabulary other than the task tokenizer's, or a block shorter than prompt +
     response (P + N), is refused (its logits would be over other tokens). A module without
@@ -240,7 +240,7 @@ def check_fits_task(module: nn.Module, name: str, task) -> None:
                          f"{want_t} (the task's sequences), got {T}")
 
 
-def check_same_layout(module: nn.Module, model: nn.Module, name: str) -> None:
+def _check_same_layout(module: nn.Module, model: nn.Module, name: str) -> None:
     """At setup: ``module`` must have ``model``'s state-dict layout (the same keys, each of
     the same shape), so that ``module.load_state_dict(model.state_dict())`` works."""
     mine, theirs = module.state_dict(), model.state_dict()
@@ -256,7 +256,7 @@ def check_same_layout(module: nn.Module, model: nn.Module, name: str) -> None:
                              f"shape {tuple(mine[key].shape)} (the model's: {tuple(t.shape)})")
 
 
-def check_optimizer(optimizer, model: nn.Module) -> None:
+def _check_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
     """At setup: ``optimizer`` must be a ``torch.optim.Optimizer`` holding some of
     ``model``'s parameters (one over another model's would train nothing)."""
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -552,9 +552,9 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         stop_at = check_number(stop_at, "stop_at")
     if not isinstance(partial_reward, bool):
         raise ValueError(f"partial_reward: expected True or False, got {partial_reward!r}")
-    check_fits_task(model, "model", task)
+    _check_fits_task(model, "model", task)
     if optimizer is not None:
-        check_optimizer(optimizer, model)
+        _check_optimizer(optimizer, model)
     if sampler is not None:
         if not isinstance(sampler, nn.Module) or sampler is model:
             raise ValueError(f"sampler: expected a separate module with the model's layout "
@@ -563,7 +563,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         sp = next(sampler.parameters(), None)
         if sp is not None and sp.device != device:
             raise ValueError(f"sampler: expected it on the model's device {device}, got {sp.device}")
-        check_same_layout(sampler, model, "sampler")
+        _check_same_layout(sampler, model, "sampler")
     max_gen_batches = check_positive_int(max_gen_batches, "max_gen_batches")
     if loss_options is not None and not isinstance(loss_options, dict):
         raise ValueError(f"loss_options: expected a dict, got {type(loss_options).__name__}")
@@ -613,7 +613,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         raise ValueError("teacher: expected a frozen copy, got the model being trained itself")
     teach = _teacher_setup(method, teacher, teacher_coef, teacher_signal, teacher_gate, device)
     if teach is not None:
-        check_fits_task(teacher, "teacher", task)
+        _check_fits_task(teacher, "teacher", task)
 
     if ref_model is None:
         ref_model = copy.deepcopy(model)
@@ -624,7 +624,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         raise ValueError(f"ref_model: expected a torch.nn.Module (a frozen copy of the model) or "
                          f"None, got {type(ref_model).__name__}")
     else:
-        check_fits_task(ref_model, "ref_model", task)
+        _check_fits_task(ref_model, "ref_model", task)
     ref_model.requires_grad_(False)
     ref_param = next(ref_model.parameters(), None)
     if ref_param is not None and ref_param.device != device:
@@ -773,5 +773,4 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                        config=config, **rec_t)
 
 
-__all__ = ["METRICS", "TEACHER_METRICS", "GRPOHistory", "check_fits_task", "check_on_policy",
-           "check_optimizer", "check_same_layout", "grpo_train"]
+__all__ = ["METRICS", "TEACHER_METRICS", "GRPOHistory", "check_on_policy", "grpo_train"]

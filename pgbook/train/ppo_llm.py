@@ -59,7 +59,7 @@ from ..reward.critic import gae, value_loss
 from ..trajectory.tokens import token_logprobs
 from ..worlds.gpt import GPT, logprobs, sample
 from ..worlds.tasks import Task
-from .grpo import _model_device, check_fits_task
+from .grpo import _check_fits_task, _model_device
 
 __all__ = [
     "PPO_METRICS",
@@ -341,7 +341,7 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
                          f"head, GAE)'), got {method!r} with advantage {cfg['advantage']!r}")
     check_generator(generator)
     device = _model_device(model)
-    check_fits_task(model, "model", task)
+    _check_fits_task(model, "model", task)
     if generator.device != device:
         raise ValueError(f"generator: expected a generator on the model's device {device}, "
                          f"got one on {generator.device}")
@@ -350,7 +350,7 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
         vmodel = value_model if value_model is not None else ValueModel.from_policy(model)
         if not isinstance(vmodel, ValueModel):
             raise ValueError(f"value_model: expected a ValueModel, got {type(vmodel).__name__}")
-        check_fits_task(vmodel.body, "value_model", task)
+        _check_fits_task(vmodel.body, "value_model", task)
         vp = next(vmodel.parameters())
         if vp.device != device:
             raise ValueError(f"value_model: expected it on the model's device {device}, got {vp.device}")
@@ -375,7 +375,7 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
         raise ValueError(f"ref_model: expected a frozen copy of the model (a torch.nn.Module), "
                          f"got {type(ref_model).__name__}")
     else:
-        check_fits_task(ref_model, "ref_model", task)
+        _check_fits_task(ref_model, "ref_model", task)
     ref_model.requires_grad_(False)
 
     def forward(tokens):
