@@ -63,7 +63,10 @@ def control(name: str, spec: object, initial: object = None) -> ipywidgets.Widge
     if isinstance(spec, w.Widget):
         return spec
     if isinstance(spec, bool):
-        return w.Checkbox(value=spec if initial is None else bool(initial), description=name)
+        if initial is not None and not isinstance(initial, bool):
+            raise ValueError(f"{name}: expected True or False as the initial value of a "
+                             f"checkbox, got {initial!r}")
+        return w.Checkbox(value=spec if initial is None else initial, description=name)
     if isinstance(spec, tuple) and spec and all(
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in spec):
         if len(spec) != 3:
@@ -76,7 +79,15 @@ def control(name: str, spec: object, initial: object = None) -> ipywidgets.Widge
         if not step > 0:
             raise ValueError(f"{name}: expected (min, max, step) with step > 0, got {spec!r}")
         value = lo if initial is None else initial
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
+        integer = all(isinstance(x, int) and not isinstance(x, bool) for x in spec)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (integer and not isinstance(value, int)):
+            raise ValueError(f"{name}: expected {'an integer' if integer else 'a number'} as "
+                             f"the initial value of the slider {spec!r}, got {value!r}")
+        if not lo <= value <= hi:
+            raise ValueError(f"{name}: expected an initial value in [{lo}, {hi}] (the "
+                             f"slider's range), got {value!r}")
+        if integer:
             return w.IntSlider(value=value, min=lo, max=hi, step=step, description=name,
                                continuous_update=False)
         return w.FloatSlider(value=value, min=lo, max=hi, step=step, description=name,
@@ -176,6 +187,22 @@ def explore(draw: Callable, controls: Mapping, static: Sequence[Mapping] | None 
         raise ValueError(f"on_change: expected a function or None, got "
                          f"{type(on_change).__name__}")
     k = _check_axes(axes)
+    if initial is not None and not isinstance(initial, Mapping):
+        raise ValueError(f"initial: expected a dict {{name: value}}, got "
+                         f"{type(initial).__name__}")
+    if static is not None and (isinstance(static, (str, Mapping)) or
+                               not isinstance(static, Sequence)):
+        raise ValueError(f"static: expected a list of dicts {{name: value}}, got "
+                         f"{type(static).__name__}")
+    have = list(controls)
+    for where, setting in [("initial", initial or {})] + \
+            [(f"static[{i}]", x) for i, x in enumerate(static or ())]:
+        if not isinstance(setting, Mapping):
+            raise ValueError(f"{where}: expected a dict {{name: value}}, got "
+                             f"{type(setting).__name__}")
+        for key in setting:
+            if key not in controls:
+                raise ValueError(f"{where}: {key!r} is not a control (have {have})")
     init = dict(initial or {})
     ctl = {name: control(name, spec, init.get(name)) for name, spec in controls.items()}
     if static:

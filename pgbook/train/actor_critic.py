@@ -124,8 +124,9 @@ def _sample(policy: SeqPolicy, theta: Tensor, x: Tensor, generator: torch.Genera
 
 def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, steps: int,
                        n_samples: int, lr: float, generator: torch.Generator, runs: int = 1,
-                       advantage: str = "critic", lam: float = 1.0, critic: SeqCritic | None = None,
-                       phi: Tensor | None = None, critic_lr: float = 0.1, critic_steps: int = 1,
+                       advantage: str = "critic", lam: float | None = None, critic: SeqCritic | None = None,
+                       phi: Tensor | None = None, critic_lr: float | None = None,
+                       critic_steps: int | None = None,
                        group_size: int | None = None, eval_every: int = 1,
                        progress: bool = False, desc: str | None = None) -> ActorCriticHistory:
     """Train ``runs`` copies of ``policy`` from θ with the advantage ``advantage`` (module
@@ -137,9 +138,10 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
         lr: η of plain gradient ascent θ ← θ + η ĝ (no optimiser state: runs that differ
             only in Â differ only in their estimator's noise and bias).
         advantage: one of ``ADVANTAGES``; ``lam`` λ ∈ [0, 1] for the two GAE advantages
-            (γ = 1).
+            (γ = 1; None: 1.0). Refused with the other advantages, which do not use it.
         critic, phi: the learned critic (``"critic"`` only) and its starting φ (P_φ,).
-        critic_lr, critic_steps: its Adam learning rate and steps per batch.
+        critic_lr, critic_steps: its Adam learning rate and steps per batch (None: 0.1 and
+            1); ``"critic"`` only, like ``critic`` and ``phi``.
         group_size: G for ``"group"`` (must divide ``n_samples``; at least 2).
         eval_every: record the exact J (and critic error) every this many steps, and after
             the last (each record costs one pass over the enumeration per run).
@@ -154,7 +156,20 @@ def actor_critic_train(policy: SeqPolicy, theta: Tensor, reward: SeqReward, *, s
     lr = check_positive(lr, "lr")
     if advantage not in ADVANTAGES:
         raise ValueError(f"advantage: expected one of {ADVANTAGES}, got {advantage!r}")
-    lam = check_positive(lam, "lam", allow_zero=True)
+    given = [name for name, v in (("lam", lam), ("critic_lr", critic_lr),
+                                  ("critic_steps", critic_steps)) if v is not None]
+    uses = {"exact_critic": ("lam",), "critic": ("lam", "critic_lr", "critic_steps")}
+    unused = [name for name in given if name not in uses.get(advantage, ())]
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: advantage={advantage!r} does not use "
+                         f"{'it' if len(unused) == 1 else 'them'} (lam is for 'exact_critic' "
+                         f"and 'critic', critic_lr and critic_steps for 'critic' only), got "
+                         + ", ".join(f"{n}={v!r}" for n, v in (("lam", lam), ("critic_lr", critic_lr),
+                                                              ("critic_steps", critic_steps))
+                                     if n in unused))
+    lam = 1.0 if lam is None else check_positive(lam, "lam", allow_zero=True)
+    critic_lr = 0.1 if critic_lr is None else critic_lr
+    critic_steps = 1 if critic_steps is None else critic_steps
     if lam > 1:
         raise ValueError(f"lam: expected a number in [0, 1], got {lam}")
     _check_policy(policy, theta)          # a SeqPolicy and a finite (P,) θ on its device

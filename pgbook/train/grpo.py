@@ -204,6 +204,70 @@ def _dynamic_batch(roller, task, n_prompts, G, N, generator, tau, partial, first
     return prob, s, R[rows], len(batches) * n_prompts * G
 
 
+#: policy-loss options that grpo_train sets from its own arguments (or computes), and where
+#: a caller sets them instead of ``loss_options``
+_OWN_LOSS_OPTIONS = {
+    "loss": "pass loss= to grpo_train", "aggregation": "pass aggregation= to grpo_train",
+    "eps_low": "pass eps_low= to grpo_train", "eps_high": "pass eps_high= to grpo_train",
+    "kl": "pass kl= to grpo_train", "beta": "pass beta= to grpo_train",
+    "ref_logp": "pass ref_model= to grpo_train",
+    "max_tokens": "it is the task's max_new_tokens",
+    "sampler_logp": "pass sampler= to grpo_train",
+    "correction": "pass correction= to grpo_train",
+    "correction_max": "pass correction_max= to grpo_train",
+    "correction_min": "pass correction_min= to grpo_train",
+}
+
+
+def _check_fits_task(module: nn.Module, name: str, task: Task) -> None:
+    """At setup: a model (or reference, teacher, sampler, value model) whose ``config``
+    gives a vocabulary other than the task tokenizer's, or a block shorter than prompt +
+    response (P + N), is refused (its logits would be over other tokens). A module without
+    a ``config`` is taken as it is."""
+    cfg = getattr(module, "config", None)
+    want_v = getattr(getattr(task, "tokenizer", None), "vocab_size", None)
+    if cfg is None or not isinstance(want_v, int):
+        return
+    V = getattr(cfg, "vocab_size", None)
+    if isinstance(V, int) and V != want_v:
+        raise ValueError(f"{name}: expected a model over the task's vocabulary (vocab_size = "
+                         f"{want_v}, from task.tokenizer; pgbook.worlds.tasks.policy_config(task)), "
+                         f"got config.vocab_size = {V}")
+    T = getattr(cfg, "block_size", None)
+    want_t = getattr(task, "prompt_len", 0) + task.max_new_tokens
+    if isinstance(T, int) and T < want_t:
+        raise ValueError(f"{name}: expected config.block_size ≥ prompt_len + max_new_tokens = "
+                         f"{want_t} (the task's sequences), got {T}")
+
+
+def _check_same_layout(module: nn.Module, model: nn.Module, name: str) -> None:
+    """At setup: ``module`` must have ``model``'s state-dict layout (the same keys, each of
+    the same shape), so that ``module.load_state_dict(model.state_dict())`` works."""
+    mine, theirs = module.state_dict(), model.state_dict()
+    missing = sorted(set(theirs) - set(mine))
+    extra = sorted(set(mine) - set(theirs))
+    if missing or extra:
+        raise ValueError(f"{name}: expected the model's state-dict layout, got "
+                         f"{len(missing)} key(s) missing {missing[:3]} and {len(extra)} "
+                         f"unexpected {extra[:3]}")
+    for key, t in theirs.items():
+        if mine[key].shape != t.shape:
+            raise ValueError(f"{name}: expected the model's state-dict layout, got {key!r} of "
+                             f"shape {tuple(mine[key].shape)} (the model's: {tuple(t.shape)})")
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """At setup: ``optimizer`` must be a ``torch.optim.Optimizer`` holding some of
+    ``model``'s parameters (one over another model's would train nothing)."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer: expected a torch.optim.Optimizer over the model's "
+                         f"parameters (or None for AdamW), got {type(optimizer).__name__}")
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    if not any(id(p) in held for p in model.parameters()):
+        raise ValueError("optimizer: expected a torch.optim.Optimizer over the model's "
+                         "parameters, got one that holds none of them (it would train nothing)")
+
+
 def _resolve(method: str, overrides: dict) -> dict:
     cfg = _methods.method_config(method)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -353,7 +417,7 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
                loss: str | None = None, aggregation: str | None = None, kl: str | None = None,
                beta: float = 0.0, ref_model: nn.Module | None = None, epochs_per_batch: int = 1,
                minibatches: int = 1, eps_low: float | None = None, eps_high: float | None = None,
-               lr: float = 1e-3, max_grad_norm: float | None = 1.0,
+               lr: float | None = None, max_grad_norm: float | None = 1.0,
                temperature: float = 1.0, std_eps: float | None = None, partial_reward: bool = False,
                stop_at: float | None = None, window: int = 5,
                optimizer: torch.optim.Optimizer | None = None,
@@ -391,8 +455,10 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
             per pass (must divide ``prompts_per_step``, shuffled with ``generator``).
         eps_low, eps_high: the clip range [1 − ε_low, 1 + ε_high] of a clipped loss
             (default: the loss's own, ε_low = 0.2 and ε_high = ε_low for "ppo_clip").
-        lr, max_grad_norm: AdamW learning rate (β = (0.9, 0.99), no weight decay) and the
-            gradient-norm clip (None: no clipping); pass ``optimizer`` to use your own.
+        lr, max_grad_norm: AdamW learning rate (β = (0.9, 0.99), no weight decay; None: 1e-3)
+            and the gradient-norm clip (None: no clipping); pass ``optimizer`` (a
+            ``torch.optim.Optimizer`` over the model's parameters) to use your own, with its
+            own learning rate (``lr`` is then refused).
         temperature: sampling temperature; the trainer's log-probs use the same one.
         std_eps: ε of a z-score advantage (σ_G + ε; default: the estimator's own, 1e-6);
             ``partial_reward``: the task's partial reward.
@@ -469,7 +535,10 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     if eps_high is not None:
         check_positive(eps_high, "eps_high")
     beta = check_positive(beta, "beta", allow_zero=True)
-    lr = check_positive(lr, "lr")
+    if lr is not None and optimizer is not None:
+        raise ValueError(f"lr: the optimizer passed has its own learning rate, so lr would be "
+                         f"ignored; expected lr=None with optimizer=, got lr={lr!r}")
+    lr = 1e-3 if lr is None else check_positive(lr, "lr")
     if max_grad_norm is not None:
         max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
     tau = check_positive(temperature, "temperature")
@@ -483,6 +552,9 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         stop_at = check_number(stop_at, "stop_at")
     if not isinstance(partial_reward, bool):
         raise ValueError(f"partial_reward: expected True or False, got {partial_reward!r}")
+    _check_fits_task(model, "model", task)
+    if optimizer is not None:
+        _check_optimizer(optimizer, model)
     if sampler is not None:
         if not isinstance(sampler, nn.Module) or sampler is model:
             raise ValueError(f"sampler: expected a separate module with the model's layout "
@@ -491,9 +563,14 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
         sp = next(sampler.parameters(), None)
         if sp is not None and sp.device != device:
             raise ValueError(f"sampler: expected it on the model's device {device}, got {sp.device}")
+        _check_same_layout(sampler, model, "sampler")
     max_gen_batches = check_positive_int(max_gen_batches, "max_gen_batches")
     if loss_options is not None and not isinstance(loss_options, dict):
         raise ValueError(f"loss_options: expected a dict, got {type(loss_options).__name__}")
+    for key in loss_options or ():
+        if key in _OWN_LOSS_OPTIONS:
+            raise ValueError(f"loss_options: {key!r} is set by grpo_train itself; "
+                             f"{_OWN_LOSS_OPTIONS[key]}")
     parts = method_registry(method).resolved_parts()
     correction = parts.get("correction", "none") if correction is None else correction
     if correction != "none":
@@ -535,12 +612,19 @@ def grpo_train(model: nn.Module, task: Task, *, steps: int, prompts_per_step: in
     if teacher is not None and teacher is model:
         raise ValueError("teacher: expected a frozen copy, got the model being trained itself")
     teach = _teacher_setup(method, teacher, teacher_coef, teacher_signal, teacher_gate, device)
+    if teach is not None:
+        _check_fits_task(teacher, "teacher", task)
 
     if ref_model is None:
         ref_model = copy.deepcopy(model)
     elif ref_model is model:
         raise ValueError("ref_model: expected a separate frozen model, got the trained model "
                          "itself (its KL would always be 0); pass copy.deepcopy(model)")
+    elif not isinstance(ref_model, nn.Module):
+        raise ValueError(f"ref_model: expected a torch.nn.Module (a frozen copy of the model) or "
+                         f"None, got {type(ref_model).__name__}")
+    else:
+        _check_fits_task(ref_model, "ref_model", task)
     ref_model.requires_grad_(False)
     ref_param = next(ref_model.parameters(), None)
     if ref_param is not None and ref_param.device != device:

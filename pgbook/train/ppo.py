@@ -339,7 +339,8 @@ def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterat
                    baseline: BaselineSpec = "value", optimizer: str = "adam") -> dict:
     """PPO's outer loop: ``iterations`` times collect N samples from the current policy,
     run ``epochs`` epochs (:func:`run_epochs`), then, with ``kl_target`` = d_targ, adapt β
-    by :func:`adaptive_beta` from the batch KL reached. Returns a dict of (iterations + 1,)
+    by :func:`adaptive_beta` from the batch KL reached (this needs an initial ``beta`` > 0:
+    the rule multiplies it). Returns a dict of (iterations + 1,)
     tensors ``J`` (exact), and (iterations,) tensors ``kl`` (batch KL of each update),
     ``beta`` (the β each update used), plus the final ``theta``.
     """
@@ -353,6 +354,10 @@ def ppo_iterations(bandit: Bandit, policy: SoftmaxPolicy, theta0: Tensor, iterat
     check_positive_int(epochs, "epochs")
     _check_eps(eps_low)
     check_positive(beta, "beta", allow_zero=True)
+    if kl_target is not None and beta == 0:
+        raise ValueError(f"kl_target: the adaptive rule multiplies β, so from beta = 0 it stays "
+                         f"0 and kl_target = {kl_target!r} would do nothing; pass an initial "
+                         f"beta > 0 with it (e.g. beta=1.0)")
     theta = theta0.detach()
     Js, kls, betas = [bandit.J(policy.probs(theta))], [], []
     for _ in range(iterations):

@@ -59,7 +59,7 @@ from ..reward.critic import gae, value_loss
 from ..trajectory.tokens import token_logprobs
 from ..worlds.gpt import GPT, logprobs, sample
 from ..worlds.tasks import Task
-from .grpo import _model_device
+from .grpo import _check_fits_task, _model_device
 
 __all__ = [
     "PPO_METRICS",
@@ -309,6 +309,9 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
     if critic == "shared" and value_model is not None:
         raise ValueError("value_model: a shared value head lives on the policy; pass "
                          "critic='separate' to train a separate value model")
+    if critic == "shared" and critic_lr is not None:
+        raise ValueError(f"critic_lr: a shared value head is trained with the policy (lr, "
+                         f"vf_coef); critic_lr is for critic='separate', got {critic_lr!r}")
     for name, v in (("gamma", gamma), ("lam", lam)):
         check_positive(v, name, allow_zero=True)
         if v > 1:
@@ -338,6 +341,7 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
                          f"head, GAE)'), got {method!r} with advantage {cfg['advantage']!r}")
     check_generator(generator)
     device = _model_device(model)
+    _check_fits_task(model, "model", task)
     if generator.device != device:
         raise ValueError(f"generator: expected a generator on the model's device {device}, "
                          f"got one on {generator.device}")
@@ -346,6 +350,7 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
         vmodel = value_model if value_model is not None else ValueModel.from_policy(model)
         if not isinstance(vmodel, ValueModel):
             raise ValueError(f"value_model: expected a ValueModel, got {type(vmodel).__name__}")
+        _check_fits_task(vmodel.body, "value_model", task)
         vp = next(vmodel.parameters())
         if vp.device != device:
             raise ValueError(f"value_model: expected it on the model's device {device}, got {vp.device}")
@@ -369,6 +374,8 @@ def ppo_train(model: GPT, task: Task, *, steps: int, batch_size: int, generator:
     elif not isinstance(ref_model, nn.Module):
         raise ValueError(f"ref_model: expected a frozen copy of the model (a torch.nn.Module), "
                          f"got {type(ref_model).__name__}")
+    else:
+        _check_fits_task(ref_model, "ref_model", task)
     ref_model.requires_grad_(False)
 
     def forward(tokens):

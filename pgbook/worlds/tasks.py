@@ -37,6 +37,7 @@ from torch import Tensor
 from .._validate import (
     check_float_dtype,
     check_generator,
+    check_index,
     check_mask,
     check_nonnegative_int,
     check_positive,
@@ -109,15 +110,18 @@ def _check_ids(x: Tensor, name: str) -> Tensor:
     return x
 
 
-def _check_prompt(prompt: str, chars: str, sep: str) -> str:
+def _check_prompt(prompt: str, chars: str, sep: str, max_len: int | None = None) -> str:
     """The input part of a prompt string (its characters from ``chars``, ``sep`` at the end
-    optional)."""
+    optional; at most ``max_len`` characters when given)."""
     if not isinstance(prompt, str):
         raise ValueError(f"prompt: expected a string, got {type(prompt).__name__}")
     body = prompt[:-1] if prompt.endswith(sep) else prompt
     bad = sorted({c for c in body if c not in chars})
     if bad:
         raise ValueError(f"prompt: characters {bad} are not in the task's alphabet {chars!r}")
+    if max_len is not None and len(body) > max_len:
+        raise ValueError(f"prompt: expected at most {max_len} input characters (the task's "
+                         f"max_input_len), got {len(body)} in {prompt!r}")
     return body
 
 
@@ -244,7 +248,9 @@ class Task:
         if not isinstance(partial, bool):
             raise ValueError(f"partial: expected True or False, got {partial!r}")
         fn = partial_credit if partial else exact_match
-        return fn(self.responses(tokens), targets, dtype=dtype)
+        responses = self.responses(tokens)
+        check_index(responses, "tokens", self.tokenizer.vocab_size)   # one read-back
+        return fn(responses, targets, dtype=dtype)
 
     def check(self, prompt: str, response: str) -> bool:
         """String-level verifier: ``response == solve(prompt)`` (the reference for tests)."""
@@ -268,6 +274,9 @@ class Task:
         if not isinstance(problems, Problems):
             raise ValueError(f"problems: expected Problems (from task.sample), got "
                              f"{type(problems).__name__}")
+        for name in ("prompts", "targets"):
+            check_tensor(getattr(problems, name), f"problems.{name}", ndim=2)
+            _check_ids(getattr(problems, name), f"problems.{name}")
         tgt = problems.targets
         if q > 0:
             if generator is None:
@@ -311,7 +320,7 @@ class Reverse(Task):
 
     def solve(self, prompt: str) -> str:
         """The reversed letters of ``prompt`` (e.g. ``"abca>"`` → ``"acba"``)."""
-        return _check_prompt(prompt, self.chars, self.sep)[::-1]
+        return _check_prompt(prompt, self.chars, self.sep, self.max_input_len)[::-1]
 
 
 class SortDigits(Task):
@@ -342,7 +351,7 @@ class SortDigits(Task):
 
     def solve(self, prompt: str) -> str:
         """The digits of ``prompt`` in increasing order (e.g. ``"3141:"`` → ``"1134"``)."""
-        return "".join(sorted(_check_prompt(prompt, self.chars, self.sep)))
+        return "".join(sorted(_check_prompt(prompt, self.chars, self.sep, self.max_input_len)))
 
 
 class Add(Task):
@@ -377,7 +386,7 @@ class Add(Task):
 
     def solve(self, prompt: str) -> str:
         """The sum (e.g. ``"37+5="`` → ``"42"``)."""
-        body = _check_prompt(prompt, self.chars, self.sep)
+        body = _check_prompt(prompt, self.chars, self.sep, self.max_input_len)
         parts = body.split("+")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             raise ValueError(f"prompt: expected 'a+b{self.sep}' with two numbers, got {prompt!r}")
