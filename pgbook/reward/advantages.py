@@ -451,6 +451,13 @@ def _fractional(x: Tensor) -> Tensor:
                                                                             device=x.device)
 
 
+def _not_whole(x: Tensor, name: str, what: str) -> ValueError:
+    """The error for a count ``x`` holding an entry that is not a whole number."""
+    bad = x[x != x.round()]
+    return ValueError(f"{name}: expected whole numbers ({what}), got {bad.numel()} other "
+                      f"value(s) (e.g. {bad.flatten()[0].item():g})")
+
+
 def comb_ratio(a: Tensor, b: Tensor, k: int) -> Tensor:
     """C(a, k) / C(b, k) for integer-valued tensors a ≤ b (b ≥ k), elementwise; 0 where a < k.
 
@@ -479,13 +486,9 @@ def comb_ratio(a: Tensor, b: Tensor, k: int) -> Tensor:
             raise ValueError(f"b: expected b ≥ k = {k} (C(b, k) > 0), got min "
                              f"{float(b.min()):g}")
         if frac:
-            bad = b[b != b.round()]
-            raise ValueError(f"b: expected whole numbers (a count), got {bad.numel()} other "
-                             f"value(s) (e.g. {bad.flatten()[0].item():g})")
+            raise _not_whole(b, "b", "a count")
         if frac_a:
-            bad = a[a != a.round()]
-            raise ValueError(f"a: expected whole numbers (a count), got {bad.numel()} other "
-                             f"value(s) (e.g. {bad.flatten()[0].item():g})")
+            raise _not_whole(a, "a", "a count")
     j = torch.arange(k, device=a.device, dtype=a.dtype)
     num = (a.unsqueeze(-1) - j).clamp_min(0)
     return (num / (b.unsqueeze(-1) - j).to(a.dtype)).prod(-1)
@@ -512,13 +515,9 @@ def pass_at_k_estimate(n: Tensor, c: Tensor, k: int) -> Tensor:
         if below:
             raise ValueError(f"n: expected n ≥ k = {k} samples, got min {float(n.min()):g}")
         if frac:
-            bad = n[n != n.round()]
-            raise ValueError(f"n: expected whole numbers (a count of samples), got "
-                             f"{bad.numel()} other value(s) (e.g. {bad.flatten()[0].item():g})")
+            raise _not_whole(n, "n", "a count of samples")
         if frac_c:
-            bad = c[c != c.round()]
-            raise ValueError(f"c: expected whole numbers (a count of correct samples), got "
-                             f"{bad.numel()} other value(s) (e.g. {bad.flatten()[0].item():g})")
+            raise _not_whole(c, "c", "a count of correct samples")
     with values_checked():      # n − c ≤ n, n ≥ k and n whole: checked above
         return 1 - comb_ratio(n - c, n, k)
 
