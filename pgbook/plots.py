@@ -6,6 +6,7 @@ Figures are kept small (``setup()`` sets a modest DPI) so executed notebooks sta
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from torch import Tensor
+
+from ._validate import check_flag, check_number, check_positive_int
 
 if TYPE_CHECKING:
     from .registry import Method
@@ -65,11 +68,16 @@ def _ax(ax: Axes | None) -> Axes:
 
 def _np(x: ArrayLike, name: str = "data", ndim: int | None = None) -> np.ndarray:
     """``x`` as a float64 array (of ``ndim`` dimensions when given): a ValueError names the
-    argument if it is not numeric data of that shape."""
+    argument if it is not real numeric data of that shape (bool and complex are refused)."""
+    if isinstance(x, Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{name}: a meta tensor holds no values to draw")
+        if x.dtype == torch.bool or x.is_complex():
+            raise ValueError(f"{name}: expected real numbers, got a {x.dtype} tensor")
+    elif isinstance(x, np.ndarray) and x.dtype.kind in "bc":
+        raise ValueError(f"{name}: expected real numbers, got an array of dtype {x.dtype}")
     try:
         if isinstance(x, Tensor):
-            if x.device.type == "meta":
-                raise ValueError(f"{name}: a meta tensor holds no values to draw")
             a = x.detach().to("cpu", torch.float64).numpy()
         else:
             a = np.asarray(x, dtype=float)
@@ -81,6 +89,66 @@ def _np(x: ArrayLike, name: str = "data", ndim: int | None = None) -> np.ndarray
     return a
 
 
+def _data(x: ArrayLike, name: str, ndim: int | None = None, finite: bool = True,
+          low: float | None = None, strict: bool = False) -> np.ndarray:
+    """:func:`_np`, and at least one value, all finite when ``finite``, all ≥ ``low`` (> when
+    ``strict``) when given: a ValueError names the argument otherwise."""
+    a = _np(x, name, ndim)
+    if a.size == 0:
+        raise ValueError(f"{name}: expected at least one value, got shape {a.shape}")
+    if finite and not np.isfinite(a).all():
+        raise ValueError(f"{name}: expected finite values, got {int((~np.isfinite(a)).sum())} "
+                         f"NaN/inf of {a.size}")
+    if low is not None and not (a > low if strict else a >= low).all():
+        raise ValueError(f"{name}: expected values {'>' if strict else '≥'} {low:g}, got "
+                         f"minimum {np.nanmin(a):.4g}")
+    return a
+
+
+def _pair(x: object, name: str, what: str, positive: bool = False) -> tuple[float, float]:
+    """``x`` as two finite numbers (``what`` says what they are), > 0 when ``positive``."""
+    if isinstance(x, (str, bytes, Mapping)) or not isinstance(x, (Sequence, np.ndarray, Tensor)) \
+            or getattr(x, "ndim", 1) != 1 or len(x) != 2:
+        raise ValueError(f"{name}: expected a pair {what} of two numbers, got {x!r}")
+    a, b = (check_number(v, name) for v in x)
+    if positive and not (a > 0 and b > 0):
+        raise ValueError(f"{name}: expected a pair {what} of two positive numbers, got {x!r}")
+    return a, b
+
+
+def _names(names: object, n: int, name: str) -> list[str]:
+    """``names`` as a list of ``n`` strings (a list or tuple, not a bare string)."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) \
+            or len(names) != n or not all(isinstance(s, str) for s in names):
+        raise ValueError(f"{name}: expected a list of {n} names (strings), got {names!r}")
+    return list(names)
+
+
+def _closes_on_error(fn: Callable) -> Callable:
+    """Close the figures ``fn`` opened if it fails (never one the caller passed via ``ax=``),
+    and report an error matplotlib raises on a drawing option as a ValueError that names
+    the pgbook function."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = set(plt.get_fignums())
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            for num in set(plt.get_fignums()) - before:
+                plt.close(num)
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            mod = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+            if isinstance(e, (TypeError, AttributeError, ValueError)) \
+                    and mod.split(".")[0] == "matplotlib":
+                raise ValueError(f"{fn.__name__}: matplotlib refused a drawing option "
+                                 f"({type(e).__name__}: {e})") from e
+            raise
+    return wrapper
+
+
+@_closes_on_error
 def landscape(f: Callable[[Tensor], Tensor], xlim: tuple[float, float] = (-3, 3),
               ylim: tuple[float, float] = (-3, 3), n: int = 61, ax: Axes | None = None,
               levels: int = 20, cmap: str = "viridis", dtype: torch.dtype = torch.float64,
@@ -94,14 +162,36 @@ def landscape(f: Callable[[Tensor], Tensor], xlim: tuple[float, float] = (-3, 3)
         raise ValueError(f"f: expected a function of θ (..., 2), got {type(f).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n: expected an integer ≥ 2 (grid points per axis), got {n!r}")
-    ax = _ax(ax)
-    xs = torch.linspace(*xlim, n, dtype=dtype, device=device)
-    ys = torch.linspace(*ylim, n, dtype=dtype, device=device)
+    lims = [_pair(lim, name, "(low, high)") for name, lim in (("xlim", xlim), ("ylim", ylim))]
+    for name, (lo, hi) in zip(("xlim", "ylim"), lims):
+        if lo == hi:
+            raise ValueError(f"{name}: expected two different numbers (low, high), got {lo, hi}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype: expected a floating torch.dtype (the grid's), got {dtype!r}")
+    check_flag(colorbar, "colorbar")
+    if ax is not None:
+        _ax(ax)
+    try:
+        xs = torch.linspace(*lims[0], n, dtype=dtype, device=device)
+        ys = torch.linspace(*lims[1], n, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"device: expected a torch device the grid can be made on, got "
+                         f"{device!r} ({e})") from None
+    if xs.device.type == "meta":
+        raise ValueError("device: expected a device with values to draw, got meta")
     X, Y = torch.meshgrid(xs, ys, indexing="xy")
     with torch.no_grad():
         Z = f(torch.stack([X, Y], -1))
-    cs = ax.contourf(_np(X), _np(Y), _np(Z), levels=levels, cmap=cmap)
-    ax.contour(_np(X), _np(Y), _np(Z), levels=levels, colors="k", linewidths=0.3, alpha=0.5)
+    if not isinstance(Z, (Tensor, np.ndarray)) or tuple(Z.shape) != (n, n):
+        raise ValueError(f"f: expected f(θ) of shape ({n}, {n}) for θ of shape ({n}, {n}, 2), "
+                         f"got {type(Z).__name__} of shape {tuple(getattr(Z, 'shape', ()))}")
+    Zn = _np(Z, "f(θ)")
+    if not np.isfinite(Zn).all():
+        raise ValueError(f"f: expected finite values on the grid, got "
+                         f"{int((~np.isfinite(Zn)).sum())} NaN/inf of {Zn.size}")
+    ax = _ax(ax)
+    cs = ax.contourf(_np(X), _np(Y), Zn, levels=levels, cmap=cmap)
+    ax.contour(_np(X), _np(Y), Zn, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
     if colorbar:
         ax.figure.colorbar(cs, ax=ax, shrink=0.85)
     ax.set_xlabel(r"$\theta_1$")
@@ -110,30 +200,35 @@ def landscape(f: Callable[[Tensor], Tensor], xlim: tuple[float, float] = (-3, 3)
     return ax
 
 
+@_closes_on_error
 def path(points: ArrayLike, ax: Axes | None = None, label: str | None = None, color: str = "w",
          marker: str = "o", ms: float = 2.5, **kw) -> Axes:
     """Draw an optimisation path given as (K, 2) points."""
-    p = _np(points, "points", 2)
-    if p.shape[1] < 2:
+    p = _data(points, "points", 2)
+    if p.shape[1] != 2:
         raise ValueError(f"points: expected shape (K, 2), got {p.shape}")
     ax = _ax(ax)
     ax.plot(p[:, 0], p[:, 1], color=color, marker=marker, ms=ms, lw=1.2, label=label, **kw)
     return ax
 
 
+@_closes_on_error
 def gradient_cloud(estimates: Tensor, exact: Tensor, dims: tuple[int, int] = (0, 1),
                    ax: Axes | None = None, label: str | None = None, color: str = "C0",
                    max_points: int = 2000, alpha: float = 0.25) -> Axes:
     """Scatter two coordinates of M gradient estimates around the exact gradient (a star)
     and their sample mean (a cross)."""
-    full = _np(estimates, "estimates", 2)
-    g = _np(exact, "exact", 1)
+    full = _data(estimates, "estimates", 2)
+    g = _data(exact, "exact", 1)
     if full.shape[1] != g.shape[0]:
         raise ValueError(f"exact: expected {full.shape[1]} coordinates (those of the "
                          f"estimates), got shape {g.shape}")
-    i, j = dims
-    if not all(isinstance(k, int) and 0 <= k < g.shape[0] for k in (i, j)):
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) != 2 \
+            or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < g.shape[0]
+                       for k in dims):
         raise ValueError(f"dims: expected two coordinates in [0, {g.shape[0]}), got {dims!r}")
+    i, j = dims
+    check_positive_int(max_points, "max_points")
     ax = _ax(ax)
     e = full[:max_points]
     ax.scatter(e[:, i], e[:, j], s=4, alpha=alpha, color=color, label=label, lw=0)
@@ -145,6 +240,7 @@ def gradient_cloud(estimates: Tensor, exact: Tensor, dims: tuple[int, int] = (0,
     return ax
 
 
+@_closes_on_error
 def variance_curve(bs: ArrayLike, variances: ArrayLike, ax: Axes | None = None,
                    label: str | None = None, optimal: tuple[float, float] | None = None,
                    color: str = "C0", mc: tuple[ArrayLike, ArrayLike] | None = None,
@@ -152,23 +248,34 @@ def variance_curve(bs: ArrayLike, variances: ArrayLike, ax: Axes | None = None,
     """Total variance against a baseline value; ``optimal = (b*, var*)`` is marked, and
     ``mc = (bs, vars)`` adds Monte-Carlo points; ``current = (b, var)`` marks the baseline a
     widget has selected (a dashed vertical line and a dot)."""
-    b, v = _np(bs, "bs", 1), _np(variances, "variances", 1)
+    b, v = _data(bs, "bs", 1), _data(variances, "variances", 1)
     if b.shape != v.shape:
         raise ValueError(f"variances: expected shape {b.shape} (that of bs), got {v.shape}")
+    if mc is not None:
+        if isinstance(mc, (str, bytes)) or not isinstance(mc, Sequence) or len(mc) != 2:
+            raise ValueError(f"mc: expected a pair (bs, vars) of two vectors, got {mc!r}")
+        mb, mv = _data(mc[0], "mc[0]", 1), _data(mc[1], "mc[1]", 1)
+        if mb.shape != mv.shape:
+            raise ValueError(f"mc[1]: expected shape {mb.shape} (that of mc[0]), got {mv.shape}")
+    if optimal is not None:
+        optimal = _pair(optimal, "optimal", "(b*, var*)")
+    if current is not None:
+        current = _pair(current, "current", "(b, var)")
     ax = _ax(ax)
     ax.plot(b, v, color=color, label=label)
     if mc is not None:
-        ax.plot(_np(mc[0]), _np(mc[1]), "o", color=color, ms=4, label="Monte Carlo")
+        ax.plot(mb, mv, "o", color=color, ms=4, label="Monte Carlo")
     if optimal is not None:
-        ax.plot(float(optimal[0]), float(optimal[1]), "r*", ms=12, label="optimal baseline")
+        ax.plot(optimal[0], optimal[1], "r*", ms=12, label="optimal baseline")
     if current is not None:
-        ax.axvline(float(current[0]), color="k", ls="--", lw=0.8)
-        ax.plot(float(current[0]), float(current[1]), "ko", ms=6, label=f"b = {float(current[0]):.3g}")
+        ax.axvline(current[0], color="k", ls="--", lw=0.8)
+        ax.plot(current[0], current[1], "ko", ms=6, label=f"b = {current[0]:.3g}")
     ax.set_xlabel("baseline b")
     ax.set_ylabel(r"tr Cov$[\hat g]$")
     return ax
 
 
+@_closes_on_error
 def curves(xs: ArrayLike, ys_by_label: Mapping[str, ArrayLike], ax: Axes | None = None,
            xlabel: str = "step", ylabel: str = "", target: float | None = None,
            logy: bool = False) -> Axes:
@@ -176,17 +283,22 @@ def curves(xs: ArrayLike, ys_by_label: Mapping[str, ArrayLike], ax: Axes | None 
     if not isinstance(ys_by_label, Mapping):
         raise ValueError(f"ys_by_label: expected a dict {{label: ys}}, got "
                          f"{type(ys_by_label).__name__}")
-    x = _np(xs, "xs", 1)
+    if not ys_by_label:
+        raise ValueError("ys_by_label: expected at least one curve {label: ys}, got an empty dict")
+    x = _data(xs, "xs", 1)
     ys = {label: _np(y, f"ys_by_label[{label!r}]", 1) for label, y in ys_by_label.items()}
     for label, y in ys.items():
         if y.shape != x.shape:
             raise ValueError(f"ys_by_label[{label!r}]: expected shape {x.shape} (that of xs), "
                              f"got {y.shape}")
+    if target is not None:
+        target = check_number(target, "target")
+    check_flag(logy, "logy")
     ax = _ax(ax)
     for k, (label, y) in enumerate(ys.items()):
         ax.plot(x, y, label=label, color=f"C{k}")
     if target is not None:
-        ax.axhline(float(target), ls="--", color="k", lw=1, label="optimum")
+        ax.axhline(target, ls="--", color="k", lw=1, label="optimum")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
@@ -195,21 +307,25 @@ def curves(xs: ArrayLike, ys_by_label: Mapping[str, ArrayLike], ax: Axes | None 
     return ax
 
 
+@_closes_on_error
 def scaling(ns: ArrayLike, values: ArrayLike, reference: ArrayLike | None = None,
             stderr: ArrayLike | None = None, ax: Axes | None = None, label: str = "Monte Carlo",
             ref_label: str = "exact", ylabel: str = "", color: str = "C0") -> Axes:
     """A quantity against the sample size N on log-log axes: measured ``values`` (K,) at
     ``ns`` (K,) as dots with ±2 ``stderr`` bars, and the exact ``reference`` (K,) as a line
     (e.g. σ/√N for an error, tr Σ/N for a variance). Returns the axes."""
-    n, v = _np(ns, "ns", 1), _np(values, "values", 1)
-    for name, x in (("values", v), ("reference", reference), ("stderr", stderr)):
-        if x is not None and _np(x, name, 1).shape != n.shape:
-            raise ValueError(f"{name}: expected shape {n.shape} (that of ns), got "
-                             f"{_np(x, name).shape}")
+    n = _data(ns, "ns (log axis)", 1, low=0, strict=True)
+    v = _data(values, "values (log axis)", 1, low=0, strict=True)
+    ref = None if reference is None else _data(reference, "reference (log axis)", 1, low=0,
+                                               strict=True)
+    se = None if stderr is None else _data(stderr, "stderr", 1, low=0)
+    for name, x in (("values", v), ("reference", ref), ("stderr", se)):
+        if x is not None and x.shape != n.shape:
+            raise ValueError(f"{name}: expected shape {n.shape} (that of ns), got {x.shape}")
     ax = _ax(ax)
-    if reference is not None:
-        ax.plot(n, _np(reference), "-", color="k", lw=1, label=ref_label)
-    yerr = None if stderr is None else 2 * _np(stderr)
+    if ref is not None:
+        ax.plot(n, ref, "-", color="k", lw=1, label=ref_label)
+    yerr = None if se is None else 2 * se
     ax.errorbar(n, v, yerr=yerr, fmt="o", color=color, ms=4, capsize=2, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -219,6 +335,7 @@ def scaling(ns: ArrayLike, values: ArrayLike, reference: ArrayLike | None = None
     return ax
 
 
+@_closes_on_error
 def coordinate_errorbars(reference: ArrayLike, mean: ArrayLike, stderr: ArrayLike,
                          ax: Axes | None = None, labels: Sequence[str] | None = None,
                          ref_label: str = "exact", mc_label: str = "Monte Carlo: mean ± 2 se",
@@ -226,12 +343,13 @@ def coordinate_errorbars(reference: ArrayLike, mean: ArrayLike, stderr: ArrayLik
     """Compare a vector estimate with an exact one, coordinate by coordinate: the exact
     ``reference`` (P,) as grey bars, the Monte-Carlo ``mean`` (P,) as dots with ±2 ``stderr``
     bars. ``labels`` names the coordinates (default: their indices). Returns the axes."""
-    ref, m, se = _np(reference, "reference"), _np(mean, "mean"), _np(stderr, "stderr")
+    ref, m = _data(reference, "reference"), _data(mean, "mean")
+    se = _data(stderr, "stderr", low=0)
     if not (ref.shape == m.shape == se.shape) or ref.ndim != 1:
         raise ValueError(f"reference, mean, stderr: expected three vectors of one shape (P,), got "
                          f"{ref.shape}, {m.shape}, {se.shape}")
-    if labels is not None and (isinstance(labels, str) or len(labels) != len(ref)):
-        raise ValueError(f"labels: expected {len(ref)} names (one per coordinate), got {labels!r}")
+    if labels is not None:
+        labels = _names(labels, len(ref), "labels")
     ax = _ax(ax)
     k = np.arange(len(ref))
     ax.bar(k, ref, color="#bbbbbb", label=ref_label)
@@ -242,6 +360,7 @@ def coordinate_errorbars(reference: ArrayLike, mean: ArrayLike, stderr: ArrayLik
     return ax
 
 
+@_closes_on_error
 def curves_with_derivative(x: ArrayLike, curves: Mapping[str, ArrayLike], derivative: ArrayLike,
                            ax: Axes | None = None, vlines: Iterable[float] = (),
                            xlabel: str = "", ylabel: str = "",
@@ -250,31 +369,47 @@ def curves_with_derivative(x: ArrayLike, curves: Mapping[str, ArrayLike], deriva
     """Several curves y(x) on ``ax`` and one ``derivative`` dy/dx on a twin right axis (thin
     black), with vertical guides at ``vlines``; ``styles`` maps a label to ``ax.plot`` keywords.
     Returns ``(ax, twin)``."""
-    xs = _np(x, "x", 1)
-    if not isinstance(curves, Mapping):
-        raise ValueError(f"curves: expected a dict {{label: ys}}, got {type(curves).__name__}")
+    xs = _data(x, "x", 1, finite=False)
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError(f"curves: expected a dict {{label: ys}} with at least one curve, got "
+                         f"{curves!r}")
     ys = {label: _np(y, f"curves[{label!r}]", 1) for label, y in curves.items()}
     dy = _np(derivative, "derivative", 1)
     for name, y in [*((f"curves[{k!r}]", v) for k, v in ys.items()), ("derivative", dy)]:
         if y.shape != xs.shape:
             raise ValueError(f"{name}: expected shape {xs.shape} (that of x), got {y.shape}")
-    if styles is not None and not isinstance(styles, Mapping):
-        raise ValueError(f"styles: expected a dict {{label: plot keywords}}, got {styles!r}")
+    if styles is not None and (not isinstance(styles, Mapping) or not all(
+            isinstance(s, Mapping) and all(isinstance(k, str) for k in s)
+            for s in styles.values())):
+        raise ValueError(f"styles: expected a dict {{label: {{plot keyword: value}}}}, got "
+                         f"{styles!r}")
+    if isinstance(vlines, (str, bytes)) or not isinstance(vlines, Iterable):
+        raise ValueError(f"vlines: expected a list of x positions, got {vlines!r}")
+    vlines = [check_number(v, "vlines") for v in vlines]
+    if not isinstance(xlabel, str):
+        raise ValueError(f"xlabel: expected a string, got {xlabel!r}")
     ax = _ax(ax)
-    for label, y in ys.items():
-        ax.plot(xs, y, label=label, **(styles or {}).get(label, {}))
+    label = None
+    try:
+        for label, y in ys.items():
+            ax.plot(xs, y, label=label, **(styles or {}).get(label, {}))
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"styles[{label!r}]: matplotlib refused these plot keywords: "
+                         f"{e}") from None
     twin = ax.twinx()
     twin.plot(xs, dy, color="k", lw=0.8, alpha=0.6)
-    twin.set_ylabel("d / dx" if not xlabel else f"d / d{xlabel.split()[-1]}", fontsize=8)
+    twin.set_ylabel("d / dx" if not xlabel.strip() else f"d / d{xlabel.split()[-1]}",
+                    fontsize=8)
     twin.grid(False)
     ax.plot([], [], color="k", lw=0.8, alpha=0.6, label=dlabel)
     for v in vlines:
-        ax.axvline(float(v), color="gray", lw=0.6)
+        ax.axvline(v, color="gray", lw=0.6)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return ax, twin
 
 
+@_closes_on_error
 def ellipse(center: ArrayLike, M: ArrayLike, level: float, ax: Axes | None = None, n: int = 100,
             **kw: object) -> Axes:
     """Draw the ellipse {θ : (θ − c)ᵀ M (θ − c) = level} in two dimensions (``M`` (2, 2)
@@ -282,7 +417,9 @@ def ellipse(center: ArrayLike, M: ArrayLike, level: float, ax: Axes | None = Non
     Mn, c = _np(M, "M"), _np(center, "center")
     if Mn.shape != (2, 2) or c.shape != (2,):
         raise ValueError(f"M, center: expected shapes (2, 2) and (2,), got {Mn.shape} and {c.shape}")
-    if isinstance(level, (bool, str)) or not float(level) > 0 or not np.isfinite(float(level)):
+    if not np.isfinite(c).all():
+        raise ValueError(f"center: expected a finite 2-vector, got {c.tolist()}")
+    if isinstance(level, complex) or check_number(level, "level") <= 0:
         raise ValueError(f"level: expected a finite number > 0, got {level!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 3:
         raise ValueError(f"n: expected an integer ≥ 3 (points on the ellipse), got {n!r}")
@@ -298,6 +435,7 @@ def ellipse(center: ArrayLike, M: ArrayLike, level: float, ax: Axes | None = Non
     return ax
 
 
+@_closes_on_error
 def level_line(point: ArrayLike, normal: ArrayLike, ax: Axes | None = None,
                **kw: object) -> Axes:
     """Draw the straight line through ``point`` (2,) perpendicular to ``normal`` (2,) across
@@ -319,6 +457,7 @@ def level_line(point: ArrayLike, normal: ArrayLike, ax: Axes | None = None,
     return ax
 
 
+@_closes_on_error
 def panel_grid(draw: Callable[[Axes, object, object], object], rows: Iterable, cols: Iterable,
                row_name: str = "", col_name: str = "", figsize: tuple[float, float] | None = None,
                sharex: bool = True, sharey: bool = True) -> np.ndarray:
@@ -327,6 +466,9 @@ def panel_grid(draw: Callable[[Axes, object, object], object], rows: Iterable, c
     inner tick labels are hidden when axes are shared. Returns the (R, C) array of axes."""
     if not callable(draw):
         raise ValueError(f"draw: expected a function draw(ax, row, col), got {type(draw).__name__}")
+    for name, v in (("rows", rows), ("cols", cols)):
+        if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+            raise ValueError(f"{name}: expected a list of values (one panel each), got {v!r}")
     rows, cols = list(rows), list(cols)
     if not rows or not cols:
         raise ValueError(f"panel_grid: expected at least one row and one column, got "
@@ -349,6 +491,7 @@ def panel_grid(draw: Callable[[Axes, object, object], object], rows: Iterable, c
     return axes
 
 
+@_closes_on_error
 def policy_bars(probs: ArrayLike, ax: Axes | None = None,
                 action_names: Sequence[str] | None = None,
                 context_names: Sequence[str] | None = None, title: str | None = None) -> Axes:
@@ -376,10 +519,10 @@ def policy_bars(probs: ArrayLike, ax: Axes | None = None,
     if err > tol:
         raise ValueError(f"probs: expected each row (context) to sum to 1, largest deviation "
                          f"is {err:.3g} (tolerance {tol:g})")
-    if action_names is not None and len(action_names) != A:
-        raise ValueError(f"action_names: expected {A} names, got {len(action_names)}")
-    if context_names is not None and len(context_names) != S:
-        raise ValueError(f"context_names: expected {S} names, got {len(context_names)}")
+    if action_names is not None:
+        action_names = _names(action_names, A, "action_names")
+    if context_names is not None:
+        context_names = _names(context_names, S, "context_names")
     ax = _ax(ax)
     names = action_names or [f"a{k}" for k in range(A)]
     width = 0.8 / A
@@ -462,6 +605,7 @@ def map_layout(methods: Iterable[Method]) -> dict:
     return {n: (d, r - top) for n, (d, r) in out.items()}
 
 
+@_closes_on_error
 def method_map(ax: Axes | None = None, methods: Iterable[Method] | None = None,
                figsize: tuple[float, float] | None = None, wrap: int = 18,
                cell: tuple[float, float] = (1.45, 0.19),
@@ -495,6 +639,9 @@ def method_map(ax: Axes | None = None, methods: Iterable[Method] | None = None,
         raise ValueError(f"highlight: expected names of the methods drawn, got {unknown}")
     if ax is not None:
         _ax(ax)
+    cell = _pair(cell, "cell", "(inches per column, inches per line)", positive=True)
+    if figsize is not None:
+        figsize = _pair(figsize, "figsize", "(width, height) in inches", positive=True)
     layout = map_layout(ms)
     n_cols = max((d for d, _ in layout.values()), default=0) + 1
     n_rows = max((r for _, r in layout.values()), default=0) + 1
@@ -547,11 +694,12 @@ def method_map(ax: Axes | None = None, methods: Iterable[Method] | None = None,
 
 
 # -- chapter 14 ---------------------------------------------------------------------------------
+@_closes_on_error
 def runs_band(xs: ArrayLike, runs: ArrayLike, ax: Axes | None = None, label: str | None = None,
               color: str = "C0", alpha: float = 0.2, ls: str = "-") -> Axes:
     """The mean of several runs as a line and ±1 standard error as a band: ``runs`` (K, R)
     (K points on ``xs`` (K,), R runs; R = 1 draws the line alone). Returns the axes."""
-    x, y = _np(xs, "xs", 1), _np(runs, "runs")
+    x, y = _data(xs, "xs", 1, finite=False), _data(runs, "runs", finite=False)
     if y.ndim == 1:
         y = y[:, None]
     if y.ndim != 2 or y.shape[0] != x.shape[0]:
@@ -566,6 +714,7 @@ def runs_band(xs: ArrayLike, runs: ArrayLike, ax: Axes | None = None, label: str
     return ax
 
 
+@_closes_on_error
 def map_geometry(ax: Axes) -> dict:
     """Measure a drawn :func:`method_map` (draws the figure first), in display pixels:
     ``{"boxes": {name: Bbox}, "arrows": {(parent, child): (tip_gap, tip_inside)}}``, where
@@ -574,6 +723,9 @@ def map_geometry(ax: Axes) -> dict:
     if not isinstance(ax, Axes):
         raise ValueError(f"ax: expected the matplotlib Axes of a method_map, got "
                          f"{type(ax).__name__}")
+    if not any((t.get_gid() or "").startswith("method:") for t in ax.texts):
+        raise ValueError("ax: expected the Axes of a method_map (boxes with gid "
+                         "'method:<name>'), got an Axes with none")
     fig = ax.figure
     fig.canvas.draw()
     boxes, arrows = {}, {}
