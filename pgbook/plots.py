@@ -343,11 +343,11 @@ def coordinate_errorbars(reference: ArrayLike, mean: ArrayLike, stderr: ArrayLik
     """Compare a vector estimate with an exact one, coordinate by coordinate: the exact
     ``reference`` (P,) as grey bars, the Monte-Carlo ``mean`` (P,) as dots with ±2 ``stderr``
     bars. ``labels`` names the coordinates (default: their indices). Returns the axes."""
-    ref, m = _data(reference, "reference"), _data(mean, "mean")
-    se = _data(stderr, "stderr", low=0)
+    ref, m, se = _np(reference, "reference"), _np(mean, "mean"), _np(stderr, "stderr")
     if not (ref.shape == m.shape == se.shape) or ref.ndim != 1:
         raise ValueError(f"reference, mean, stderr: expected three vectors of one shape (P,), got "
                          f"{ref.shape}, {m.shape}, {se.shape}")
+    ref, m, se = _data(ref, "reference"), _data(m, "mean"), _data(se, "stderr", low=0)
     if labels is not None:
         labels = _names(labels, len(ref), "labels")
     ax = _ax(ax)
