@@ -115,9 +115,16 @@ class Episodes:
         return self.x * (int(self.s.max()) + 1 if self.s.numel() else 1) + self.s
 
     def index(self, idx: Tensor) -> Episodes:
-        """The rows ``idx`` (an integer tensor of any shape (*B,), ids in [0, N): fields get
-        shape (*B, ...))."""
-        check_index(idx, "idx", len(self))
+        """The rows ``idx``: a 1-D integer tensor (B,) of ids in [0, N) (fields get shape
+        (B, ...)), or a 1-D bool tensor (N,) selecting rows. A 2-D index is refused: an
+        :class:`Episodes` holds one row per episode."""
+        check_tensor(idx, "idx", ndim=1)
+        if idx.dtype == torch.bool:
+            if idx.shape[0] != len(self):
+                raise ValueError(f"idx: expected a bool tensor of shape ({len(self)},) (one "
+                                 f"entry per episode), got shape {tuple(idx.shape)}")
+        else:
+            check_index(idx, "idx", len(self))
         check_same_device(x=self.x, idx=idx)
         return Episodes(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
@@ -251,6 +258,10 @@ class LookupWorld:
         if value_probs is None:
             value_probs = torch.full((1, S), 1.0 / S, dtype=torch.float64)
         check_tensor(value_probs, "value_probs", ndim=2, floating=True)
+        if value_probs.device.type == "meta":
+            raise ValueError("value_probs: expected a tensor with values (the world's episodes "
+                             "and their probabilities are built from them), got one on the "
+                             "meta device")
         if value_probs.shape[1] != S:
             raise ValueError(f"value_probs: expected shape (X, {S}) (one distribution over the "
                              f"{S} values per context), got {tuple(value_probs.shape)}")
