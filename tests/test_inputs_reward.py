@@ -171,10 +171,18 @@ def test_answer_space_bad_device():
     assert WA.answer_space(3).X == 1
 
 
-def test_lookup_world_refuses_meta_value_probs():
+def test_lookup_world_on_meta_has_shapes_but_no_enumeration():
+    """Building a world on meta is part of the contract (shapes only); enumerating it, and
+    its repr (which counted the trajectories), no longer raise NotImplementedError."""
+    w = AW.LookupWorld(n_values=2, value_probs=torch.ones(1, 2, device="meta") / 2)
+    assert "trajectories=?" in repr(w)
+    with pytest.raises(ValueError, match="value_probs: expected a tensor with values to "
+                                         "enumerate"):
+        w.enumerate()
     with pytest.raises(ValueError, match="value_probs: expected a tensor with values"):
-        AW.LookupWorld(n_values=2, value_probs=torch.ones(1, 2, device="meta") / 2)
-    assert AW.LookupWorld(n_values=2, value_probs=torch.ones(1, 2, dtype=torch.float64) / 2).S == 2
+        w.demonstrations(0.3)
+    ok = AW.LookupWorld(n_values=2, value_probs=torch.ones(1, 2, dtype=torch.float64) / 2)
+    assert "trajectories=" in repr(ok) and len(ok.enumerate()) > 0
 
 
 @pytest.fixture(scope="module")

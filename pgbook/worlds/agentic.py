@@ -258,10 +258,6 @@ class LookupWorld:
         if value_probs is None:
             value_probs = torch.full((1, S), 1.0 / S, dtype=torch.float64)
         check_tensor(value_probs, "value_probs", ndim=2, floating=True)
-        if value_probs.device.type == "meta":
-            raise ValueError("value_probs: expected a tensor with values (the world's episodes "
-                             "and their probabilities are built from them), got one on the "
-                             "meta device")
         if value_probs.shape[1] != S:
             raise ValueError(f"value_probs: expected shape (X, {S}) (one distribution over the "
                              f"{S} values per context), got {tuple(value_probs.shape)}")
@@ -307,7 +303,8 @@ class LookupWorld:
 
     def __repr__(self) -> str:
         return (f"LookupWorld(S={self.S}, K={self.K}, O={self.O}, X={self.X}, noise={self.noise:g}, "
-                f"tokens {''.join(self.token_names)}, trajectories={len(self.enumerate())})")
+                f"tokens {''.join(self.token_names)}, trajectories="
+                f"{'?' if self.device.type == 'meta' else len(self.enumerate())})")
 
     def action_positions(self, device: torch.device | str | None = None) -> Tensor:
         """Columns of the K actions, (K,): k·(1 + O), on ``device`` (default: the world's)."""
@@ -359,6 +356,10 @@ class LookupWorld:
         """
         if self._episodes is not None:
             return self._episodes
+        if self.device.type == "meta":
+            raise ValueError("value_probs: expected a tensor with values to enumerate the "
+                             "world's trajectories (which depend on them), got one on the meta "
+                             "device (a world on meta has shapes only)")
         dev, dt = self.device, self.dtype
         S, K, n_obs, V, T = self.S, self.K, self.O, self.V, self.T
         X = self.X
