@@ -43,8 +43,11 @@ from ._validate import (
 from .registry import register, resolve
 
 
-def _prepare(per_token_loss: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def _prepare(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None
+             ) -> tuple[Tensor, Tensor]:
     check_tensor(per_token_loss, "per_token_loss", ndim=2, floating=True)
+    if max_tokens is not None:      # ignored by all but "constant", but never a wrong value
+        check_positive_int(max_tokens, "max_tokens")
     check_tensor(mask, "mask")
     check_mask(mask, "mask", tuple(per_token_loss.shape))
     check_same_device(per_token_loss=per_token_loss, mask=mask)
@@ -66,7 +69,7 @@ def _seq_count(m: Tensor) -> tuple[Tensor, Tensor]:
           summary="Σ over all tokens / total tokens (DAPO)")
 def token_mean(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None) -> Tensor:
     """Σ_{i,t} m ℓ / Σ_{i,t} m: every token of the batch weighs the same (DAPO)."""
-    loss, m = _prepare(per_token_loss, mask)
+    loss, m = _prepare(per_token_loss, mask, max_tokens)
     return (loss.sum() / m.sum()).to(per_token_loss.dtype)
 
 
@@ -74,7 +77,7 @@ def token_mean(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = No
           summary="mean over sequences of per-sequence token means (GRPO)")
 def seq_mean_token_mean(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None) -> Tensor:
     """(1/B') Σ_i (1/L_i) Σ_t m ℓ over the B' non-empty sequences (GRPO, DeepSeekMath)."""
-    loss, m = _prepare(per_token_loss, mask)
+    loss, m = _prepare(per_token_loss, mask, max_tokens)
     lengths, nonempty = _seq_count(m)
     per_seq = loss.sum(-1) / torch.where(nonempty, lengths, torch.ones_like(lengths))
     return (per_seq.sum() / nonempty.sum()).to(per_token_loss.dtype)
@@ -84,7 +87,7 @@ def seq_mean_token_mean(per_token_loss: Tensor, mask: Tensor, max_tokens: int | 
           summary="mean over sequences of per-sequence token sums")
 def seq_mean_token_sum(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None) -> Tensor:
     """(1/B') Σ_i Σ_t m ℓ over the B' non-empty sequences: the REINFORCE sum over tokens."""
-    loss, m = _prepare(per_token_loss, mask)
+    loss, m = _prepare(per_token_loss, mask, max_tokens)
     _, nonempty = _seq_count(m)
     return (loss.sum() / nonempty.sum()).to(per_token_loss.dtype)
 
@@ -95,7 +98,7 @@ def constant(per_token_loss: Tensor, mask: Tensor, max_tokens: int | None = None
     """Σ_{i,t} m ℓ / (B · L_max) with L_max = ``max_tokens`` (default T, the padded length):
     a normaliser that depends on no sample (Dr. GRPO). ``max_tokens`` must be at least the
     longest response in the batch."""
-    loss, m = _prepare(per_token_loss, mask)
+    loss, m = _prepare(per_token_loss, mask, max_tokens)
     B, T = per_token_loss.shape
     L = T if max_tokens is None else check_positive_int(max_tokens, "max_tokens")
     if max_tokens is not None and not _is_meta(m):

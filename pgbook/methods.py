@@ -34,6 +34,7 @@ from . import aggregation as _agg
 from . import kl as _kl
 from ._validate import (
     check_finite_where,
+    check_flag,
     check_mask,
     check_positive,
     check_positive_int,
@@ -828,6 +829,7 @@ def compose(name: str, *, reward: str | Mapping[str, str], trajectory: str | Map
     choices. Every trainer that takes a method by name (``grpo_train``, ``grpo_seqlm``,
     ``method_loss``) then trains it.
     """
+    check_flag(replace, "replace")
     if not isinstance(parent, str) or parent not in _method_names():
         raise ValueError(f"parent: expected a registered method, got {parent!r}")
     r_parts = _side_parts(reward, "reward", parent, "reward")

@@ -91,6 +91,8 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._validate import check_flag
+
 __all__ = [
     "KINDS",
     "SIDES",
@@ -382,6 +384,7 @@ def register_method(name: str, parent: str | None, *, fixes: str = "", chapter: 
     _check_text(fixes, "fixes")
     _check_text(chapter, "chapter")
     _check_text(reference, "reference")
+    check_flag(replace, "replace")
     if parent is not None and parent == name:
         raise ValueError(f"parent: a method cannot be its own parent (got parent={parent!r} "
                          f"for method {name!r})")

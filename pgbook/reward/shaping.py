@@ -81,6 +81,9 @@ def soft_overlong_penalty(lengths: Tensor, max_tokens: int, cache: int) -> Tenso
     Factor of J(θ): reward.
     """
     check_tensor(lengths, "lengths")
+    if lengths.dtype == torch.bool or lengths.is_complex():
+        raise ValueError(f"lengths: expected integer or floating lengths, got dtype "
+                         f"{lengths.dtype}")
     L_max = check_positive_int(max_tokens, "max_tokens")
     if isinstance(cache, bool) or not isinstance(cache, int) or not 0 <= cache <= L_max:
         raise ValueError(f"cache: expected an integer in [0, max_tokens = {L_max}], got {cache!r}")
@@ -178,8 +181,12 @@ def overlong_soft(rewards: Tensor, mask: Tensor, *, truncated: Tensor, max_token
 
 
 # -- token-level credit from the entropy ------------------------------------------------------
-def _check_credit(adv: Tensor, entropy: Tensor, mask: Tensor) -> Tensor:
+def _check_credit(adv: Tensor, entropy: Tensor, mask: Tensor, group_size: int) -> Tensor:
     check_tensor(adv, "advantages_tok", ndim=2, floating=True)
+    G = check_positive_int(group_size, "group_size")
+    if adv.shape[0] % G:
+        raise ValueError(f"group_size: expected a divisor of the number of responses B = "
+                         f"{adv.shape[0]}, got {G}")
     check_tensor(entropy, "entropy", floating=True)
     check_shape(entropy, "entropy", tuple(adv.shape))
     check_mask(mask, "mask", tuple(adv.shape))
@@ -224,10 +231,9 @@ def top_entropy_advantages(advantages_tok: Tensor, entropy: Tensor, mask: Tensor
                            group_size: int, top_fraction: float = 0.2) -> Tensor:
     """Â_{i,t} · 1[H_{i,t} ≥ q_{1−ρ}]: the policy gradient flows only through the top-ρ
     (default 20 %) entropy tokens of the batch (Wang et al. 2025, "Beyond the 80/20 rule",
-    arXiv:2506.01939; TRL's ``top_entropy_quantile``). Shapes (B, T); ``group_size`` is
-    accepted for the common signature. Factor of J(θ): reward (a 0/1 weight per token)."""
-    check_positive_int(group_size, "group_size")
-    _check_credit(advantages_tok, entropy, mask)
+    arXiv:2506.01939; TRL's ``top_entropy_quantile``). Shapes (B, T); ``group_size`` (a
+    divisor of B) is accepted for the common signature. Factor of J(θ): reward (a 0/1 weight per token)."""
+    _check_credit(advantages_tok, entropy, mask, group_size)
     keep = high_entropy_mask(entropy, mask, top_fraction)
     return torch.where(keep, advantages_tok, torch.zeros_like(advantages_tok))
 
@@ -239,8 +245,7 @@ def low_entropy_advantages(advantages_tok: Tensor, entropy: Tensor, mask: Tensor
     """Â_{i,t} · 1[H_{i,t} < q_{1−ρ}] on response tokens: the complement of
     :func:`top_entropy_advantages` (the ablation of Wang et al. 2025 that trains on the
     low-entropy 80 %). Shapes (B, T). Factor of J(θ): reward."""
-    check_positive_int(group_size, "group_size")
-    m = _check_credit(advantages_tok, entropy, mask)
+    m = _check_credit(advantages_tok, entropy, mask, group_size)
     keep = m & ~high_entropy_mask(entropy, mask, top_fraction)
     return torch.where(keep, advantages_tok, torch.zeros_like(advantages_tok))
 
@@ -262,15 +267,12 @@ def entropy_weighted_advantages(advantages_tok: Tensor, entropy: Tensor, mask: T
     coefficients) are not reproduced: here one ratio multiplies every response's advantage.
     Responses in contiguous groups of ``group_size``. Factor of J(θ): reward.
     """
-    G = check_positive_int(group_size, "group_size")
-    m = _check_credit(advantages_tok, entropy, mask)
+    m = _check_credit(advantages_tok, entropy, mask, group_size)
+    G = group_size
     s = check_positive(strength, "strength", allow_zero=True)
     if s > 1:
         raise ValueError(f"strength: expected a number in [0, 1], got {s}")
     B, T = advantages_tok.shape
-    if B % G:
-        raise ValueError(f"group_size: expected a divisor of the number of responses B = {B}, "
-                         f"got {G}")
     work = work_dtype(entropy.dtype)
     h = torch.where(m, entropy.to(work), torch.zeros((), dtype=work, device=entropy.device))
     hg = h.view(B // G, G, T)

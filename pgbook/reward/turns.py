@@ -60,6 +60,12 @@ __all__ = [
 ]
 
 
+def _check_integer(x: Tensor, name: str) -> None:
+    """``x`` must hold integers (ids): a bool, floating or complex tensor is refused."""
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{name}: expected an integer tensor, got dtype {x.dtype}")
+
+
 def _check_turns(turn_rewards: Tensor, turn_mask: Tensor | None, group_size: int | None
                  ) -> tuple[Tensor, Tensor]:
     """Validate (N, K) turn rewards and their (N, K) 0/1 turn mask; returns them in the
@@ -119,13 +125,18 @@ def turns_to_tokens(turn_values: Tensor, turn_ids: Tensor, mask: Tensor | None =
     check_tensor(turn_values, "turn_values", ndim=2, floating=True)
     check_finite(turn_values, "turn_values")
     check_tensor(turn_ids, "turn_ids", ndim=2)
-    if turn_ids.is_floating_point() or turn_ids.dtype == torch.bool:
-        raise ValueError(f"turn_ids: expected an integer tensor, got dtype {turn_ids.dtype}")
+    _check_integer(turn_ids, "turn_ids")
     N, K = turn_values.shape
+    if K == 0:
+        raise ValueError(f"turn_values: expected at least one turn (K ≥ 1 in shape (N, K)), "
+                         f"got shape {tuple(turn_values.shape)}")
     if turn_ids.shape[0] != N:
         raise ValueError(f"turn_ids: expected {N} rows (one per episode of turn_values), got "
                          f"shape {tuple(turn_ids.shape)}")
     check_same_device(turn_values=turn_values, turn_ids=turn_ids)
+    # gather takes int32/int64 indices: other integer ids (int8, uint8, ...) are cast
+    if turn_ids.dtype not in (torch.int32, torch.int64):
+        turn_ids = turn_ids.to(torch.long)
     if not _is_meta(turn_ids) and turn_ids.numel() and \
             (int(turn_ids.min()) < -1 or int(turn_ids.max()) >= K):
         raise ValueError(f"turn_ids: expected turns in [-1, {K}) (−1: no turn), got range "
@@ -184,7 +195,8 @@ def mt_grpo_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tenso
                       std_eps: float = 1e-4) -> Tensor:
     """MT-GRPO's turn-level advantage (the authors' "aae" estimator), shape (N, K).
 
-    R^O_i is the outcome (the reward of episode i's last turn), R^T_i the turn-level reward
+    R^O_i is the outcome (the reward of the last turn episode i took: the last turn where
+    ``turn_mask`` is 1), R^T_i the turn-level reward
     (the sum of its other turns' rewards, e.g. a verified tool call); z(·) the group
     z-score with the unbiased std and ε = ``std_eps`` (1e-4, as the authors'
     ``_compute_normalized_advantages``). An episode with a tool result (``tool_turns``
@@ -205,14 +217,13 @@ def mt_grpo_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tenso
         check_same_device(turn_rewards=turn_rewards, tool_turns=tool_turns)
         tool = tool_turns.to(torch.bool) & m
     rm = torch.where(m, r, torch.zeros_like(r))
-    n_taken = m.sum(1)
-    last = (n_taken - 1).clamp_min(0)
+    k = torch.arange(K, device=r.device)
+    last = torch.where(m, k, -1).amax(1).clamp_min(0)              # the last turn taken
     R_O = rm.gather(1, last[:, None]).squeeze(1)
     R_T = rm.sum(1) - R_O
     zO = _group_z(R_O, group_size, std_eps)
     zT = _group_z(R_T, group_size, std_eps)
     zC = _group_z(R_T + R_O, group_size, std_eps)
-    k = torch.arange(K, device=r.device)
     first = torch.where(tool, k, K).min(1).values                       # first tool-result turn
     has = first < K
     before = k[None, :] <= first[:, None]
@@ -267,7 +278,8 @@ def gigpo_advantage(turn_rewards: Tensor, group_size: int, *, turn_mask: Tensor 
     if anchors is None:
         anchors = torch.arange(K, device=r.device).expand(N, K)
     check_tensor(anchors, "anchors", ndim=2)
-    if anchors.is_floating_point() or anchors.shape != (N, K):
+    _check_integer(anchors, "anchors")
+    if anchors.shape != (N, K):
         raise ValueError(f"anchors: expected an integer tensor of shape {(N, K)}, got "
                          f"{tuple(anchors.shape)} ({anchors.dtype})")
     check_same_device(turn_rewards=turn_rewards, anchors=anchors)

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from .._validate import (
+    _is_meta,
     check_finite,
     check_flag,
     check_mask,
@@ -71,6 +72,9 @@ def _check_logits(student_logits: Tensor, teacher_logits: Tensor) -> None:
     if student_logits.dim() < 1:
         raise ValueError(f"student_logits: expected shape (…, V), got "
                          f"{tuple(student_logits.shape)}")
+    if student_logits.shape[-1] == 0:
+        raise ValueError(f"student_logits: expected a vocabulary of at least one token (V ≥ 1 "
+                         f"in shape (…, V)), got shape {tuple(student_logits.shape)}")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"teacher_logits: expected shape {tuple(student_logits.shape)} (that "
                          f"of student_logits: the same positions and vocabulary), got "
@@ -100,6 +104,13 @@ def token_divergence(student_logits: Tensor, teacher_logits: Tensor, *, beta: fl
     work = work_dtype(student_logits.dtype)
     s = torch.log_softmax(student_logits.to(work) / tau, -1)
     u = torch.log_softmax(teacher_logits.detach().to(work) / tau, -1)
+    if tau < 1:     # finite logits divided by a tiny temperature can overflow to ±inf
+        for name, x, lx in (("student_logits", student_logits, s),
+                            ("teacher_logits", teacher_logits, u)):
+            if not _is_meta(x) and x.numel() and not bool(torch.isfinite(lx).all()):
+                raise ValueError(f"temperature: expected a temperature at which {name} / "
+                                 f"temperature stays finite in {work}, got {temperature!r} "
+                                 f"(the division overflows)")
     if b == 0:
         out = (u.exp() * (u - s)).sum(-1)
     elif b == 1:
@@ -143,7 +154,7 @@ def jsd(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
 
 def _token_mean(per_token: Tensor, mask: Tensor) -> Tensor:
     check_mask(mask, "mask", tuple(per_token.shape))
-    check_same_device(per_token=per_token, mask=mask)
+    check_same_device(student_logits=per_token, mask=mask)
     m = mask.to(torch.bool)
     work = work_dtype(per_token.dtype)
     x = torch.where(m, per_token.to(work), torch.zeros((), dtype=work, device=per_token.device))
@@ -165,6 +176,7 @@ def generalized_jsd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: T
     if tuple(mask.shape) != tuple(student_logits.shape[:2]):
         raise ValueError(f"mask: expected shape {tuple(student_logits.shape[:2])} (one per "
                          f"position of the logits), got {tuple(mask.shape)}")
+    check_same_device(student_logits=student_logits, mask=mask)
     per_token = token_divergence(student_logits, teacher_logits, beta=beta,
                                  temperature=temperature)
     return _token_mean(per_token, mask)
@@ -181,6 +193,7 @@ def distill_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor,
     if tuple(mask.shape) != tuple(student_logits.shape[:2]):
         raise ValueError(f"mask: expected shape {tuple(student_logits.shape[:2])} (one per "
                          f"position of the logits), got {tuple(mask.shape)}")
+    check_same_device(student_logits=student_logits, mask=mask)
     return _token_mean(fn(student_logits, teacher_logits), mask)
 
 

@@ -115,9 +115,16 @@ class Episodes:
         return self.x * (int(self.s.max()) + 1 if self.s.numel() else 1) + self.s
 
     def index(self, idx: Tensor) -> Episodes:
-        """The rows ``idx`` (an integer tensor of any shape (*B,), ids in [0, N): fields get
-        shape (*B, ...))."""
-        check_index(idx, "idx", len(self))
+        """The rows ``idx``: a 1-D integer tensor (B,) of ids in [0, N) (fields get shape
+        (B, ...)), or a 1-D bool tensor (N,) selecting rows. A 2-D index is refused: an
+        :class:`Episodes` holds one row per episode."""
+        check_tensor(idx, "idx", ndim=1)
+        if idx.dtype == torch.bool:
+            if idx.shape[0] != len(self):
+                raise ValueError(f"idx: expected a bool tensor of shape ({len(self)},) (one "
+                                 f"entry per episode), got shape {tuple(idx.shape)}")
+        else:
+            check_index(idx, "idx", len(self))
         check_same_device(x=self.x, idx=idx)
         return Episodes(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
@@ -296,7 +303,8 @@ class LookupWorld:
 
     def __repr__(self) -> str:
         return (f"LookupWorld(S={self.S}, K={self.K}, O={self.O}, X={self.X}, noise={self.noise:g}, "
-                f"tokens {''.join(self.token_names)}, trajectories={len(self.enumerate())})")
+                f"tokens {''.join(self.token_names)}, trajectories="
+                f"{'?' if self.device.type == 'meta' else len(self.enumerate())})")
 
     def action_positions(self, device: torch.device | str | None = None) -> Tensor:
         """Columns of the K actions, (K,): k·(1 + O), on ``device`` (default: the world's)."""
@@ -348,6 +356,10 @@ class LookupWorld:
         """
         if self._episodes is not None:
             return self._episodes
+        if self.device.type == "meta":
+            raise ValueError("value_probs: expected a tensor with values to enumerate the "
+                             "world's trajectories (which depend on them), got one on the meta "
+                             "device (a world on meta has shapes only)")
         dev, dt = self.device, self.dtype
         S, K, n_obs, V, T = self.S, self.K, self.O, self.V, self.T
         X = self.X

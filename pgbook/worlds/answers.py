@@ -46,7 +46,11 @@ def answer_space(max_len: int = 8, dtype: torch.dtype = torch.float64,
     if T < 2:
         raise ValueError(f"max_len: expected at least 2 (an answer and EOS), got {T}")
     check_float_dtype(dtype)
-    rho = torch.ones(1, dtype=dtype, device=device)
+    try:
+        rho = torch.ones(1, dtype=dtype, device=device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: expected a torch device such as 'cpu', got {device!r} "
+                         f"({e})") from None
     return SeqSpace(tokens=("a", "b"), max_len=T, rho=rho, contexts=("x",))
 
 
