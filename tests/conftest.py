@@ -3,8 +3,16 @@ import os
 import matplotlib
 import pytest
 import torch
+from hypothesis import settings
 
 matplotlib.use("Agg")
+
+# Property tests draw the same examples on every run (derandomize) and keep no example
+# database between runs: a test suite that passes once passes again, here and in CI. To
+# explore new examples locally: pytest --hypothesis-profile=explore
+settings.register_profile("pgbook", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", database=None, print_blob=True)
+settings.load_profile("pgbook")
 
 
 def _devices() -> list[str]:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pgbook import make_generator
@@ -276,6 +276,7 @@ def test_sampling_bad_input(bad):
 @settings(max_examples=8, deadline=None)
 @given(B=st.integers(1, 6), P=st.integers(1, 6), N=st.integers(1, 6),
        tau=st.sampled_from([0.0, 0.3, 1.0, 3.0]), seed=st.integers(0, 10_000))
+@example(B=1, P=6, N=3, tau=0.3, seed=27)   # a gap of 1.0014e-5 at τ = 0.3 (found by hypothesis)
 def test_sample_properties(B, P, N, tau, seed):
     m = _model(init_std=0.3)
     x = _prompts(B=B, P=P, seed=seed)
@@ -284,5 +285,7 @@ def test_sample_properties(B, P, N, tau, seed):
     assert torch.equal(s.mask, tokens.response_mask(s.tokens, EOS, P))
     assert (s.logprobs <= 0).all() and (s.logprobs[s.mask == 0] == 0).all()
     rec = gpt.logprobs(m, s.tokens, temperature=1.0 if tau == 0 else tau)
-    assert ((rec - s.logprobs) * s.mask).abs().max() < 1e-5
+    # float32 round-off of the logits (cached decode against one pass), amplified by 1/τ
+    tol = 1e-5 / min(1.0, tau) if tau > 0 else 1e-5
+    assert ((rec - s.logprobs) * s.mask).abs().max() < tol
     assert not math.isnan(float(s.logprobs.sum()))
