@@ -16,7 +16,13 @@ import torch
 from matplotlib.axes import Axes
 from torch import Tensor
 
-from ._validate import check_flag, check_number, check_positive_int
+from ._validate import (
+    check_flag,
+    check_float_dtype,
+    check_number,
+    check_positive_int,
+    check_probs,
+)
 
 if TYPE_CHECKING:
     from .registry import Method
@@ -166,8 +172,7 @@ def landscape(f: Callable[[Tensor], Tensor], xlim: tuple[float, float] = (-3, 3)
     for name, (lo, hi) in zip(("xlim", "ylim"), lims):
         if lo == hi:
             raise ValueError(f"{name}: expected two different numbers (low, high), got {lo, hi}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype: expected a floating torch.dtype (the grid's), got {dtype!r}")
+    check_float_dtype(dtype)
     check_flag(colorbar, "colorbar")
     if ax is not None:
         _ax(ax)
@@ -507,18 +512,9 @@ def policy_bars(probs: ArrayLike, ax: Axes | None = None,
     if p.size == 0:
         raise ValueError(f"probs: expected at least one context and one action, got shape "
                          f"{p.shape}")
-    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
-        bad = p[~(np.isfinite(p) & (p >= 0) & (p <= 1))]
-        raise ValueError(f"probs: expected probabilities in [0, 1], got {bad.size} value(s) "
-                         f"outside (e.g. {bad[0]:.4g})")
-    low = isinstance(probs, Tensor) and probs.dtype in (torch.float16, torch.bfloat16)
-    eps = (torch.finfo(probs.dtype).eps if isinstance(probs, Tensor) and probs.is_floating_point()
-           else np.finfo(np.float64).eps)
-    tol = max(1e-3 if low else 1e-5, A * eps / 2)   # A values each rounded (as check_probs)
-    err = float(np.abs(p.sum(1) - 1).max())
-    if err > tol:
-        raise ValueError(f"probs: expected each row (context) to sum to 1, largest deviation "
-                         f"is {err:.3g} (tolerance {tol:g})")
+    # finite, ≥ 0, rows summing to 1 within the input dtype's rounding (check_probs)
+    check_probs(probs.detach().cpu().reshape(S, A) if isinstance(probs, Tensor)
+                and probs.is_floating_point() else torch.from_numpy(p), "probs")
     if action_names is not None:
         action_names = _names(action_names, A, "action_names")
     if context_names is not None:

@@ -203,10 +203,10 @@ def test_control_valid_forms():
 
 
 @pytest.mark.parametrize("probs, match", [
-    (t([[2.0, -1.0]]), r"expected probabilities in \[0, 1\]"),
-    (t([[0.5, float("nan")]]), r"expected probabilities in \[0, 1\]"),
-    (t([[0.5, 0.4]]), "expected each row .* to sum to 1"),
-    (np.array([0.2, 0.2]), "expected each row .* to sum to 1"),
+    (t([[2.0, -1.0]]), "expected non-negative probabilities"),
+    (t([[0.5, float("nan")]]), "expected finite values"),
+    (t([[0.5, 0.4]]), "expected probabilities summing to 1"),
+    (np.array([0.2, 0.2]), "expected probabilities summing to 1"),
     (torch.zeros(0, 2), "expected at least one context"),
 ])
 def test_policy_bars_refuses_non_probabilities(probs, match):

@@ -31,7 +31,7 @@ def quad(t):
 
 BAD = [
     # landscape
-    (lambda: plots.landscape(quad, n=5, dtype=torch.int64), "dtype: expected a floating"),
+    (lambda: plots.landscape(quad, n=5, dtype=torch.int64), "dtype: expected a floating torch.dtype"),
     (lambda: plots.landscape(lambda t: quad(t) * NAN, n=5), "f: expected finite"),
     (lambda: plots.landscape(lambda t: quad(t)[0], n=5), r"f: expected f\(θ\) of shape \(5, 5\)"),
     (lambda: plots.landscape(lambda t: 1.0, n=5), r"f: expected f\(θ\) of shape"),
