@@ -29,13 +29,13 @@ from torch import Tensor
 
 from ._validate import (
     _no_values,
-    check_finite,
     check_pair,
     check_positive,
     check_same_device,
     check_tensor,
     to_work,
 )
+from .trajectory.importance import check_log_probs
 
 __all__ = ["dpo_loss", "implied_reward"]
 
@@ -43,11 +43,7 @@ __all__ = ["dpo_loss", "implied_reward"]
 def _check_logprobs(x: Tensor, name: str) -> None:
     """``x`` a non-empty floating tensor of finite log-probabilities (≤ 0)."""
     check_tensor(x, name, floating=True, nonempty=True)
-    check_finite(x, name)
-    if not _no_values(x):
-        top = float(x.detach().amax())
-        if top > 0:
-            raise ValueError(f"{name}: expected log-probabilities (≤ 0), got max {top:.4g}")
+    check_log_probs(x, name)
 
 
 def _check_no_overflow(x: Tensor, what: str, beta: float) -> None:
